@@ -1,0 +1,1 @@
+"""Models: Mamba encoders, unimodal classifiers, cross-modal fusion and the model registry."""

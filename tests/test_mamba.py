@@ -1,0 +1,139 @@
+"""Mamba encoder: scan implementations agree, Mamba-1 maths (vs transformers), masks make outputs batch-independent."""
+
+import math
+
+import pytest
+import torch
+
+from bber_utils.models.mamba import MambaBlock, MambaStack, masked_mean, selective_scan
+
+CPU_IMPLS = ["chunked", "mambapy"]
+
+
+def _scan_inputs(batch, length, ed, n, dtype=torch.float64, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, length, ed, generator=g, dtype=dtype)
+    delta = torch.nn.functional.softplus(torch.randn(batch, length, ed, generator=g, dtype=dtype) - 1.0)
+    A = -torch.exp(torch.randn(ed, n, generator=g, dtype=dtype))
+    B = torch.randn(batch, length, n, generator=g, dtype=dtype)
+    C = torch.randn(batch, length, n, generator=g, dtype=dtype)
+    D = torch.randn(ed, generator=g, dtype=dtype)
+    z = torch.randn(batch, length, ed, generator=g, dtype=dtype)
+    tensors = [u, delta, A, B, C, D, z]
+    if requires_grad:
+        for t in tensors:
+            t.requires_grad_(True)
+    return tensors
+
+
+def _naive_scan(u, delta, A, B, C):
+    """The recurrence written out with plain Python loops over (b, t): the oracle for the oracle."""
+    batch, length, ed = u.shape
+    y = torch.zeros_like(u)
+    for b in range(batch):
+        h = torch.zeros(ed, A.shape[1], dtype=u.dtype)
+        for t in range(length):
+            h = torch.exp(delta[b, t, :, None] * A) * h + delta[b, t, :, None] * B[b, t][None, :] * u[b, t, :, None]
+            y[b, t] = h @ C[b, t]
+    return y
+
+
+def test_sequential_scan_matches_the_recurrence_written_out():
+    u, delta, A, B, C, D, z = _scan_inputs(2, 7, 3, 4)
+    expected = _naive_scan(u, delta, A, B, C)
+    got = selective_scan(u, delta, A, B, C, impl="sequential")
+    torch.testing.assert_close(got, expected)
+    with_skip_and_gate = selective_scan(u, delta, A, B, C, D=D, z=z, impl="sequential")
+    torch.testing.assert_close(with_skip_and_gate, (expected + u * D) * torch.nn.functional.silu(z))
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("shape", [(2, 1, 5, 3), (1, 7, 4, 16), (3, 33, 6, 8), (2, 130, 8, 16)])
+def test_scan_impl_forward_matches_sequential(impl, shape):
+    u, delta, A, B, C, D, z = _scan_inputs(*shape, dtype=torch.float32)
+    expected = selective_scan(u, delta, A, B, C, D=D, z=z, impl="sequential")
+    got = selective_scan(u, delta, A, B, C, D=D, z=z, impl=impl)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("shape", [(2, 1, 3, 2), (1, 5, 3, 4), (2, 37, 4, 3), (1, 100, 2, 5)])
+def test_scan_impl_gradients_match_sequential(impl, shape):
+    inputs = _scan_inputs(*shape, dtype=torch.float64, requires_grad=True)
+    grad_y = torch.randn(shape[0], shape[1], shape[2], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def grads(which):
+        y = selective_scan(*inputs, impl=which)
+        return torch.autograd.grad(y, inputs, grad_y)
+
+    for name, g_ref, g in zip("u delta A B C D z".split(), grads("sequential"), grads(impl)):
+        torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=1e-8, msg=lambda m: f"d{name}: {m}")
+
+
+def test_unknown_impl_is_a_clear_error():
+    u, delta, A, B, C, D, z = _scan_inputs(1, 3, 2, 2)
+    with pytest.raises(ValueError, match="unknown scan impl"):
+        selective_scan(u, delta, A, B, C, impl="fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mamba-ssm's kernel needs CUDA")
+def test_cuda_kernel_matches_sequential():
+    from bber_utils.models.mamba import mamba_ssm_available
+
+    if not mamba_ssm_available():
+        pytest.skip("mamba-ssm is not installed")
+    inputs = [t.cuda() for t in _scan_inputs(2, 50, 8, 16, dtype=torch.float32)]
+    expected = selective_scan(*inputs, impl="sequential")
+    torch.testing.assert_close(selective_scan(*inputs, impl="cuda"), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_block_init_follows_mamba():
+    torch.manual_seed(0)
+    block = MambaBlock(32, d_state=16, expand=2)
+    A = -torch.exp(block.A_log)
+    torch.testing.assert_close(A[5], -torch.arange(1, 17, dtype=torch.float32))  # S4D-real
+    dt = torch.nn.functional.softplus(block.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001  # Δ at init in [dt_min, dt_max]
+    assert block.dt_rank == math.ceil(32 / 16)
+    assert torch.all(block.D == 1)
+
+
+def test_stack_shapes_and_final_norm():
+    torch.manual_seed(0)
+    stack = MambaStack(16, n_layers=2)
+    x = torch.randn(3, 11, 16)
+    y = stack(x)
+    assert y.shape == (3, 11, 16)
+    rms = y.pow(2).mean(-1).sqrt()  # final RMSNorm with unit weight
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+
+
+def test_padded_batch_matches_each_sequence_alone():
+    torch.manual_seed(0)
+    stack = MambaStack(16, n_layers=2, d_conv=4).eval()
+    lengths = [9, 1, 4, 6]
+    seqs = [torch.randn(n, 16) for n in lengths]
+    batch = torch.full((len(seqs), max(lengths), 16), 123.0)  # garbage in the padding must not leak
+    mask = torch.zeros(len(seqs), max(lengths), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        batch[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    with torch.no_grad():
+        out = stack(batch, mask)
+        for i, s in enumerate(seqs):
+            alone = stack(s.unsqueeze(0))[0]
+            torch.testing.assert_close(out[i, : len(s)], alone, atol=1e-5, rtol=0)
+            assert torch.all(out[i, len(s):] == 0)
+        pooled = masked_mean(out, mask)
+        for i, s in enumerate(seqs):
+            torch.testing.assert_close(pooled[i], stack(s.unsqueeze(0))[0].mean(0), atol=1e-5, rtol=0)
+
+
+def test_masked_mean():
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    torch.testing.assert_close(masked_mean(x, mask), torch.tensor([[2.0], [4.0]]))
+    torch.testing.assert_close(masked_mean(x), x.mean(1))
+    assert masked_mean(x, torch.zeros(2, 3, dtype=torch.bool)).abs().sum() == 0
+    with pytest.raises(ValueError, match="does not match"):
+        masked_mean(x, mask[:, :2])
