@@ -1,0 +1,410 @@
+"""Chat LLM backends shared by TUG (template writing) and LS-LLM (soft labels).
+
+Two backends behind one small interface, :class:`ChatLLM`:
+
+- ``"transformers"``: a local causal LM (hub id or folder), batched generation with LEFT padding, the
+  tokenizer's chat template (``enable_thinking=False`` when the template knows that switch, as the paper ran
+  Qwen3), greedy decoding at ``temperature=0`` or seeded sampling, ``max_new_tokens`` per item, only the new
+  tokens decoded.
+- ``"openai"``: the ``openai`` client against OpenAI or any OpenAI-compatible server (vLLM, llama.cpp,
+  Ollama, ...). Structured output with ``response_format={"type": "json_schema"}``, falling back to
+  ``{"type": "json_object"}`` and then plain text when the server rejects it; retries with exponential
+  backoff on connection errors, timeouts and 5xx (the client's own retry loop); refusals raised as
+  :class:`LLMRefusal`.
+
+Usage::
+
+    llm = build_llm("transformers", "Qwen/Qwen3-4B")            # or a local folder
+    llm = build_llm("openai", "gpt-4o-mini")                    # key from OPENAI_API_KEY
+    llm = build_llm("openai", "qwen3", base_url="http://localhost:8000/v1")
+    text = llm.chat([{"role": "user", "content": "Hi"}], max_new_tokens=32)
+
+:class:`LLMUnavailable` is raised when the backend cannot be used at all (missing key, unreachable server,
+model folder that does not exist, model that cannot be loaded), so callers can fall back to an offline path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+Messages = list[dict[str, str]]
+BACKENDS = ("openai", "transformers")
+
+
+class LLMError(RuntimeError):
+    """A call that failed in a way worth reporting (malformed server reply, rejected request)."""
+
+
+class LLMUnavailable(LLMError):
+    """The backend cannot be used: missing API key, unreachable server, or a model that cannot be loaded."""
+
+
+class LLMRefusal(LLMError):
+    """The model refused to answer; ``.refusal`` holds its refusal text."""
+
+    def __init__(self, refusal: str):
+        super().__init__(f"the model refused: {refusal}")
+        self.refusal = refusal
+
+
+def schema_instruction(json_schema: dict) -> str:
+    """The line appended to the prompt when a backend cannot enforce ``json_schema`` itself."""
+    return "Reply with a single JSON object that follows this JSON schema, and nothing else:\n" + json.dumps(
+        json_schema, ensure_ascii=False
+    )
+
+
+def _with_schema_instruction(messages: Messages, json_schema: dict | None) -> Messages:
+    """A copy of ``messages`` whose last user turn asks for JSON following ``json_schema``."""
+    if json_schema is None:
+        return list(messages)
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m.get("role") == "user":
+            m["content"] = f"{m['content']}\n\n{schema_instruction(json_schema)}"
+            return out
+    return out + [{"role": "user", "content": schema_instruction(json_schema)}]
+
+
+def _check_messages(messages: Messages) -> None:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
+
+
+class ChatLLM:
+    """One chat model. ``backend`` and ``model`` name it (they go into caches as provenance)."""
+
+    backend: str = ""
+    model_name: str = ""
+
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        json_schema: dict | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> str:
+        """The assistant's reply (text only) to ``messages``."""
+        return self.chat_batch(
+            [messages], json_schema=json_schema, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+        )[0]
+
+    def chat_batch(
+        self,
+        list_of_messages: list[Messages],
+        *,
+        json_schema: dict | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """One reply per conversation, in order."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, model={self.model_name!r})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI-compatible server
+# --------------------------------------------------------------------------------------------------------------
+
+DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+# Structured-output modes tried in this order; the first one the server accepts is remembered.
+RESPONSE_FORMATS = ("json_schema", "json_object", "text")
+
+
+class OpenAIChatLLM(ChatLLM):
+    """Chat completions through the ``openai`` client (OpenAI or any OpenAI-compatible server)."""
+
+    backend = "openai"
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 60,
+                 max_retries: int = 3, check: bool = True, **gen_kwargs: Any):
+        import openai
+
+        self.model_name = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL).rstrip("/")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.base_url == DEFAULT_OPENAI_URL:
+                raise LLMUnavailable(
+                    f"no API key for {self.base_url}: pass api_key=... or set OPENAI_API_KEY "
+                    "(or give base_url of a local OpenAI-compatible server)"
+                )
+            key = "EMPTY"  # local servers (vLLM, llama.cpp, Ollama) accept any key
+        self.timeout = float(timeout)
+        self.gen_kwargs = gen_kwargs
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
+                                    max_retries=int(max_retries))
+        self._format_level = 0  # index into RESPONSE_FORMATS of the richest mode the server accepted so far
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`LLMUnavailable` when the server cannot be reached (one quick ``GET /models``)."""
+        import openai
+
+        try:
+            self.client.with_options(max_retries=0, timeout=min(self.timeout, 10.0)).models.list()
+        except openai.AuthenticationError as e:
+            raise LLMUnavailable(f"{self.base_url} rejected the API key: {e}") from e
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise LLMUnavailable(f"cannot reach the LLM server at {self.base_url}: {e}") from e
+        except openai.APIStatusError:
+            pass  # reachable; some servers do not implement /models
+
+    def _response_format(self, level: int, json_schema: dict) -> dict | None:
+        kind = RESPONSE_FORMATS[level]
+        if kind == "json_schema":
+            return {"type": "json_schema",
+                    "json_schema": {"name": str(json_schema.get("title", "reply")), "schema": json_schema}}
+        if kind == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def _one(self, messages: Messages, json_schema: dict | None, max_new_tokens: int, temperature: float,
+             seed: int | None) -> str:
+        import openai
+
+        _check_messages(messages)
+        level = self._format_level if json_schema is not None else len(RESPONSE_FORMATS) - 1
+        while True:
+            kwargs: dict[str, Any] = dict(self.gen_kwargs)
+            kwargs.update(model=self.model_name, max_tokens=int(max_new_tokens), temperature=float(temperature))
+            if seed is not None:
+                kwargs["seed"] = int(seed)
+            msgs = list(messages)
+            if json_schema is not None:
+                fmt = self._response_format(level, json_schema)
+                if fmt is not None:
+                    kwargs["response_format"] = fmt
+                if RESPONSE_FORMATS[level] != "json_schema":  # the server does not see the schema: say it
+                    msgs = _with_schema_instruction(messages, json_schema)
+            try:
+                resp = self.client.chat.completions.create(messages=msgs, **kwargs)
+            except openai.BadRequestError as e:
+                if json_schema is not None and level < len(RESPONSE_FORMATS) - 1:
+                    level += 1  # the server rejected this response_format: try the next, simpler one
+                    self._format_level = level
+                    continue
+                raise LLMError(f"{self.base_url} rejected the request: {e}") from e
+            except openai.UnprocessableEntityError as e:
+                if json_schema is not None and level < len(RESPONSE_FORMATS) - 1:
+                    level += 1
+                    self._format_level = level
+                    continue
+                raise LLMError(f"{self.base_url} rejected the request: {e}") from e
+            except openai.AuthenticationError as e:
+                raise LLMUnavailable(f"{self.base_url} rejected the API key: {e}") from e
+            except openai.NotFoundError as e:
+                raise LLMUnavailable(f"{self.base_url} does not serve model {self.model_name!r}: {e}") from e
+            except openai.APITimeoutError as e:
+                raise LLMUnavailable(
+                    f"the LLM server at {self.base_url} did not answer within {self.timeout:g} s "
+                    f"(after {self.client.max_retries} retries)"
+                ) from e
+            except openai.APIConnectionError as e:
+                raise LLMUnavailable(f"cannot reach the LLM server at {self.base_url}: {e}") from e
+            except openai.APIStatusError as e:
+                raise LLMError(f"{self.base_url} answered HTTP {e.status_code}: {e}") from e
+            except (openai.APIResponseValidationError, ValueError) as e:  # ValueError: a body that is not JSON
+                raise LLMError(f"malformed reply from {self.base_url}: {e}") from e
+            return self._content(resp)
+
+    def _content(self, resp: Any) -> str:
+        try:
+            message = resp.choices[0].message
+        except (AttributeError, IndexError, TypeError) as e:
+            raise LLMError(f"malformed reply from {self.base_url}: no choices[0].message in {str(resp)[:200]!r}") from e
+        refusal = getattr(message, "refusal", None)
+        if refusal:
+            raise LLMRefusal(refusal)
+        content = getattr(message, "content", None)
+        if content is None:
+            raise LLMError(f"malformed reply from {self.base_url}: the message has no content")
+        return str(content)
+
+    def chat_batch(self, list_of_messages: list[Messages], *, json_schema: dict | None = None,
+                   max_new_tokens: int = 512, temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        return [self._one(m, json_schema, max_new_tokens, temperature, seed) for m in list_of_messages]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Local transformers causal LM
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _is_missing_folder(model: str) -> bool:
+    """True when ``model`` is meant as a local folder (absolute, ``./``, ``~``, or deeper than ``org/name``)
+    but does not exist; a plain ``org/name`` is taken as a hub id."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return False
+    return model.startswith((".", "/", "~")) or len(Path(model).parts) > 2
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersChatLLM(ChatLLM):
+    """A local causal LM with its tokenizer's chat template; batched, left-padded generation."""
+
+    backend = "transformers"
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 trust_remote_code: bool = False, **gen_kwargs: Any):
+        self.model_name = str(model)
+        path = Path(model).expanduser()
+        if _is_missing_folder(str(model)):
+            raise LLMUnavailable(f"model folder {path} does not exist")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = resolve_device(device)
+        if dtype == "auto":
+            # bf16/fp16 checkpoints are slow (or unsupported) on CPU: compute in float32 there.
+            torch_dtype: Any = "auto" if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        src = str(path) if path.exists() else model
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(src, dtype=torch_dtype,
+                                                              trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            where = f"folder {path}" if path.exists() else f"hub id {model!r} (is the hub reachable?)"
+            raise LLMUnavailable(f"cannot load a causal LM from {where}: {e}") from e
+        self.model.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = int(batch_size)
+        self.gen_kwargs = gen_kwargs
+        template = self.tokenizer.chat_template or ""
+        self.has_chat_template = bool(template)
+        self.template_has_thinking = "enable_thinking" in template
+
+    def render(self, messages: Messages, json_schema: dict | None = None) -> str:
+        """The prompt string the model sees: chat template + generation prompt (thinking off when supported)."""
+        _check_messages(messages)
+        messages = _with_schema_instruction(messages, json_schema)
+        if not self.has_chat_template:  # a base model: a plain transcript ending with the assistant's turn
+            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nAssistant:"
+        extra = {"enable_thinking": False} if self.template_has_thinking else {}
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
+
+    def encode(self, prompts: list[str]):
+        """Left-padded batch on the model's device: ``input_ids (B, T)``, ``attention_mask (B, T)``."""
+        # The chat template already holds the special tokens (BOS etc.): do not add them twice.
+        add_special = not self.has_chat_template
+        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(
+            self.device)
+
+    def chat_batch(self, list_of_messages: list[Messages], *, json_schema: dict | None = None,
+                   max_new_tokens: int = 512, temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        prompts = [self.render(m, json_schema) for m in list_of_messages]
+        base = self.model.generation_config.to_dict()
+        base.update(self.gen_kwargs)
+        base.update(max_new_tokens=int(max_new_tokens), pad_token_id=self.tokenizer.pad_token_id)
+        if temperature and temperature > 0:
+            base.update(do_sample=True, temperature=float(temperature))
+        else:  # greedy: drop the checkpoint's sampling defaults so nothing random happens
+            base.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
+        gen_config = GenerationConfig(**{k: v for k, v in base.items() if not k.startswith("_")})
+        replies: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start:start + self.batch_size]
+            if seed is not None:
+                torch.manual_seed(int(seed) + start)
+            enc = self.encode(chunk)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, generation_config=gen_config)
+            new_tokens = out[:, enc["input_ids"].shape[1]:]
+            replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return replies
+
+    def next_token_logprobs(self, prompts: list[str]):
+        """Log-probabilities of the next token after each prompt: ``(B, vocab)`` float32 on CPU."""
+        import torch
+
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            enc = self.encode(prompts[start:start + self.batch_size])
+            with torch.inference_mode():
+                logits = self.model(**enc).logits[:, -1, :]  # left padding: the last position is the real one
+            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+        return torch.cat(out, dim=0)
+
+    def continuation_logprobs(self, prompts: list[str], continuations: list[str]):
+        """Sum of token log-probs of each continuation after each prompt: ``(B, K)`` float32 on CPU.
+
+        Each (prompt, continuation) pair is one row of a left-padded batch; the continuation is tokenised
+        without special tokens and scored token by token (teacher forcing).
+        """
+        import torch
+
+        cont_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        pad = self.tokenizer.pad_token_id
+        scores = torch.zeros(len(prompts), len(continuations))
+        pairs = [(i, k) for i in range(len(prompts)) for k in range(len(continuations))]
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            enc = self.encode([prompts[i] for i, _ in chunk])
+            n_cont = max(len(cont_ids[k]) for _, k in chunk)
+            ids = torch.full((len(chunk), n_cont), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), n_cont), dtype=enc["attention_mask"].dtype)
+            for r, (_, k) in enumerate(chunk):  # continuations are right-padded after the left-padded prompt
+                ids[r, :len(cont_ids[k])] = torch.tensor(cont_ids[k])
+                mask[r, :len(cont_ids[k])] = 1
+            input_ids = torch.cat([enc["input_ids"], ids.to(self.device)], dim=1)
+            attention = torch.cat([enc["attention_mask"], mask.to(self.device)], dim=1)
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids, attention_mask=attention).logits.float()
+            t0 = enc["input_ids"].shape[1]
+            logp = torch.log_softmax(logits[:, t0 - 1:t0 - 1 + n_cont, :], dim=-1).cpu()
+            for r, (i, k) in enumerate(chunk):
+                n = len(cont_ids[k])
+                tok = torch.tensor(cont_ids[k])
+                scores[i, k] = logp[r, torch.arange(n), tok].sum()
+        return scores
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_llm(backend: str, model: str, base_url: str | None = None, api_key: str | None = None,
+              timeout: float = 60, max_retries: int = 3, device: str = "auto", dtype: str = "auto",
+              **gen_kwargs: Any) -> ChatLLM:
+    """A :class:`ChatLLM` for ``backend`` ("openai" | "transformers") and ``model`` (name, hub id or folder).
+
+    ``gen_kwargs`` go to every request (openai: e.g. ``top_p``; transformers: generation config fields, or
+    ``batch_size`` / ``trust_remote_code``). Raises :class:`LLMUnavailable` when the backend cannot be used.
+    """
+    if not model:
+        raise ValueError("build_llm: model must name a model (hub id, folder, or server model name)")
+    if backend == "openai":
+        return OpenAIChatLLM(model, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                             **gen_kwargs)
+    if backend == "transformers":
+        extra = {k: gen_kwargs.pop(k) for k in ("batch_size", "trust_remote_code") if k in gen_kwargs}
+        return TransformersChatLLM(model, device=device, dtype=dtype, **extra, **gen_kwargs)
+    raise ValueError(f"unknown LLM backend {backend!r}; choose one of {BACKENDS}")
