@@ -1,0 +1,377 @@
+"""Training data: a dataset over a manifest and two feature stores, batching, samplers and soft targets.
+
+``EmotionDataset`` pairs each manifest row with its audio ``(Ta, Da)`` and text ``(Tt, Dt)`` features. Rows whose
+features are missing or empty are skipped and counted (``dataset.skipped``), never silently dropped.
+
+Targets (``item["target"]``, a distribution over the 7 classes):
+
+* one-hot of the true label, smoothed uniformly by ``label_smoothing`` (the plain baseline);
+* LS-LLM: for a fraction ``ls_llm_p`` of the samples the LLM's distribution is the target instead. The draw is
+  per sample, seeded by ``(seed, epoch)``: the same epoch always gets the same draw (so a resumed run matches an
+  uninterrupted one), a new epoch a new draw. Samples without a soft label fall back to one-hot and are counted
+  (``dataset.soft_missing``). The loss uses the whole distribution, not its argmax (the reference's bug).
+
+``collate`` pads right to the longest sequence of the batch and returns bool masks (True = real frame); any
+length >= 1 works. Two samplers: ``ShuffleSampler`` (a seeded permutation per epoch) and
+``BalancedCorpusSampler`` for multi-corpus runs. Both take ``rank``/``world_size`` so that each DDP process
+reads its own share of the same epoch order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .labels import CLASSES, NUM_CLASSES, label_index
+
+log = logging.getLogger(__name__)
+
+SOFT_SUM_TOLERANCE = 0.02
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(s) for s in stream]])
+
+
+def soft_label_table(soft: pd.DataFrame | None, where: str = "soft labels") -> dict[str, np.ndarray]:
+    """``utt_id -> (7,) float32`` from a table with ``utt_id`` and the 7 class columns.
+
+    Tiny negative values and sums slightly off 1 (artefacts of the reference's LLM post-processing) are clipped
+    and renormalised; a row that is far from a distribution raises an error naming it.
+    """
+    if soft is None or len(soft) == 0:
+        return {}
+    missing = [c for c in ("utt_id", *CLASSES) if c not in soft.columns]
+    if missing:
+        raise ValueError(f"{where}: missing columns {missing}")
+    probs = soft[list(CLASSES)].to_numpy(dtype=np.float64)
+    sums = probs.sum(axis=1)
+    bad = ~np.isfinite(probs).all(axis=1) | (np.abs(sums - 1.0) > SOFT_SUM_TOLERANCE) | (probs < -1e-3).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where}: row {i} (utt_id={soft['utt_id'].iloc[i]!r}) is not a distribution: {probs[i]}")
+    probs = np.clip(probs, 0.0, None)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return {str(u): p.astype(np.float32) for u, p in zip(soft["utt_id"].astype(str), probs)}
+
+
+class EmotionDataset:
+    """Manifest rows with their features, labels and training targets.
+
+    Args:
+        manifest: rows to serve (``utt_id``, ``corpus``, ``label`` are used).
+        audio_store, text_store: ``store[utt_id] -> (T, D)`` arrays (``utt_id in store`` must work).
+        soft_labels: optional table (``utt_id`` + 7 class columns) for LS-LLM targets.
+        logits: optional ``{"audio": {utt_id: (7,)}, "text": {...}}`` unimodal logits for WithProb / prediction
+            fusion; items then carry ``audio_logits`` and ``text_logits``.
+        ls_llm_p: fraction of samples that take the soft label as target (per epoch draw).
+        label_smoothing: uniform smoothing of the one-hot targets.
+        seed: seeds the per-epoch soft-label draw.
+        load_features: False serves only labels and targets (used when encoder outputs are cached).
+
+    Item: ``utt_id`` str, ``corpus`` str, ``label`` int, ``target`` (7,) float32, ``has_soft`` bool,
+    ``audio`` (Ta, Da) float32, ``text`` (Tt, Dt) float32 and optionally ``audio_logits``/``text_logits`` (7,).
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        audio_store: Mapping | None,
+        text_store: Mapping | None,
+        soft_labels: pd.DataFrame | Mapping[str, np.ndarray] | None = None,
+        logits: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        ls_llm_p: float = 0.0,
+        label_smoothing: float = 0.0,
+        seed: int = 0,
+        load_features: bool = True,
+        name: str = "dataset",
+    ):
+        if not 0.0 <= ls_llm_p <= 1.0:
+            raise ValueError(f"ls_llm_p must be in [0, 1], got {ls_llm_p}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.name = name
+        self.audio_store, self.text_store = audio_store, text_store
+        self.ls_llm_p, self.label_smoothing, self.seed = float(ls_llm_p), float(label_smoothing), int(seed)
+        self.load_features = load_features
+        self.logits = logits
+        self.skipped: dict[str, int] = {}
+        keep = np.ones(len(manifest), dtype=bool)
+        ids = manifest["utt_id"].astype(str).tolist()
+        if load_features:
+            for i, u in enumerate(ids):
+                reason = self._missing_reason(u)
+                if reason:
+                    keep[i] = False
+                    self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if not keep.all():
+            warnings.warn(f"{name}: skipped {int((~keep).sum())} of {len(keep)} rows: {self.skipped}", stacklevel=2)
+        self.manifest = manifest.loc[keep].reset_index(drop=True)
+        self.utt_ids: list[str] = self.manifest["utt_id"].astype(str).tolist()
+        self.corpora: list[str] = self.manifest["corpus"].astype(str).tolist()
+        self.labels = np.array([label_index(str(lbl)) for lbl in self.manifest["label"]], dtype=np.int64)
+        table = soft_labels if isinstance(soft_labels, Mapping) else soft_label_table(soft_labels, name)
+        self.soft: dict[str, np.ndarray] = dict(table) if ls_llm_p > 0 else {}
+        self.has_soft = np.array([u in self.soft for u in self.utt_ids], dtype=bool)
+        self.soft_used = int(self.has_soft.sum())
+        self.soft_missing = int((~self.has_soft).sum()) if ls_llm_p > 0 else 0
+        self.set_epoch(0)
+
+    def _missing_reason(self, u: str) -> str | None:
+        for modality, store in (("audio", self.audio_store), ("text", self.text_store)):
+            if store is None:
+                continue
+            if u not in store:
+                return f"no {modality} features"
+            if len(store[u]) == 0:
+                return f"empty {modality} features"
+        if self.logits:
+            for modality, table in self.logits.items():
+                if u not in table:
+                    return f"no {modality} logits"
+        return None
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw which samples use their soft label this epoch (seeded by ``(seed, epoch)``)."""
+        self.epoch = int(epoch)
+        if self.ls_llm_p > 0:
+            self.use_soft = (_rng(self.seed, 7919, epoch).random(len(self)) < self.ls_llm_p) & self.has_soft
+        else:
+            self.use_soft = np.zeros(len(self), dtype=bool)
+
+    def target(self, i: int) -> np.ndarray:
+        """(7,) float32 target distribution of sample ``i`` this epoch."""
+        if self.use_soft[i]:
+            return self.soft[self.utt_ids[i]]
+        t = np.full(NUM_CLASSES, self.label_smoothing / NUM_CLASSES, dtype=np.float32)
+        t[self.labels[i]] += 1.0 - self.label_smoothing
+        return t
+
+    def meta(self, i: int) -> dict[str, Any]:
+        """Everything of item ``i`` except the features."""
+        item = {
+            "index": i,
+            "utt_id": self.utt_ids[i],
+            "corpus": self.corpora[i],
+            "label": int(self.labels[i]),
+            "target": self.target(i),
+            "has_soft": bool(self.use_soft[i]),
+        }
+        if self.logits:
+            for modality, table in self.logits.items():
+                item[f"{modality}_logits"] = np.asarray(table[self.utt_ids[i]], dtype=np.float32)
+        return item
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.meta(i)
+        if self.load_features:
+            u = self.utt_ids[i]
+            if self.audio_store is not None:
+                item["audio"] = np.asarray(self.audio_store[u], dtype=np.float32)
+            if self.text_store is not None:
+                item["text"] = np.asarray(self.text_store[u], dtype=np.float32)
+        return item
+
+
+def pad_sequences(seqs: list, pad_value: float = 0.0):
+    """Right-pad ``[(T_i, D)]`` to ``(B, T_max, D)``; returns ``(padded, mask (B, T_max) bool)``."""
+    import torch
+
+    if not seqs:
+        raise ValueError("pad_sequences: empty batch")
+    seqs = [torch.as_tensor(s) for s in seqs]
+    lengths = [s.shape[0] for s in seqs]
+    if min(lengths) < 1:
+        raise ValueError("pad_sequences: a sequence has length 0")
+    out = seqs[0].new_full((len(seqs), max(lengths), *seqs[0].shape[1:]), pad_value)
+    mask = torch.zeros(len(seqs), max(lengths), dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        out[b, : s.shape[0]] = s
+        mask[b, : s.shape[0]] = True
+    return out, mask
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch items: ``audio (B, Ta, Da)``, ``audio_mask (B, Ta) bool``, ``text``, ``text_mask``, ``label (B,)``,
+    ``target (B, 7)``, ``has_soft (B,) bool``, ``index (B,)``, ``utt_id``/``corpus`` lists and, when present,
+    ``audio_logits``/``text_logits`` (B, 7) and ``encoded`` (see ``collate_encoded``)."""
+    import torch
+
+    batch: dict[str, Any] = {
+        "utt_id": [it["utt_id"] for it in items],
+        "corpus": [it["corpus"] for it in items],
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "target": torch.as_tensor(np.stack([it["target"] for it in items])).float(),
+        "has_soft": torch.tensor([it["has_soft"] for it in items], dtype=torch.bool),
+    }
+    for key in ("audio", "text"):
+        if key in items[0]:
+            batch[key], batch[f"{key}_mask"] = pad_sequences([it[key] for it in items])
+    for key in ("audio_logits", "text_logits"):
+        if key in items[0]:
+            batch[key] = torch.as_tensor(np.stack([it[key] for it in items])).float()
+    if "encoded" in items[0]:
+        batch["encoded"] = collate_encoded([it["encoded"] for it in items])
+    return batch
+
+
+def collate_encoded(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-batch per-sample encoder outputs (dicts of tensors without the batch dim).
+
+    Tensors of equal shape are stacked; tensors that differ in their first dim (sequences) are right-padded
+    with zeros (False for bool masks). Padded positions are covered by the masks the encoder returned.
+    """
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, first in parts[0].items():
+        vals = [p[key] for p in parts]
+        if not torch.is_tensor(first):
+            out[key] = vals
+        elif all(v.shape == first.shape for v in vals):
+            out[key] = torch.stack(vals)
+        else:
+            out[key] = pad_sequences(vals, pad_value=False if first.dtype == torch.bool else 0.0)[0]
+    return out
+
+
+def split_encoded(encoded: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
+    """Inverse of ``collate_encoded``: one dict per sample (CPU tensors). Every tensor needs the batch dim."""
+    import torch
+
+    parts: list[dict[str, Any]] = [{} for _ in range(batch_size)]
+    for key, val in encoded.items():
+        if not torch.is_tensor(val) or val.dim() == 0 or val.shape[0] != batch_size:
+            raise ValueError(
+                f"cannot cache encoder output {key!r}: expected a tensor with batch dim {batch_size}, "
+                f"got {type(val).__name__} {tuple(getattr(val, 'shape', ()))}; train with freeze_encoders=False"
+            )
+        val = val.detach().cpu()
+        for b in range(batch_size):
+            parts[b][key] = val[b]
+    return parts
+
+
+class CachedEncodingDataset:
+    """A dataset whose features are replaced by cached encoder outputs (``item["encoded"]``)."""
+
+    def __init__(self, base: EmotionDataset, encoded: list[dict[str, Any]]):
+        if len(encoded) != len(base):
+            raise ValueError(f"{base.name}: {len(encoded)} cached encodings for {len(base)} samples")
+        self.base, self.encoded = base, encoded
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.base.meta(i)
+        item["encoded"] = self.encoded[i]
+        return item
+
+    def __getattr__(self, name):  # labels, corpora, utt_ids, soft counts ... of the base dataset
+        if name in ("base", "encoded"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+class ShuffleSampler:
+    """A seeded permutation of all samples per epoch; ``set_epoch`` picks the epoch. Each rank takes every
+    ``world_size``-th index (the list is padded by wrap-around so that all ranks get the same count)."""
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = int(n), int(seed), int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def epoch_indices(self) -> np.ndarray:
+        return _rng(self.seed, 104729, self.epoch).permutation(self.n)
+
+    def _shard(self, idx: np.ndarray) -> np.ndarray:
+        if self.world_size == 1:
+            return idx
+        total = math.ceil(len(idx) / self.world_size) * self.world_size
+        idx = np.resize(idx, total)
+        return idx[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._shard(self.epoch_indices()).tolist())
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+
+class BalancedCorpusSampler(ShuffleSampler):
+    """Each corpus drawn equally often per epoch: an epoch has ``len(dataset)`` draws, ``len/K`` per corpus.
+
+    Within a corpus the draws walk through seeded permutations of its samples (a new permutation each time
+    one is used up), so a small corpus is repeated evenly and a large one is subsampled without repeats.
+    The per-corpus draws are then shuffled together. Unlike the reference's WeightedRandomSampler (which gives
+    50/50 in expectation only), the shares are exact. With one corpus this is a plain shuffle.
+    """
+
+    def __init__(self, corpora: list[str], seed: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__(len(corpora), seed, rank, world_size)
+        names = sorted(set(corpora))
+        arr = np.asarray(corpora)
+        self.groups = {c: np.flatnonzero(arr == c) for c in names}
+
+    def epoch_indices(self) -> np.ndarray:
+        rng = _rng(self.seed, 104729, self.epoch)
+        k = len(self.groups)
+        if k <= 1:
+            return rng.permutation(self.n)
+        per = [self.n // k + (1 if j < self.n % k else 0) for j in range(k)]
+        draws = []
+        for count, members in zip(per, self.groups.values()):
+            reps = math.ceil(count / len(members))
+            draws.append(np.concatenate([members[rng.permutation(len(members))] for _ in range(reps)])[:count])
+        return rng.permutation(np.concatenate(draws))
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Balanced class weights ``N / (7 * n_c)`` (scikit-learn's "balanced") from the train labels, (7,).
+
+    A class absent from train gets weight 1.0 (never 0, which would silently drop soft-target mass on it) and
+    a warning naming it.
+    """
+    labels = np.asarray(labels, dtype=int)
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+    if len(labels) == 0:
+        raise ValueError("class_weights: no training labels")
+    w = np.ones(NUM_CLASSES, dtype=np.float64)
+    present = counts > 0
+    w[present] = len(labels) / (NUM_CLASSES * counts[present])
+    if not present.all():
+        absent = [CLASSES[i] for i in np.flatnonzero(~present)]
+        warnings.warn(f"classes absent from the training data: {absent}; they get weight 1.0", stacklevel=2)
+    return w.astype(np.float32)
+
+
+def soft_cross_entropy(logits, target, weight=None):
+    """Class-weighted cross-entropy against target distributions.
+
+    ``loss = sum_i sum_c w_c q_ic (-log p_ic) / sum_i sum_c w_c q_ic`` with ``logits`` (B, 7), ``target``
+    (B, 7) rows summing to 1, ``weight`` (7,). For one-hot targets this equals ``F.cross_entropy(logits, y,
+    weight=w)`` (weighted mean); for soft targets every class's probability mass counts.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    q = target.float()
+    if weight is not None:
+        q = q * weight.to(q.device, q.dtype)
+    return -(q * logp).sum() / q.sum().clamp_min(1e-12)

@@ -1,0 +1,209 @@
+"""bber_utils.data: dataset, collate, samplers, soft targets and the soft-target loss."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bber_utils.data import (
+    BalancedCorpusSampler,
+    CachedEncodingDataset,
+    EmotionDataset,
+    ShuffleSampler,
+    class_weights,
+    collate,
+    soft_cross_entropy,
+    soft_label_table,
+    split_encoded,
+)
+from bber_utils.labels import CLASSES
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def _manifest(n, corpus="demo_en", labels=None):
+    labels = labels or [CLASSES[i % 7] for i in range(n)]
+    return pd.DataFrame({"utt_id": [f"{corpus}-train-{i}" for i in range(n)], "corpus": corpus, "label": labels})
+
+
+def _stores(ids, da=3, dt=2, seed=0):
+    rng = np.random.default_rng(seed)
+    a = {u: rng.standard_normal((rng.integers(1, 9), da)).astype(np.float32) for u in ids}
+    t = {u: rng.standard_normal((rng.integers(1, 6), dt)).astype(np.float32) for u in ids}
+    return a, t
+
+
+def _soft(ids, peak=2):
+    p = np.full((len(ids), 7), 0.05)
+    p[:, peak] = 0.7
+    return pd.DataFrame({"utt_id": ids, **{c: p[:, i] for i, c in enumerate(CLASSES)}})
+
+
+def test_items_and_collate_pad_right_with_masks():
+    m = _manifest(5)
+    a, t = _stores(m.utt_id)
+    a[m.utt_id[0]] = np.ones((1, 3), np.float32)  # a single frame works
+    ds = EmotionDataset(m, a, t)
+    batch = collate([ds[i] for i in range(5)])
+    la = [len(a[u]) for u in m.utt_id]
+    assert batch["audio"].shape == (5, max(la), 3)
+    assert batch["audio_mask"].dtype == torch.bool
+    assert batch["audio_mask"].sum(1).tolist() == la
+    assert batch["text_mask"].sum(1).tolist() == [len(t[u]) for u in m.utt_id]
+    assert torch.equal(batch["audio"][0, 0], torch.ones(3)) and batch["audio"][0, 1:].abs().sum() == 0
+    assert batch["label"].tolist() == [0, 1, 2, 3, 4]
+    assert torch.allclose(batch["target"], torch.eye(7)[:5])
+    assert batch["utt_id"] == list(m.utt_id)
+
+
+def test_missing_or_empty_features_are_skipped_and_counted():
+    m = _manifest(6)
+    a, t = _stores(m.utt_id)
+    del a[m.utt_id[1]]
+    t[m.utt_id[4]] = np.zeros((0, 2), np.float32)
+    with pytest.warns(UserWarning, match="skipped 2 of 6"):
+        ds = EmotionDataset(m, a, t, name="train")
+    assert len(ds) == 4
+    assert ds.skipped == {"no audio features": 1, "empty text features": 1}
+
+
+def test_label_smoothing_is_uniform():
+    m = _manifest(3)
+    ds = EmotionDataset(m, *_stores(m.utt_id), label_smoothing=0.1)
+    tgt = ds[2]["target"]
+    assert tgt.sum() == pytest.approx(1.0)
+    assert tgt[2] == pytest.approx(0.9 + 0.1 / 7)
+    assert tgt[0] == pytest.approx(0.1 / 7)
+
+
+def test_soft_targets_fraction_seeded_per_epoch_and_missing_counted():
+    m = _manifest(400)
+    ids = list(m.utt_id)
+    soft = _soft(ids[:300])  # the last 100 have no soft label
+    ds = EmotionDataset(m, *_stores(ids), soft_labels=soft, ls_llm_p=0.5, seed=3)
+    assert ds.soft_used == 300 and ds.soft_missing == 100
+    ds.set_epoch(1)
+    use1 = ds.use_soft.copy()
+    assert not use1[300:].any()  # no soft label -> one-hot
+    assert 0.4 < use1[:300].mean() < 0.6
+    for i in np.flatnonzero(use1)[:5]:
+        assert np.allclose(ds[i]["target"], soft.iloc[i][list(CLASSES)].to_numpy(float))
+        assert ds[i]["has_soft"]
+    for i in np.flatnonzero(~use1)[:5]:
+        assert ds[i]["target"][ds.labels[i]] == 1.0
+    ds.set_epoch(2)
+    assert not np.array_equal(ds.use_soft, use1)  # a new draw per epoch
+    ds.set_epoch(1)
+    assert np.array_equal(ds.use_soft, use1)  # ... fixed for an epoch (resume-safe)
+    ds_other = EmotionDataset(m, *_stores(ids), soft_labels=soft, ls_llm_p=0.5, seed=3)
+    ds_other.set_epoch(1)
+    assert np.array_equal(ds_other.use_soft, use1)
+
+
+def test_soft_label_table_repairs_artefacts_and_rejects_non_distributions():
+    ok = _soft(["a"])
+    ok.loc[0, "fear"] = -1e-5
+    ok.loc[0, "neutral"] = 0.1
+    table = soft_label_table(ok)
+    assert table["a"].min() >= 0 and table["a"].sum() == pytest.approx(1.0)
+    bad = _soft(["a", "b"])
+    bad.loc[1, "happy"] = 0.9
+    with pytest.raises(ValueError, match="row 1 .*'b'"):
+        soft_label_table(bad)
+
+
+def test_reference_soft_label_file_loads_if_available():
+    path = SHARED / "data" / "reference_llm_labels" / "Qwen3-4B_emotions_resd.csv"
+    if not path.exists():
+        pytest.skip(f"reference soft labels not available at {path}")
+    df = pd.read_csv(path).rename(columns={"video_name": "utt_id"})
+    table = soft_label_table(df)
+    assert len(table) == len(df)
+    assert all(abs(v.sum() - 1) < 1e-5 and v.min() >= 0 for v in table.values())
+
+
+def test_loss_uses_the_distribution_not_its_argmax():
+    # Two targets with the same argmax but different distributions must give different losses and gradients.
+    logits = torch.zeros(1, 7, requires_grad=True)
+    sharp = torch.eye(7)[[0]]
+    soft = torch.tensor([[0.5, 0.4, 0.1, 0, 0, 0, 0]])
+    l_sharp, l_soft = soft_cross_entropy(logits, sharp), soft_cross_entropy(logits, soft)
+    assert l_sharp.item() == pytest.approx(np.log(7), rel=1e-5)
+    assert l_soft.item() == pytest.approx(np.log(7), rel=1e-5)  # uniform prediction: same
+    logits2 = torch.tensor([[2.0, 1.5, 0, 0, 0, 0, 0]])
+    assert soft_cross_entropy(logits2, soft).item() != pytest.approx(soft_cross_entropy(logits2, sharp).item())
+    (g,) = torch.autograd.grad(soft_cross_entropy(logits, soft), logits)
+    assert g[0, 1] < 0  # pushes class 1 up, which an argmax target would push down
+    # the minimum of the soft loss is at the target distribution
+    opt_logits = torch.zeros(1, 7, requires_grad=True)
+    opt = torch.optim.SGD([opt_logits], lr=1.0)
+    for _ in range(300):
+        opt.zero_grad()
+        soft_cross_entropy(opt_logits, soft).backward()
+        opt.step()
+    assert torch.allclose(torch.softmax(opt_logits, -1)[0, :3], soft[0, :3], atol=0.02)
+
+
+def test_weighted_soft_loss_equals_weighted_cross_entropy_for_one_hot():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 7)
+    y = torch.tensor([0, 1, 1, 3, 6, 6])
+    w = torch.rand(7) + 0.5
+    ref = torch.nn.functional.cross_entropy(logits, y, weight=w)
+    assert soft_cross_entropy(logits, torch.eye(7)[y], w).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_class_weights_balanced_and_never_zero():
+    y = np.array([0] * 6 + [1] * 3 + [2, 3, 4, 5, 6])
+    w = class_weights(y)
+    assert w[0] == pytest.approx(14 / (7 * 6)) and w[2] == pytest.approx(2.0)
+    with pytest.warns(UserWarning, match="absent.*'fear'"):
+        w2 = class_weights(np.array([0, 1, 2, 3, 4, 5]))
+    assert (w2 > 0).all() and w2[6] == 1.0
+
+
+def test_shuffle_sampler_seeded_per_epoch_and_sharded():
+    s = ShuffleSampler(10, seed=1)
+    s.set_epoch(0)
+    e0 = list(s)
+    s.set_epoch(1)
+    assert sorted(e0) == list(range(10)) and list(s) != e0
+    s.set_epoch(0)
+    assert list(s) == e0
+    shards = [ShuffleSampler(10, seed=1, rank=r, world_size=3) for r in range(3)]
+    got = [list(x) for x in shards]
+    assert all(len(g) == 4 for g in got) and set(sum(got, [])) == set(range(10))
+
+
+def test_balanced_sampler_draws_each_corpus_equally():
+    corpora = ["big"] * 90 + ["small"] * 10
+    s = BalancedCorpusSampler(corpora, seed=0)
+    s.set_epoch(2)
+    idx = list(s)
+    assert len(idx) == 100
+    c = Counter(corpora[i] for i in idx)
+    assert c == {"big": 50, "small": 50}
+    small = Counter(i for i in idx if corpora[i] == "small")
+    assert set(small.values()) == {5}  # every small sample exactly 5 times
+    big = [i for i in idx if corpora[i] == "big"]
+    assert len(set(big)) == 50  # no repeats in the big corpus
+    s.set_epoch(3)
+    assert list(s) != idx
+
+
+def test_cached_encodings_round_trip():
+    m = _manifest(4)
+    ds = EmotionDataset(m, *_stores(m.utt_id))
+    enc = {"a": torch.randn(2, 5, 3), "a_mask": torch.ones(2, 5, dtype=torch.bool), "pooled": torch.randn(2, 4)}
+    parts = split_encoded(enc, 2) + split_encoded({k: v[:, :3] if v.dim() > 2 or k == "a_mask" else v
+                                                    for k, v in enc.items()}, 2)
+    cds = CachedEncodingDataset(ds, parts)
+    batch = collate([cds[i] for i in (3, 0)])
+    e = batch["encoded"]
+    assert e["a"].shape == (2, 5, 3) and e["a_mask"][0].tolist() == [True] * 3 + [False] * 2
+    assert torch.equal(e["pooled"][1], enc["pooled"][0])
+    with pytest.raises(ValueError, match="freeze_encoders=False"):
+        split_encoded({"x": torch.randn(3, 2)}, 2)
