@@ -1,0 +1,293 @@
+"""Experiments: the run registry, papermill sweeps, augmentation-ratio search and multi-seed summaries.
+
+- ``load_registry(workdir)`` reads every ``train/<run>/metrics.json`` into one tidy table: one row per run,
+  corpus and split, with the four metrics, their mean and the run's settings.
+- ``run_sweep`` executes notebook 06 once per setting and seed with papermill, each as its own executed
+  notebook under ``train/<run>/``; finished runs (a ``metrics.json`` exists) are not redone.
+- ``greedy_search`` / ``grid_search`` choose augmentation ratios per corpus on **dev only**; the test score
+  of the chosen setting is reported afterwards, never used to choose.
+- ``summarize`` gives mean ± std and a 95 % confidence interval (Student t) over seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .paths import REPO_ROOT, run_dirs
+
+METRICS = ("uar", "war", "mf1", "wf1", "mean")
+# Settings that identify a run in tables (whatever is present in its config).
+SETTING_KEYS = ("model", "train_corpora", "sds_ratio", "tug_ratio", "tug_mode", "ls_llm_p", "label_smoothing",
+                "audio_encoder", "text_encoder", "hidden_dim", "num_layers", "epochs")
+
+# Numbers the paper reports (percent, test sets). They are reported, not reproduced here.
+PAPER_REPORTED = [
+    # setting, corpus, metric, value
+    ("bimodal (multi-corpus)", "meld", "uar", 38.54),
+    ("bimodal (multi-corpus)", "resd", "uar", 67.89),
+    ("text only (multi-corpus)", "meld", "uar", 36.17),
+    ("text only (multi-corpus)", "resd", "uar", 37.20),
+    ("audio only (multi-corpus)", "meld", "uar", 28.00),
+    ("audio only (multi-corpus)", "resd", "uar", 60.79),
+    ("best single-corpus", "meld", "wf1", 68.31),
+    ("best single-corpus", "resd", "wf1", 85.25),
+]
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Flatten one ``metrics.json`` into rows ``{run, corpus, split, uar, …, setting keys…}``."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable metrics.json ({exc})") from exc
+    cfg = m.get("config", {})
+    base = {"run": m.get("run", path.parent.name), "seed": m.get("seed", cfg.get("seed")),
+            "wall_time_s": m.get("wall_time_s"), "best_epoch": m.get("best_epoch"),
+            "git_commit": m.get("git_commit"), "path": str(path.parent)}
+    base["model"] = m.get("model", cfg.get("model"))
+    for key in SETTING_KEYS:
+        if key != "model":
+            val = cfg.get(key)
+            base[key] = ",".join(map(str, val)) if isinstance(val, (list, tuple)) else val
+    rows = []
+    for corpus, splits in (m.get("metrics") or {}).items():
+        for split, vals in splits.items():
+            if not isinstance(vals, dict):
+                continue
+            rows.append({**base, "corpus": corpus, "split": split, **{k: vals.get(k) for k in METRICS}})
+    return rows
+
+
+def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
+    """Every run of ``<workdir>/train`` as a tidy DataFrame (unreadable files are listed in ``skipped``)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(run_dirs(workdir).train.glob("*/metrics.json")):
+        if path.parent.name.startswith("_"):  # internal stages (e.g. cached unimodal encoders)
+            continue
+        try:
+            rows.extend(read_metrics(path))
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped.append((str(path), str(exc)))
+    cols = ["run", "model", "seed", "corpus", "split", *METRICS]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+
+
+# ------------------------------------------------------------------------------------------- summaries
+
+def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, std, half-width of the Student-t interval, n); half-width is NaN for n < 2."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, 1
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+    return mean, std, half, n
+
+
+def summarize(registry, by: list[str], split: str = "test", metrics: Iterable[str] = METRICS):
+    """Mean, std and 95 % CI over seeds for each group of ``by`` (+ corpus) on ``split``."""
+    import pandas as pd
+
+    df = registry[registry["split"] == split]
+    keys = list(dict.fromkeys([*by, "corpus"]))
+    rows = []
+    for group, part in df.groupby(keys, dropna=False, sort=True):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+        for m in metrics:
+            mean, std, half, n = confidence_interval(part[m])
+            row.update({m: mean, f"{m}_std": std, f"{m}_ci95": half})
+        row["n_seeds"] = int(part["seed"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_table(registry=None, split: str = "test"):
+    """The paper's reported numbers next to ours (percent). Ours: the best run per corpus by dev mean."""
+    import pandas as pd
+
+    paper = pd.DataFrame(PAPER_REPORTED, columns=["setting", "corpus", "metric", "paper (reported)"])
+    if registry is None or registry.empty:
+        return paper
+    ours = {}
+    for corpus, part in registry.groupby("corpus"):
+        dev = part[part["split"] == "dev"]
+        if dev.empty:
+            continue
+        best_run = dev.sort_values("mean", ascending=False)["run"].iloc[0]
+        row = part[(part["run"] == best_run) & (part["split"] == split)]
+        if not row.empty:
+            ours[corpus] = (best_run, row.iloc[0])
+    paper["ours: best run by dev"] = [ours[c][0] if c in ours else None for c in paper["corpus"]]
+    paper[f"ours ({split}, %)"] = [round(100 * float(ours[c][1][m]), 2) if c in ours else None
+                                   for c, m in zip(paper["corpus"], paper["metric"])]
+    return paper
+
+
+# ----------------------------------------------------------------------------------------------- sweeps
+
+def run_name_for(params: dict[str, Any]) -> str:
+    """A stable, readable run name: model, the non-default knobs and a short hash of all parameters."""
+    blob = json.dumps(params, sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    parts = [str(params.get("model", "run"))]
+    for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"), ("ls_llm_p", "ls")):
+        if params.get(key):
+            parts.append(f"{short}{params[key]}")
+    if "seed" in params:
+        parts.append(f"s{params['seed']}")
+    return "-".join(parts) + f"-{digest}"
+
+
+def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """``{"a": [1, 2], "b": [3]}`` -> ``[{"a": 1, "b": 3}, {"a": 2, "b": 3}]``."""
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_one(params: dict[str, Any], workdir: str | os.PathLike,
+            notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb") -> Path:
+    """Execute the training notebook for ``params`` unless its metrics already exist; return the run folder."""
+    from .pipeline import run_notebook
+
+    dirs = run_dirs(workdir)
+    params = {**params, "workdir": str(dirs.root)}
+    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k != "workdir"})
+    params["run_name"] = name
+    run_dir = dirs.train / name
+    if (run_dir / "metrics.json").exists():
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
+    if not (run_dir / "metrics.json").exists():
+        raise RuntimeError(f"run {name}: the training notebook finished without writing {run_dir}/metrics.json")
+    return run_dir
+
+
+def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
+              workdir: str | os.PathLike, runner: Callable[[dict, Any], Path] | None = None,
+              progress: bool = True) -> list[Path]:
+    """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders."""
+    from tqdm.auto import tqdm
+
+    runner = runner or (lambda p, wd: run_one(p, wd))
+    jobs = [{**base, **s, "seed": int(seed)} for s in settings for seed in seeds]
+    folders = []
+    for params in tqdm(jobs, desc="runs", disable=not progress):
+        params.pop("run_name", None)
+        folders.append(runner(params, workdir))
+    return folders
+
+
+def _dev_score(run_dirs_: list[Path], corpus: str | None) -> float:
+    """Mean over seeds of the dev mean (one corpus, or averaged over corpora)."""
+    import numpy as np
+
+    scores = []
+    for d in run_dirs_:
+        rows = [r for r in read_metrics(d / "metrics.json") if r["split"] == "dev"
+                and (corpus is None or r["corpus"] == corpus)]
+        if rows:
+            scores.append(np.mean([r["mean"] for r in rows]))
+    return float(np.mean(scores)) if scores else -math.inf
+
+
+def grid_search(base: dict, space: dict[str, list], seeds: Iterable[int], workdir, corpus: str | None = None,
+                runner=None) -> tuple[dict, list[dict]]:
+    """Try every combination of ``space``; choose by dev score of ``corpus`` (None = averaged)."""
+    seeds = list(seeds)
+    trials = []
+    for setting in expand_grid(space):
+        runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False)
+        trials.append({**setting, "dev_score": _dev_score(runs, corpus)})
+    best = max(trials, key=lambda t: t["dev_score"])
+    return {k: best[k] for k in space}, trials
+
+
+def greedy_search(base: dict, space: dict[str, list], seeds: Iterable[int], workdir, corpus: str | None = None,
+                  runner=None) -> tuple[dict, list[dict]]:
+    """Coordinate ascent: tune one key at a time (in ``space`` order), keeping the best value on dev."""
+    seeds = list(seeds)
+    current = {k: base.get(k, values[0]) for k, values in space.items()}
+    trials: list[dict] = []
+    seen: dict[str, float] = {}
+
+    def evaluate(setting: dict) -> float:
+        key = json.dumps(setting, sort_keys=True, default=str)
+        if key not in seen:
+            runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False)
+            seen[key] = _dev_score(runs, corpus)
+            trials.append({**setting, "dev_score": seen[key]})
+        return seen[key]
+
+    best_score = evaluate(current)
+    for key, values in space.items():
+        for value in values:
+            cand = {**current, key: value}
+            s = evaluate(cand)
+            if s > best_score:
+                best_score, current = s, cand
+    return current, trials
+
+
+# ------------------------------------------------------------------------------------------------- cli
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("results", help="print the tidy results table of a work folder's runs")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--split", default="test")
+    p.add_argument("--by", nargs="+", default=["model"], help="columns to group runs by (seeds averaged)")
+    p.set_defaults(func=_cli_results)
+    s = subparsers.add_parser("sweep", help="run notebook 06 over a grid of parameters and seeds (resumable)")
+    s.add_argument("--profile", default="demo")
+    s.add_argument("--workdir", help="default: the profile's workdir")
+    s.add_argument("--seeds", nargs="+", type=int, default=[42])
+    s.add_argument("grid", nargs="+", metavar="key=v1,v2,…", help="values to sweep, e.g. model=biformer,bimamba")
+    s.set_defaults(func=_cli_sweep)
+
+
+def _cli_results(args) -> int:
+    reg = load_registry(args.workdir)
+    if reg.empty:
+        print(f"no runs with metrics.json under {run_dirs(args.workdir).train}")
+        return 1
+    print(summarize(reg, args.by, split=args.split).round(4).to_string(index=False))
+    return 0
+
+
+def _cli_sweep(args) -> int:
+    import yaml
+
+    from .config import load_profile
+
+    base = load_profile(args.profile)
+    grid = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    workdir = args.workdir or base["workdir"]
+    run_sweep(base, expand_grid(grid), args.seeds, workdir)
+    reg = load_registry(workdir)
+    print(summarize(reg, list(grid), split="test").round(4).to_string(index=False))
+    return 0

@@ -1,0 +1,110 @@
+"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bber_utils import experiments as ex
+from bber_utils.paths import run_dirs
+
+
+def _write_run(workdir, name, cfg, scores):
+    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
+    d = run_dirs(workdir).train / name
+    d.mkdir(parents=True, exist_ok=True)
+    metrics = {}
+    for (corpus, split), v in scores.items():
+        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
+                                                 "confusion": [[0] * 7] * 7}
+    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
+                                                "config": cfg, "metrics": metrics}))
+    return d
+
+
+def test_registry_is_tidy_and_skips_internal_stages(tmp_path):
+    _write_run(tmp_path, "a", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "train_corpora": ["x", "y"]},
+               {("x", "dev"): .5, ("x", "test"): .4, ("y", "test"): .3})
+    _write_run(tmp_path, "_unimodal", {"model": "audio_only"}, {("x", "test"): .9})
+    reg = ex.load_registry(tmp_path)
+    assert len(reg) == 3 and set(reg["run"]) == {"a"}
+    row = reg[(reg["corpus"] == "y") & (reg["split"] == "test")].iloc[0]
+    assert row["wf1"] == pytest.approx(.3) and row["sds_ratio"] == 0.5 and row["train_corpora"] == "x,y"
+
+
+def test_unreadable_metrics_are_reported_not_fatal(tmp_path):
+    d = run_dirs(tmp_path).train / "broken"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken"):
+        ex.load_registry(tmp_path)
+    skipped = []
+    assert ex.load_registry(tmp_path, skipped=skipped).empty and skipped[0][0].endswith("metrics.json")
+
+
+def test_confidence_interval_matches_student_t():
+    mean, std, half, n = ex.confidence_interval([0.5, 0.6, 0.7])
+    assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(0.1)
+    assert half == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(ex.confidence_interval([0.5])[2])
+
+
+def test_summarize_groups_over_seeds(tmp_path):
+    for seed, v in [(1, .5), (2, .7)]:
+        _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
+    _write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
+    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    bi = s[s["model"] == "biformer"].iloc[0]
+    assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
+    assert s[s["model"] == "text_only"].iloc[0]["n_seeds"] == 1
+
+
+def _fake_runner(workdir, calls):
+    """Dev prefers sds_ratio 0.5 for corpus x; test prefers 1.0 (a search that peeks at test would pick it)."""
+    def run(params, wd):
+        calls.append(params)
+        name = ex.run_name_for(params)
+        d = run_dirs(wd).train / name
+        if (d / "metrics.json").exists():
+            return d
+        r = params["sds_ratio"]
+        dev = 1 - abs(r - 0.5) + 0.01 * params.get("tug_ratio", 0)
+        return _write_run(wd, name, params, {("x", "dev"): dev, ("x", "test"): r})
+    return run
+
+
+@pytest.mark.parametrize("search", [ex.grid_search, ex.greedy_search])
+def test_ratio_search_selects_on_dev_only(tmp_path, search):
+    calls = []
+    best, trials = search({"model": "biformer", "sds_ratio": 0.0, "tug_ratio": 0.0},
+                          {"sds_ratio": [0.0, 0.5, 1.0], "tug_ratio": [0.0, 1.0]}, [1, 2], tmp_path,
+                          corpus="x", runner=_fake_runner(tmp_path, calls))
+    assert best == {"sds_ratio": 0.5, "tug_ratio": 1.0}
+    assert all("dev_score" in t for t in trials)
+
+
+def test_sweep_is_resumable(tmp_path):
+    calls = []
+    runner = _fake_runner(tmp_path, calls)
+    first = ex.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
+    assert len(first) == 2 and all((d / "metrics.json").exists() for d in first)
+    stamp = [(d / "metrics.json").stat().st_mtime_ns for d in first]
+    again = ex.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
+    assert again == first and stamp == [(d / "metrics.json").stat().st_mtime_ns for d in again]
+
+
+def test_run_one_skips_finished_runs_without_executing(tmp_path, monkeypatch):
+    params = {"model": "m", "seed": 3}
+    _write_run(tmp_path, ex.run_name_for(params), params, {("x", "test"): .1})
+    monkeypatch.setattr("bber_utils.pipeline.run_notebook", lambda *a, **k: pytest.fail("re-ran a finished run"))
+    assert ex.run_one(params, tmp_path).name == ex.run_name_for(params)
+
+
+def test_paper_table_marks_reported_numbers(tmp_path):
+    _write_run(tmp_path, "r", {"model": "biformer", "seed": 1}, {("meld", "dev"): .5, ("meld", "test"): .42})
+    t = ex.paper_table(ex.load_registry(tmp_path))
+    meld_wf1 = t[(t["corpus"] == "meld") & (t["metric"] == "wf1")].iloc[0]
+    assert meld_wf1["paper (reported)"] == 68.31 and meld_wf1["ours (test, %)"] == 42.0
+    assert t[t["corpus"] == "resd"]["ours (test, %)"].isna().all()
