@@ -1,0 +1,59 @@
+"""The unimodal Mamba encoder-classifiers (the paper's audio-only and text-only models).
+
+They are trained first; their encoders then feed every bimodal model (frozen by default), and their heads give
+the unimodal logits that prediction fusion and the *_withprob models mix.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ClassifierHead, check_mask
+from .config import ModelConfig, as_model_config
+from .mamba import MambaStack, masked_mean
+
+
+class UnimodalClassifier(nn.Module):
+    """``Linear(d_in→H) → Dropout → MambaStack → masked mean → head``.
+
+    ``forward(x (B, L, d_in), mask (B, L) bool | None)`` -> dict(logits (B, C), seq (B, L, H), mask (B, L),
+    pooled (B, H)); padded positions of ``seq`` are zero.
+    """
+
+    def __init__(self, d_in: int, cfg: ModelConfig | dict | None = None):
+        super().__init__()
+        cfg = as_model_config(cfg)
+        self.d_in, self.d_model = int(d_in), cfg.hidden_dim
+        self.proj = nn.Linear(self.d_in, cfg.hidden_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.mamba = MambaStack(cfg.hidden_dim, cfg.mamba_layers, d_state=cfg.mamba_d_state,
+                                d_conv=cfg.mamba_d_conv, dropout=cfg.dropout)
+        self.head = ClassifierHead(cfg.hidden_dim, cfg.out_features, cfg.num_classes, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"expected features (B, L, {self.d_in}), got {tuple(x.shape)}")
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        check_mask(mask, "mask")
+        seq = self.mamba(self.drop(self.proj(x)), mask)
+        pooled = masked_mean(seq, mask)
+        return {"logits": self.head(pooled), "seq": seq, "mask": mask, "pooled": pooled}
+
+
+class UnimodalModel(nn.Module):
+    """Registry wrapper (``audio_only`` / ``text_only``): ``forward(batch) -> logits (B, C)`` reading
+    ``batch[modality]`` and ``batch[modality + "_mask"]``. Its ``encoder`` is the ``UnimodalClassifier`` whose
+    state dict a bimodal model's ``load_unimodal`` takes (the ``encoder.`` prefix is accepted too).
+    """
+
+    def __init__(self, modality: str, d_in: int, cfg: ModelConfig | dict | None = None):
+        super().__init__()
+        if modality not in ("audio", "text"):
+            raise ValueError(f"modality must be 'audio' or 'text', got {modality!r}")
+        self.modality = modality
+        self.encoder = UnimodalClassifier(d_in, cfg)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(batch[self.modality], batch.get(f"{self.modality}_mask"))["logits"]
