@@ -108,3 +108,16 @@ def test_paper_table_marks_reported_numbers(tmp_path):
     meld_wf1 = t[(t["corpus"] == "meld") & (t["metric"] == "wf1")].iloc[0]
     assert meld_wf1["paper (reported)"] == 68.31 and meld_wf1["ours (test, %)"] == 42.0
     assert t[t["corpus"] == "resd"]["ours (test, %)"].isna().all()
+
+
+def test_result_figures_are_written(tmp_path):
+    from bber_utils import plots
+
+    for seed, v in [(1, .5), (2, .7)]:
+        _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v, ("y", "test"): .4})
+    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    fig = plots.metric_bars(s, "model", "wf1", save_to=tmp_path / "bars.png")
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [40.0, 60.0] and (tmp_path / "bars.png").stat().st_size > 1000
+    plots.confusion_matrices({"x": [[1] * 7] * 7}, save_to=tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").exists()

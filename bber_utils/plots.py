@@ -1,0 +1,98 @@
+"""Figures of the results notebooks, one function each. Each returns the matplotlib Figure and, given
+``save_to``, writes it there as PNG (150 dpi) so that it reads at a glance in the README."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .labels import CLASSES
+
+
+def _finish(fig, save_to: str | os.PathLike | None):
+    fig.tight_layout()
+    if save_to is not None:
+        save_to = Path(save_to)
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_to, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", normalize: bool = True,
+                       save_to=None):
+    """One heat map per entry (e.g. per corpus); rows = true class, columns = predicted class."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    n = max(len(confusions), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], confusions.items()):
+        cm = np.asarray(cm, dtype=float)
+        shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+        sns.heatmap(shown, ax=ax, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0,
+                    vmax=1 if normalize else None, cbar=False, xticklabels=CLASSES, yticklabels=CLASSES,
+                    annot_kws={"size": 7})
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+        ax.tick_params(axis="x", rotation=45)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to)
+
+
+def metric_bars(summary, x: str, metric: str = "wf1", hue: str = "corpus", title: str = "", save_to=None):
+    """Bars of ``metric`` (mean over seeds) per ``x``, one colour per ``hue``, with 95 % CI error bars."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = summary.assign(_x=summary[x].astype(str), _h=summary[hue].astype(str))
+    xs = list(dict.fromkeys(table["_x"]))
+    means = 100 * table.pivot_table(index="_x", columns="_h", values=metric, dropna=False).reindex(xs)
+    ci_col = f"{metric}_ci95"
+    errs = (100 * table.pivot_table(index="_x", columns="_h", values=ci_col, dropna=False).reindex(xs)
+            if ci_col in table else means * 0).fillna(0)
+    hues = list(means.columns)
+    width = 0.8 / max(len(hues), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(xs) + 2), 4))
+    for j, h in enumerate(hues):
+        ax.bar(np.arange(len(xs)) + (j - (len(hues) - 1) / 2) * width, means[h], width,
+               yerr=errs[h] if h in errs else None, capsize=3, label=h)
+    ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric.upper()} (%)")
+    ax.set_title(title or f"{metric.upper()} by {x} (mean over seeds, 95 % CI)")
+    ax.legend(title=hue, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, save_to)
+
+
+def ratio_curves(trials, ratio: str, score: str = "dev_score", group: str | None = None, title: str = "",
+                 save_to=None):
+    """Dev score against an augmentation ratio (one line per ``group``, e.g. corpus)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    groups = [(None, trials)] if group is None else list(trials.groupby(group))
+    for name, part in groups:
+        part = part.groupby(ratio, as_index=False)[score].mean().sort_values(ratio)
+        ax.plot(part[ratio], 100 * part[score], marker="o", label=name)
+    ax.set(xlabel=ratio, ylabel="dev mean of UAR/WAR/MF1/WF1 (%)", title=title or f"{ratio} search (dev)")
+    if group is not None:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _finish(fig, save_to)
+
+
+def learning_curves(history, columns: Iterable[str] = ("train_loss", "dev_mean"), title: str = "", save_to=None):
+    """Per-epoch curves from a run's history table (one panel per column present)."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in columns if c in history.columns]
+    fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(4.5 * max(len(cols), 1), 3.3), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        ax.plot(history["epoch"], history[col], marker=".")
+        ax.set(xlabel="epoch", title=col)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save_to)
