@@ -1,0 +1,17 @@
+"""Features: audio and text encoders behind one small interface, and the keyed on-disk feature store.
+
+``build_audio_encoder(spec)``, ``build_text_encoder(spec)``, ``ensure_features(manifest, modality, encoder,
+store_root) -> FeatureStore``, ``extract_all(workdir, audio_spec, text_spec)`` and, for utterances without
+text, ``build_asr(spec)`` + ``fill_missing_text(manifest, asr)``. Heavy libraries (torch, transformers) are
+imported only when a model is really needed.
+"""
+
+from .audio_encoders import LogMelEncoder, TransformersAudioEncoder, build_audio_encoder
+from .store import FeatureError, FeatureStore, ensure_features, open_store
+from .text_encoders import E5WordsEncoder, HashGramEncoder, TransformersTextEncoder, build_text_encoder
+
+__all__ = [
+    "LogMelEncoder", "TransformersAudioEncoder", "build_audio_encoder",
+    "E5WordsEncoder", "HashGramEncoder", "TransformersTextEncoder", "build_text_encoder",
+    "FeatureError", "FeatureStore", "ensure_features", "open_store",
+]
