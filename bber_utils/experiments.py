@@ -251,6 +251,62 @@ def greedy_search(base: dict, space: dict[str, list], seeds: Iterable[int], work
     return current, trials
 
 
+# ----------------------------------------------------------------------------------------------- study
+
+FUSION_MODELS = ("biformer", "bigraphformer", "bigatedformer", "bigatedgraphformer", "bimamba",
+                 "predictions_fusion", "biformer_withprob")
+
+
+def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS, main_model: str = "biformer",
+                augment: dict[str, float] | None = None, single_corpus: bool = True) -> list[dict[str, Any]]:
+    """The settings of the paper's study, each with a ``study`` (which question) and ``setting`` label.
+
+    unimodal vs bimodal; the fusion types; each augmentation alone and all combined (ratios from
+    ``augment``, e.g. the search's choice); single- vs multi-corpus training for ``main_model``.
+    """
+    augment = augment or {"sds_ratio": 0.5, "tug_ratio": 0.5, "ls_llm_p": 0.2}
+    all_corpora = list(corpora)
+    out = [{"study": "modality", "setting": m, "model": m, "train_corpora": all_corpora}
+           for m in ("audio_only", "text_only")]
+    out += [{"study": "fusion", "setting": m, "model": m, "train_corpora": all_corpora} for m in fusion_models]
+    for key, value in augment.items():
+        if value:
+            out.append({"study": "augmentation", "setting": f"+{key}={value}", "model": main_model,
+                        "train_corpora": all_corpora, key: value})
+    if sum(bool(v) for v in augment.values()) > 1:
+        out.append({"study": "augmentation", "setting": "+all", "model": main_model, "train_corpora": all_corpora,
+                    **augment})
+    if single_corpus and len(all_corpora) > 1:
+        out += [{"study": "corpora", "setting": f"single: {c}", "model": main_model, "train_corpora": [c]}
+                for c in all_corpora]
+    return out
+
+
+def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
+    """Join each run of the study to its (study, setting) label and summarise over seeds."""
+    import pandas as pd
+
+    labelled = []
+    for s in settings:
+        keys = {k: v for k, v in s.items() if k not in ("study", "setting")}
+        mask = pd.Series(True, index=registry.index)
+        for k, v in keys.items():
+            if k not in registry:
+                mask &= False
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                mask &= pd.to_numeric(registry[k], errors="coerce").fillna(0) == float(v)
+            else:
+                want = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                mask &= registry[k].astype(str) == str(want)
+        for k in ("sds_ratio", "tug_ratio", "ls_llm_p"):  # an augmentation left out means 0
+            if k not in keys and k in registry:
+                mask &= registry[k].fillna(0).astype(float) == 0
+        labelled.append(registry[mask].assign(study=s["study"], setting=s["setting"]))
+    df = pd.concat(labelled, ignore_index=True) if labelled else registry.iloc[0:0]
+    return summarize(df, ["study", "setting"], split=split) if not df.empty else df
+
+
 # ------------------------------------------------------------------------------------------------- cli
 
 def register_cli(subparsers) -> None:

@@ -121,3 +121,20 @@ def test_result_figures_are_written(tmp_path):
     assert heights == [40.0, 60.0] and (tmp_path / "bars.png").stat().st_size > 1000
     plots.confusion_matrices({"x": [[1] * 7] * 7}, save_to=tmp_path / "cm.png")
     assert (tmp_path / "cm.png").exists()
+
+
+def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
+    settings = ex.paper_study(["x", "y"], fusion_models=["biformer", "bimamba"],
+                              augment={"sds_ratio": 0.5, "tug_ratio": 0, "ls_llm_p": 0.2})
+    studies = {(s["study"], s["setting"]) for s in settings}
+    assert {("modality", "audio_only"), ("modality", "text_only"), ("fusion", "bimamba"),
+            ("augmentation", "+sds_ratio=0.5"), ("augmentation", "+all"), ("corpora", "single: y")} <= studies
+    assert not any("tug" in s for _, s in studies)
+    for i, s in enumerate(settings):
+        cfg = {k: v for k, v in s.items() if k not in ("study", "setting")}
+        cfg.setdefault("sds_ratio", 0.0)
+        _write_run(tmp_path, f"r{i}", {**cfg, "seed": 1}, {("x", "test"): i / 100, ("x", "dev"): 0.1})
+    table = ex.study_table(ex.load_registry(tmp_path), settings)
+    assert len(table) == len(settings)  # each setting found exactly its own run (corpus x)
+    plain = table[(table["study"] == "fusion") & (table["setting"] == "biformer")].iloc[0]
+    assert plain["mean"] == pytest.approx(2 / 100)  # not mixed with the +sds / +ls runs of biformer
