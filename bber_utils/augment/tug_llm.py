@@ -1,0 +1,342 @@
+"""TUG templates written by an LLM, validated, retried with feedback, cached; built-in ones as the fallback.
+
+The paper asked ChatGPT-4o, shown a few MELD utterances of an emotion, for a JSON object of ``subjects, verbs,
+interjections, contexts, templates``. ``build_template_prompt`` asks the same in our own words, for English or
+Russian, with examples drawn (seeded) from the train manifests of that language. ``generate_templates`` checks
+each reply with ``templates.validate_templates`` and, when it is not JSON or not valid, tries again with the
+errors fed back, after a growing pause. ``resolve_templates`` does this for every (language, emotion), caching
+each valid answer under ``<workdir>/tug/templates/{language}/`` keyed by (model, ``PROMPT_VERSION``, emotion,
+language), so a rerun costs nothing; where the LLM cannot be used (no key, unreachable server, timeout) or never
+gives valid templates, the built-in templates are used and the reason is kept (``TemplateSet.note``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..labels import CLASSES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..llm import ChatLLM
+    from .templates import ValidationReport
+
+PROMPT_VERSION = "tug-prompt-v1"
+LANGUAGE_NAMES = {"en": "English", "ru": "Russian"}
+# How many items the prompt asks for (part of PROMPT_VERSION: change both together).
+ITEM_COUNTS = {"subjects": 40, "verbs": 40, "interjections": 15, "contexts": 40}
+TEMPLATE_COUNT = (8, 15)
+N_EXAMPLES = 5
+
+SYSTEM_PROMPT = (
+    "You help build a speech emotion recognition data set. You write building blocks from which short, natural, "
+    "spoken utterances are composed, each clearly expressing one emotion. You answer with JSON only."
+)
+
+
+def template_json_schema() -> dict:
+    """The JSON schema of a reply: five lists of strings (the paper's template schema)."""
+    from .templates import SCHEMA_KEYS
+
+    return {
+        "title": "tug_templates",
+        "type": "object",
+        "properties": {k: {"type": "array", "items": {"type": "string"}} for k in SCHEMA_KEYS},
+        "required": list(SCHEMA_KEYS),
+        "additionalProperties": False,
+    }
+
+
+def build_template_prompt(emotion: str, language: str, examples: list[str]) -> list[dict[str, str]]:
+    """The chat messages asking for one emotion's templates in ``language`` ("en" | "ru")."""
+    from .templates import DIA_TAGS
+
+    if emotion not in CLASSES:
+        raise ValueError(f"unknown emotion {emotion!r}; expected one of {CLASSES}")
+    if language not in LANGUAGE_NAMES:
+        raise ValueError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_NAMES)}")
+    lang = LANGUAGE_NAMES[language]
+    lines = [
+        f"Emotion: {emotion}. Language of every string: {lang}.",
+        "",
+    ]
+    if examples:
+        lines += [f"Real {lang} utterances labelled '{emotion}', for tone and register only (do not copy them):"]
+        lines += [f"- {e}" for e in examples]
+        lines += [""]
+    lines += [
+        f"Write a JSON object with five lists of {lang} strings:",
+        f'- "subjects": about {ITEM_COUNTS["subjects"]} noun phrases that can start a sentence '
+        "(a person, a thing, an event).",
+        f'- "verbs": about {ITEM_COUNTS["verbs"]} verb phrases that follow any subject to form a clause.',
+        f'- "interjections": about {ITEM_COUNTS["interjections"]} short exclamations typical of {emotion}.',
+        f'- "contexts": about {ITEM_COUNTS["contexts"]} phrases or clauses that add a circumstance or a reason.',
+        f'- "templates": {TEMPLATE_COUNT[0]} to {TEMPLATE_COUNT[1]} sentence patterns that combine them with the '
+        "placeholders {s} (subject), {v} (verb), {i} (interjection) and {c} (context), e.g. \"{i} {s} {v}, {c}.\"",
+        "",
+        "Rules:",
+        "- Every combination of a template with any items must read as one natural spoken utterance of 5 to 20 "
+        f"words that clearly expresses {emotion}.",
+        "- Templates use only the placeholders {s}, {v}, {i}, {c}; the other lists contain no braces.",
+        "- Interjections and contexts may contain at most one non-verbal cue, written in parentheses, chosen only "
+        "from: " + ", ".join(f"({t})" for t in DIA_TAGS) + ". No other parenthesised text.",
+        "- No item repeats; no numbering; plain text inside the strings.",
+    ]
+    if language == "ru":
+        lines.append("- Subjects are singular and verbs are in the present tense, third person singular, so that "
+                     "any subject agrees with any verb.")
+    lines.append("Answer with the JSON object only.")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def parse_template_reply(reply: str) -> dict:
+    """The JSON object in ``reply`` (code fences and text around it tolerated); ``ValueError`` if there is none."""
+    text = reply.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
+    if fenced:
+        text = fenced.group(1).strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0:
+        raise ValueError(f"the reply holds no JSON object: {reply[:120]!r}")
+    if end <= start:
+        raise ValueError("the reply's JSON object is incomplete (cut off? allow more new tokens)")
+    try:
+        obj = json.loads(text[start:end + 1])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the reply is not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("the reply's JSON is not an object")
+    return obj
+
+
+@dataclass
+class GenerationResult:
+    """What ``generate_templates`` got: valid ``templates`` (or None), its validation report, every attempt's
+    problems (``errors[k]`` lists attempt k's), and the number of attempts."""
+
+    templates: dict | None
+    report: "ValidationReport | None"
+    attempts: int
+    errors: list[list[str]] = field(default_factory=list)
+
+
+def generate_templates(llm: "ChatLLM", emotion: str, language: str, examples: list[str], max_attempts: int = 3,
+                       backoff_s: float = 2.0, max_new_tokens: int = 4096, temperature: float = 0.0,
+                       seed: int | None = 42) -> GenerationResult:
+    """Ask ``llm`` for one emotion's templates until they validate, at most ``max_attempts`` times.
+
+    A reply that is not JSON, fails validation, is refused or is malformed counts as a failed attempt; the next
+    one continues the conversation with the problems listed, after ``backoff_s * 2**k`` seconds.
+    ``LLMUnavailable`` (no key, unreachable server, timeout) is raised at once: retrying cannot help.
+    """
+    from ..llm import LLMError, LLMUnavailable
+    from .templates import normalise_templates, validate_templates
+
+    messages = build_template_prompt(emotion, language, examples)
+    schema = template_json_schema()
+    result = GenerationResult(templates=None, report=None, attempts=0)
+    for attempt in range(max_attempts):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        result.attempts = attempt + 1
+        try:
+            reply = llm.chat(messages, json_schema=schema, max_new_tokens=max_new_tokens, temperature=temperature,
+                             seed=None if seed is None else seed + attempt)
+        except LLMUnavailable:
+            raise
+        except LLMError as exc:
+            result.errors.append([str(exc)])
+            continue
+        try:
+            obj = parse_template_reply(reply)
+            problems = []
+        except ValueError as exc:
+            obj, problems = None, [str(exc)]
+        if obj is not None:
+            report = validate_templates(obj)
+            result.report = report
+            if report.ok:
+                result.templates = normalise_templates(obj)
+                return result
+            problems = report.errors
+        result.errors.append(problems)
+        feedback = "Your answer cannot be used:\n" + "\n".join(f"- {p}" for p in problems[:20])
+        messages = messages + [{"role": "assistant", "content": reply},
+                               {"role": "user", "content": feedback + "\nAnswer again with the corrected JSON "
+                                                                      "object only."}]
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Corpus examples, cache, and the per-emotion resolution with fallback
+# --------------------------------------------------------------------------------------------------------------
+
+def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: int = N_EXAMPLES,
+                    seed: int = 42) -> list[str]:
+    """Up to ``k`` distinct texts of ``emotion`` from the original train manifests of ``language`` (seeded).
+
+    Reads ``<workdir>/manifests/*_train.parquet``; returns ``[]`` when there are none yet.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..corpora.manifest import load_manifest
+    from ..paths import run_dirs
+
+    frames = [load_manifest(p) for p in sorted(run_dirs(workdir).manifests.glob("*_train.parquet"))]
+    if not frames:
+        return []
+    df = pd.concat(frames, ignore_index=True)
+    texts = df.loc[(df["language"] == language) & (df["label"] == emotion) & (df["source"] == "original"), "text"]
+    texts = sorted(set(t.strip() for t in texts if t.strip()))
+    if len(texts) <= k:
+        return texts
+    rng = np.random.default_rng(_stable_int(seed, language, emotion))
+    return [texts[i] for i in sorted(rng.choice(len(texts), size=k, replace=False))]
+
+
+def template_cache_path(workdir: str | os.PathLike, model: str, emotion: str, language: str) -> Path:
+    """``<workdir>/tug/templates/{language}/{emotion}__{model slug}__{PROMPT_VERSION}.json``."""
+    from ..paths import run_dirs
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")[:60]
+    digest = hashlib.sha1(model.encode()).hexdigest()[:8]
+    return run_dirs(workdir).tug / "templates" / language / f"{emotion}__{slug}-{digest}__{PROMPT_VERSION}.json"
+
+
+def _read_cache(path: Path) -> dict | None:
+    from .templates import normalise_templates, validate_templates
+
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))["templates"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return normalise_templates(obj) if validate_templates(obj).ok else None
+
+
+def _write_cache(path: Path, templates: dict, provenance: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"provenance": provenance, "templates": templates}, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TemplateSet:
+    """One emotion's templates in one language and where they came from.
+
+    ``source``: ``"builtin"``, ``"{backend}:{model}"`` (written now) or ``"{backend}:{model} (cached)"``;
+    ``note``: why the built-in ones were used instead of the LLM's (empty when nothing went wrong).
+    """
+
+    language: str
+    emotion: str
+    templates: dict
+    source: str
+    report: "ValidationReport"
+    note: str = ""
+    attempts: int = 0
+
+
+def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: str = "builtin",
+                      llm_model: str | None = None, base_url: str | None = None, api_key: str | None = None,
+                      emotions: tuple[str, ...] = CLASSES, seed: int = 42, llm: "ChatLLM | None" = None,
+                      max_attempts: int = 3, backoff_s: float = 2.0, timeout: float = 60,
+                      **llm_kwargs: Any) -> dict[tuple[str, str], TemplateSet]:
+    """Templates for every (language, emotion): built-in, or from an LLM with cache and built-in fallback.
+
+    ``source``: ``"builtin"`` | ``"openai"`` | ``"transformers"`` (the ``llm.build_llm`` backend, with
+    ``llm_model``, ``base_url``, ``api_key``). ``llm``: an already built ``ChatLLM`` (then ``source`` only labels
+    it). The LLM is built on the first cache miss, once; if it is unavailable every remaining emotion falls back
+    to the built-in templates with the reason in ``TemplateSet.note`` (and one warning).
+    """
+    from ..llm import LLMUnavailable, build_llm
+    from .templates import validate_templates
+
+    if source not in ("builtin", "openai", "transformers"):
+        raise ValueError(f"template source {source!r}: expected builtin, openai or transformers")
+    if source != "builtin" and llm is None and not llm_model:
+        raise ValueError(f"template source {source!r} needs llm_model (a model name, hub id or folder)")
+    model = (llm.model_name if llm is not None else llm_model) or ""
+    unavailable = ""
+    out: dict[tuple[str, str], TemplateSet] = {}
+    for language in languages:
+        for emotion in emotions:
+            if source == "builtin":
+                out[(language, emotion)] = _builtin_set(language, emotion)
+                continue
+            label = f"{source}:{model}"
+            cache = template_cache_path(workdir, model, emotion, language)
+            cached = _read_cache(cache)
+            if cached is not None:
+                out[(language, emotion)] = TemplateSet(language, emotion, cached, f"{label} (cached)",
+                                                       validate_templates(cached))
+                continue
+            if unavailable:
+                out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
+                continue
+            try:
+                if llm is None:
+                    llm = build_llm(source, llm_model, base_url=base_url, api_key=api_key, timeout=timeout,
+                                    **llm_kwargs)
+                examples = corpus_examples(workdir, language, emotion, seed=seed)
+                result = generate_templates(llm, emotion, language, examples, max_attempts=max_attempts,
+                                            backoff_s=backoff_s, seed=seed)
+            except LLMUnavailable as exc:
+                unavailable = f"LLM unavailable: {exc}"
+                warnings.warn(f"TUG templates: {unavailable}; using the built-in templates", stacklevel=2)
+                out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
+                continue
+            if result.templates is not None:
+                _write_cache(cache, result.templates, dict(
+                    backend=source, model=model, prompt_version=PROMPT_VERSION, emotion=emotion,
+                    language=language, examples=examples, attempts=result.attempts))
+                out[(language, emotion)] = TemplateSet(language, emotion, result.templates, label, result.report,
+                                                       attempts=result.attempts)
+                continue
+            last = "; ".join(result.errors[-1][:3]) if result.errors else "no reply"
+            note = f"no valid templates after {result.attempts} attempts (last: {last})"
+            warnings.warn(f"TUG templates {language}/{emotion}: {note}; using the built-in ones", stacklevel=2)
+            out[(language, emotion)] = _builtin_set(language, emotion, note=note, attempts=result.attempts)
+    return out
+
+
+def _builtin_set(language: str, emotion: str, note: str = "", attempts: int = 0) -> TemplateSet:
+    from .templates import load_templates, validate_templates
+
+    templates = load_templates(language, emotion)
+    return TemplateSet(language, emotion, templates, "builtin", validate_templates(templates), note=note,
+                       attempts=attempts)
+
+
+def templates_table(sets: dict[tuple[str, str], TemplateSet]) -> "pd.DataFrame":
+    """One row per (language, emotion): item counts per key, the source, validity, warnings, fallback note."""
+    import pandas as pd
+
+    from .templates import SCHEMA_KEYS
+
+    rows = []
+    for (language, emotion), ts in sets.items():
+        row: dict[str, Any] = dict(language=language, emotion=emotion, source=ts.source)
+        row.update({k: len(ts.templates[k]) for k in SCHEMA_KEYS})
+        row.update(valid=ts.report.ok, warnings=len(ts.report.warnings), attempts=ts.attempts, note=ts.note)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stable_int(*parts: Any) -> int:
+    """A seed from ``parts`` that does not depend on PYTHONHASHSEED."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
