@@ -13,6 +13,8 @@ window, so every clip gives at least one frame.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .model_source import model_key
@@ -104,7 +106,7 @@ class TransformersAudioEncoder:
         self._model = self._extractor = None
         self._dim: int | None = None
         source = model_key(self.model_spec, revision)
-        self.key = {"name": source["model"], "kind": "transformers-audio", **source, "layer": layer, "dtype": dtype,
+        self.key = {"name": Path(self.model_spec).name if source["model"] == "local" else source["model"], "kind": "transformers-audio", **source, "layer": layer, "dtype": dtype,
                     "sample_rate": self.sample_rate, "min_samples": self.min_samples,
                     "max_seconds": max_seconds, "pooling": "none"}
 

@@ -59,9 +59,9 @@ def hub_commit(model_id: str, revision: str | None) -> str | None:
 
 def model_key(spec: str, revision: str | None = None) -> dict:
     """``{"model": ..., "revision": ..., "commit": ...}`` for a hub id, ``{"model": ..., "content_hash": ...}``
-    for a local folder (its absolute path is not part of the key: moving a checkpoint keeps its features)."""
+    for a local folder (its path is not part of the key: a moved checkpoint keeps its features)."""
     if is_local(spec):
-        return {"model": Path(spec).name, "content_hash": folder_hash(spec)}
+        return {"model": "local", "content_hash": folder_hash(spec)}
     commit = hub_commit(spec, revision)
     if commit is None:
         # Not in the cache yet: resolve once, on the network (the model will be downloaded anyway).

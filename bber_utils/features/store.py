@@ -64,8 +64,9 @@ def text_hash(text: str) -> str:
 
 
 def store_dir_name(modality: str, key: dict) -> str:
+    """``<modality>-<readable name>-<hash of the key without its name>``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(key.get("name", "encoder")))[-40:].strip("_.") or "encoder"
-    return f"{modality}-{name}-{short_hash(key)}"
+    return f"{modality}-{name}-{short_hash({k: v for k, v in key.items() if k != 'name'})}"
 
 
 # ------------------------------------------------------------------------------------------ atomic I/O
@@ -251,13 +252,19 @@ def _row_source(row: Any, modality: str, known: dict) -> tuple[str, str, int, in
 
 
 def _load_input(row: Any, modality: str, sample_rate: int):
+    """A row's text, or its audio span as float32 ``(N,)`` (an empty clip gives ``(0,)``)."""
     if modality == "text":
         return "" if row.text is None or (isinstance(row.text, float) and np.isnan(row.text)) else str(row.text)
-    from ..audio import load_audio
+    from ..audio import AudioError, load_audio
 
     start = float(row.start_s) if pd.notna(row.start_s) else None
     end = float(row.end_s) if pd.notna(row.end_s) else None
-    return load_audio(row.audio_path, sr=sample_rate, start_s=start, end_s=end)
+    try:
+        return load_audio(row.audio_path, sr=sample_rate, start_s=start, end_s=end)
+    except AudioError as exc:
+        if exc.reason == "no audio samples":
+            return np.zeros(0, dtype=np.float32)  # an empty clip: the encoder pads it to one frame
+        raise
 
 
 def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_root: str | os.PathLike,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import zlib
 
+from pathlib import Path
+
 import numpy as np
 
 from .model_source import model_key
@@ -142,7 +144,7 @@ class TransformersTextEncoder:
         self._model = self._tokenizer = None
         self._dim: int | None = None
         source = model_key(self.model_spec, revision)
-        self.key = {"name": source["model"], "kind": "transformers-text", **source, "layer": layer,
+        self.key = {"name": Path(self.model_spec).name if source["model"] == "local" else source["model"], "kind": "transformers-text", **source, "layer": layer,
                     "max_tokens": self.max_tokens, "dtype": dtype, "code_revision": code_revision,
                     "special_tokens": True, "pooling": "none"}
 

@@ -1,0 +1,156 @@
+"""The keyed feature store: round trip, keys, changed inputs, resume after a crash, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from bber_utils.audio import write_wav
+from bber_utils.features import FeatureError, FeatureStore, build_audio_encoder, ensure_features
+from bber_utils.features.store import store_dir_name
+
+
+def _manifest(tmp_path, seconds=(0.5, 0.3, 1.0, 0.2, 0.7, 0.4), texts=None):
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, s in enumerate(seconds):
+        path = write_wav(tmp_path / "wav" / f"{i}.wav", (rng.standard_normal(int(s * 16000)) * 0.1).astype("f4"))
+        rows.append({"utt_id": f"demo_en-train-{i}", "audio_path": str(path), "start_s": 0.0, "end_s": np.nan,
+                     "duration_s": s, "text": (texts or ["hello"] * len(seconds))[i], "label": "happy"})
+    return pd.DataFrame(rows)
+
+
+class CountingEncoder:
+    """Wraps an encoder; counts utterances encoded and can fail after ``fail_after`` batches."""
+
+    def __init__(self, inner, fail_after=None):
+        self.inner, self.fail_after, self.batches, self.utterances = inner, fail_after, 0, 0
+        self.modality, self.dim, self.key, self.uses_torch = inner.modality, inner.dim, inner.key, False
+
+    def encode(self, batch):
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.batches += 1
+        self.utterances += len(batch)
+        return self.inner.encode(batch)
+
+
+def test_round_trip_shapes_and_warm_store(tmp_path):
+    df = _manifest(tmp_path)
+    enc = CountingEncoder(build_audio_encoder("logmel"))
+    store = ensure_features(df, "audio", enc, tmp_path / "store", batch_size=4, progress=False)
+    assert isinstance(store, FeatureStore) and store.dim == 80 and len(store) == len(df)
+    assert store.stats["extracted"] == len(df) and store.stats["cached"] == 0
+    x = store["demo_en-train-2"]
+    assert x.dtype == np.float32 and x.shape == ((16000 - 400) // 320 + 1, 80)
+    np.testing.assert_array_equal(x, enc.inner.frames(sf.read(df.audio_path[2], dtype="float32")[0]))
+    again = ensure_features(df, "audio", enc, tmp_path / "store", batch_size=4, progress=False)
+    assert enc.utterances == len(df)  # nothing recomputed
+    assert again.stats["cached"] == len(df) and "demo_en-train-0" in again and "nope" not in again
+    with pytest.raises(KeyError, match="nope"):
+        again["nope"]
+
+
+def test_key_holds_every_setting_and_names_the_folder(tmp_path):
+    df = _manifest(tmp_path, seconds=(0.3,))
+    a = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "s", progress=False)
+    b = ensure_features(df, "audio", build_audio_encoder("logmel", n_mels=64), tmp_path / "s", progress=False)
+    c = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "s", store_dtype="float16",
+                        progress=False)
+    assert len({a.path, b.path, c.path}) == 3 and b.dim == 64
+    saved = json.loads((a.path / "key.json").read_text())
+    assert saved["key"]["n_mels"] == 80 and saved["key"]["hop"] == 320 and saved["key"]["sample_rate"] == 16000
+    assert a.path.name == store_dir_name("audio", a.key)
+    assert c["demo_en-train-0"].dtype == np.float32  # fp16 on disk, float32 out
+    np.testing.assert_allclose(c["demo_en-train-0"], a["demo_en-train-0"], rtol=2e-3, atol=2e-3)
+
+
+def test_changed_audio_file_is_re_extracted(tmp_path):
+    df = _manifest(tmp_path)
+    enc = CountingEncoder(build_audio_encoder("logmel"))
+    before = ensure_features(df, "audio", enc, tmp_path / "s", progress=False)["demo_en-train-1"]
+    write_wav(df.audio_path[1], np.full(8000, 0.3, dtype="f4"))  # same utt_id, new content
+    after = ensure_features(df, "audio", enc, tmp_path / "s", progress=False)
+    assert enc.utterances == len(df) + 1 and after.stats["extracted"] == 1
+    assert after["demo_en-train-1"].shape != before.shape
+    spans = df.copy()
+    spans.loc[0, "end_s"] = 0.25  # same file, another span: another input
+    ensure_features(spans, "audio", enc, tmp_path / "s", progress=False)
+    assert enc.utterances == len(df) + 2
+
+
+def test_changed_text_is_re_extracted(tmp_path):
+    from bber_utils.features import build_text_encoder
+
+    df = _manifest(tmp_path, seconds=(0.1, 0.1), texts=["good day", "bad day"])
+    enc = CountingEncoder(build_text_encoder("hashgram"))
+    ensure_features(df, "text", enc, tmp_path / "s", progress=False)
+    df.loc[1, "text"] = "a very bad day"
+    store = ensure_features(df, "text", enc, tmp_path / "s", progress=False)
+    assert enc.utterances == 3 and store["demo_en-train-1"].shape == (4, 256)
+
+
+def test_killed_extraction_resumes_where_it_stopped(tmp_path):
+    df = _manifest(tmp_path, seconds=[0.2 + 0.05 * i for i in range(10)])
+    crashing = CountingEncoder(build_audio_encoder("logmel"), fail_after=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ensure_features(df, "audio", crashing, tmp_path / "s", batch_size=3, flush_every=1, progress=False)
+    assert crashing.utterances == 6
+    resumed = CountingEncoder(build_audio_encoder("logmel"))
+    store = ensure_features(df, "audio", resumed, tmp_path / "s", batch_size=3, progress=False)
+    assert resumed.utterances == 4 and store.stats["cached"] == 6 and len(store) == 10
+    fresh = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "fresh", progress=False)
+    for u in df.utt_id:
+        np.testing.assert_array_equal(store[u], fresh[u])
+
+
+def test_shards_are_plain_numpy_without_pickles(tmp_path):
+    df = _manifest(tmp_path, seconds=(0.3, 0.4))
+    store = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "s", progress=False)
+    shards = list((store.path / "shards").glob("*.npy"))
+    assert shards and all(np.load(p, allow_pickle=False).dtype == np.float32 for p in shards)
+    index = pd.read_parquet(store.path / "index.parquet")
+    assert list(index.columns[:5]) == ["utt_id", "shard", "offset", "length", "content_hash"]
+    reopened = FeatureStore(store.path)  # a store opens by its folder alone, e.g. on another machine
+    np.testing.assert_array_equal(reopened["demo_en-train-1"], store["demo_en-train-1"])
+
+
+def test_empty_and_tiny_clips_give_one_frame(tmp_path):
+    df = _manifest(tmp_path, seconds=(0.01, 0.3))
+    empty = tmp_path / "wav" / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype="f4"), 16000)
+    df = pd.concat([df, df.iloc[[0]].assign(utt_id="demo_en-train-empty", audio_path=str(empty))],
+                   ignore_index=True)
+    store = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "s", progress=False)
+    assert store["demo_en-train-0"].shape == (1, 80)
+    assert store["demo_en-train-empty"].shape == (1, 80)
+
+
+def test_nan_audio_and_missing_files_are_counted_skips_or_named_errors(tmp_path):
+    df = _manifest(tmp_path, seconds=(0.3, 0.3, 0.3))
+    bad = np.full(4800, 0.1, dtype="f4")
+    bad[100] = np.nan
+    sf.write(df.audio_path[1], bad, 16000, subtype="FLOAT")
+    df.loc[2, "audio_path"] = str(tmp_path / "wav" / "missing.wav")
+    with pytest.warns(UserWarning, match="2 utterance"):
+        store = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "s", progress=False)
+    assert store.stats["skipped"] == 2 and len(store) == 1
+    assert set(store.skipped.utt_id) == {"demo_en-train-1", "demo_en-train-2"}
+    assert store.skipped.reason.str.contains("NaN").any()
+    with pytest.raises(FeatureError, match="demo_en-train-1"):
+        ensure_features(df.iloc[:2], "audio", build_audio_encoder("logmel"), tmp_path / "s2", on_error="raise",
+                        progress=False)
+
+
+def test_bad_arguments_are_named(tmp_path):
+    df = _manifest(tmp_path, seconds=(0.3,))
+    with pytest.raises(ValueError, match="modality"):
+        ensure_features(df, "video", build_audio_encoder("logmel"), tmp_path)
+    with pytest.raises(ValueError, match="text encoder cannot|audio encoder cannot"):
+        ensure_features(df, "text", build_audio_encoder("logmel"), tmp_path)
+    with pytest.raises(ValueError, match="duplicate utt_id"):
+        ensure_features(pd.concat([df, df]), "audio", build_audio_encoder("logmel"), tmp_path)
