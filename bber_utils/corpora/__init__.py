@@ -188,4 +188,5 @@ def counts_table(frames_by_corpus: dict):
     table = pd.crosstab([allrows["corpus"], allrows["language"], allrows["split"]], allrows["label"])
     table = table.reindex(columns=list(CLASSES), fill_value=0)
     table["total"] = table.sum(axis=1)
+    table.columns.name = None
     return table.reset_index()
