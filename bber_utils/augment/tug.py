@@ -58,6 +58,158 @@ def dropped_path(workdir: str | os.PathLike, language: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# The synthetic corpus
+# --------------------------------------------------------------------------------------------------------------
+
+def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class: int, tts: Any = "espeak",
+                           template_source: Any = "builtin", seed: int = 42, *, tts_model: str | None = None,
+                           llm_model: str | None = None, base_url: str | None = None,
+                           emotions: tuple[str, ...] | None = None, progress: bool = True,
+                           **tts_kwargs: Any) -> "pd.DataFrame":
+    """Compose ``per_class`` utterances per emotion in ``language``, speak them, and save the manifest.
+
+    ``tts``: a backend name (``espeak`` | ``mms`` | ``dia``), a name per language (``{"en": "dia", "ru": "mms"}``)
+    or a built backend; ``tts_model`` (one id/folder or one per language) and ``tts_kwargs`` go to
+    ``tts.build_tts``. ``template_source``: ``builtin`` | ``openai`` | ``transformers``
+    (``tug_llm.resolve_templates`` with ``llm_model`` / ``base_url``), or the mapping ``resolve_templates``
+    returned. The i-th utterance the seeded composer gives for an emotion is ``tug_{lang}-train-{emotion}_{i:05d}``;
+    its wav ``<workdir>/tug/wavs/{lang}/{utt_id}-{hash}.wav`` is named after the text and the voice, so a rerun
+    reuses the valid wavs it has and speaks only what is new or changed. Returns the manifest of the spoken
+    utterances (also written to ``tug/tug_{lang}.parquet``; ``text`` without the nonverbal tags, ``tts_text`` as
+    spoken); what was dropped is in ``tug/tug_{lang}_dropped.csv`` (``load_dropped``) with the reason.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
+    from ..labels import CLASSES
+    from ..paths import run_dirs
+    from .templates import compose_utterances, strip_tags
+    from .tts import build_tts
+    from .tug_llm import resolve_templates, stable_int
+
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    emotions = tuple(CLASSES if emotions is None else emotions)
+    if isinstance(template_source, str):
+        template_sets = resolve_templates(workdir, [language], template_source, llm_model=llm_model,
+                                          base_url=base_url, emotions=emotions, seed=seed)
+    else:
+        template_sets = template_source
+    if isinstance(tts, (str, Mapping)):
+        name = tts_for_language(tts, language)
+        backend = build_tts(name, **_tts_options(name, language, tts_model, seed, tts_kwargs))
+    else:
+        backend = tts
+    if language not in backend.languages:
+        raise ValueError(f"TTS backend {backend.name!r} does not speak {language!r} (it speaks "
+                         f"{', '.join(backend.languages)}); choose another with --tts / tug_tts")
+    voice = _voice_key(backend, language)
+    wav_dir = run_dirs(workdir).tug / "wavs" / language
+    rows, dropped = [], []
+    jobs: list[tuple[str, list[dict]]] = []
+    for emotion in emotions:
+        ts = template_sets[(language, emotion)]
+        texts = compose_utterances(ts.templates, per_class, seed=stable_int(seed, language, emotion))
+        if len(texts) < per_class:
+            dropped.append(dict(utt_id="", language=language, label=emotion, text="",
+                                reason=f"composer found only {len(texts)} of {per_class} unique utterances"))
+        items = []
+        for i, text in enumerate(texts):
+            utt_id = synthetic_utt_id(language, emotion, i)
+            speaker = stable_int(seed, utt_id)
+            digest = hashlib.sha1(f"{voice}|{emotion}|{speaker}|{text}".encode()).hexdigest()[:10]
+            items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
+                              template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
+        jobs.append((emotion, items))
+    bar = _progress(sum(len(items) for _, items in jobs), f"TUG {language} ({backend.name})", progress)
+    for emotion, items in jobs:
+        for start in range(0, len(items), 64):
+            chunk = items[start:start + 64]
+            results = backend.synthesize([it["tts_text"] for it in chunk], [it["path"] for it in chunk],
+                                         emotion=emotion, language=language,
+                                         speakers=[it["speaker"] for it in chunk])
+            for it, res in zip(chunk, results):
+                if res.ok:
+                    rows.append(dict(utt_id=it["utt_id"], corpus=synthetic_corpus_name(language), language=language,
+                                     split="train", audio_path=str(Path(res.path).resolve()), start_s=0.0,
+                                     end_s=float("nan"), duration_s=float(res.duration_s), text=it["text"],
+                                     label=emotion, source="tug", tts_text=it["tts_text"], tts=voice,
+                                     template_source=it["template_source"], reused=bool(res.reused)))
+                else:
+                    dropped.append(dict(utt_id=it["utt_id"], language=language, label=emotion, text=it["text"],
+                                        reason=res.reason or "synthesis failed"))
+            bar.update(len(chunk))
+    bar.close()
+    extra = ["tts_text", "tts", "template_source", "reused"]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
+    df["duration_s"] = df["duration_s"].astype(np.float64)
+    save_manifest(df.drop(columns="reused"), synthetic_manifest_path(workdir, language))
+    pd.DataFrame(dropped, columns=DROPPED_COLUMNS).to_csv(dropped_path(workdir, language), index=False)
+    n_failed = sum(1 for d in dropped if d["utt_id"])
+    if n_failed:
+        warnings.warn(f"TUG {language}: {n_failed} syntheses failed and were dropped (see "
+                      f"{dropped_path(workdir, language)})", stacklevel=2)
+    return df
+
+
+def load_synthetic(workdir: str | os.PathLike, languages: list[str] | tuple[str, ...] = ("en", "ru")
+                   ) -> "pd.DataFrame":
+    """The TUG manifests of ``languages`` that exist, as one table (empty when there are none)."""
+    from ..corpora.manifest import concat_manifests, load_manifest
+
+    paths = [synthetic_manifest_path(workdir, lang) for lang in languages]
+    return concat_manifests([load_manifest(p) for p in paths if p.exists()])
+
+
+def load_dropped(workdir: str | os.PathLike, languages: list[str] | tuple[str, ...] = ("en", "ru")
+                 ) -> "pd.DataFrame":
+    """What ``build_synthetic_corpus`` dropped, with reasons (``DROPPED_COLUMNS``)."""
+    import pandas as pd
+
+    frames = [pd.read_csv(dropped_path(workdir, lang), keep_default_na=False) for lang in languages
+              if dropped_path(workdir, lang).exists()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DROPPED_COLUMNS)
+
+
+def tts_for_language(tts: str | Mapping[str, str], language: str) -> str:
+    """A backend name for ``language`` from one name or a mapping such as ``{"en": "dia", "ru": "mms"}``."""
+    if isinstance(tts, Mapping):
+        if language not in tts:
+            raise ValueError(f"no TTS backend given for language {language!r} in {dict(tts)}")
+        return str(tts[language])
+    return str(tts)
+
+
+def _tts_options(name: str, language: str, tts_model: Any, seed: int, extra: dict) -> dict:
+    options: dict[str, Any] = {"seed": seed}
+    if name == "espeak":
+        options["jitter"] = 1.0  # a small seeded prosody variation per utterance
+    model = tts_model.get(language) if isinstance(tts_model, Mapping) else tts_model
+    if model:
+        options["model"] = model
+    options.update(extra)
+    return options
+
+
+def _voice_key(backend: Any, language: str) -> str:
+    """What decides the sound of a wav besides its text, emotion and speaker: backend, model, seed, options."""
+    models = getattr(backend, "models", None)
+    parts = [backend.name, getattr(backend, "model_ref", None) or (models or {}).get(language, "")]
+    for attr in ("seed", "jitter", "tags", "speaker_tag", "codec"):
+        if getattr(backend, attr, None) is not None:
+            parts.append(f"{attr}={getattr(backend, attr)}")
+    return "|".join(str(p) for p in parts if p != "")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Mixing into a train split
 # --------------------------------------------------------------------------------------------------------------
 
@@ -67,7 +219,7 @@ def mix_plan(train_df: "pd.DataFrame", synthetic_df: "pd.DataFrame", ratio: floa
 
     Returns one row per corpus and class: ``corpus, language, label, n_train, wanted, available, added``.
 
-    - ``per_class``: ``wanted = round(ratio * n_train)``.
+    - ``per_class``: ``wanted = round(ratio * n_train)``, ``n_train`` = the class's original rows (not SDS).
     - ``top_up``: ``wanted = round(ratio * (n_max - n_train))`` where ``n_max`` is the corpus's largest class, so
       ``ratio=1`` brings every class up to it (the paper topped MELD's classes up to the neutral count).
 
@@ -90,7 +242,7 @@ def mix_plan(train_df: "pd.DataFrame", synthetic_df: "pd.DataFrame", ratio: floa
         if len(languages) != 1:
             raise ValueError(f"train corpus {corpus!r} mixes languages {sorted(languages)}; expected one")
         language = languages[0]
-        counts = part[part["source"] != "tug"]["label"].value_counts()
+        counts = part[part["source"] == "original"]["label"].value_counts()
         n_max = int(counts.max()) if len(counts) else 0
         for label in CLASSES:
             n = int(counts.get(label, 0))
@@ -148,3 +300,71 @@ def _check_train_only(df: "pd.DataFrame", name: str) -> None:
     if len(bad):
         raise ValueError(f"{name}: TUG rows are mixed into train splits only, but row {bad.index[0]} "
                          f"(utt_id={bad['utt_id'].iloc[0]!r}) has split {bad['split'].iloc[0]!r}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# bber tug
+# --------------------------------------------------------------------------------------------------------------
+
+def _parse_per_language(value: str | None) -> str | dict[str, str] | None:
+    """``"dia"`` -> ``"dia"``; ``"en=dia,ru=mms"`` -> ``{"en": "dia", "ru": "mms"}``."""
+    if value is None or "=" not in value:
+        return value
+    pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tug", help="TUG: compose emotional utterances from templates and speak them (synthetic train data)",
+        description="Write <workdir>/tug/tug_{lang}.parquet: templates (built-in or LLM-written, cached) -> "
+                    "seeded unique utterances -> TTS wavs. Resumable; failures are dropped and listed in "
+                    "tug/tug_{lang}_dropped.csv.")
+    p.add_argument("--workdir", required=True, help="run folder (e.g. runs/demo)")
+    p.add_argument("--languages", nargs="+", default=["en", "ru"], choices=["en", "ru"])
+    p.add_argument("--per-class", type=int, default=20, help="utterances per emotion and language (default 20)")
+    p.add_argument("--tts", default="espeak",
+                   help="espeak | mms | dia, or one per language such as en=dia,ru=mms (default espeak)")
+    p.add_argument("--tts-model", default=None, help="TTS hub id or folder, or one per language: en=ID,ru=ID")
+    p.add_argument("--template-source", default="builtin", choices=list(TEMPLATE_SOURCES))
+    p.add_argument("--llm-model", default=None, help="LLM for --template-source openai/transformers")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OpenAI)")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .tug_llm import resolve_templates, templates_table
+
+    if args.per_class < 0:
+        print(f"bber tug: --per-class must be >= 0, got {args.per_class}")
+        return 2
+    tts = _parse_per_language(args.tts)
+    names = set(tts.values()) if isinstance(tts, dict) else {tts}
+    if not names <= set(TTS_NAMES):
+        print(f"bber tug: unknown TTS {sorted(names - set(TTS_NAMES))}; choose from {', '.join(TTS_NAMES)}")
+        return 2
+    if args.template_source != "builtin" and not args.llm_model:
+        print(f"bber tug: --template-source {args.template_source} needs --llm-model")
+        return 2
+    sets = resolve_templates(args.workdir, args.languages, args.template_source, llm_model=args.llm_model,
+                             base_url=args.base_url, seed=args.seed)
+    table = templates_table(sets)
+    print(table[["language", "emotion", "source", "templates", "note"]].to_string(index=False))
+    frames = []
+    for language in args.languages:
+        frames.append(build_synthetic_corpus(args.workdir, language, args.per_class, tts=tts,
+                                             template_source=sets, seed=args.seed,
+                                             tts_model=_parse_per_language(args.tts_model)))
+        print(f"wrote {synthetic_manifest_path(args.workdir, language)}: {len(frames[-1])} utterances")
+    df = pd.concat(frames, ignore_index=True)
+    if len(df):
+        print(pd.crosstab(df["label"], df["language"]).to_string())
+    dropped = load_dropped(args.workdir, args.languages)
+    if len(dropped):
+        print(f"dropped {len(dropped)}:")
+        print(dropped.groupby(["language", "reason"]).size().to_string())
+    empty = [lang for lang, f in zip(args.languages, frames) if len(f) == 0]
+    return 1 if args.per_class > 0 and empty else 0

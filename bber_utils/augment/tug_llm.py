@@ -201,7 +201,7 @@ def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: 
     texts = sorted(set(t.strip() for t in texts if t.strip()))
     if len(texts) <= k:
         return texts
-    rng = np.random.default_rng(_stable_int(seed, language, emotion))
+    rng = np.random.default_rng(stable_int(seed, language, emotion))
     return [texts[i] for i in sorted(rng.choice(len(texts), size=k, replace=False))]
 
 
@@ -337,6 +337,6 @@ def templates_table(sets: dict[tuple[str, str], TemplateSet]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def _stable_int(*parts: Any) -> int:
+def stable_int(*parts: Any) -> int:
     """A seed from ``parts`` that does not depend on PYTHONHASHSEED."""
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")

@@ -1,0 +1,142 @@
+"""bber_utils.augment.tug.build_synthetic_corpus and ``bber tug``: seeded ids in composer order, manifests in
+the contract, resumable synthesis, failed or silent syntheses dropped with reasons (never saved), per-language
+TTS choice."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bber_utils.audio import load_audio
+from bber_utils.augment.templates import compose_utterances, has_tag
+from bber_utils.augment.tts import TTSBackend
+from bber_utils.augment.tug import (build_synthetic_corpus, dropped_path, load_dropped, load_synthetic,
+                                    synthetic_manifest_path, tts_for_language)
+from bber_utils.augment.tug_llm import TemplateSet, resolve_templates, stable_int
+from bber_utils.corpora.manifest import load_manifest
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+EMOTIONS = ("happy", "sad", "fear")
+
+
+class FakeTTS(TTSBackend):
+    """A tone per text; texts containing a trigger word come back silent or raise."""
+
+    name = "fake"
+
+    def __init__(self, languages=("en", "ru")):
+        super().__init__()
+        self.languages = tuple(languages)
+        self.spoken: list[str] = []
+
+    def _generate(self, texts, emotions, language, speakers, **options):
+        out = []
+        for t in texts:
+            self.spoken.append(t)
+            if "SILENT" in t:
+                out.append((np.zeros(16000, dtype=np.float32), 16000))
+            elif "BOOM" in t:
+                out.append(RuntimeError("the voice exploded"))
+            else:
+                n = 8000 + 40 * len(t)
+                out.append((0.3 * np.sin(np.arange(n) * 0.05).astype(np.float32), 8000))
+        return out
+
+
+def _set(language, emotion, subjects):
+    tpl = {"subjects": subjects, "verbs": ["really did surprise everyone here", "changed the whole plan today"],
+           "interjections": ["Oh", "(gasps) Oh"], "contexts": ["at the station", "after the long meeting"],
+           "templates": ["{i}, {s} {v} {c}.", "{s} {v}, {c}!"]}
+    return TemplateSet(language, emotion, tpl, "test", report=None)
+
+
+def test_builds_a_manifest_in_composer_order(tmp_path):
+    sets = resolve_templates(tmp_path, ["en"], "builtin", emotions=EMOTIONS)
+    tts = FakeTTS()
+    df = build_synthetic_corpus(tmp_path, "en", 3, tts=tts, template_source=sets, seed=5, emotions=EMOTIONS,
+                                progress=False)
+    assert len(df) == 9 and set(df["label"]) == set(EMOTIONS)
+    assert (df["source"] == "tug").all() and (df["corpus"] == "tug_en").all() and (df["split"] == "train").all()
+    for emotion in EMOTIONS:
+        texts = compose_utterances(sets[("en", emotion)].templates, 3, seed=stable_int(5, "en", emotion))
+        part = df[df["label"] == emotion]
+        assert list(part["utt_id"]) == [f"tug_en-train-{emotion}_{i:05d}" for i in range(3)]
+        assert list(part["tts_text"]) == texts  # the i-th id is the composer's i-th utterance
+    assert not any(has_tag(t) for t in df["text"])  # the transcript has no nonverbal tags
+    saved = load_manifest(synthetic_manifest_path(tmp_path, "en"))
+    assert list(saved["utt_id"]) == list(df["utt_id"]) and "reused" not in saved.columns
+    wav = load_audio(df["audio_path"].iloc[0])
+    assert abs(len(wav) / 16000 - df["duration_s"].iloc[0]) < 1e-3  # resampled 8 kHz -> 16 kHz
+    assert load_dropped(tmp_path, ["en"]).empty
+    pd.testing.assert_frame_equal(load_synthetic(tmp_path, ["en", "ru"]), saved)
+
+
+def test_rerun_reuses_wavs_and_seed_changes_texts(tmp_path):
+    sets = resolve_templates(tmp_path, ["en"], "builtin", emotions=EMOTIONS)
+    tts = FakeTTS()
+    a = build_synthetic_corpus(tmp_path, "en", 2, tts=tts, template_source=sets, seed=1, emotions=EMOTIONS,
+                               progress=False)
+    assert len(tts.spoken) == 6 and not a["reused"].any()
+    b = build_synthetic_corpus(tmp_path, "en", 3, tts=tts, template_source=sets, seed=1, emotions=EMOTIONS,
+                               progress=False)
+    assert len(tts.spoken) == 9  # only the three new utterances were spoken
+    assert b["reused"].sum() == 6 and list(b["utt_id"].iloc[:2]) == list(a["utt_id"].iloc[:2])
+    c = build_synthetic_corpus(tmp_path, "en", 2, tts=tts, template_source=sets, seed=2, emotions=EMOTIONS,
+                               progress=False)
+    assert list(c["utt_id"]) == list(a["utt_id"]) and list(c["text"]) != list(a["text"])
+    assert not c["reused"].any() and set(c["audio_path"]).isdisjoint(a["audio_path"])  # no stale wav reused
+
+
+def test_failed_and_silent_syntheses_are_dropped_with_reasons(tmp_path):
+    sets = {("en", "sad"): _set("en", "sad", ["The SILENT train", "The BOOM box", "The old clock"])}
+    with pytest.warns(UserWarning, match="failed and were dropped"):
+        df = build_synthetic_corpus(tmp_path, "en", 12, tts=FakeTTS(), template_source=sets, emotions=("sad",),
+                                    progress=False)
+    assert len(df) and not df["text"].str.contains("SILENT|BOOM").any()
+    dropped = load_dropped(tmp_path, ["en"])
+    assert len(df) + len(dropped) == 12
+    silent = dropped[dropped["text"].str.contains("SILENT")]
+    boom = dropped[dropped["text"].str.contains("BOOM")]
+    assert len(silent) and silent["reason"].str.startswith("silent").all()
+    assert len(boom) and boom["reason"].str.contains("the voice exploded").all()
+    wavs = {p.name.split("-")[0] for p in (tmp_path / "tug" / "wavs" / "en").glob("*.wav")}
+    assert wavs == {u.split("-")[0] for u in df["utt_id"]}  # nothing written for the failures
+    assert set(dropped["utt_id"]).isdisjoint(df["utt_id"])
+
+
+def test_composer_shortfall_is_reported_not_a_crash(tmp_path):
+    sets = {("en", "fear"): _set("en", "fear", ["The dog"])}
+    with pytest.warns(UserWarning, match="found only"):
+        df = build_synthetic_corpus(tmp_path, "en", 200, tts=FakeTTS(), template_source=sets, emotions=("fear",),
+                                    progress=False)
+    assert 0 < len(df) < 200
+    dropped = pd.read_csv(dropped_path(tmp_path, "en"), keep_default_na=False)
+    assert list(dropped["reason"]) == [f"composer found only {len(df)} of 200 unique utterances"]
+
+
+def test_tts_choice_per_language(tmp_path):
+    assert tts_for_language({"en": "dia", "ru": "mms"}, "ru") == "mms"
+    assert tts_for_language("espeak", "ru") == "espeak"
+    with pytest.raises(ValueError, match="no TTS backend given for language 'ru'"):
+        tts_for_language({"en": "dia"}, "ru")
+    with pytest.raises(ValueError, match="does not speak 'ru'"):
+        build_synthetic_corpus(tmp_path, "ru", 1, tts="dia", emotions=("sad",), progress=False)
+    with pytest.raises(ValueError, match="does not speak 'ru'"):
+        build_synthetic_corpus(tmp_path, "ru", 1, tts=FakeTTS(languages=("en",)), emotions=("sad",),
+                               progress=False)
+
+
+@needs_espeak
+def test_espeak_russian_corpus_and_cli(tmp_path, capsys):
+    from bber_utils.cli import main
+
+    rc = main(["tug", "--workdir", str(tmp_path), "--languages", "ru", "--per-class", "1", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "tug_ru.parquet: 7 utterances" in out and "builtin" in out
+    df = load_manifest(synthetic_manifest_path(tmp_path, "ru"))
+    assert len(df) == 7 and (df["language"] == "ru").all() and df["duration_s"].gt(0.5).all()
+    assert df["tts"].str.startswith("espeak").all() and df["text"].str.contains("[а-яё]", regex=True).all()
+    assert main(["tug", "--workdir", str(tmp_path), "--tts", "en=dia,ru=piper"]) == 2
