@@ -211,6 +211,11 @@ def strip_tags(text: str) -> str:
     return clean_utterance(_KNOWN_TAG_RE.sub(" ", text))
 
 
+def split_on_tags(text: str) -> list[str]:
+    """The text between DIA tags: ``"Oh (sighs) fine"`` -> ``["Oh", "fine"]`` (empty pieces kept)."""
+    return [piece.strip() for piece in _KNOWN_TAG_RE.split(text)]
+
+
 def has_tag(text: str) -> bool:
     """True when ``text`` holds at least one of the DIA tags."""
     return bool(_KNOWN_TAG_RE.search(text))
