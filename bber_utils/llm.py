@@ -342,50 +342,81 @@ class TransformersChatLLM(ChatLLM):
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
 
+    @property
+    def _cache_arg(self) -> str:
+        """The forward() keyword of the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _prompt_pass(self, enc):
+        """Forward pass over a left-padded prompt batch with explicit position ids (so that models with absolute
+        positions give the same numbers whatever the padding); returns (outputs, position_ids)."""
+        import torch
+
+        positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             position_ids=positions, use_cache=True)
+        return out, positions
+
     def next_token_logprobs(self, prompts: list[str]):
         """Log-probabilities of the next token after each prompt: ``(B, vocab)`` float32 on CPU."""
         import torch
 
         out = []
         for start in range(0, len(prompts), self.batch_size):
-            enc = self.encode(prompts[start:start + self.batch_size])
-            with torch.inference_mode():
-                logits = self.model(**enc).logits[:, -1, :]  # left padding: the last position is the real one
-            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+            res, _ = self._prompt_pass(self.encode(prompts[start:start + self.batch_size]))
+            out.append(torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu())  # last position: real token
         return torch.cat(out, dim=0)
 
-    def continuation_logprobs(self, prompts: list[str], continuations: list[str]):
-        """Sum of token log-probs of each continuation after each prompt: ``(B, K)`` float32 on CPU.
+    def continuation_logprobs(self, prompts: list[str], continuations: list[str],
+                              first_token_only: bool | list[bool] = False):
+        """Log-probability of each continuation after each prompt: ``(B, K)`` float32 on CPU.
 
-        Each (prompt, continuation) pair is one row of a left-padded batch; the continuation is tokenised
-        without special tokens and scored token by token (teacher forcing).
+        One forward pass over the prompts; a continuation of several tokens is then scored token by token
+        (teacher forcing) on a copy of the prompts' KV cache, so each costs a pass over its own few tokens only.
+        ``first_token_only`` (one flag, or one per continuation) scores just the continuation's first token.
         """
+        import copy
+
         import torch
 
+        flags = [first_token_only] * len(continuations) if isinstance(first_token_only, bool) else first_token_only
         cont_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
-        pad = self.tokenizer.pad_token_id
-        scores = torch.zeros(len(prompts), len(continuations))
-        pairs = [(i, k) for i in range(len(prompts)) for k in range(len(continuations))]
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start:start + self.batch_size]
-            enc = self.encode([prompts[i] for i, _ in chunk])
-            n_cont = max(len(cont_ids[k]) for _, k in chunk)
-            ids = torch.full((len(chunk), n_cont), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), n_cont), dtype=enc["attention_mask"].dtype)
-            for r, (_, k) in enumerate(chunk):  # continuations are right-padded after the left-padded prompt
-                ids[r, :len(cont_ids[k])] = torch.tensor(cont_ids[k])
-                mask[r, :len(cont_ids[k])] = 1
-            input_ids = torch.cat([enc["input_ids"], ids.to(self.device)], dim=1)
-            attention = torch.cat([enc["attention_mask"], mask.to(self.device)], dim=1)
-            with torch.inference_mode():
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits.float()
-            t0 = enc["input_ids"].shape[1]
-            logp = torch.log_softmax(logits[:, t0 - 1:t0 - 1 + n_cont, :], dim=-1).cpu()
-            for r, (i, k) in enumerate(chunk):
-                n = len(cont_ids[k])
-                tok = torch.tensor(cont_ids[k])
-                scores[i, k] = logp[r, torch.arange(n), tok].sum()
-        return scores
+        for c, ids in zip(continuations, cont_ids):
+            if not ids:
+                raise ValueError(f"continuation {c!r} has no tokens")
+        rows = []
+        for start in range(0, len(prompts), self.batch_size):
+            enc = self.encode(prompts[start:start + self.batch_size])
+            res, positions = self._prompt_pass(enc)
+            first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+            b = first.shape[0]
+            scores = torch.zeros(b, len(continuations))
+            for k, (ids, only_first) in enumerate(zip(cont_ids, flags)):
+                score = first[:, ids[0]].clone()
+                if len(ids) > 1 and not only_first:
+                    rest = torch.tensor(ids, device=self.device)
+                    n = len(ids) - 1
+                    mask = torch.cat([enc["attention_mask"],
+                                      torch.ones(b, n, dtype=enc["attention_mask"].dtype, device=self.device)], 1)
+                    pos = positions[:, -1:] + torch.arange(1, n + 1, device=self.device)
+                    cache = {self._cache_arg: copy.deepcopy(_output_cache(res))}
+                    with torch.inference_mode():
+                        step = self.model(input_ids=rest[:-1].expand(b, n), attention_mask=mask, position_ids=pos,
+                                          use_cache=True, **cache)
+                    logp = torch.log_softmax(step.logits.float(), dim=-1)  # (b, n, V)
+                    score += logp[:, torch.arange(n), rest[1:]].sum(-1)
+                scores[:, k] = score.cpu()
+            rows.append(scores)
+        return torch.cat(rows, dim=0)
+
+
+def _output_cache(outputs):
+    """The KV cache of a model output, under its new (``cache``) or old (``past_key_values``) name."""
+    keys = outputs.keys() if hasattr(outputs, "keys") else ()
+    return outputs["cache"] if "cache" in keys else outputs.past_key_values
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -250,3 +250,23 @@ def test_transformers_scoring_matches_generation_step(tiny_llm_dir):
         ids = llm.tokenizer(w, add_special_tokens=False)["input_ids"]
         if len(ids) == 1:  # a one-token word: its continuation score is its next-token log-prob
             assert torch.allclose(cont[:, k], nxt[:, ids[0]], atol=1e-4)
+
+
+def test_transformers_multi_token_continuation_matches_a_plain_forward(tiny_llm_dir):
+    """The KV-cache path of continuation_logprobs equals scoring prompt+word in one plain forward pass."""
+    import torch
+
+    llm = build_llm("transformers", str(tiny_llm_dir), device="cpu", batch_size=2)
+    prompts = [llm.render([{"role": "user", "content": t}]) for t in ("Я рад.", "What a wonderful day it was!")]
+    word = "отвращение"  # byte-level pieces: several tokens
+    ids = llm.tokenizer(word, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 1
+    got = llm.continuation_logprobs(prompts, [word, word], first_token_only=[False, True])
+    for i, p in enumerate(prompts):
+        p_ids = llm.tokenizer(p, add_special_tokens=False)["input_ids"]
+        full = torch.tensor([p_ids + ids])
+        with torch.inference_mode():
+            logp = torch.log_softmax(llm.model(input_ids=full).logits[0].float(), -1)
+        want = sum(logp[len(p_ids) - 1 + j, t] for j, t in enumerate(ids))
+        assert got[i, 0] == pytest.approx(float(want), abs=1e-3)
+        assert got[i, 1] == pytest.approx(float(logp[len(p_ids) - 1, ids[0]]), abs=1e-3)
