@@ -41,7 +41,7 @@ POLICIES = ("swap", "reject")
 SOFT_LABELS_FILE = "soft_labels.parquet"
 SOFT_LABEL_COLUMNS = ["utt_id", *CLASSES, "backend", "model", "prompt_version", "mode", "status"]
 # extra columns written next to the contract ones
-EXTRA_COLUMNS = ["reason", "label", "llm_argmax", "corpus"]
+EXTRA_COLUMNS = ["reason", "label", "llm_argmax", "corpus", "raw"]
 REFERENCE_COLUMNS = ("video_name", "text", "ground_truth", *CLASSES, "response_clean")
 USABLE_STATUSES = ("ok", "repaired")
 
@@ -548,12 +548,12 @@ def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch
         row: dict[str, Any] = {"utt_id": r.utt_id, "label": r.label, **cache.provenance}
         if key in errors or key not in cache:
             row.update({c: np.nan for c in CLASSES}, status="error", reason=errors.get(key, "not labelled"),
-                       llm_argmax=None)
+                       llm_argmax=None, raw="")
         else:
             e = cache.entries[key]
             dist, status, reason = validate_distribution(e["values"], r.label, policy)  # policy may differ now
             row.update({c: (np.nan if dist is None else float(dist[k])) for k, c in enumerate(CLASSES)},
-                       status=status, reason=reason,
+                       status=status, reason=reason, raw=e["raw"],
                        llm_argmax=(CLASSES[int(np.argmax(e["values"]))] if e["values"] is not None
                                    and len(e["values"]) == NUM_CLASSES else None))
         rows.append(row)
@@ -686,7 +686,7 @@ def reference_to_soft_labels(ref, model: str = "reference", policy: str = "swap"
         dist, status, reason = validate_distribution(values, r.label, policy)
         row = {"utt_id": r.utt_id, "backend": "reference", "model": model, "prompt_version": "reference",
                "mode": "generate", "status": status, "reason": reason, "label": r.label,
-               "llm_argmax": CLASSES[int(np.argmax(values))], "corpus": r.corpus}
+               "llm_argmax": CLASSES[int(np.argmax(values))], "corpus": r.corpus, "raw": r.response_clean}
         row.update({c: (np.nan if dist is None else float(dist[k])) for k, c in enumerate(CLASSES)})
         rows.append(row)
     return pd.DataFrame(rows, columns=SOFT_LABEL_COLUMNS + EXTRA_COLUMNS)
@@ -740,6 +740,18 @@ def entropy(table):
     usable = table[table["status"].isin(USABLE_STATUSES)]
     p = usable[list(CLASSES)].to_numpy(dtype=float)
     return usable.assign(_h=-(np.where(p > 0, p * np.log(np.clip(p, 1e-12, None)), 0.0)).sum(axis=1))["_h"]
+
+
+def argmax_agreement(table):
+    """Per true class: how often the backend's own top class (before any repair) is the true label."""
+    import pandas as pd
+
+    answered = table[table["llm_argmax"].notna()]
+    agree = (answered["llm_argmax"] == answered["label"]).groupby(answered["label"]).agg(["mean", "size"])
+    agree = agree.rename(columns={"mean": "agreement", "size": "utterances"}).reindex(list(CLASSES))
+    total = pd.DataFrame({"agreement": [(answered["llm_argmax"] == answered["label"]).mean()],
+                          "utterances": [len(answered)]}, index=["all"])
+    return pd.concat([agree, total])
 
 
 def status_summary(table):
