@@ -200,3 +200,20 @@ def test_prompt_version_is_part_of_the_cache_key(tmp_path, monkeypatch):
     assert a != b and "/" not in a.name and a.name.startswith("happy__")
     assert template_cache_path(tmp_path, "org/model-a", "happy", "en") != template_cache_path(
         tmp_path, "org/model_a", "happy", "en")
+
+
+@pytest.mark.slow
+def test_transformers_source_loads_a_local_model_by_path(tmp_path):
+    from test_llm import build_tiny_causal_lm
+
+    folder = build_tiny_causal_lm(tmp_path / "tiny_lm")
+    # A random model writes no valid JSON: both attempts fail and the built-in templates are used.
+    with pytest.warns(UserWarning, match="no valid templates after 2 attempts"):
+        sets = resolve_templates(tmp_path, ["ru"], "transformers", llm_model=str(folder), emotions=("sad",),
+                                 max_attempts=2, backoff_s=0, max_new_tokens=8, device="cpu")
+    ts = sets[("ru", "sad")]
+    assert ts.source == "builtin" and ts.attempts == 2 and ts.templates["templates"]
+    with pytest.warns(UserWarning, match="does not exist"):
+        sets = resolve_templates(tmp_path, ["en"], "transformers", llm_model=str(tmp_path / "no_such_model"),
+                                 emotions=("sad",))
+    assert sets[("en", "sad")].note.startswith("LLM unavailable")

@@ -255,12 +255,14 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
                       llm_model: str | None = None, base_url: str | None = None, api_key: str | None = None,
                       emotions: tuple[str, ...] = CLASSES, seed: int = 42, llm: "ChatLLM | None" = None,
                       max_attempts: int = 3, backoff_s: float = 2.0, timeout: float = 60,
+                      max_new_tokens: int = 4096, temperature: float = 0.0,
                       **llm_kwargs: Any) -> dict[tuple[str, str], TemplateSet]:
     """Templates for every (language, emotion): built-in, or from an LLM with cache and built-in fallback.
 
     ``source``: ``"builtin"`` | ``"openai"`` | ``"transformers"`` (the ``llm.build_llm`` backend, with
     ``llm_model``, ``base_url``, ``api_key``). ``llm``: an already built ``ChatLLM`` (then ``source`` only labels
-    it). The LLM is built on the first cache miss, once; if it is unavailable every remaining emotion falls back
+    it); ``llm_kwargs`` go to ``build_llm`` (e.g. ``device``, ``max_retries``). The LLM is built on the first
+    cache miss, once; if it is unavailable every remaining emotion falls back
     to the built-in templates with the reason in ``TemplateSet.note`` (and one warning).
     """
     from ..llm import LLMUnavailable, build_llm
@@ -294,7 +296,8 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
                                     **llm_kwargs)
                 examples = corpus_examples(workdir, language, emotion, seed=seed)
                 result = generate_templates(llm, emotion, language, examples, max_attempts=max_attempts,
-                                            backoff_s=backoff_s, seed=seed)
+                                            backoff_s=backoff_s, max_new_tokens=max_new_tokens,
+                                            temperature=temperature, seed=seed)
             except LLMUnavailable as exc:
                 unavailable = f"LLM unavailable: {exc}"
                 warnings.warn(f"TUG templates: {unavailable}; using the built-in templates", stacklevel=2)
