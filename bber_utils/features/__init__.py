@@ -6,7 +6,9 @@ text, ``build_asr(spec)`` + ``fill_missing_text(manifest, asr)``. Heavy librarie
 imported only when a model is really needed.
 """
 
+from .asr import build_asr, fill_missing_text
 from .audio_encoders import LogMelEncoder, TransformersAudioEncoder, build_audio_encoder
+from .extract import Extraction, extract_all
 from .store import FeatureError, FeatureStore, ensure_features, open_store
 from .text_encoders import E5WordsEncoder, HashGramEncoder, TransformersTextEncoder, build_text_encoder
 
@@ -14,4 +16,5 @@ __all__ = [
     "LogMelEncoder", "TransformersAudioEncoder", "build_audio_encoder",
     "E5WordsEncoder", "HashGramEncoder", "TransformersTextEncoder", "build_text_encoder",
     "FeatureError", "FeatureStore", "ensure_features", "open_store",
+    "build_asr", "fill_missing_text", "Extraction", "extract_all",
 ]

@@ -1,0 +1,102 @@
+"""``extract_all``: features for every manifest of a work folder (notebook 02 and ``bber extract``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Extraction:
+    """What ``extract_all`` did: the two stores, one summary row per manifest, and the manifests used."""
+
+    audio: object
+    text: object
+    summary: pd.DataFrame
+    manifests: dict[str, pd.DataFrame] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def shapes(self, n_per_manifest: int = 2) -> pd.DataFrame:
+        """A few utterances per manifest with their feature shapes ``(T, D)``."""
+        rows = []
+        for name, df in self.manifests.items():
+            for u, lang, label, text in df[["utt_id", "language", "label", "text"]].head(n_per_manifest).itertuples(
+                    index=False):
+                rows.append({"manifest": name, "utt_id": u, "language": lang, "label": label,
+                             "text": text[:40], "audio (T, D)": _shape(self.audio, u),
+                             "text (T, D)": _shape(self.text, u)})
+        return pd.DataFrame(rows)
+
+
+def _shape(store, utt_id):
+    return (store.length(utt_id), store.dim) if utt_id in store else None
+
+
+def manifest_paths(workdir: str | os.PathLike) -> dict[str, Path]:
+    """``{"demo_en_train": Path(...), ...}``: every ``<workdir>/manifests/*.parquet``."""
+    from ..paths import run_dirs
+
+    return {p.stem: p for p in sorted(run_dirs(workdir).manifests.glob("*.parquet"))}
+
+
+def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spec: str = "e5-words",
+                extra_manifests: list[str | os.PathLike] | None = None, asr_model: str | None = None,
+                audio_layer: int | None = None, text_max_tokens: int | None = 95, batch_size: int = 16,
+                device: str = "auto", store_dtype: str = "float32", trust_remote_code: bool = False,
+                text_code_revision: str | None = None, progress: bool = True) -> Extraction:
+    """Extract (or load) audio and text features for every manifest in ``<workdir>/manifests`` and the
+    ``extra_manifests`` given (e.g. SDS / TUG ones), into ``<workdir>/features``.
+
+    With ``asr_model``, empty transcripts are filled by ASR first and the manifest is saved again with the
+    text and its provenance (``text_source``, ``asr_language``, ``asr_model``), so later stages read the same
+    text. Encoders are built once and load their models only if something is missing.
+    """
+    from ..corpora.manifest import load_manifest, save_manifest
+    from ..paths import run_dirs
+    from .asr import build_asr, fill_missing_text
+    from .audio_encoders import build_audio_encoder
+    from .store import FeatureStore, ensure_features
+    from .text_encoders import build_text_encoder
+
+    t0 = time.perf_counter()
+    dirs = run_dirs(workdir)
+    paths = manifest_paths(workdir)
+    for p in extra_manifests or []:
+        p = Path(p)
+        paths[p.stem] = p
+    if not paths:
+        raise FileNotFoundError(f"no manifests in {dirs.manifests}: run notebook 01 (bber prepare) first")
+    audio_enc = build_audio_encoder(audio_spec, layer=audio_layer)
+    text_opts = {"max_tokens": text_max_tokens}
+    if text_spec not in ("e5-words", "hashgram"):
+        text_opts.update(trust_remote_code=trust_remote_code or None, code_revision=text_code_revision)
+    text_enc = build_text_encoder(text_spec, **text_opts)
+    asr = build_asr(asr_model)
+
+    rows, manifests, audio_store, text_store = [], {}, None, None
+    for name, path in paths.items():
+        t = time.perf_counter()
+        df = load_manifest(path)
+        n_missing = int((df["text"].str.strip() == "").sum())
+        if asr is not None and n_missing:
+            df = fill_missing_text(df, asr, cache_path=dirs.features / "asr" / "transcripts.parquet",
+                                   device=device, progress=progress)
+            save_manifest(df, path)
+        manifests[name] = df
+        common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress)
+        audio_store = ensure_features(df, "audio", audio_enc, dirs.features, desc=f"{name} audio", **common)
+        text_store = ensure_features(df, "text", text_enc, dirs.features, desc=f"{name} text", **common)
+        a, x = audio_store.stats, text_store.stats
+        rows.append({"manifest": name, "rows": len(df), "audio_extracted": a["extracted"],
+                     "audio_cached": a["cached"], "audio_skipped": a["skipped"], "text_extracted": x["extracted"],
+                     "text_cached": x["cached"], "text_skipped": x["skipped"],
+                     "text_missing": int((df["text"].str.strip() == "").sum()),
+                     "asr_filled": int((df.get("text_source", pd.Series(dtype=str)) == "asr").sum()),
+                     "seconds": round(time.perf_counter() - t, 2)})
+    # Reopen: the last stores' indexes cover every manifest.
+    return Extraction(audio=FeatureStore(audio_store.path), text=FeatureStore(text_store.path),
+                      summary=pd.DataFrame(rows), manifests=manifests, seconds=time.perf_counter() - t0)
