@@ -228,7 +228,8 @@ def count_words(text: str) -> int:
 
 def clean_utterance(text: str) -> str:
     """The composer's clean-up: no space before punctuation, ".." -> "." (keeping "..."), a space after ")" and
-    before "(", no doubled sentence marks like "!." or ",.", single spaces, trimmed, sentences capitalised."""
+    before "(", no doubled marks like "!." ",." "!,", single spaces, trimmed, each sentence capitalised (not after
+    an ellipsis)."""
     t = _normalise_spaces(text)
     t = re.sub(r"(?<=\w)\(", " (", t)
     t = re.sub(r"\)(?=[\w\"«])", ") ", t)
@@ -236,11 +237,12 @@ def clean_utterance(text: str) -> str:
     t = re.sub(r"(?<!\.)\.\.(?!\.)", ".", t)
     t = re.sub(r"([!?…])\.(?!\.)", r"\1", t)
     t = re.sub(r",\s*([.!?])", r"\1", t)
+    t = re.sub(r"([!?])\s*,", r"\1", t)
     t = re.sub(r"(?<!\.)\.,", ",", t)
     t = re.sub(r"([,;:])\1+", r"\1", t)
     t = re.sub(r"\s{2,}", " ", t).strip()
     t = re.sub(r"^[,;:—–-]\s*", "", t)
-    t = re.sub(r"([.!?…]\s+(?:\([^()]*\)\s+)?)(\w)", lambda m: m.group(1) + m.group(2).upper(), t)
+    t = re.sub(r"((?:(?<!\.)\.(?!\.)|[!?])\s+(?:\([^()]*\)\s+)?)(\w)", lambda m: m.group(1) + m.group(2).upper(), t)
     if t and t[0].islower():
         t = t[0].upper() + t[1:]
     return t

@@ -125,8 +125,9 @@ class TTSBackend:
         """Speak ``texts[i]`` into ``out_paths[i]`` (16 kHz mono wav); one ``SynthesisResult`` per text.
 
         ``emotion`` is one class name for all texts or one per text (backends without emotion control ignore
-        it); ``speakers`` likewise (a speaker index or name, backend-specific). Existing valid wavs are reused
-        unless ``overwrite``; an existing invalid one is removed and synthesised again.
+        it); ``speakers`` likewise (a speaker index or name, backend-specific). Backend ``options`` given as a
+        list with one value per text (e.g. espeak's ``prosody``) are split with the texts. Existing valid wavs
+        are reused unless ``overwrite``; an existing invalid one is removed and synthesised again.
         """
         texts = [str(t) for t in texts]
         paths = [Path(p) for p in out_paths]
@@ -158,9 +159,11 @@ class TTSBackend:
             bar = tqdm(total=len(todo), desc=f"TTS {self.name} {language}")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
+            chunk_options = {k: ([v[i] for i in chunk] if isinstance(v, (list, tuple)) and len(v) == len(texts)
+                                 else v) for k, v in options.items()}
             try:
                 outs = self._generate([texts[i] for i in chunk], [emotions[i] for i in chunk], language,
-                                      [speaker_list[i] for i in chunk], **options)
+                                      [speaker_list[i] for i in chunk], **chunk_options)
             except Exception as exc:  # a whole batch failed: report it for every item, go on
                 outs = [exc] * len(chunk)
             for i, out in zip(chunk, outs):

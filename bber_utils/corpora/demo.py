@@ -63,6 +63,7 @@ MELD_SENTIMENT = {"neutral": "neutral", "joy": "positive", "surprise": "positive
 MELD_FOLDERS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
 RESD_FILES = {"train": "data/train-00000-of-00001.parquet", "test": "data/test-00000-of-00001.parquet"}
 MARKER = ".bber_demo.json"
+MAX_DROPPED_SHARE = 0.05  # more failed syntheses than this means something is broken: stop instead
 
 
 def split_sizes(per_class: int, dev_fraction: float, test_fraction: float) -> dict[str, int]:
@@ -192,7 +193,7 @@ def _encode_mp4(jobs: list[tuple[Path, Path]], workers: int) -> list[str]:
         for src, _ in batch:
             cmd += ["-i", str(src)]
         for k, (_, dst) in enumerate(batch):
-            cmd += ["-map", f"{k}:a", "-ac", "1", "-ar", "16000", "-c:a", "aac", "-b:a", "48k", "-vn",
+            cmd += ["-map", f"{k}:a", "-ac", "1", "-ar", "16000", "-c:a", "aac", "-aac_coder", "fast", "-b:a", "48k", "-vn",
                     "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", str(dst)]
         proc = subprocess.run(cmd, capture_output=True)
         return "" if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
@@ -271,8 +272,8 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
 
     Returns ``{"demo_en": out_dir/"demo_en", "demo_ru": out_dir/"demo_ru"}``. ``clip_format`` is ``"mp4"``
     (MELD's format, what the MELD reader expects; the default and the demo profile's choice) or ``"wav"``
-    (faster, same names with ``.wav``). A utterance whose synthesis fails is dropped, counted in a warning and
-    marked in ``demo_design.csv``. The work happens in ``out_dir/.demo_build`` and each corpus folder is
+    (faster, same names with ``.wav``; the MELD reader reads only mp4). An utterance whose synthesis fails is
+    dropped, counted in a warning and marked in ``demo_design.csv``; more than 5 % failures is an error. The work happens in ``out_dir/.demo_build`` and each corpus folder is
     replaced only when complete; a folder of the same name that this function did not write is never removed.
     """
     import pandas as pd
@@ -295,7 +296,11 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
         rows = plan_rows(language, per_class, seed, dev_fraction, test_fraction)
         (_assign_meld_ids if language == "en" else _assign_resd_names)(rows, seed)
         _synthesize(rows, work / language, language, workers, progress)
-        dropped += [f"{corpus} {r['native_id']}: {r['reason']}" for r in rows if r["status"] != "ok"]
+        lost = [f"{corpus} {r['native_id']}: {r['reason']}" for r in rows if r["status"] != "ok"]
+        if len(lost) > MAX_DROPPED_SHARE * len(rows):
+            raise RuntimeError(f"demo corpus: synthesis failed for {len(lost)} of {len(rows)} {corpus} utterances, "
+                               f"e.g. {lost[0]}")
+        dropped += lost
         root, tmp = roots[corpus], out_dir / f".{corpus}.partial"
         if tmp.exists():
             shutil.rmtree(tmp)
