@@ -5,6 +5,7 @@ TTS choice."""
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -140,3 +141,39 @@ def test_espeak_russian_corpus_and_cli(tmp_path, capsys):
     assert len(df) == 7 and (df["language"] == "ru").all() and df["duration_s"].gt(0.5).all()
     assert df["tts"].str.startswith("espeak").all() and df["text"].str.contains("[а-яё]", regex=True).all()
     assert main(["tug", "--workdir", str(tmp_path), "--tts", "en=dia,ru=piper"]) == 2
+
+
+def build_tiny_vits(folder):
+    """A random 1-layer VITS (MMS-TTS's class) with a character vocabulary (EN + RU), saved to ``folder``."""
+    import json
+
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(" abcdefghijklmnopqrstuvwxyz'.,!?-абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(["<pad>"] + chars)}, ensure_ascii=False))
+    VitsTokenizer(str(folder / "vocab.json"), language=None, add_blank=True, normalize=True, phonemize=False,
+                  is_uroman=False).save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = VitsConfig(vocab_size=len(chars) + 1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     ffn_dim=32, flow_size=16, spectrogram_bins=33, upsample_initial_channel=16, upsample_rates=[8, 8],
+                     upsample_kernel_sizes=[16, 16], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+                     prior_encoder_num_flows=1, prior_encoder_num_wavenet_layers=1,
+                     posterior_encoder_num_wavenet_layers=1, duration_predictor_num_flows=1,
+                     duration_predictor_filter_channels=16, sampling_rate=16000)
+    VitsModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_mms_backend_from_a_local_folder(tmp_path):
+    folder = build_tiny_vits(tmp_path / "tiny_vits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random model may produce clips that are dropped: counted below
+        df = build_synthetic_corpus(tmp_path, "ru", 2, tts={"en": "dia", "ru": "mms"},
+                                    tts_model={"ru": str(folder)}, emotions=("sad", "anger"), progress=False)
+    dropped = load_dropped(tmp_path, ["ru"])
+    assert len(df) + len(dropped) == 4 and dropped["reason"].str.len().gt(0).all()
+    assert len(df) and df["tts"].str.startswith(f"mms|{folder}").all()
+    assert all(load_audio(p).size > 0 for p in df["audio_path"])
