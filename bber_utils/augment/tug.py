@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .tug_llm import TEMPLATE_SOURCES
+
 if TYPE_CHECKING:
     import pandas as pd
 
 MIX_MODES = ("per_class", "top_up")
-TEMPLATE_SOURCES = ("builtin", "openai", "transformers")
-TTS_NAMES = ("espeak", "mms", "dia")
 DROPPED_COLUMNS = ["utt_id", "language", "label", "text", "reason"]
 
 
@@ -62,7 +62,7 @@ def dropped_path(workdir: str | os.PathLike, language: str) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class: int, tts: Any = "espeak",
-                           template_source: Any = "builtin", seed: int = 42, *, tts_model: str | None = None,
+                           template_source: Any = "builtin", seed: int = 42, *, tts_model: Any = None,
                            llm_model: str | None = None, base_url: str | None = None,
                            emotions: tuple[str, ...] | None = None, progress: bool = True,
                            **tts_kwargs: Any) -> "pd.DataFrame":
@@ -80,6 +80,7 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     """
     import numpy as np
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
     from ..labels import CLASSES
@@ -122,7 +123,8 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
             items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
                               template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
         jobs.append((emotion, items))
-    bar = _progress(sum(len(items) for _, items in jobs), f"TUG {language} ({backend.name})", progress)
+    bar = tqdm(total=sum(len(items) for _, items in jobs), desc=f"TUG {language} ({backend.name})",
+               disable=not progress)
     for emotion, items in jobs:
         for start in range(0, len(items), 64):
             chunk = items[start:start + 64]
@@ -201,12 +203,6 @@ def _voice_key(backend: Any, language: str) -> str:
         if getattr(backend, attr, None) is not None:
             parts.append(f"{attr}={getattr(backend, attr)}")
     return "|".join(str(p) for p in parts if p != "")
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -336,6 +332,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_cli(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from .tts import TTS_NAMES
     from .tug_llm import resolve_templates, templates_table
 
     if args.per_class < 0:

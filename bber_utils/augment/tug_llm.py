@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .templates import ValidationReport
 
 PROMPT_VERSION = "tug-prompt-v1"
+TEMPLATE_SOURCES = ("builtin", "openai", "transformers")
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian"}
 # How many items the prompt asks for (part of PROMPT_VERSION: change both together).
 ITEM_COUNTS = {"subjects": 40, "verbs": 40, "interjections": 15, "contexts": 40}
@@ -268,8 +269,8 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
     from ..llm import LLMUnavailable, build_llm
     from .templates import validate_templates
 
-    if source not in ("builtin", "openai", "transformers"):
-        raise ValueError(f"template source {source!r}: expected builtin, openai or transformers")
+    if source not in TEMPLATE_SOURCES:
+        raise ValueError(f"template source {source!r}: expected one of {', '.join(TEMPLATE_SOURCES)}")
     if source != "builtin" and llm is None and not llm_model:
         raise ValueError(f"template source {source!r} needs llm_model (a model name, hub id or folder)")
     model = (llm.model_name if llm is not None else llm_model) or ""
