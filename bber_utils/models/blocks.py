@@ -36,11 +36,12 @@ class ClassifierHead(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise ``Linear(H→4H) → GELU → Dropout → Linear(4H→H)``."""
+    """Position-wise ``Linear(H→4H) → GELU → Linear(4H→H)`` (dropout is applied by the caller on the output,
+    as in nanoGPT: dropout on the 4H-wide hidden layer costs a fifth of a CPU training step)."""
 
-    def __init__(self, d_model: int, dropout: float, expansion: int = 4):
+    def __init__(self, d_model: int, expansion: int = 4):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, expansion * d_model), nn.GELU(), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.Linear(d_model, expansion * d_model), nn.GELU(),
                                  nn.Linear(expansion * d_model, d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ class CrossAttentionBlock(nn.Module):
         super().__init__()
         self.norm_first = norm_first
         self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.ff = FeedForward(d_model, dropout)
+        self.ff = FeedForward(d_model)
         self.norm_attn = nn.LayerNorm(d_model)
         self.norm_context = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.norm_ff = nn.LayerNorm(d_model)
