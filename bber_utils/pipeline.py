@@ -104,10 +104,15 @@ def _stored_code_cell_number(executed: Path) -> int:
 
 
 def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned in the notebook's ``parameters`` cell."""
-    import papermill as pm
+    """Names assigned at the top level of the notebook's ``parameters`` cell."""
+    import re
 
-    return set(pm.inspect_notebook(str(notebook)))
+    import nbformat
+
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", cell.source, re.M))
+    return set()
 
 
 def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] | None = None,

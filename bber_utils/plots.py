@@ -96,3 +96,28 @@ def learning_curves(history, columns: Iterable[str] = ("train_loss", "dev_mean")
     if title:
         fig.suptitle(title)
     return _finish(fig, save_to)
+
+
+def probability_bars(rows, title_col: str = "path", max_clips: int = 6, save_to=None):
+    """Per clip, the audio-only, text-only and fused probabilities over the seven classes as grouped bars.
+
+    ``rows``: the table of ``predict.predictions_table`` (columns ``{fused,audio,text}_{class}``).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = rows[rows["error"].isna()].head(max_clips) if "error" in rows else rows.head(max_clips)
+    n = max(len(rows), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(7.5, 2.1 * n), squeeze=False, sharex=True)
+    x = np.arange(len(CLASSES))
+    for ax, (_, row) in zip(axes[:, 0], rows.iterrows()):
+        for j, (src, colour) in enumerate((("audio", "tab:blue"), ("text", "tab:orange"), ("fused", "tab:green"))):
+            vals = [row.get(f"{src}_{c}") for c in CLASSES]
+            if all(v is not None and v == v for v in vals):
+                ax.bar(x + (j - 1) * 0.27, vals, 0.27, label=src, color=colour)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{Path(str(row[title_col])).name}: {row.get('label')}  “{str(row.get('text', ''))[:60]}”",
+                     fontsize=8, loc="left")
+    axes[-1, 0].set_xticks(x, CLASSES, rotation=30)
+    axes[0, 0].legend(fontsize=7, ncol=3, loc="upper right")
+    return _finish(fig, save_to)

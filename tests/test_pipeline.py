@@ -46,3 +46,13 @@ def test_failure_names_notebook_and_cell_and_keeps_output(tmp_path, monkeypatch)
     summary = pd.read_csv(workdir / "notebooks" / "summary.csv")
     assert list(summary["notebook"]) == ["01_ok", "02_bad"]
     assert list(summary["status"]) == ["ok", "failed"]
+
+
+def test_declared_parameters_reads_the_parameters_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('a = 1  # comment\nb: int = 2\nc = None    # None: default\n'
+                                     'd = {\n  "k": 1,\n}\n# e = 5\nif a == 1:\n    f = 3\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("g = 1"), cell]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert pipeline.declared_parameters(tmp_path / "x.ipynb") == {"a", "b", "c", "d"}

@@ -91,3 +91,15 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (REPO / ".ci" / "run").read_text()
     readme = (REPO / "README.md").read_text()
     assert "make reproduce" in readme and "make test" in readme
+
+
+def test_parameters_cells_are_parseable_by_papermill():
+    """papermill skips (and warns about) a parameter line holding more than one '=', e.g. in its comment."""
+    from bber_utils.pipeline import declared_parameters
+
+    for path in list_notebooks():
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        for line in "".join(cell["source"]).splitlines():
+            assert line.count("=") <= 1, f"{path.name}: parameter line {line!r} has more than one '='"
+        assert {"profile", "workdir", "seed"} <= declared_parameters(path)
