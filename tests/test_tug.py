@@ -18,6 +18,7 @@ from bber_utils.augment.tug import (build_synthetic_corpus, dropped_path, load_d
                                     synthetic_manifest_path, tts_for_language)
 from bber_utils.augment.tug_llm import TemplateSet, resolve_templates, stable_int
 from bber_utils.corpora.manifest import load_manifest
+from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 EMOTIONS = ("happy", "sad", "fear")
@@ -128,6 +129,17 @@ def test_tts_choice_per_language(tmp_path):
     with pytest.raises(ValueError, match="does not speak 'ru'"):
         build_synthetic_corpus(tmp_path, "ru", 1, tts=FakeTTS(languages=("en",)), emotions=("sad",),
                                progress=False)
+
+
+def test_llm_written_templates_are_recorded_per_row(tmp_path, openai_stub):
+    from test_tug_llm import VALID
+
+    openai_stub.script(StubReply.json(VALID))
+    df = build_synthetic_corpus(tmp_path, "en", 2, tts=FakeTTS(), template_source="openai", llm_model="stub-model",
+                                base_url=openai_stub.url, emotions=("happy",), progress=False)
+    assert list(df["template_source"]) == ["openai:stub-model"] * 2
+    # Filled from the stub's reply, not from the built-in templates.
+    assert all(any(v in t for v in VALID["verbs"]) for t in df["text"])
 
 
 @needs_espeak

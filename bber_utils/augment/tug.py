@@ -75,8 +75,9 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     returned. The i-th utterance the seeded composer gives for an emotion is ``tug_{lang}-train-{emotion}_{i:05d}``;
     its wav ``<workdir>/tug/wavs/{lang}/{utt_id}-{hash}.wav`` is named after the text and the voice, so a rerun
     reuses the valid wavs it has and speaks only what is new or changed. Returns the manifest of the spoken
-    utterances (also written to ``tug/tug_{lang}.parquet``; ``text`` without the nonverbal tags, ``tts_text`` as
-    spoken); what was dropped is in ``tug/tug_{lang}_dropped.csv`` (``load_dropped``) with the reason.
+    utterances, written to ``tug/tug_{lang}.parquet`` (``text`` without the nonverbal tags, ``tts_text`` as
+    spoken, ``tts`` the voice, ``template_source``; the returned table also says which wavs were ``reused``);
+    what was dropped is in ``tug/tug_{lang}_dropped.csv`` (``load_dropped``) with the reason.
     """
     import numpy as np
     import pandas as pd

@@ -182,13 +182,8 @@ def generate_templates(llm: "ChatLLM", emotion: str, language: str, examples: li
 # Corpus examples, cache, and the per-emotion resolution with fallback
 # --------------------------------------------------------------------------------------------------------------
 
-def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: int = N_EXAMPLES,
-                    seed: int = 42) -> list[str]:
-    """Up to ``k`` distinct texts of ``emotion`` from the original train manifests of ``language`` (seeded).
-
-    Reads ``<workdir>/manifests/*_train.parquet``; returns ``[]`` when there are none yet.
-    """
-    import numpy as np
+def load_train_texts(workdir: str | os.PathLike) -> "pd.DataFrame":
+    """``language, label, text`` of the original rows of every ``<workdir>/manifests/*_train.parquet``."""
     import pandas as pd
 
     from ..corpora.manifest import load_manifest
@@ -196,9 +191,22 @@ def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: 
 
     frames = [load_manifest(p) for p in sorted(run_dirs(workdir).manifests.glob("*_train.parquet"))]
     if not frames:
-        return []
+        return pd.DataFrame(columns=["language", "label", "text"])
     df = pd.concat(frames, ignore_index=True)
-    texts = df.loc[(df["language"] == language) & (df["label"] == emotion) & (df["source"] == "original"), "text"]
+    return df.loc[df["source"] == "original", ["language", "label", "text"]].reset_index(drop=True)
+
+
+def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: int = N_EXAMPLES,
+                    seed: int = 42, train_texts: "pd.DataFrame | None" = None) -> list[str]:
+    """Up to ``k`` distinct texts of ``emotion`` from the original train manifests of ``language`` (seeded).
+
+    Reads ``<workdir>/manifests/*_train.parquet`` (or takes ``train_texts`` from ``load_train_texts``); returns
+    ``[]`` when there are none yet.
+    """
+    import numpy as np
+
+    df = load_train_texts(workdir) if train_texts is None else train_texts
+    texts = df.loc[(df["language"] == language) & (df["label"] == emotion), "text"]
     texts = sorted(set(t.strip() for t in texts if t.strip()))
     if len(texts) <= k:
         return texts
@@ -275,6 +283,7 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
         raise ValueError(f"template source {source!r} needs llm_model (a model name, hub id or folder)")
     model = (llm.model_name if llm is not None else llm_model) or ""
     unavailable = ""
+    train_texts = None  # read once, on the first cache miss
     out: dict[tuple[str, str], TemplateSet] = {}
     for language in languages:
         for emotion in emotions:
@@ -295,7 +304,9 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
                 if llm is None:
                     llm = build_llm(source, llm_model, base_url=base_url, api_key=api_key, timeout=timeout,
                                     **llm_kwargs)
-                examples = corpus_examples(workdir, language, emotion, seed=seed)
+                if train_texts is None:
+                    train_texts = load_train_texts(workdir)
+                examples = corpus_examples(workdir, language, emotion, seed=seed, train_texts=train_texts)
                 result = generate_templates(llm, emotion, language, examples, max_attempts=max_attempts,
                                             backoff_s=backoff_s, max_new_tokens=max_new_tokens,
                                             temperature=temperature, seed=seed)
