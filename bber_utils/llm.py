@@ -354,10 +354,15 @@ class TransformersChatLLM(ChatLLM):
         positions give the same numbers whatever the padding); returns (outputs, position_ids)."""
         import torch
 
+        import inspect
+
         positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        params = inspect.signature(self.model.forward).parameters
+        # only the last position's logits are read: skip the (T, vocab) LM head for the rest of the prompt
+        keep = {k: 1 for k in ("logits_to_keep", "num_logits_to_keep") if k in params}
         with torch.inference_mode():
             out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                             position_ids=positions, use_cache=True)
+                             position_ids=positions, use_cache=True, **keep)
         return out, positions
 
     def next_token_logprobs(self, prompts: list[str]):
@@ -374,8 +379,9 @@ class TransformersChatLLM(ChatLLM):
                               first_token_only: bool | list[bool] = False):
         """Log-probability of each continuation after each prompt: ``(B, K)`` float32 on CPU.
 
-        One forward pass over the prompts; a continuation of several tokens is then scored token by token
-        (teacher forcing) on a copy of the prompts' KV cache, so each costs a pass over its own few tokens only.
+        One forward pass over the prompts; the continuations of several tokens are then scored token by token
+        (teacher forcing) in one more pass over their own few tokens, on a copy of the prompts' KV cache
+        repeated once per continuation.
         ``first_token_only`` (one flag, or one per continuation) scores just the continuation's first token.
         """
         import copy
@@ -391,24 +397,31 @@ class TransformersChatLLM(ChatLLM):
         for start in range(0, len(prompts), self.batch_size):
             enc = self.encode(prompts[start:start + self.batch_size])
             res, positions = self._prompt_pass(enc)
-            first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+            first = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu()
             b = first.shape[0]
             scores = torch.zeros(b, len(continuations))
-            for k, (ids, only_first) in enumerate(zip(cont_ids, flags)):
-                score = first[:, ids[0]].clone()
-                if len(ids) > 1 and not only_first:
-                    rest = torch.tensor(ids, device=self.device)
-                    n = len(ids) - 1
-                    mask = torch.cat([enc["attention_mask"],
-                                      torch.ones(b, n, dtype=enc["attention_mask"].dtype, device=self.device)], 1)
-                    pos = positions[:, -1:] + torch.arange(1, n + 1, device=self.device)
-                    cache = {self._cache_arg: copy.deepcopy(_output_cache(res))}
-                    with torch.inference_mode():
-                        step = self.model(input_ids=rest[:-1].expand(b, n), attention_mask=mask, position_ids=pos,
-                                          use_cache=True, **cache)
-                    logp = torch.log_softmax(step.logits.float(), dim=-1)  # (b, n, V)
-                    score += logp[:, torch.arange(n), rest[1:]].sum(-1)
-                scores[:, k] = score.cpu()
+            for k, ids in enumerate(cont_ids):
+                scores[:, k] = first[:, ids[0]]
+            multi = [k for k, (ids, only_first) in enumerate(zip(cont_ids, flags)) if len(ids) > 1 and not only_first]
+            if multi:  # all multi-token continuations in one pass: rows (prompt i, continuation j) -> i * m + j
+                m, n = len(multi), max(len(cont_ids[k]) for k in multi) - 1
+                inputs = torch.full((b * m, n), self.tokenizer.pad_token_id, dtype=torch.long)
+                valid = torch.zeros((b * m, n), dtype=enc["attention_mask"].dtype)
+                for j, k in enumerate(multi):  # feed all but the last token; right-padded after the prompt
+                    feed = torch.tensor(cont_ids[k][:-1])
+                    inputs[j::m, :len(feed)] = feed
+                    valid[j::m, :len(feed)] = 1
+                cache = copy.deepcopy(_output_cache(res))
+                cache.batch_repeat_interleave(m)
+                mask = torch.cat([enc["attention_mask"].repeat_interleave(m, 0), valid.to(self.device)], 1)
+                pos = positions[:, -1:].repeat_interleave(m, 0) + torch.arange(1, n + 1, device=self.device)
+                with torch.inference_mode():
+                    step = self.model(input_ids=inputs.to(self.device), attention_mask=mask, position_ids=pos,
+                                      use_cache=True, **{self._cache_arg: cache})
+                logp = torch.log_softmax(step.logits.float(), dim=-1).cpu()  # (b * m, n, V)
+                for j, k in enumerate(multi):
+                    targets = torch.tensor(cont_ids[k][1:])
+                    scores[:, k] += logp[j::m, torch.arange(len(targets)), targets].sum(-1)
             rows.append(scores)
         return torch.cat(rows, dim=0)
 

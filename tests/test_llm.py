@@ -30,9 +30,12 @@ CORPUS = [
 ]
 
 
-def build_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
-    """A random 2-layer Qwen3 (hidden 32) and a BPE tokenizer trained on a few EN+RU sentences, saved to
-    ``folder`` with a chat template. Shared with tests/test_ls_llm.py."""
+def build_tiny_causal_lm(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2, vocab_size: int = 600,
+                         extra_text: tuple[str, ...] = ()) -> Path:
+    """A random Qwen3 (default: 2 layers, hidden 32) and a BPE tokenizer trained on a few EN+RU sentences, saved
+    to ``folder`` with a chat template. ``extra_text`` joins the tokenizer's training text (a benchmark trains it
+    on its prompts, so that they tokenise to a realistic length). Shared with tests/test_ls_llm.py and
+    benchmarks/ls_llm.py."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
@@ -44,15 +47,16 @@ def build_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=special,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 3, trainer=trainer)
+    tok.train_from_iterator((CORPUS + list(extra_text)) * 3, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+    cfg = Qwen3Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+                      max_position_embeddings=2048,
                       eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
     Qwen3ForCausalLM(cfg).save_pretrained(folder)
     return folder
