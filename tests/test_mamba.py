@@ -137,3 +137,32 @@ def test_masked_mean():
     assert masked_mean(x, torch.zeros(2, 3, dtype=torch.bool)).abs().sum() == 0
     with pytest.raises(ValueError, match="does not match"):
         masked_mean(x, mask[:, :2])
+
+
+@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+def test_stack_is_mamba1_as_in_transformers(impl):
+    """Same weights, same outputs as transformers' MambaModel: the published Mamba-1 maths, not the reference's."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    d, layers = 16, 2
+    config = transformers.MambaConfig(
+        hidden_size=d, num_hidden_layers=layers, state_size=8, expand=2, conv_kernel=4, vocab_size=8,
+        time_step_rank=math.ceil(d / 16), layer_norm_epsilon=1e-5,
+    )
+    theirs = transformers.MambaModel(config).eval()
+    ours = MambaStack(d, n_layers=layers, d_state=8, d_conv=4, expand=2, scan=impl).eval()
+    with torch.no_grad():  # random norms and Δ biases so that every parameter matters
+        for p in theirs.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    state = {}
+    for k, v in theirs.state_dict().items():
+        if k.startswith("layers."):
+            _, i, part, rest = k.split(".", 3)
+            state[f"norms.{i}.{rest}" if part == "norm" else f"layers.{i}.{rest}"] = v
+        elif k.startswith("norm_f."):
+            state[k] = v
+    ours.load_state_dict(state)  # strict: every parameter has its counterpart
+    x = torch.randn(2, 13, d)
+    with torch.no_grad():
+        expected = theirs(inputs_embeds=x).last_hidden_state
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-4)

@@ -75,9 +75,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
 
 
 def _auto_impl(u) -> str:
+    """mamba-ssm's kernel on CUDA when installed; else the fastest pure-PyTorch scan (benchmarks/mamba.md)."""
     if u.is_cuda and mamba_ssm_available():
         return "cuda"
-    return "sequential"
+    return "chunked"
 
 
 def mamba_ssm_available() -> bool:
@@ -112,8 +113,90 @@ def _scan_mambapy(u, delta, A, B, C):
     return (h @ C.unsqueeze(-1)).squeeze(-1)
 
 
-def _scan_chunked(u, delta, A, B, C):
-    return _scan_mambapy(u, delta, A, B, C)  # replaced by the chunked scan below
+CHUNK = 8  # time steps per chunk: (B, CHUNK, ED, N) temporaries stay in cache (benchmarks/mamba.md)
+
+
+def _scan_chunked(u, delta, A, B, C, chunk: int = CHUNK):
+    return ChunkedScan.apply(u, delta, A, B, C, chunk)
+
+
+class ChunkedScan(torch.autograd.Function):
+    """Selective scan over chunks of ``chunk`` time steps, with a hand-written backward.
+
+    Forward: per chunk, the decays exp(Δ A) and inputs Δ u B are built as (B, T, ED, N) tensors, the
+    recurrence runs through the chunk with one in-place ``addcmul`` per step, the state at the chunk's end is
+    carried into the next chunk, and y = C·h is reduced at once. Only the states at the chunk starts are saved.
+    Backward: per chunk, last to first, h is recomputed from the saved start state, the adjoint
+    g_t = C_t gy_t + exp(Δ_{t+1} A) g_{t+1} runs backwards with the carry from the next chunk, and
+
+        gC_t = h_tᵀ gy_t          q_t = g_t ⊙ (h_t − x_t)   (= g_t ⊙ exp(Δ_t A) ⊙ h_{t−1})
+        gΔ_t = Σ_n q_t A + u_t (g_t B_t)     gu_t = Δ_t (g_t B_t)
+        gA   = Σ_{b,t} q_t Δ_t             gB_t = (Δ_t u_t)ᵀ g_t
+    Nothing of size (B, L, ED, N) is ever materialised, so memory is that of the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, chunk):
+        batch, length, ed = u.shape
+        h = u.new_zeros(batch, ed, A.shape[1])  # state carried between chunks
+        y = u.new_empty(batch, length, ed)
+        starts = []
+        for s in range(0, length, chunk):
+            e = min(s + chunk, length)
+            starts.append(h)
+            dA, x = _chunk_terms(u[:, s:e], delta[:, s:e], A, B[:, s:e])
+            hs = _chunk_recurrence(dA, x, h, out=x)  # (B, T, ED, N)
+            torch.matmul(hs, C[:, s:e].unsqueeze(-1), out=y[:, s:e].unsqueeze(-1))
+            h = hs[:, -1].clone()
+        ctx.chunk = chunk
+        ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        chunk = ctx.chunk
+        length = u.shape[1]
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        gB, gC = torch.empty_like(B), torch.empty_like(C)
+        gA = torch.zeros_like(A)
+        carry = None  # exp(Δ A) g at the first step of the chunk after this one
+        for c in reversed(range(starts.shape[0])):
+            s = c * chunk
+            e = min(s + chunk, length)
+            d, uc, Bc, gyc = delta[:, s:e], u[:, s:e], B[:, s:e], gy[:, s:e]
+            dA, x = _chunk_terms(uc, d, A, Bc)
+            h = _chunk_recurrence(dA, x, starts[c], out=torch.empty_like(x))
+            g = gyc.unsqueeze(-1) * C[:, s:e].unsqueeze(2)  # (B, T, ED, N), becomes the adjoint in place
+            if carry is not None:
+                g[:, -1] += carry
+            for t in range(g.shape[1] - 2, -1, -1):
+                g[:, t].addcmul_(dA[:, t + 1], g[:, t + 1])
+            carry = dA[:, 0] * g[:, 0]
+
+            torch.matmul(gyc.unsqueeze(2), h, out=gC[:, s:e].unsqueeze(2))
+            gB_ = torch.matmul(g, Bc.unsqueeze(-1)).squeeze(-1)  # (B, T, ED): Σ_n g B
+            torch.matmul((d * uc).unsqueeze(2), g, out=gB[:, s:e].unsqueeze(2))
+            torch.mul(d, gB_, out=gu[:, s:e])
+            q = h.sub_(x).mul_(g)  # (B, T, ED, N)
+            gA += (q * d.unsqueeze(-1)).sum((0, 1))
+            torch.addcmul((q.mul_(A)).sum(-1), uc, gB_, out=gdelta[:, s:e])
+        return gu, gdelta, gA, gB, gC, None
+
+
+def _chunk_terms(u, delta, A, B):
+    """Decays exp(Δ A) and inputs Δ u B of one chunk: (B, T, ED), (ED, N), (B, T, N) -> 2 × (B, T, ED, N)."""
+    dA = torch.exp(delta.unsqueeze(-1) * A)
+    x = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+    return dA, x
+
+
+def _chunk_recurrence(dA, x, h0, out):
+    """h_t = dA_t h_{t-1} + x_t through one chunk from the state h0 (B, ED, N); ``out`` may be ``x``."""
+    torch.addcmul(x[:, 0], dA[:, 0], h0, out=out[:, 0])
+    for t in range(1, x.shape[1]):
+        torch.addcmul(x[:, t], dA[:, t], out[:, t - 1], out=out[:, t])
+    return out
 
 
 def _scan_cuda(u, delta, A, B, C, D, z):
