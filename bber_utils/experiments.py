@@ -169,11 +169,12 @@ def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
 def run_one(params: dict[str, Any], workdir: str | os.PathLike,
             notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb") -> Path:
     """Execute the training notebook for ``params`` unless its metrics already exist; return the run folder."""
-    from .pipeline import run_notebook
+    from .pipeline import declared_parameters, run_notebook
 
     dirs = run_dirs(workdir)
+    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k != "workdir"})
+    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared})
     params["run_name"] = name
     run_dir = dirs.train / name
     if (run_dir / "metrics.json").exists():
@@ -280,6 +281,22 @@ def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS
         out += [{"study": "corpora", "setting": f"single: {c}", "model": main_model, "train_corpora": [c]}
                 for c in all_corpora]
     return out
+
+
+def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
+              workdir: str | os.PathLike, runner=None):
+    """Run every study setting for every seed (resumable) and return its summary table (test split).
+
+    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``.
+    """
+    out = run_dirs(workdir).root / "ablations"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
+    runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
+    run_sweep(base, runs, seeds, workdir, runner)
+    table = study_table(load_registry(workdir), settings)
+    table.to_csv(out / "study.csv", index=False)
+    return table
 
 
 def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):

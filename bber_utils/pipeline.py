@@ -70,13 +70,16 @@ def _peak_child_rss_mb() -> float:
 
 
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None) -> None:
-    """Execute one notebook with papermill, passing it the parameters it declares; raise ``NotebookFailed``
-    naming the cell on error."""
+    """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that
+    declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     declared = declared_parameters(src)
+    full = dict(parameters)
     parameters = {k: v for k, v in parameters.items() if k in declared}
+    if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
+        parameters["profile_params"] = full
     try:
         pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
                             cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
