@@ -162,6 +162,22 @@ def test_meld_audio_is_extracted_once_and_reused(tmp_path, clip_bank):
     pd.testing.assert_frame_equal(frames["train"], frames2["train"])
 
 
+def test_batched_extraction_finds_the_bad_clip(tmp_path, clip_bank):
+    from bber_utils.corpora.meld import extract_wavs
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a movie")
+    pairs = [(clip_bank["c0"], tmp_path / "a.wav"), (bad, tmp_path / "b.wav"), (clip_bank["c2"], tmp_path / "c.wav"),
+             (tmp_path / "gone.mp4", tmp_path / "d.wav")]
+    errors = extract_wavs(pairs)
+    assert set(errors) == {tmp_path / "b.wav", tmp_path / "d.wav"}
+    assert "corrupt clip" in errors[tmp_path / "b.wav"].reason and errors[tmp_path / "d.wav"].reason == "missing clip"
+    assert sf.info(tmp_path / "c.wav").duration == pytest.approx(0.8, abs=0.06)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "bad.mp4", "c.wav"]  # no temporary files left
+    good = extract_wavs(pairs[::2])
+    assert good == {}
+
+
 def test_meld_raw_subfolder_and_cp1252_csv(tmp_path, clip_bank):
     root = build_meld(tmp_path / "meld", clip_bank, raw_subdir=True)
     # rewrite the test CSV in cp1252 with a typographic apostrophe and an e-acute
@@ -368,10 +384,13 @@ def test_cli_prepare_prints_counts(tmp_path, capsys):
     assert bad.func(bad) == 2
 
 
+@pytest.mark.slow
 def test_prepare_real_demo_corpus_when_available(tmp_path):
     pytest.importorskip("bber_utils.corpora.demo", reason="the demo corpus generator is not in this build yet")
     out = prepare("demo", tmp_path / "w", demo_per_class=1, seed=0, progress=False)
     assert len(out["demo_en"]["train"]) > 0 and len(out["demo_ru"]["train"]) > 0
+    assert out["demo_ru"]["train"]["text"].str.len().gt(0).any()  # the demo ships Russian text
+    assert len(out["demo_ru"]["dev"]) == len(out["demo_en"]["dev"])
     for frames in out.values():
         for df in frames.values():
             validate_manifest(df)

@@ -88,7 +88,8 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
         else:
             from .resd import read_resd
 
-            frames, skips = read_resd(roots[corpus], wav_dir, dev_fraction=dev_fraction, **reader_kwargs)
+            fraction = _demo_ru_dev_fraction(demo_kwargs) if corpus == "demo_ru" else dev_fraction
+            frames, skips = read_resd(roots[corpus], wav_dir, dev_fraction=fraction, **reader_kwargs)
         result[corpus] = {s: validate_manifest(frames[s], where=f"{corpus} {s}") for s in SPLITS}
         skip_tables.append(skips)
 
@@ -114,6 +115,21 @@ def _corpus_roots(dataset, data_dir: Path, meld_root, resd_root, demo_per_class,
         roots = build_demo_corpus(data_dir, per_class=demo_per_class, seed=seed, **demo_kwargs)
         return {k: Path(v) for k, v in roots.items()}
     return {"meld": meld_root, "resd": resd_root}
+
+
+def _demo_ru_dev_fraction(demo_kwargs: dict) -> float:
+    """The Russian demo's train parquet holds its train + dev rows (RESD has no dev split); drawing
+    ``d / (1 + d)`` of it as dev, where ``d`` is the demo's ``dev_fraction``, gives the Russian demo a dev split
+    of the same size as the English one."""
+    import inspect
+
+    from .demo import build_demo_corpus
+
+    d = demo_kwargs.get("dev_fraction")
+    if d is None:
+        d = inspect.signature(build_demo_corpus).parameters.get("dev_fraction")
+        d = d.default if d is not None and isinstance(d.default, (int, float)) else 0.15 / 0.85
+    return float(d) / (1.0 + float(d))
 
 
 def _split_of(path: Path) -> str | None:
@@ -189,4 +205,6 @@ def counts_table(frames_by_corpus: dict):
     table = table.reindex(columns=list(CLASSES), fill_value=0)
     table["total"] = table.sum(axis=1)
     table.columns.name = None
-    return table.reset_index()
+    table = table.reset_index()
+    table["split"] = table["split"].astype(str)
+    return table

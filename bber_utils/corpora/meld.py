@@ -8,7 +8,8 @@ Layout (``root`` may hold the files directly or under ``MELD.Raw/``)::
     dev_splits_complete/dia{D}_utt{U}.mp4
     output_repeated_splits_test/dia{D}_utt{U}.mp4
 
-Audio is taken from each mp4 once with ffmpeg (parallel over the cores) into ``wav_dir/{split}/dia{D}_utt{U}.wav``
+Audio is taken from each mp4 once with ffmpeg (32 clips per ffmpeg process, processes in parallel over the
+cores) into ``wav_dir/{split}/dia{D}_utt{U}.wav``
 (16 kHz mono PCM); a wav newer than its clip is reused, so an interrupted run resumes. The text is repaired
 (``text_clean.repair_text``). A missing, corrupt, empty or over-long (> ``max_seconds``) clip, an unknown label
 or a bad id is skipped and reported (``skips.skip_row``); a missing CSV, a missing column or an empty table is an
@@ -86,6 +87,56 @@ def extract_wav(src: Path, dst: Path, sr: int = SAMPLE_RATE) -> Path:
     return dst
 
 
+def _ffmpeg_error(proc) -> str:
+    msg = proc.stderr.decode(errors="replace").strip().splitlines()
+    return msg[-1] if msg else "no message"
+
+
+def extract_wavs(pairs: list[tuple[Path, Path]], sr: int = SAMPLE_RATE) -> dict[Path, AudioError]:
+    """Extract several clips with one ffmpeg process (its start-up dominates for short clips: 32 clips take
+    about a tenth of the CPU time of 32 processes). If the batch fails, every clip is retried alone so that
+    the bad ones are found; returns ``{dst: AudioError}`` for the clips that failed."""
+    errors: dict[Path, AudioError] = {}
+    todo = []
+    for src, dst in pairs:
+        if not src.exists():
+            errors[dst] = AudioError(src, "missing clip")
+        else:
+            todo.append((src, dst))
+    if not todo:
+        return errors
+    if len(todo) == 1 or shutil.which("ffmpeg") is None:
+        for src, dst in todo:
+            try:
+                extract_wav(src, dst, sr)
+            except AudioError as exc:
+                errors[dst] = exc
+        return errors
+    cmd, tmps = ["ffmpeg", "-nostdin", "-v", "error", "-y"], []
+    for src, _ in todo:
+        cmd += ["-i", str(src)]
+    for i, (_, dst) in enumerate(todo):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.stem}.batch{os.getpid()}.wav"
+        tmps.append(tmp)
+        cmd += ["-map", f"{i}:a:0", "-ac", "1", "-ar", str(sr), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True)
+        if proc.returncode == 0:
+            for tmp, (_, dst) in zip(tmps, todo):
+                os.replace(tmp, dst)
+            return errors
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    for src, dst in todo:  # find the bad clip(s)
+        try:
+            extract_wav(src, dst, sr)
+        except AudioError as exc:
+            errors[dst] = exc
+    return errors
+
+
 def _wav_duration(path: Path) -> float:
     import soundfile as sf
 
@@ -94,13 +145,6 @@ def _wav_duration(path: Path) -> float:
     except Exception as exc:
         raise AudioError(path, f"unreadable wav ({exc})") from exc
     return info.frames / float(info.samplerate)
-
-
-def cached_wav(src: Path, dst: Path) -> float:
-    """Make sure ``dst`` holds ``src``'s audio (re-extracted when missing or older than ``src``); its duration."""
-    if not (dst.exists() and src.exists() and dst.stat().st_mtime >= src.stat().st_mtime):
-        extract_wav(src, dst)
-    return _wav_duration(dst)
 
 
 def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, skips: list[dict]) -> list[dict]:
@@ -134,6 +178,30 @@ def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, ski
     return rows
 
 
+def _extract_split(rows: list[dict], wav_dir: Path, workers: int, progress: bool, desc: str,
+                   batch_size: int = 32) -> list:
+    """For each row, its wav's duration or the ``AudioError``; only missing or stale wavs are extracted."""
+    from tqdm.auto import tqdm
+
+    pairs = [(row["clip"], wav_dir / f"{row['native_id']}.wav") for row in rows]
+    stale = [(src, dst) for src, dst in pairs
+             if not (dst.exists() and src.exists() and dst.stat().st_mtime >= src.stat().st_mtime)]
+    batches = [stale[i:i + batch_size] for i in range(0, len(stale), batch_size)]
+    errors: dict[Path, AudioError] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(stale), desc=desc, disable=not progress or not stale, leave=False) as bar:
+        for batch, errs in zip(batches, pool.map(extract_wavs, batches)):
+            errors.update(errs)
+            bar.update(len(batch))
+    results = []
+    for _, dst in pairs:
+        try:
+            results.append(errors[dst] if dst in errors else _wav_duration(dst))
+        except AudioError as exc:
+            results.append(exc)
+    return results
+
+
 def read_meld(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str = "meld", language: str = "en",
               limit: int = 0, seed: int = 42, workers: int | None = None,
               max_seconds: float = MAX_CLIP_SECONDS, progress: bool = True):
@@ -143,7 +211,6 @@ def read_meld(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
     ``limit`` keeps at most N rows per split (``subset.limit_rows``) before any audio is extracted.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     files = find_meld_files(root)
     wav_dir = Path(wav_dir)
@@ -155,15 +222,7 @@ def read_meld(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
         rows_df = limit_rows(pd.DataFrame(rows), limit, seed) if rows else pd.DataFrame(rows)
         rows = rows_df.to_dict("records")
 
-        def job(row, split=split):
-            try:
-                return cached_wav(row["clip"], wav_dir / split / f"{row['native_id']}.wav")
-            except AudioError as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(job, rows), total=len(rows), desc=f"{corpus} {split}: audio",
-                                disable=not progress or not rows, leave=False))
+        results = _extract_split(rows, wav_dir / split, workers, progress, f"{corpus} {split}: audio")
         kept = []
         for row, res in zip(rows, results):
             wav = wav_dir / split / f"{row['native_id']}.wav"
