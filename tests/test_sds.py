@@ -174,3 +174,12 @@ def test_cli_writes_sds_manifest_per_corpus(tmp_path, capsys):
     assert (out["source"] == "sds").sum() == 2
     assert "meld: 3 eligible, 3 selected, 2 merged" in capsys.readouterr().out
     assert (work.sds / "meld_train_sds_skips.csv").exists()
+
+
+def test_applying_twice_adds_no_duplicates(tmp_path):
+    df = manifest(tmp_path, [("happy", 1.0), ("happy", 3.5), ("happy", 6.0)])
+    once = apply_sds(df, 1.0, 0, tmp_path / "sds", progress=False)
+    twice = apply_sds(once, 1.0, 0, tmp_path / "sds", progress=False)
+    validate_manifest(twice)
+    assert twice["utt_id"].is_unique and set(once["utt_id"]) <= set(twice["utt_id"])
+    assert twice.attrs["sds"]["eligible"] == 2  # the merged rows are not merged again

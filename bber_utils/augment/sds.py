@@ -19,7 +19,9 @@ What we do (``apply_sds``), on the train split only, per corpus, seeded with a n
    text is the components' texts joined with a space. The new row has ``source="sds"``, a ``components``
    column (``;``-joined utt_ids, the original first) and ``utt_id = "{corpus}-train-sds_{hash}"`` where the
    hash covers the components, ``max_seconds`` and ``gap_seconds`` — the same merge always gets the same id.
-5. ``mode="add"`` (default) returns the originals *plus* the merged rows: the paper describes stacked samples
+5. Rows of any source take part (TUG rows too, if they were mixed in first, as in the reference), except
+   earlier SDS rows, which are kept as they are but never merged again.
+6. ``mode="add"`` (default) returns the originals *plus* the merged rows: the paper describes stacked samples
    as augmenting the training set. ``mode="replace"`` puts each merged row in place of its original, as the
    reference code does (notes §4.6, §11.11), for comparison.
 
@@ -204,11 +206,14 @@ def apply_sds(train_df, ratio: float, seed: int, out_dir: str | os.PathLike, tar
     records = base_df.to_dict("records")
     wav_dir = Path(out_dir) / "wavs"
     merged, replaced_at, skips, cropped = [], [], list(plan.skips), 0
+    present = set(base_df["utt_id"].astype(str))  # an input that already holds some merges keeps them once
     for comps, planned in tqdm(list(zip(plan.merges, plan.planned_seconds)), desc="SDS merges",
                                disable=not progress or not plan.merges, leave=False):
         rows = [records[i] for i in comps]
         comp_ids = [str(r["utt_id"]) for r in rows]
         uid = sds_utt_id(str(rows[0]["corpus"]), comp_ids, max_seconds, gap_seconds)
+        if uid in present:
+            continue
         try:
             seconds = _render(rows, uid, wav_dir / f"{uid}.wav", max_seconds, gap_seconds)
         except AudioError as exc:
