@@ -117,7 +117,8 @@ def test_fill_missing_text_without_asr_or_with_bad_audio(tmp_path):
     assert out.text_source[1] == "missing" and out.text[1] == ""
 
 
-def test_build_asr_picks_the_backend(tmp_path):
+def test_build_asr_picks_the_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id is only named here, never resolved
     assert build_asr(None) is None and build_asr("none") is None
     ct2 = tmp_path / "ct2"
     ct2.mkdir()
@@ -125,7 +126,9 @@ def test_build_asr_picks_the_backend(tmp_path):
     (ct2 / "config.json").write_text(json.dumps({}))
     assert isinstance(build_asr(str(ct2)), FasterWhisperASR)
     assert isinstance(build_asr("faster-whisper:tiny"), FasterWhisperASR)
-    assert isinstance(build_asr("openai/whisper-base"), TransformersWhisperASR)
+    hub = build_asr("openai/whisper-base")
+    assert isinstance(hub, TransformersWhisperASR) and hub._model is None  # loaded lazily
+    assert hub.key["model"] == "openai/whisper-base" and hub.key["revision"] == "main"
 
 
 @pytest.mark.slow

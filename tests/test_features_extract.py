@@ -69,6 +69,14 @@ def test_asr_fills_missing_text_and_the_manifest_is_saved(tmp_path, monkeypatch)
     assert out.text.length("demo_ru-train-1") == 2
 
 
+def test_missing_text_without_asr_is_reported(tmp_path):
+    dirs = _workdir(tmp_path, with_text=False)
+    with pytest.warns(UserWarning, match="demo_ru_train: 1 utterance"):
+        out = extract_all(dirs.root, "logmel", "hashgram", progress=False)
+    assert out.summary.set_index("manifest").loc["demo_ru_train", "text_missing"] == 1
+    assert out.text.length("demo_ru-train-1") == 1  # one step for the empty text
+
+
 def test_no_manifests_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook 01"):
         extract_all(tmp_path / "empty", progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
             df = fill_missing_text(df, asr, cache_path=dirs.features / "asr" / "transcripts.parquet",
                                    device=device, progress=progress)
             save_manifest(df, path)
+        elif n_missing:
+            warnings.warn(f"{name}: {n_missing} utterance(s) have no text (their text features are those of an "
+                          f"empty string); set asr_model to transcribe them", stacklevel=2)
         manifests[name] = df
         common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress)
         audio_store = ensure_features(df, "audio", audio_enc, dirs.features, desc=f"{name} audio", **common)

@@ -63,12 +63,12 @@ def model_key(spec: str, revision: str | None = None) -> dict:
     if is_local(spec):
         return {"model": "local", "content_hash": folder_hash(spec)}
     commit = hub_commit(spec, revision)
-    if commit is None:
+    if commit is None and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
         # Not in the cache yet: resolve once, on the network (the model will be downloaded anyway).
         try:
             from huggingface_hub import HfApi
 
-            commit = HfApi().model_info(spec, revision=revision).sha
+            commit = HfApi().model_info(spec, revision=revision, timeout=10).sha
         except Exception:
             commit = None
     return {"model": spec, "revision": revision or "main", "commit": commit}
