@@ -269,6 +269,7 @@ class Labeller:
     model = ""
     mode = "generate"
     prompt_version = PROMPT_VERSION
+    settings = ""  # anything else that changes the answers (decoding options): part of the cache identity
 
     def label(self, requests: list[LabelRequest]) -> list[LabelOutcome]:
         raise NotImplementedError
@@ -308,6 +309,9 @@ class GenerateLabeller(Labeller):
     def __init__(self, llm, max_new_tokens: int = 96, temperature: float = 0.0, seed: int | None = 42):
         self.llm, self.max_new_tokens, self.temperature, self.seed = llm, int(max_new_tokens), temperature, seed
         self.backend, self.model = llm.backend, llm.model_name
+        # greedy decoding does not depend on the seed
+        self.settings = f"max_new_tokens={self.max_new_tokens} temperature={temperature:g}" + (
+            f" seed={seed}" if temperature else "")
 
     def _ask(self, convs):
         return self.llm.chat_batch(convs, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
@@ -451,19 +455,21 @@ def request_key(r: LabelRequest) -> str:
 
 
 class LabelCache:
-    """Append-only JSON-lines cache of one (backend, model, prompt version, mode).
+    """Append-only JSON-lines cache of one (backend, model, prompt version, mode, decoding settings).
 
-    Each line: ``key, utt_id, backend, model, prompt_version, mode, raw, values, status, reason``. A line cut
+    Each line: ``key, utt_id, backend, model, prompt_version, mode, settings, raw, values, status, reason``. A line cut
     short by an interrupted run is skipped (and counted in ``.bad_lines``).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, labeller: Labeller):
-        ident = json.dumps([labeller.backend, labeller.model, labeller.prompt_version, labeller.mode])
+        ident = json.dumps([labeller.backend, labeller.model, labeller.prompt_version, labeller.mode,
+                            labeller.settings])
         h = hashlib.sha1(ident.encode()).hexdigest()[:10]
         name = f"{_slug(labeller.backend)}__{_slug(Path(labeller.model).name or labeller.model)}__{labeller.mode}__{h}"
         self.path = Path(cache_dir) / f"{name}.jsonl"
         self.provenance = dict(backend=labeller.backend, model=labeller.model,
                                prompt_version=labeller.prompt_version, mode=labeller.mode)
+        self.settings = labeller.settings
         self.entries: dict[str, dict] = {}
         self.bad_lines = 0
         if self.path.exists():
@@ -483,7 +489,7 @@ class LabelCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             for e in items:
-                e = {**e, **self.provenance}
+                e = {**e, **self.provenance, "settings": self.settings}
                 self.entries[e["key"]] = e
                 f.write(json.dumps(e, ensure_ascii=False) + "\n")
             f.flush()
