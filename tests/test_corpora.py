@@ -341,6 +341,19 @@ def test_prepare_union_writes_manifests_skips_and_is_idempotent(tmp_path, clip_b
     assert table["total"].tolist() == [7, 7, 7] and list(table["split"]) == ["train", "dev", "test"]
 
 
+def test_size_report_accounts_for_every_published_utterance():
+    from bber_utils.corpora import size_report
+
+    frames = {"resd": {"train": pd.DataFrame({"utt_id": ["resd-train-a"] * 900}),
+                       "dev": pd.DataFrame({"utt_id": ["resd-train-b"] * 200}),
+                       "test": pd.DataFrame({"utt_id": ["resd-test-c"] * 280})}}
+    skips = pd.DataFrame({"corpus": ["resd"] * 16, "split": ["train"] * 16})
+    report = size_report(frames, skips).set_index("published split")
+    assert report.loc["train", ["kept", "skipped", "missing"]].tolist() == [1100, 16, 0]
+    assert report.loc["test", "missing"] == 0
+    assert size_report({"demo_en": {}}, skips).empty
+
+
 def test_prepare_needs_roots_and_known_dataset(tmp_path):
     with pytest.raises(ValueError, match="meld_root"):
         prepare("meld", tmp_path)

@@ -30,6 +30,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
 }
 CORPUS_LANGUAGE = {"meld": "en", "resd": "ru", "demo_en": "en", "demo_ru": "ru"}
 OPTIONS_FILE = "prepare_options.json"
+# Utterances per published split (RESD's dev is drawn from its train).
+PUBLISHED_SIZES = {"meld": {"train": 9989, "dev": 1109, "test": 2610}, "resd": {"train": 1116, "test": 280}}
 SKIPS_FILE = "skips.csv"
 _FORMAT_VERSION = 1
 
@@ -208,3 +210,21 @@ def counts_table(frames_by_corpus: dict):
     table = table.reset_index()
     table["split"] = table["split"].astype(str)
     return table
+
+
+def size_report(frames_by_corpus: dict, skips) -> "pd.DataFrame":
+    """Per real corpus and published split: the published size, rows kept, rows skipped and the difference.
+
+    ``missing = published - kept - skipped`` is 0 when every published utterance is accounted for (it is not
+    with ``limit``, or with a different release of the corpus). Demo corpora have no published size.
+    """
+    import pandas as pd
+
+    rows = []
+    for corpus, frames in frames_by_corpus.items():
+        for split, published in PUBLISHED_SIZES.get(corpus, {}).items():
+            kept = sum(int(df["utt_id"].str.startswith(f"{corpus}-{split}-").sum()) for df in frames.values())
+            skipped = int(((skips["corpus"] == corpus) & (skips["split"] == split)).sum()) if len(skips) else 0
+            rows.append({"corpus": corpus, "published split": split, "published": published, "kept": kept,
+                         "skipped": skipped, "missing": published - kept - skipped})
+    return pd.DataFrame(rows, columns=["corpus", "published split", "published", "kept", "skipped", "missing"])
