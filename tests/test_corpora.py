@@ -178,6 +178,15 @@ def test_batched_extraction_finds_the_bad_clip(tmp_path, clip_bank):
     assert good == {}
 
 
+def test_meld_layout_with_wav_clips(tmp_path, clip_bank):
+    root = build_meld(tmp_path / "meld", clip_bank)
+    te = root / "output_repeated_splits_test"
+    (te / "dia0_utt0.mp4").unlink()
+    sf.write(te / "dia0_utt0.wav", np.zeros(22050, dtype=np.float32), 22050)
+    frames, _ = read_meld(root, tmp_path / "wav", progress=False)
+    assert frames["test"]["duration_s"].tolist() == [pytest.approx(1.0, abs=1e-3)]
+
+
 def test_meld_raw_subfolder_and_cp1252_csv(tmp_path, clip_bank):
     root = build_meld(tmp_path / "meld", clip_bank, raw_subdir=True)
     # rewrite the test CSV in cp1252 with a typographic apostrophe and an e-acute

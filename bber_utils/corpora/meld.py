@@ -4,7 +4,8 @@ Layout (``root`` may hold the files directly or under ``MELD.Raw/``)::
 
     {train,dev,test}_sent_emo.csv    Sr No., Utterance, Speaker, Emotion, Sentiment, Dialogue_ID, Utterance_ID,
                                      Season, Episode, StartTime, EndTime
-    train_splits/dia{D}_utt{U}.mp4                 (also accepted under train/, dev/, test/ sub-folders)
+    train_splits/dia{D}_utt{U}.mp4                 (also accepted under train/, dev/, test/ sub-folders;
+                                                    .wav/.flac clips of the same name are read too)
     dev_splits_complete/dia{D}_utt{U}.mp4
     output_repeated_splits_test/dia{D}_utt{U}.mp4
 
@@ -147,6 +148,18 @@ def _wav_duration(path: Path) -> float:
     return info.frames / float(info.samplerate)
 
 
+CLIP_SUFFIXES = (".mp4", ".wav", ".flac", ".mkv", ".avi")
+
+
+def _find_clip(clip_dir: Path, native: str) -> Path:
+    """``dia{D}_utt{U}.mp4`` as published, or the same name with another audio/video suffix (e.g. a demo corpus
+    written with wav clips); the .mp4 path when none exists (reported as missing)."""
+    mp4 = clip_dir / f"{native}.mp4"
+    if mp4.exists():
+        return mp4
+    return next((p for p in (clip_dir / f"{native}{s}" for s in CLIP_SUFFIXES[1:]) if p.exists()), mp4)
+
+
 def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, skips: list[dict]) -> list[dict]:
     """CSV rows -> partial manifest rows (no audio yet); bad rows go to ``skips`` with their CSV line."""
     rows, seen = [], set()
@@ -161,7 +174,7 @@ def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, ski
             continue
         native = f"dia{d}_utt{u}"
         utt_id = make_utt_id(corpus, split, native)
-        clip = clip_dir / f"{native}.mp4"
+        clip = _find_clip(clip_dir, native)
         if native in seen:
             skips.append(skip_row(corpus, split, utt_id, clip, f"{csv_path.name} line {line}: duplicate {native}"))
             continue
