@@ -62,6 +62,17 @@ def build_tiny_causal_lm(folder: Path, seed: int = 0, hidden: int = 32, layers: 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest (and steadiest on a shared 2-core machine) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_qwen3"))
@@ -234,8 +245,8 @@ def test_transformers_greedy_is_deterministic_and_sampling_is_seeded(tiny_llm_di
     a = llm.chat(USER, max_new_tokens=12, temperature=1.5, seed=1)
     b = llm.chat(USER, max_new_tokens=12, temperature=1.5, seed=1)
     assert a == b
-    others = {llm.chat(USER, max_new_tokens=12, temperature=1.5, seed=s) for s in range(2, 6)}
-    assert len(others | {a}) > 1  # a random 600-token model does not repeat itself across 5 seeds
+    others = {llm.chat(USER, max_new_tokens=12, temperature=1.5, seed=s) for s in range(2, 5)}
+    assert len(others | {a}) > 1  # a random 600-token model does not repeat itself across 4 seeds
 
 
 def test_transformers_scoring_matches_generation_step(tiny_llm_dir):

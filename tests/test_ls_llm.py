@@ -17,7 +17,7 @@ from bber_utils.augment.lexicon import cue_counts, lexicon_distribution
 from bber_utils.augment.ls_llm import (CLASSES, LabelOutcome, Labeller, build_labeller, label_utterances,
                                        label_workdir, load_soft_labels, parse_reply, validate_distribution)
 from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
-from test_llm import tiny_llm_dir  # noqa: F401  (fixture: a tiny random Qwen3 saved to a folder)
+from test_llm import one_torch_thread, tiny_llm_dir  # noqa: F401  (fixtures: 1 torch thread; a tiny random Qwen3)
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_llm_labels"
 
@@ -39,6 +39,8 @@ PROBS = [0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03]
     "neutral = 70%, happy = 10%, sad = 5%, anger = 5%, surprise = 4%, disgust = 3%, fear = 3%",
     "70, 10, 5, 5, 4, 3, 3",
     "[0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03]",
+    '{"neutral": 0.7, "happy": 0.1, "sad": 0.05, "anger": 0.05, "surprise": 0.04, "disgust": 0.03, "fear": 0.03}',
+    "0.70000, 0.10000, 0.05000, 0.05000, 0.04000, 0.03000, 0.03000\nSum: 1.00000 (7 values, as asked)",
     "1. 0.7\n2. 0.1\n3. 0.05\n4. 0.05\n5. 0.04\n6. 0.03\n7. 0.03",
     "Draft: neutral: 0.5, happy: 0.5\nFinal answer:\nneutral: 0.7, happy: 0.1, sad: 0.05, anger: 0.05, "
     "surprise: 0.04, disgust: 0.03, fear: 0.03",
