@@ -280,6 +280,20 @@ def test_resd_bad_rows_are_skipped_and_reported(tmp_path):
     assert len(frames["train"]) + len(frames["dev"]) == 21 - 3
 
 
+def test_resd_several_shards_and_duplicate_names(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = resd_records(2, "train", rng)
+    root = tmp_path / "resd"
+    write_hub_parquet(root / "data" / "train-00000-of-00002.parquet", recs[:8])
+    write_hub_parquet(root / "data" / "train-00001-of-00002.parquet", recs[6:])  # rows 6, 7 twice
+    write_hub_parquet(root / "data" / "test-00000-of-00001.parquet", resd_records(1, "test", rng))
+    frames, skips = read_resd(root, tmp_path / "wav", progress=False)
+    assert len(frames["train"]) + len(frames["dev"]) == 14
+    assert len(skips) == 2 and skips["reason"].str.contains("train-00001-of-00002.parquet row [01]: duplicate").all()
+    limited, _ = read_resd(root, tmp_path / "wav", limit=7, progress=False)
+    assert len(limited["train"]) + len(limited["dev"]) == 7
+
+
 def test_resd_parquet_without_audio_is_an_error(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -69,6 +69,8 @@ def _decode_speech(speech, parquet: Path) -> tuple[np.ndarray, int]:
     """The hub audio struct -> (mono float32 waveform, sample rate); ``AudioError`` naming the file."""
     import soundfile as sf
 
+    if isinstance(speech, (bytes, bytearray)):  # a plain binary column instead of the audio struct
+        speech = {"bytes": bytes(speech)}
     if not isinstance(speech, dict):
         raise AudioError(parquet, "no audio in this row")
     if speech.get("bytes"):
@@ -108,9 +110,9 @@ def _wav_name(name: str) -> str:
     return name.replace("/", "_").replace("\\", "_")
 
 
-def _meta_rows(table, where: Path, split: str, corpus: str, skips: list[dict]) -> list[dict]:
-    """Name, label and text of each row; unknown labels and duplicates are skipped with their row number."""
-    rows, seen = [], set()
+def _meta_rows(table, where: Path, split: str, corpus: str, skips: list[dict], seen: set[str]) -> list[dict]:
+    """Name, label and text of each row; unknown labels and duplicates (across ``seen``) are skipped."""
+    rows = []
     for i, r in enumerate(table):
         name = str(r.get("name") or "").strip() or Path(str(r.get("path") or "")).stem
         utt_id = make_utt_id(corpus, split, name) if name else ""
@@ -127,39 +129,48 @@ def _meta_rows(table, where: Path, split: str, corpus: str, skips: list[dict]) -
             skips.append(skip_row(corpus, split, utt_id, where,
                                   f"{where.name} row {i}: unknown label {r.get('emotion')!r}"))
             continue
-        rows.append({"row": i, "native_id": name, "utt_id": utt_id, "label": label,
+        rows.append({"file": str(where), "row": i, "native_id": name, "utt_id": utt_id, "label": label,
                      "emotion_raw": str(r.get("emotion", "")).strip(), "text": repair_text(r.get("text", "")),
                      "path": r.get("path")})
     return rows
 
 
+def _open_parquet(f: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except Exception as exc:
+        raise TableError(f"{f}: not a readable parquet file ({exc})") from exc
+    cols = pf.schema_arrow.names
+    for need in ("emotion", "speech"):
+        if need not in cols:
+            what = "no audio column 'speech'" if need == "speech" else f"no column {need!r}"
+            raise TableError(f"{f}: {what}; found {cols}")
+    if pf.metadata.num_rows == 0:
+        raise TableError(f"{f}: the table has no rows")
+    return pf
+
+
 def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Path, limit: int, seed: int,
                         max_seconds: float, skips: list[dict], progress: bool) -> list[dict]:
+    """Metadata of every shard first (names unique across shards, ``limit`` per split), then the audio of the
+    kept rows, streamed 32 rows at a time."""
     import pandas as pd
-    import pyarrow.parquet as pq
+    import soundfile as sf
     from tqdm.auto import tqdm
 
+    shards, meta, seen = {f: _open_parquet(f) for f in files}, [], set()
+    for f, pf in shards.items():
+        cols = [c for c in ("name", "path", "emotion", "text") if c in pf.schema_arrow.names]
+        meta += _meta_rows(pf.read(columns=cols).to_pylist(), f, split, corpus, skips, seen)
+    meta = limit_rows(pd.DataFrame(meta), limit, seed).to_dict("records") if meta else []
     out = []
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f)
-        except Exception as exc:
-            raise TableError(f"{f}: not a readable parquet file ({exc})") from exc
-        cols = pf.schema_arrow.names
-        for need in ("emotion", "speech"):
-            if need not in cols:
-                what = "no audio column 'speech'" if need == "speech" else f"no column {need!r}"
-                raise TableError(f"{f}: {what}; found {cols}")
-        if pf.metadata.num_rows == 0:
-            raise TableError(f"{f}: the table has no rows")
-        meta_cols = [c for c in ("name", "path", "emotion", "text") if c in cols]
-        meta = _meta_rows(pf.read(columns=meta_cols).to_pylist(), f, split, corpus, skips)
-        meta = limit_rows(pd.DataFrame(meta), limit, seed).to_dict("records") if meta else []
-        wanted = {m["row"]: m for m in meta}
+    bar = tqdm(total=len(meta), desc=f"{corpus} {split}: audio", disable=not progress or not meta, leave=False)
+    for f, pf in shards.items():
+        wanted = {m["row"]: m for m in meta if m["file"] == str(f)}
         row0 = 0
-        bar = tqdm(total=len(wanted), desc=f"{corpus} {split}: audio", disable=not progress or not wanted,
-                   leave=False)
-        for batch in pf.iter_batches(batch_size=32, columns=["speech"]):
+        for batch in pf.iter_batches(batch_size=32, columns=["speech"]) if wanted else []:
             speeches = batch.column(0).to_pylist()
             for j, speech in enumerate(speeches):
                 m = wanted.get(row0 + j)
@@ -168,8 +179,6 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
                 dst = wav_dir / split / f"{_wav_name(m['native_id'])}.wav"
                 try:
                     if _fresh(dst, f):
-                        import soundfile as sf
-
                         seconds = sf.info(str(dst)).duration
                     else:
                         wav, sr = _decode_speech(speech, f)
@@ -180,7 +189,7 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
                     out.append({**m, "audio_path": str(dst.resolve()), "duration_s": float(seconds)})
                 bar.update(1)
             row0 += len(speeches)
-        bar.close()
+    bar.close()
     return out
 
 
@@ -190,7 +199,7 @@ def _read_csv_split(csv_path: Path, split: str, corpus: str, wav_dir: Path, limi
     from tqdm.auto import tqdm
 
     table = read_csv_robust(csv_path, required=["path", "emotion"])
-    meta = _meta_rows(table.to_dict("records"), csv_path, split, corpus, skips)
+    meta = _meta_rows(table.to_dict("records"), csv_path, split, corpus, skips, set())
     meta = limit_rows(pd.DataFrame(meta), limit, seed).to_dict("records") if meta else []
     out = []
     for m in tqdm(meta, desc=f"{corpus} {split}: audio", disable=not progress or not meta, leave=False):
