@@ -441,3 +441,35 @@ def test_decoding_settings_are_part_of_the_cache_identity(tmp_path):
     assert label_utterances(_table(2), short, tmp_path, progress=False).attrs["computed"] == 2
     assert label_utterances(_table(2), long, tmp_path, progress=False).attrs["computed"] == 2
     assert label_utterances(_table(2), long, tmp_path, progress=False).attrs["computed"] == 0
+
+
+def test_a_run_with_no_usable_label_keeps_the_previous_table(tmp_path):
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    label_workdir(wd, backend="lexicon", progress=False)
+    before = (wd / "ls_llm" / "soft_labels.parquet").read_bytes()
+
+    class Nothing(CountingLabeller):
+        def label(self, requests):
+            return [LabelOutcome("", None, error="not in the reference file") for _ in requests]
+
+    with pytest.raises(ValueError, match="no usable soft label .* left unchanged"):
+        label_workdir(wd, labeller=Nothing(), progress=False)
+    assert (wd / "ls_llm" / "soft_labels.parquet").read_bytes() == before
+
+
+def test_reference_backend_labels_manifest_rows_by_utt_id(tmp_path):
+    f = next((p for p in _reference_files() if "resd" in p.name), None)
+    if f is None:
+        pytest.skip("no RESD reference label file")
+    raw = pd.read_csv(f).head(5)
+    df = pd.DataFrame({"utt_id": ["resd-train-" + n for n in raw["video_name"]] + ["resd-train-not_there"],
+                       "text": list(raw["text"]) + ["x"], "label": list(raw["ground_truth"]) + ["fear"]})
+    lab = build_labeller("reference", reference_csv=str(f))
+    assert (lab.backend, lab.model) == ("reference", "Qwen3-4B")
+    table = label_utterances(df, lab, tmp_path, progress=False)
+    assert list(table["status"][:5].isin(["ok", "repaired"])) == [True] * 5
+    assert table["status"][5] == "error" and table["reason"][5] == "not in the reference file"
+    ok = table["status"][:5] == "ok"
+    assert np.allclose(table.loc[ok.to_numpy().nonzero()[0], list(CLASSES)].to_numpy(),
+                       raw.loc[ok.to_numpy(), list(CLASSES)].to_numpy(), atol=2e-5)
+    assert table["raw"][0] == raw["response_clean"][0]

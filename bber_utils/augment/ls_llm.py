@@ -609,7 +609,12 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
     labeller = labeller or build_labeller(backend, model, mode, batch_size=batch_size, **backend_kwargs)
     table = label_utterances(df, labeller, dirs.ls_llm / "cache", batch_size=batch_size, policy=policy,
                              progress=progress)
-    save_soft_labels(table, dirs.ls_llm / SOFT_LABELS_FILE)
+    out = dirs.ls_llm / SOFT_LABELS_FILE
+    if len(table) and not table["status"].isin(USABLE_STATUSES).any():
+        reasons = table["reason"].value_counts().head(3).to_dict()
+        raise ValueError(f"{labeller!r} gave no usable soft label for any of {len(table)} utterances "
+                         f"(most common reasons: {reasons}); {out} was left unchanged")
+    save_soft_labels(table, out)
     return table
 
 
