@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,8 @@ class OpenAIChatLLM(ChatLLM):
     def _response_format(self, level: int, json_schema: dict) -> dict | None:
         kind = RESPONSE_FORMATS[level]
         if kind == "json_schema":
-            return {"type": "json_schema",
-                    "json_schema": {"name": str(json_schema.get("title", "reply")), "schema": json_schema}}
+            name = re.sub(r"[^A-Za-z0-9_-]", "_", str(json_schema.get("title") or "reply"))[:64]  # OpenAI's rule
+            return {"type": "json_schema", "json_schema": {"name": name, "schema": json_schema}}
         if kind == "json_object":
             return {"type": "json_object"}
         return None

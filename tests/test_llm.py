@@ -95,6 +95,9 @@ def test_openai_normal_json_reply_and_request_contents(openai_stub):
     assert req["model"] == "stub-model" and req["max_tokens"] == 17 and req["seed"] == 3
     assert req["response_format"]["type"] == "json_schema"
     assert req["response_format"]["json_schema"]["schema"] == schema
+    assert req["response_format"]["json_schema"]["name"] == "dist"
+    llm.chat(USER, json_schema={"title": "Emotion distribution (v1)", "type": "object"})
+    assert openai_stub.requests[-1]["response_format"]["json_schema"]["name"] == "Emotion_distribution__v1_"
     assert req["messages"] == USER  # the server enforces the schema: the prompt is not changed
 
 
