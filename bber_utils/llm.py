@@ -146,7 +146,8 @@ class OpenAIChatLLM(ChatLLM):
         self.gen_kwargs = gen_kwargs
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
                                     max_retries=int(max_retries))
-        self._format_level = 0  # index into RESPONSE_FORMATS of the richest mode the server accepted so far
+        self._format_level = 0  # index into RESPONSE_FORMATS of the mode the server accepted last
+        self._token_param = "max_tokens"
         if check:
             self.check()
 
@@ -180,7 +181,8 @@ class OpenAIChatLLM(ChatLLM):
         level = self._format_level if json_schema is not None else len(RESPONSE_FORMATS) - 1
         while True:
             kwargs: dict[str, Any] = dict(self.gen_kwargs)
-            kwargs.update(model=self.model_name, max_tokens=int(max_new_tokens), temperature=float(temperature))
+            kwargs.update({"model": self.model_name, self._token_param: int(max_new_tokens),
+                           "temperature": float(temperature)})
             if seed is not None:
                 kwargs["seed"] = int(seed)
             msgs = list(messages)
@@ -192,16 +194,12 @@ class OpenAIChatLLM(ChatLLM):
                     msgs = _with_schema_instruction(messages, json_schema)
             try:
                 resp = self.client.chat.completions.create(messages=msgs, **kwargs)
-            except openai.BadRequestError as e:
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+                if self._token_param == "max_tokens" and "max_completion_tokens" in str(e):
+                    self._token_param = "max_completion_tokens"  # OpenAI's newer models refuse max_tokens
+                    continue
                 if json_schema is not None and level < len(RESPONSE_FORMATS) - 1:
                     level += 1  # the server rejected this response_format: try the next, simpler one
-                    self._format_level = level
-                    continue
-                raise LLMError(f"{self.base_url} rejected the request: {e}") from e
-            except openai.UnprocessableEntityError as e:
-                if json_schema is not None and level < len(RESPONSE_FORMATS) - 1:
-                    level += 1
-                    self._format_level = level
                     continue
                 raise LLMError(f"{self.base_url} rejected the request: {e}") from e
             except openai.AuthenticationError as e:
@@ -219,6 +217,8 @@ class OpenAIChatLLM(ChatLLM):
                 raise LLMError(f"{self.base_url} answered HTTP {e.status_code}: {e}") from e
             except (openai.APIResponseValidationError, ValueError) as e:  # ValueError: a body that is not JSON
                 raise LLMError(f"malformed reply from {self.base_url}: {e}") from e
+            if json_schema is not None:
+                self._format_level = level  # remember the structured-output mode this server accepted
             return self._content(resp)
 
     def _content(self, resp: Any) -> str:

@@ -125,6 +125,29 @@ def test_openai_json_object_fallback_keeps_structured_mode(openai_stub):
     assert openai_stub.requests[-1]["response_format"] == {"type": "json_object"}
 
 
+def test_openai_switches_to_max_completion_tokens_when_asked(openai_stub):
+    llm = build_llm("openai", "stub-model", base_url=openai_stub.url, api_key="k", max_retries=0)
+    openai_stub.script(StubReply(status=400, raw_body=json.dumps({"error": {
+        "message": "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."}}).encode()),
+        StubReply.text("ok"), StubReply.text("ok again"))
+    assert llm.chat(USER, max_new_tokens=9) == "ok"
+    first, second = openai_stub.requests
+    assert first["max_tokens"] == 9 and second["max_completion_tokens"] == 9 and "max_tokens" not in second
+    llm.chat(USER)
+    assert "max_completion_tokens" in openai_stub.requests[-1]
+
+
+def test_openai_other_bad_request_is_an_error_and_not_remembered(openai_stub):
+    llm = build_llm("openai", "stub-model", base_url=openai_stub.url, api_key="k", max_retries=0)
+    too_long = StubReply(status=400, raw_body=b'{"error": {"message": "context length exceeded"}}')
+    openai_stub.script(too_long, too_long, too_long)
+    with pytest.raises(LLMError, match="rejected the request"):
+        llm.chat(USER, json_schema={"type": "object"})
+    openai_stub.script(StubReply.text("{}"))
+    llm.chat(USER, json_schema={"type": "object"})  # structured output is still tried first
+    assert openai_stub.requests[-1]["response_format"]["type"] == "json_schema"
+
+
 def test_openai_retries_a_500_then_succeeds(openai_stub):
     openai_stub.script(StubReply.error(500), StubReply.error(503), StubReply.text("fine"))
     llm = build_llm("openai", "stub-model", base_url=openai_stub.url, api_key="k", max_retries=3)
