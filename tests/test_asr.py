@@ -131,7 +131,6 @@ def test_build_asr_picks_the_backend(tmp_path, monkeypatch):
     assert hub.key["model"] == "openai/whisper-base" and hub.key["revision"] == "main"
 
 
-@pytest.mark.slow
 def test_faster_whisper_backend_runs_a_converted_model(tiny_whisper, tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2")
     out = tmp_path / "ct2"
