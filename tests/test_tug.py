@@ -155,37 +155,38 @@ def test_espeak_russian_corpus_and_cli(tmp_path, capsys):
     assert main(["tug", "--workdir", str(tmp_path), "--tts", "en=dia,ru=piper"]) == 2
 
 
-def build_tiny_vits(folder):
-    """A random 1-layer VITS (MMS-TTS's class) with a character vocabulary (EN + RU), saved to ``folder``."""
-    import json
+def test_backend_options_per_language_reach_build_tts(tmp_path, monkeypatch):
+    """The paper profile's {en: dia, ru: mms} with a model per language and backend options."""
+    from bber_utils.augment import tts as tts_module
 
-    import torch
-    from transformers import VitsConfig, VitsModel, VitsTokenizer
+    calls = []
 
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(" abcdefghijklmnopqrstuvwxyz'.,!?-абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
-    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(["<pad>"] + chars)}, ensure_ascii=False))
-    VitsTokenizer(str(folder / "vocab.json"), language=None, add_blank=True, normalize=True, phonemize=False,
-                  is_uroman=False).save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = VitsConfig(vocab_size=len(chars) + 1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     ffn_dim=32, flow_size=16, spectrogram_bins=33, upsample_initial_channel=16, upsample_rates=[8, 8],
-                     upsample_kernel_sizes=[16, 16], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-                     prior_encoder_num_flows=1, prior_encoder_num_wavenet_layers=1,
-                     posterior_encoder_num_wavenet_layers=1, duration_predictor_num_flows=1,
-                     duration_predictor_filter_channels=16, sampling_rate=16000)
-    VitsModel(cfg).save_pretrained(folder)
-    return folder
+    def fake_build_tts(name, **kw):
+        calls.append((name, kw))
+        return FakeTTS()
+
+    monkeypatch.setattr(tts_module, "build_tts", fake_build_tts)
+    tts, models = {"en": "dia", "ru": "mms"}, {"en": "/models/dia", "ru": "/models/mms-rus"}
+    build_synthetic_corpus(tmp_path, "ru", 1, tts=tts, tts_model=models, seed=4, emotions=("sad",), progress=False)
+    build_synthetic_corpus(tmp_path, "en", 1, tts=tts, tts_model=models, seed=4, codec="/models/dac",
+                           emotions=("sad",), progress=False)
+    build_synthetic_corpus(tmp_path, "en", 1, tts="espeak", seed=4, emotions=("sad",), progress=False)
+    assert calls == [("mms", {"seed": 4, "model": "/models/mms-rus"}),
+                     ("dia", {"seed": 4, "model": "/models/dia", "codec": "/models/dac"}),
+                     ("espeak", {"seed": 4, "jitter": 1.0})]
 
 
-@pytest.mark.slow
-def test_mms_backend_from_a_local_folder(tmp_path):
-    folder = build_tiny_vits(tmp_path / "tiny_vits")
+@pytest.mark.slow  # importing transformers alone takes 5-20 s here
+def test_mms_from_a_local_folder(tmp_path):
+    """A tiny random VITS (MMS-TTS's class) loaded by path speaks the Russian corpus."""
+    from test_tts import _tiny_vits
+
+    vits = _tiny_vits(tmp_path / "tiny_vits")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a random model may produce clips that are dropped: counted below
-        df = build_synthetic_corpus(tmp_path, "ru", 2, tts={"en": "dia", "ru": "mms"},
-                                    tts_model={"ru": str(folder)}, emotions=("sad", "anger"), progress=False)
+        warnings.simplefilter("ignore")  # a random model may make clips that are dropped: counted below
+        ru = build_synthetic_corpus(tmp_path, "ru", 2, tts={"en": "dia", "ru": "mms"}, tts_model={"ru": str(vits)},
+                                    emotions=("sad", "anger"), progress=False)
     dropped = load_dropped(tmp_path, ["ru"])
-    assert len(df) + len(dropped) == 4 and dropped["reason"].str.len().gt(0).all()
-    assert len(df) and df["tts"].str.startswith(f"mms|{folder}").all()
-    assert all(load_audio(p).size > 0 for p in df["audio_path"])
+    assert len(ru) + len(dropped) == 4 and dropped["reason"].str.len().gt(0).all()
+    assert len(ru) and ru["tts"].str.startswith(f"mms|{vits}").all()
+    assert all(load_audio(p).size > 0 for p in ru["audio_path"])
