@@ -136,10 +136,10 @@ def test_never_valid_falls_back_to_builtin_with_the_reason(openai_stub, tmp_path
 
 
 def test_timeout_stops_asking_and_falls_back_for_every_emotion(openai_stub, tmp_path):
-    openai_stub.script(StubReply.json(VALID, delay_s=2.0))
+    openai_stub.script(StubReply.json(VALID, delay_s=3.0))
     with pytest.warns(UserWarning, match="LLM unavailable") as record:
         sets = resolve_templates(tmp_path, ["en", "ru"], "openai", llm_model="stub-model", base_url=openai_stub.url,
-                                 emotions=("happy", "sad"), timeout=0.3, max_retries=0, backoff_s=0)
+                                 emotions=("happy", "sad"), timeout=1.0, max_retries=0, backoff_s=0)
     assert len(openai_stub.requests) == 1  # one timed-out call; no emotion waits for it again
     assert len([w for w in record if "LLM unavailable" in str(w.message)]) == 1
     assert all(ts.source == "builtin" and "did not answer within" in ts.note for ts in sets.values())
