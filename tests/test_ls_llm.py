@@ -379,7 +379,7 @@ def test_openai_backend_parses_validates_and_surfaces_refusals(openai_stub, tmp_
         StubReply.refused("I can't label emotions."),
         StubReply.text("0.1, 0.6, 0.1, 0.1, 0.05, 0.03, 0.02"),  # true label (sad) not highest
     )
-    lab = build_labeller("openai", "stub-model", base_url=openai_stub.url, api_key="k")
+    lab = build_labeller("openai", "stub-model", base_url=openai_stub.url, api_key="k", concurrency=1)
     df = _table(3).assign(label=["neutral", "happy", "sad"])
     table = label_utterances(df, lab, tmp_path, batch_size=3, progress=False)
     assert list(table["status"]) == ["ok", "rejected", "repaired"]
@@ -418,7 +418,8 @@ def test_cli_label_reports_an_unavailable_llm(tmp_path, capsys):
 
 def test_openai_server_errors_become_error_rows_that_are_retried(openai_stub, tmp_path):
     openai_stub.script(StubReply.error(500), StubReply.text("0.1, 0.6, 0.1, 0.1, 0.05, 0.03, 0.02"))
-    lab = build_labeller("openai", "stub-model", base_url=openai_stub.url, api_key="k", max_retries=0)
+    lab = build_labeller("openai", "stub-model", base_url=openai_stub.url, api_key="k", max_retries=0,
+                         concurrency=1)
     df = _table(2).assign(label=["neutral", "happy"])
     table = label_utterances(df, lab, tmp_path, batch_size=2, progress=False)
     assert list(table["status"]) == ["error", "ok"] and "HTTP 500" in table["reason"][0]
@@ -473,3 +474,20 @@ def test_reference_backend_labels_manifest_rows_by_utt_id(tmp_path):
     assert np.allclose(table.loc[ok.to_numpy().nonzero()[0], list(CLASSES)].to_numpy(),
                        raw.loc[ok.to_numpy(), list(CLASSES)].to_numpy(), atol=2e-5)
     assert table["raw"][0] == raw["response_clean"][0]
+
+
+def test_openai_concurrent_requests_keep_each_answer_with_its_utterance(openai_stub, tmp_path):
+    """With several requests in flight, each reply still lands on the utterance it was asked for."""
+    import re
+
+    def answer(body):  # the stub puts all the mass on the label the prompt names, after a random short delay
+        label = re.search(r'labelled this utterance as "(\w+)"', body["messages"][0]["content"])[1]
+        values = [0.9 if c == label else 0.1 / 6 for c in CLASSES]
+        return StubReply.text(", ".join(f"{v:.5f}" for v in values), delay_s=0.05 * (hash(label) % 3))
+
+    openai_stub.responder = answer
+    lab = build_labeller("openai", "stub-model", base_url=openai_stub.url, api_key="k", concurrency=4)
+    df = _table(7).assign(label=list(CLASSES))
+    table = label_utterances(df, lab, tmp_path, batch_size=7, progress=False)
+    assert (table["status"] == "ok").all() and (table["llm_argmax"] == table["label"]).all()
+    assert len(openai_stub.requests) == 7

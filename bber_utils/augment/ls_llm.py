@@ -306,8 +306,10 @@ class GenerateLabeller(Labeller):
 
     mode = "generate"
 
-    def __init__(self, llm, max_new_tokens: int = 96, temperature: float = 0.0, seed: int | None = 42):
+    def __init__(self, llm, max_new_tokens: int = 96, temperature: float = 0.0, seed: int | None = 42,
+                 concurrency: int = 4):
         self.llm, self.max_new_tokens, self.temperature, self.seed = llm, int(max_new_tokens), temperature, seed
+        self.concurrency = max(1, int(concurrency))  # requests in flight at once (server backends)
         self.backend, self.model = llm.backend, llm.model_name
         # greedy decoding does not depend on the seed
         self.settings = f"max_new_tokens={self.max_new_tokens} temperature={temperature:g}" + (
@@ -317,24 +319,30 @@ class GenerateLabeller(Labeller):
         return self.llm.chat_batch(convs, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                    seed=self.seed)
 
-    def label(self, requests):
+    def _ask_one(self, conv) -> LabelOutcome:
         from ..llm import LLMError, LLMRefusal, LLMUnavailable
+
+        try:
+            rep = self._ask([conv])[0]
+            return LabelOutcome(rep, parse_reply(rep))
+        except LLMRefusal as e:  # a refusal is the model's answer: cached and rejected
+            return LabelOutcome(f"[refused] {e.refusal}", None)
+        except LLMUnavailable:
+            raise
+        except LLMError as e:  # malformed reply, HTTP error after retries: not cached, retried next run
+            return LabelOutcome("", None, error=str(e))
+
+    def label(self, requests):
+        from concurrent.futures import ThreadPoolExecutor
 
         convs = [build_messages(r.text, r.label, "generate") for r in requests]
         if self.llm.backend == "transformers":  # one batched generate; nothing to refuse or time out per item
             return [LabelOutcome(rep, parse_reply(rep)) for rep in self._ask(convs)]
-        out = []
-        for conv in convs:  # a server: one request each, so that one failure does not cost the others
-            try:
-                rep = self._ask([conv])[0]
-                out.append(LabelOutcome(rep, parse_reply(rep)))
-            except LLMRefusal as e:  # a refusal is the model's answer: cached and rejected
-                out.append(LabelOutcome(f"[refused] {e.refusal}", None))
-            except LLMUnavailable:
-                raise
-            except LLMError as e:  # malformed reply, HTTP error after retries: not cached, retried next run
-                out.append(LabelOutcome("", None, error=str(e)))
-        return out
+        # a server: one request per utterance (a failure costs only its own), `concurrency` of them in flight
+        if self.concurrency == 1 or len(convs) == 1:
+            return [self._ask_one(c) for c in convs]
+        with ThreadPoolExecutor(min(self.concurrency, len(convs))) as pool:
+            return list(pool.map(self._ask_one, convs))  # in order; LLMUnavailable propagates
 
 
 class LogitLabeller(Labeller):
@@ -413,9 +421,10 @@ def build_labeller(backend: str = "lexicon", model: str | None = None, mode: str
                    base_url: str | None = None, api_key: str | None = None, reference_csv: str | None = None,
                    corpus: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                    max_new_tokens: int = 96, temperature: float = 0.0, seed: int | None = 42, timeout: float = 60,
-                   **llm_kwargs: Any) -> Labeller:
+                   concurrency: int = 4, **llm_kwargs: Any) -> Labeller:
     """A :class:`Labeller` for ``backend`` (see :data:`LABEL_BACKENDS`). LLM backends raise
-    :class:`bber_utils.llm.LLMUnavailable` when the model or server cannot be used."""
+    :class:`bber_utils.llm.LLMUnavailable` when the model or server cannot be used. ``concurrency``: requests
+    in flight at once against a server (openai); ``batch_size``: prompts per batched pass (transformers)."""
     if backend == "lexicon":
         return LexiconLabeller()
     if backend == "reference":
@@ -438,7 +447,8 @@ def build_labeller(backend: str = "lexicon", model: str | None = None, mode: str
         llm = build_llm("openai", model, base_url=base_url, api_key=api_key, timeout=timeout, **llm_kwargs)
     if mode == "logits":
         return LogitLabeller(llm)
-    return GenerateLabeller(llm, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    return GenerateLabeller(llm, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                            concurrency=concurrency)
 
 
 # ======================================================================================================= cache
@@ -795,6 +805,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--corpora", nargs="*", help="label only these corpora's train manifests")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (openai)")
     p.add_argument("--policy", choices=POLICIES, default="swap",
                    help="when the true label is not highest: swap it with the max, or reject the reply")
     p.add_argument("--device", default="auto")
@@ -811,7 +822,8 @@ def _cli_label(args: argparse.Namespace) -> int:
         table = label_workdir(args.workdir, backend=args.backend, model=args.model, mode=args.mode,
                               corpora=args.corpora, batch_size=args.batch_size, policy=args.policy,
                               limit=args.limit, base_url=args.base_url, reference_csv=args.reference_csv,
-                              corpus=args.corpus, device=args.device, max_new_tokens=args.max_new_tokens)
+                              corpus=args.corpus, device=args.device, max_new_tokens=args.max_new_tokens,
+                              concurrency=args.concurrency)
     except (LLMUnavailable, FileNotFoundError, ValueError) as e:
         print(f"bber label: {e}", file=sys.stderr)
         return 2
