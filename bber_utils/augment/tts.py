@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -306,7 +307,7 @@ class EspeakBackend(TTSBackend):
     """espeak-ng, offline: emotion -> ``EMOTION_PROSODY``, speaker -> ``SPEAKERS[language]``.
 
     ``synthesize(..., prosody=[Prosody, ...])`` overrides the emotion's prosody per item (the speaker's offsets
-    are still applied); ``jitter`` > 0 adds a small seeded variation per item (seed + item text).
+    are still applied); ``jitter`` > 0 adds a small seeded variation per item (from ``seed`` and the text).
     """
 
     name = "espeak"
@@ -341,7 +342,7 @@ class EspeakBackend(TTSBackend):
         for text, emo, spk, pro in zip(texts, emotions, speakers, prosodies):
             base = pro if pro is not None else EMOTION_PROSODY[emo or "neutral"]
             if self.jitter > 0:
-                rng = np.random.default_rng([self.seed] + list(text.encode("utf-8"))[:64])
+                rng = np.random.default_rng([abs(self.seed), zlib.crc32(text.encode("utf-8"))])
                 base = base.jittered(rng, self.jitter)
             voice = _speaker(language, spk)
             jobs.append((text, language, voice, voice.apply(base)))
