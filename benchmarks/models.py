@@ -48,13 +48,14 @@ def time_steps(step, steps: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def bench_model(name: str, cfg: ModelConfig, batch: dict, d_audio: int, d_text: int, steps: int) -> dict:
+def bench_model(name: str, cfg: ModelConfig, batch: dict, d_audio: int, d_text: int, steps: int,
+                parts=("fusion", "whole")) -> dict:
     torch.manual_seed(0)
     model = build_model(name, cfg, d_audio, d_text).train()
     n = batch["label"].shape[0]
     row = {"model": name}
 
-    if name not in UNIMODAL_NAMES:
+    if name not in UNIMODAL_NAMES and "fusion" in parts:
         model.freeze_encoders(True)
         with torch.no_grad():
             cached = model.encode(batch)
@@ -67,8 +68,10 @@ def bench_model(name: str, cfg: ModelConfig, batch: dict, d_audio: int, d_text: 
 
         wall, cpu = time_steps(fusion_step, steps)
         row["fusion_samples_per_s"], row["fusion_samples_per_cpu_s"] = n / wall, n / cpu
+    if "whole" not in parts:
+        return row
+    if name not in UNIMODAL_NAMES:
         model.freeze_encoders(False)
-
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def whole_step():
@@ -100,11 +103,16 @@ def main(argv=None) -> None:
     p.add_argument("--d-audio", type=int, default=1024)
     p.add_argument("--d-text", type=int, default=1024)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--parts", nargs="+", choices=("fusion", "whole"), default=["fusion", "whole"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = p.parse_args(argv)
 
     import pandas as pd
 
     import os
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from bber_utils.models import mamba
 
@@ -122,7 +130,7 @@ def main(argv=None) -> None:
     batch = random_batch(args.batch, args.audio_len, args.text_len, args.d_audio, args.d_text)
     rows = []
     for name in args.models:
-        rows.append(bench_model(name, cfg, batch, args.d_audio, args.d_text, args.steps))
+        rows.append(bench_model(name, cfg, batch, args.d_audio, args.d_text, args.steps, args.parts))
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).set_index("model").round(1)
     print(f"\n## Training samples/s (batch {args.batch}, {args.audio_len} audio frames, {args.text_len} tokens)\n")
