@@ -209,3 +209,28 @@ def test_read_back_by_the_real_readers(built, tmp_path):
     for frames in (en, ru):
         for df in frames.values():
             assert set(df["label"]) <= set(CLASSES) and (df["text"].str.len() > 0).all()
+
+
+@pytest.mark.slow
+def test_interrupted_build_resumes_without_resynthesising(tmp_path, monkeypatch):
+    from bber_utils.augment import tts
+
+    calls = []
+    real_one = tts.EspeakBackend._one
+    monkeypatch.setattr(tts.EspeakBackend, "_one", lambda self, *a: calls.append(a[1]) or real_one(self, *a))
+    real_resd = demo._write_resd
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("interrupted while writing the Russian parquet")
+
+    monkeypatch.setattr(demo, "_write_resd", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo_corpus(tmp_path, per_class=1, seed=3)
+    assert not (tmp_path / "demo_ru").exists() and not (tmp_path / "demo_design.csv").exists()
+    n_first = len(calls)
+    assert n_first == 2 * 7 * sum(split_sizes(1, 0.4, 0.4).values())
+    monkeypatch.setattr(demo, "_write_resd", real_resd)
+    roots = build_demo_corpus(tmp_path, per_class=1, seed=3)
+    assert len(calls) == n_first  # every wav of the first attempt was reused
+    assert (roots["demo_ru"] / "data" / "train-00000-of-00001.parquet").exists()
+    assert not (tmp_path / ".demo_build").exists()

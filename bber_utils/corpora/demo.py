@@ -168,11 +168,20 @@ def _clock(seconds: float) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
 
+def _row_digest(r: dict) -> str:
+    import hashlib
+
+    key = json.dumps([r["text"], r["speaker"], r["pitch"], r["range_pct"], r["rate"], r["amplitude"], r["word_gap"]],
+                     ensure_ascii=False)
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+
+
 def _synthesize(rows: list[dict], wav_dir: Path, language: str, workers: int, progress: bool) -> None:
     from ..augment.tts import EspeakBackend, Prosody
 
     tts = EspeakBackend(workers=workers, tags="remove")
-    paths = [wav_dir / f"{r['published_split']}_{r['native_id']}.wav" for r in rows]
+    # The name holds a digest of everything that shapes the sound, so a resumed build never reuses a stale wav.
+    paths = [wav_dir / f"{r['published_split']}_{r['native_id']}_{_row_digest(r)}.wav" for r in rows]
     prosody = [Prosody(r["pitch"], r["range_pct"], r["rate"], r["amplitude"], r["word_gap"]) for r in rows]
     results = tts.synthesize([r["text"] for r in rows], paths, emotion=[r["label"] for r in rows],
                              language=language, speakers=[r["speaker"] for r in rows], prosody=prosody,
@@ -289,7 +298,7 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
         if root.exists() and not (root / MARKER).exists():
             raise FileExistsError(f"{root} exists and was not written by build_demo_corpus; move it away or "
                                   f"choose another out_dir")
-    work = out_dir / ".demo_build" / f"seed{seed}_n{per_class}"
+    work = out_dir / ".demo_build" / f"seed{seed}_n{per_class}"  # wavs kept until done: a rerun resumes
     design: list[dict] = []
     dropped: list[str] = []
     for language, corpus in DEMO_CORPORA.items():
