@@ -373,3 +373,13 @@ def test_parameter_table_splits_encoders_and_fusion():
         assert table.loc[f"{base}_withprob", "fusion"] == table.loc[base, "fusion"] + 3 * 7
     assert table.loc["audio_only", "fusion"] == 0
     assert table.loc["biformer", "encoders"] == table.loc["audio_only", "total"] + table.loc["text_only", "total"]
+
+
+def test_unimodal_classifier_accepts_the_architecture_doc_signature():
+    from bber_utils.models.unimodal import UnimodalClassifier
+
+    by_cfg = UnimodalClassifier(D_AUDIO, small_cfg(hidden_dim=24, mamba_layers=2))
+    by_sizes = UnimodalClassifier(D_AUDIO, 24, n_layers=2, **{k: v for k, v in SMALL.items()
+                                                            if k not in ("hidden_dim", "mamba_layers")})
+    assert by_cfg.d_model == by_sizes.d_model == 24 and len(by_sizes.mamba.layers) == 2
+    assert by_cfg.state_dict().keys() == by_sizes.state_dict().keys()

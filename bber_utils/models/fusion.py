@@ -16,7 +16,8 @@ Differences from the reference code (reference notes §3, §11) and the tests th
 (tests/test_models.py): cross-attention takes keys AND values from the other modality; masks everywhere so an
 utterance's logits do not depend on its batch; pooling is a masked mean (the reference's 95-step "temporal
 profile" needed a fixed width and crashed below 95 frames); the gate is a sigmoid per feature, not a softmax
-over features.
+over features. No positional encoding is added: the causal Mamba encoders' outputs already carry the order
+(the reference optionally added a sinusoidal one at every layer; it was off in its shipped config).
 """
 
 from __future__ import annotations

@@ -21,9 +21,18 @@ class UnimodalClassifier(nn.Module):
     pooled (B, H)); padded positions of ``seq`` are zero.
     """
 
-    def __init__(self, d_in: int, cfg: ModelConfig | dict | None = None):
+    def __init__(self, d_in: int, cfg: ModelConfig | dict | None = None, **sizes):
+        """``sizes``: ModelConfig keys overriding ``cfg``; ``d_model`` and ``n_layers`` (the names in
+        docs/architecture.md) are accepted for ``hidden_dim`` and ``mamba_layers``."""
         super().__init__()
+        aliases = {"d_model": "hidden_dim", "n_layers": "mamba_layers"}
+        sizes = {aliases.get(k, k): v for k, v in sizes.items()}
+        if isinstance(cfg, int):  # UnimodalClassifier(d_in, d_model, ...) as in docs/architecture.md
+            sizes.setdefault("hidden_dim", cfg)
+            cfg = None
         cfg = as_model_config(cfg)
+        if sizes:
+            cfg = ModelConfig.from_dict({**cfg.to_dict(), **sizes})
         self.d_in, self.d_model = int(d_in), cfg.hidden_dim
         self.proj = nn.Linear(self.d_in, cfg.hidden_dim)
         self.drop = nn.Dropout(cfg.dropout)
