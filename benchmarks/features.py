@@ -62,6 +62,35 @@ def compare_text_encoders(per_class: int, seed: int = 42) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def e5_parts(per_class: int, seed: int = 42) -> pd.DataFrame:
+    """The two parts of e5-words on their own: per-word vectors, the sentence vector, and both (the default)."""
+    from bber_utils.corpora.demo import plan_rows
+    from bber_utils.features import text_encoders
+    from bber_utils.features.text_encoders import E5WordsEncoder, words
+
+    rows = []
+    for lang in ("en", "ru"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = pd.DataFrame(plan_rows(lang, per_class, seed, 0.4, 0.4))
+        texts, y = plan["text"].tolist(), plan["label"].to_numpy()
+        text_encoders._E5_WORDS.clear()
+        t = time.perf_counter()
+        feats = E5WordsEncoder(sentence_vector=False).encode(texts)
+        words_s = time.perf_counter() - t
+        t = time.perf_counter()
+        sent = text_encoders.load_e5().passage(texts)
+        sent_s = time.perf_counter() - t
+        both = np.stack([np.vstack([s[None], f]).mean(0) for s, f in zip(sent, feats)])
+        n_words = len({w for t in texts for w in words(t)})
+        for name, X, secs in [("words only", np.stack([f.mean(0) for f in feats]), words_s),
+                              ("sentence vector only", sent, sent_s), ("sentence + words (default)", both, None)]:
+            f1, sd = probe_f1(X, y)
+            rows.append({"language": lang, "features": name, "macro_f1": round(f1, 3), "sd": round(sd, 3),
+                         "encode_s": None if secs is None else round(secs, 1), "unique_words": n_words})
+    return pd.DataFrame(rows)
+
+
 def throughput(workdir: Path, per_class: int, text_spec: str) -> tuple[pd.DataFrame, dict]:
     from bber_utils.corpora import prepare
     from bber_utils.features import extract_all
@@ -129,7 +158,11 @@ def main() -> None:
     ap.add_argument("--skip-audio", action="store_true", help="only part 1")
     ap.add_argument("--skip-text", action="store_true", help="skip part 1 and use --text-encoder")
     ap.add_argument("--text-encoder", default="e5-words")
+    ap.add_argument("--e5-parts", action="store_true", help="only the e5-words parts comparison")
     args = ap.parse_args()
+    if args.e5_parts:
+        print(markdown(e5_parts(args.per_class)))
+        return
     pd.set_option("display.width", 200)
     best = args.text_encoder
     if not args.skip_text:
