@@ -73,6 +73,8 @@ class EmotionDataset:
         label_smoothing: uniform smoothing of the one-hot targets.
         seed: seeds the per-epoch soft-label draw.
         load_features: False serves only labels and targets (used when encoder outputs are cached).
+        audio_pool: average the audio frames in windows of this many (the last window may be shorter), e.g.
+            4 turns 50 frames/s into 12.5: a 4x shorter sequence for the Mamba scan.
 
     Item: ``utt_id`` str, ``corpus`` str, ``label`` int, ``target`` (7,) float32, ``has_soft`` bool,
     ``audio`` (Ta, Da) float32, ``text`` (Tt, Dt) float32 and optionally ``audio_logits``/``text_logits`` (7,).
@@ -89,6 +91,7 @@ class EmotionDataset:
         label_smoothing: float = 0.0,
         seed: int = 0,
         load_features: bool = True,
+        audio_pool: int = 1,
         name: str = "dataset",
     ):
         if not 0.0 <= ls_llm_p <= 1.0:
@@ -99,6 +102,9 @@ class EmotionDataset:
         self.audio_store, self.text_store = audio_store, text_store
         self.ls_llm_p, self.label_smoothing, self.seed = float(ls_llm_p), float(label_smoothing), int(seed)
         self.load_features = load_features
+        if int(audio_pool) < 1:
+            raise ValueError(f"audio_pool must be >= 1, got {audio_pool}")
+        self.audio_pool = int(audio_pool)
         self.logits = logits
         self.skipped: dict[str, int] = {}
         keep = np.ones(len(manifest), dtype=bool)
@@ -175,10 +181,22 @@ class EmotionDataset:
         if self.load_features:
             u = self.utt_ids[i]
             if self.audio_store is not None:
-                item["audio"] = np.asarray(self.audio_store[u], dtype=np.float32)
+                item["audio"] = pool_frames(np.asarray(self.audio_store[u], dtype=np.float32), self.audio_pool)
             if self.text_store is not None:
                 item["text"] = np.asarray(self.text_store[u], dtype=np.float32)
         return item
+
+
+def pool_frames(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of every ``k`` consecutive frames: (T, D) -> (ceil(T / k), D); the last window may be shorter."""
+    if k == 1 or len(x) == 0:
+        return x
+    n = -(-len(x) // k)
+    pad = n * k - len(x)
+    sums = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]).reshape(n, k, -1).sum(axis=1)
+    counts = np.full((n, 1), k, dtype=x.dtype)
+    counts[-1] = k - pad
+    return sums / counts
 
 
 def pad_sequences(seqs: list, pad_value: float = 0.0):

@@ -54,7 +54,8 @@ UNIMODAL_MODELS = ("audio_only", "text_only")
 SCHEDULERS = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Keys that do not change a run's numbers: left out of the run hash.
-CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size")
+CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size",
+                "num_threads")
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
@@ -79,7 +80,8 @@ class TrainConfig:
     run_name: str | None = None           # default "{model}-s{seed}-{hash of the config}"
     # --- data and augmentation ---
     sds_ratio: float = 0.0                # SDS: share of train utterances merged (0 = off)
-    sds_target_seconds: float = 4.0       # SDS: merged clips reach this length ...
+    sds_target_seconds: float = 4.0       # SDS: utterances shorter than this are extended ...
+    sds_max_seconds: float = 8.0          # ... and merged clips cropped to this length
     tug_ratio: float = 0.0                # TUG: synthetic rows mixed into train, relative to train size (0 = off)
     tug_mode: str = "per_class"           # TUG mixing mode (bber_utils.augment.tug.mix_synthetic)
     ls_llm_p: float = 0.0                 # LS-LLM: share of train samples whose target is the LLM distribution
@@ -92,6 +94,7 @@ class TrainConfig:
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
     feature_batch_size: int = 16
+    audio_pool: int = 1                   # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
     # --- optimisation (both stages) ---
     epochs: int = 75
     batch_size: int = 8
@@ -127,6 +130,7 @@ class TrainConfig:
     resume: bool = True                   # continue an interrupted run / reuse a finished one with this config
     interrupt_after: int = 0              # stop after N epochs of this call as if interrupted (0 = never)
     progress: bool = True                 # tqdm progress bars
+    num_threads: int = 0                  # torch CPU threads during the run (0 = leave torch's setting)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
@@ -371,12 +375,9 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
             from .augment.sds import apply_sds
         except ImportError as err:
             raise ImportError(f"sds_ratio={tc.sds_ratio} needs bber_utils.augment.sds ({err})") from err
-        merged = apply_sds(train_df, ratio=tc.sds_ratio, seed=tc.seed, out_dir=dirs.sds,
-                           target_seconds=tc.sds_target_seconds)
-        if set(train_df["utt_id"]) <= set(merged["utt_id"]):
-            out = merged
-        else:  # apply_sds returned only the new rows
-            out = concat_manifests([train_df, merged])
+        out = apply_sds(train_df, ratio=tc.sds_ratio, seed=tc.seed, out_dir=dirs.sds,
+                        target_seconds=tc.sds_target_seconds, max_seconds=tc.sds_max_seconds,
+                        progress=tc.progress and is_main_process())
     if tc.tug_ratio > 0:
         try:
             from .augment.tug import mix_synthetic
@@ -661,6 +662,7 @@ def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame
         soft_digest.update(u.encode() + np.asarray(soft_table[u], np.float32).tobytes())
     key = {
         "modality": modality, "features": _store_key(store), "model": {k: mc[k] for k in UNIMODAL_MODEL_KEYS},
+        "audio_pool": tc.audio_pool if modality == "audio" else 1,
         "train": config_hash(list(zip(train_df["utt_id"], train_df["label"])), 16),
         "dev": config_hash(list(zip(dev_df["utt_id"], dev_df["label"])), 16),
         "epochs": tc.unimodal_epochs or tc.epochs, "lr": tc.unimodal_lr or tc.lr, "seed": tc.seed,
@@ -750,8 +752,10 @@ def _split_datasets(df: pd.DataFrame, stores, soft=None, logits=None, tc: TrainC
 
     kw = dict(ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed) if train else {}
     if train:
-        return EmotionDataset(df, *stores, soft_labels=soft, logits=logits, name=name, **kw)
-    return {c: EmotionDataset(g.reset_index(drop=True), *stores, logits=logits, name=f"{name} {c}")
+        return EmotionDataset(df, *stores, soft_labels=soft, logits=logits, name=name, audio_pool=tc.audio_pool,
+                              **kw)
+    return {c: EmotionDataset(g.reset_index(drop=True), *stores, logits=logits, name=f"{name} {c}",
+                              audio_pool=tc.audio_pool)
             for c, g in df.groupby("corpus", sort=True)}
 
 
@@ -821,14 +825,15 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
         model = _unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
         train_ds = EmotionDataset(train_df.loc[fit_rows].reset_index(drop=True), *stores, soft_labels=soft_table,
                                   ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed,
-                                  name=f"{modality} fold {k}")
+                                  audio_pool=tc.audio_pool, name=f"{modality} fold {k}")
         res = fit(model, train_ds, dev_sets, tc=tc, ckpt_dir=run.folder / f"fold{k}of{tc.oof_folds}",
                   weights=weights, device=device, forward=_forward_batch, lr=lr, epochs=epochs,
                   checkpoint_meta={**meta, "fold": k}, desc=f"{modality}-only fold {k + 1}/{tc.oof_folds}")
         if not res.finished:
             raise Interrupted(f"{modality}-only fold {k} stopped after interrupt_after; resume to go on")
         model.load_state_dict(res.best_state)
-        held_ds = EmotionDataset(train_df.loc[held].reset_index(drop=True), *stores, name=f"{modality} held {k}")
+        held_ds = EmotionDataset(train_df.loc[held].reset_index(drop=True), *stores, audio_pool=tc.audio_pool,
+                                 name=f"{modality} held {k}")
         frames.append(_logit_frame(held_ds.utt_ids, predict(model, held_ds, _forward_batch, device,
                                                             tc.eval_batch_size)))
     oof = pd.concat(frames, ignore_index=True)
@@ -886,11 +891,23 @@ def train(cfg: dict[str, Any] | TrainConfig) -> RunResult:
     """
     import torch
 
+    tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    threads = torch.get_num_threads()
+    if tc.num_threads > 0:  # tiny models on a busy CPU: extra threads mostly wait on each other
+        torch.set_num_threads(tc.num_threads)
+    try:
+        return _train(tc)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(tc: TrainConfig) -> RunResult:
+    import torch
+
     from .data import CachedEncodingDataset, class_weights, soft_label_table
     from .models import MODEL_NAMES, build_model
 
     t_start = time.perf_counter()
-    tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     if tc.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {tc.model!r}; choose one of {list(MODEL_NAMES)}")
     device = resolve_device(tc.device)

@@ -16,6 +16,7 @@ from bber_utils.data import (
     class_weights,
     collate,
     soft_cross_entropy,
+    pool_frames,
     soft_label_table,
     split_encoded,
 )
@@ -207,3 +208,14 @@ def test_cached_encodings_round_trip():
     assert torch.equal(e["pooled"][1], enc["pooled"][0])
     with pytest.raises(ValueError, match="freeze_encoders=False"):
         split_encoded({"x": torch.randn(3, 2)}, 2)
+
+
+def test_audio_pool_averages_frames_and_keeps_the_tail():
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    assert np.allclose(pool_frames(x, 2), [[1, 2], [5, 6], [8, 9]])
+    assert pool_frames(x[:1], 4).shape == (1, 2)
+    m = _manifest(2)
+    a, t = _stores(m.utt_id)
+    a[m.utt_id[0]] = np.ones((9, 3), np.float32)
+    ds = EmotionDataset(m, a, t, audio_pool=4)
+    assert ds[0]["audio"].shape == (3, 3) and np.allclose(ds[0]["audio"], 1)
