@@ -89,3 +89,26 @@ def test_bber_extract_command(tmp_path, capsys):
     assert main(["extract", "--workdir", str(dirs.root), "--text-encoder", "hashgram", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "demo_ru_train" in out and "audio-logmel-" in out
+
+
+def test_encoders_from_profile_parameters(tmp_path):
+    from bber_utils.config import load_profile
+    from bber_utils.features import encoders_from_params
+
+    audio, text = encoders_from_params(load_profile("smoke"))
+    assert audio.key["name"] == "logmel" and text.key["name"] == "e5-words" and text.max_tokens == 95
+    audio, text = encoders_from_params({"text_encoder": "hashgram", "text_max_tokens": 7})
+    assert audio.key["name"] == "logmel" and text.key["max_tokens"] == 7
+    with pytest.raises(ValueError, match="no layers"):
+        encoders_from_params({"audio_encoder": "logmel", "audio_layer": 3})
+
+
+def test_paper_profile_names_the_papers_encoders_without_loading_them(monkeypatch):
+    from bber_utils.config import load_profile
+    from bber_utils.features import encoders_from_params
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    audio, text = encoders_from_params(load_profile("paper"))
+    assert audio.key["model"] == "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim" and audio._model is None
+    assert text.key["model"] == "jinaai/jina-embeddings-v3" and text.trust_remote_code and text._model is None
+    assert text.key["max_tokens"] == 95 and text.key["code_revision"] == "da863dd04a4e5dce6814c6625adfba87b83838aa"

@@ -8,7 +8,7 @@ imported only when a model is really needed.
 
 from .asr import build_asr, fill_missing_text
 from .audio_encoders import LogMelEncoder, TransformersAudioEncoder, build_audio_encoder
-from .extract import Extraction, extract_all
+from .extract import Extraction, encoders_from_params, extract_all
 from .store import FeatureError, FeatureStore, ensure_features, open_store
 from .text_encoders import E5WordsEncoder, HashGramEncoder, TransformersTextEncoder, build_text_encoder
 
@@ -16,5 +16,5 @@ __all__ = [
     "LogMelEncoder", "TransformersAudioEncoder", "build_audio_encoder",
     "E5WordsEncoder", "HashGramEncoder", "TransformersTextEncoder", "build_text_encoder",
     "FeatureError", "FeatureStore", "ensure_features", "open_store",
-    "build_asr", "fill_missing_text", "Extraction", "extract_all",
+    "build_asr", "fill_missing_text", "Extraction", "extract_all", "encoders_from_params",
 ]

@@ -37,6 +37,22 @@ def _shape(store, utt_id):
     return (store.length(utt_id), store.dim) if utt_id in store else None
 
 
+def encoders_from_params(params: dict) -> tuple[object, object]:
+    """The audio and text encoders a profile's flat parameters describe (keys of notebook 02:
+    ``audio_encoder``, ``audio_layer``, ``text_encoder``, ``text_max_tokens``, ``text_trust_remote_code``,
+    ``text_code_revision``), so every stage that builds encoders from a profile gets the same store keys."""
+    from .audio_encoders import build_audio_encoder
+    from .text_encoders import build_text_encoder
+
+    audio = build_audio_encoder(params.get("audio_encoder") or "logmel", layer=params.get("audio_layer"))
+    text_spec = params.get("text_encoder") or "e5-words"
+    text_opts = {"max_tokens": params.get("text_max_tokens", 95)}
+    if text_spec not in ("e5-words", "hashgram"):
+        text_opts.update(trust_remote_code=bool(params.get("text_trust_remote_code")) or None,
+                         code_revision=params.get("text_code_revision"))
+    return audio, build_text_encoder(text_spec, **text_opts)
+
+
 def manifest_paths(workdir: str | os.PathLike) -> dict[str, Path]:
     """``{"demo_en_train": Path(...), ...}``: every ``<workdir>/manifests/*.parquet``."""
     from ..paths import run_dirs
@@ -59,9 +75,7 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
     from ..corpora.manifest import load_manifest, save_manifest
     from ..paths import run_dirs
     from .asr import build_asr, fill_missing_text
-    from .audio_encoders import build_audio_encoder
     from .store import FeatureStore, ensure_features
-    from .text_encoders import build_text_encoder
 
     t0 = time.perf_counter()
     dirs = run_dirs(workdir)
@@ -71,11 +85,10 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
         paths[p.stem] = p
     if not paths:
         raise FileNotFoundError(f"no manifests in {dirs.manifests}: run notebook 01 (bber prepare) first")
-    audio_enc = build_audio_encoder(audio_spec, layer=audio_layer)
-    text_opts = {"max_tokens": text_max_tokens}
-    if text_spec not in ("e5-words", "hashgram"):
-        text_opts.update(trust_remote_code=trust_remote_code or None, code_revision=text_code_revision)
-    text_enc = build_text_encoder(text_spec, **text_opts)
+    audio_enc, text_enc = encoders_from_params({
+        "audio_encoder": audio_spec, "audio_layer": audio_layer, "text_encoder": text_spec,
+        "text_max_tokens": text_max_tokens, "text_trust_remote_code": trust_remote_code,
+        "text_code_revision": text_code_revision})
     asr = build_asr(asr_model)
 
     rows, manifests, audio_store, text_store = [], {}, None, None
