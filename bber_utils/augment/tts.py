@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -496,7 +497,10 @@ class DiaBackend(TTSBackend):
         import torch
 
         model, processor = self._load()
-        inputs = processor(text=[self.prompt(t) for t in texts], padding=True, return_tensors="pt").to(self.device)
+        with warnings.catch_warnings():  # the processor's own max_length default makes the tokenizer warn
+            warnings.filterwarnings("ignore", message=".*max_length.*is ignored when.*padding")
+            inputs = processor(text=[self.prompt(t) for t in texts], padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
         torch.manual_seed(self.seed)
         with torch.inference_mode():
             codes = model.generate(**inputs, **{**self.generate_kw, **options})
