@@ -145,3 +145,24 @@ def test_faster_whisper_backend_runs_a_converted_model(tiny_whisper, tmp_path):
     assert isinstance(asr, FasterWhisperASR)
     (text, lang), = asr.transcribe([np.zeros(16000, np.float32)])
     assert lang == "en" and isinstance(text, str)  # int8 weights: the letters may differ
+
+
+def test_interrupted_asr_keeps_what_it_transcribed(tmp_path):
+    df = _manifest(tmp_path, ["", "", ""])
+
+    class Flaky:
+        key, uses_torch, calls = {"backend": "flaky"}, False, 0
+
+        def transcribe(self, wavs):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise RuntimeError("killed")
+            return [("ok", "en") for _ in wavs]
+
+    cache = tmp_path / "asr.parquet"
+    with pytest.raises(RuntimeError, match="killed"):
+        fill_missing_text(df, Flaky(), cache_path=cache, batch_size=1, progress=False)
+    assert len(pd.read_parquet(cache)) == 2
+    out = fill_missing_text(df, Flaky(), cache_path=cache, batch_size=1, progress=False)
+    assert out.attrs["asr_stats"]["cached"] == 2 and out.attrs["asr_stats"]["transcribed"] == 1
+    assert list(out.text) == ["ok"] * 3

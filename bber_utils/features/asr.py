@@ -204,11 +204,26 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
             todo.append((i, row, h))
     if getattr(asr, "uses_torch", False):
         asr.to(_resolve_device(device))
-    new_cache = []
+    new_cache: list[tuple] = []
+    saved = 0
+
+    def save_cache() -> None:  # transcripts so far, so a killed run resumes
+        nonlocal saved
+        if cache_path is None or len(new_cache) == saved:
+            return
+        from .store import _atomic_write
+
+        table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
+        table = table.drop_duplicates(["utt_id", "asr"], keep="last")
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False))
+        saved = len(new_cache)
+
     todo.sort(key=lambda t: float(t[1].duration_s) if pd.notna(getattr(t[1], "duration_s", np.nan)) else 0.0)
     t0 = time.perf_counter()
-    with tqdm(total=len(todo), desc="ASR", unit="utt", disable=not progress or not todo, leave=False) as bar:
-        for b in range(0, len(todo), batch_size):
+    bar = tqdm(total=len(todo), desc="ASR", unit="utt", disable=not progress or not todo, leave=False)
+    try:
+        for n_batch, b in enumerate(range(0, len(todo), batch_size), start=1):
             chunk, wavs = [], []
             for i, row, h in todo[b:b + batch_size]:
                 try:
@@ -223,13 +238,11 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
                     results[i] = (t, lang)
                     new_cache.append((row.utt_id, h, asr_id, t, lang))
             bar.update(len(todo[b:b + batch_size]))
-    if cache_path is not None and new_cache:
-        from .store import _atomic_write
-
-        table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
-        table = table.drop_duplicates(["utt_id", "asr"], keep="last")
-        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False))
+            if n_batch % 16 == 0:
+                save_cache()
+    finally:
+        save_cache()
+        bar.close()
     model_name = str(asr.key.get("model", ""))
     for i, (t, lang) in results.items():
         df.at[i, "text"] = t
