@@ -32,6 +32,8 @@ def test_builtin_templates_are_valid_and_rich(language, name):
     for key in ("subjects", "verbs", "interjections", "contexts"):
         assert 20 <= len(t[key]) <= 45, (key, len(t[key]))
     assert 8 <= len(t["templates"]) <= 12
+    for tpl in t["templates"]:  # after {i} the sentence goes on in lower case (the composer capitalises after . ! ?)
+        assert not re.search(r"\{i\} (?!I\b|I')[A-ZА-ЯЁ]", tpl), tpl
     if name == "neutral_wording":  # must not carry emotion: no paralinguistic tags
         assert not any(has_tag(s) for k in SCHEMA_KEYS for s in t[k])
     # Enough for thousands of unique utterances.
