@@ -134,3 +134,28 @@ def test_warm_store_never_loads_the_model(tiny_xlmr, tmp_path):
     np.testing.assert_array_equal(warm["u3"], store["u3"])
     other = build_text_encoder(str(tiny_xlmr), max_tokens=4)  # another setting: another store folder
     assert ensure_features(df, "text", other, tmp_path, device="cpu", progress=False).path != store.path
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_encoder(tmp_path_factory):
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=32)
+    path = tmp_path_factory.mktemp("tiny_whisper_encoder")
+    WhisperModel(cfg).eval().save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path
+
+
+def test_whisper_encoder_as_audio_encoder(tiny_whisper_encoder):
+    enc = build_audio_encoder(str(tiny_whisper_encoder))
+    wavs = _wavs(1.0, 0.01)
+    feats = enc.encode(wavs)
+    # 50 frames/s, cut to the clip (the 10 ms clip is first padded to 400 samples: 2 frames)
+    assert enc.dim == 16 and [f.shape for f in feats] == [(50, 16), (2, 16)]
+    np.testing.assert_allclose(enc.encode([wavs[0]])[0], feats[0], atol=1e-5)

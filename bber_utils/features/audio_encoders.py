@@ -3,8 +3,8 @@
 - ``LogMelEncoder`` ("logmel"): the offline default, log-mel filterbanks with a 25 ms window and a 20 ms hop,
   i.e. 50 frames/s and the same frame count as wav2vec2 (T = floor((N - 400) / 320) + 1 at 16 kHz).
 - ``TransformersAudioEncoder``: any transformers audio model by hub id or local folder (the paper's is
-  ``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim``), last hidden layer or a chosen one, batched
-  with attention masks. The model is loaded on the first ``encode`` call only.
+  ``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim``; also the encoder of a Whisper-style
+  encoder-decoder), last hidden layer or a chosen one, batched with attention masks. The model is loaded on the first ``encode`` call only.
 
 Both have ``.dim``, ``.key`` (everything that changes the numbers), ``.sample_rate`` and
 ``encode(list[(N,) float32]) -> list[(T, D) float32]``. Clips shorter than one window are zero-padded to one
@@ -105,6 +105,7 @@ class TransformersAudioEncoder:
         self.device = "cpu"
         self._model = self._extractor = None
         self._dim: int | None = None
+        self._fixed_window = False
         source = model_key(self.model_spec, revision)
         self.key = {"name": Path(self.model_spec).name if source["model"] == "local" else source["model"], "kind": "transformers-audio", **source, "layer": layer, "dtype": dtype,
                     "sample_rate": self.sample_rate, "min_samples": self.min_samples,
@@ -135,8 +136,11 @@ class TransformersAudioEncoder:
         model = AutoModel.from_pretrained(self.model_spec, revision=self.revision,
                                           dtype=getattr(torch, self.dtype),
                                           trust_remote_code=self.trust_remote_code)
-        self._model = model.eval().to(self.device)
         self._dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
+        self._fixed_window = bool(getattr(model.config, "is_encoder_decoder", False))
+        if self._fixed_window:  # Whisper-style: keep the encoder, fed 30 s log-mel windows
+            model = model.get_encoder()
+        self._model = model.eval().to(self.device)
 
     def _prepare(self, wav: np.ndarray) -> np.ndarray:
         wav = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -164,6 +168,8 @@ class TransformersAudioEncoder:
         wavs = [self._prepare(w) for w in batch]
         if not getattr(self._extractor, "return_attention_mask", True) and len(wavs) > 1:
             return [f for w in wavs for f in self.encode([w])]
+        if self._fixed_window:
+            return self._encode_fixed_window(wavs)
         inputs = self._extractor(wavs, sampling_rate=self.sample_rate, padding=True, return_tensors="pt",
                                  return_attention_mask=True)
         inputs = {k: (v.to(self.device, dtype=self._model.dtype) if v.is_floating_point() else v.to(self.device))
@@ -176,6 +182,22 @@ class TransformersAudioEncoder:
         hidden = hidden.float().cpu().numpy()
         lengths = self._valid_frames([len(w) for w in wavs], hidden.shape[1])
         return [np.ascontiguousarray(hidden[i, :n]) for i, n in enumerate(lengths)]
+
+
+    def _encode_fixed_window(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Encoder of an encoder-decoder speech model (Whisper): every clip is padded to the model's fixed
+        window (30 s), so the batch cannot change the result; frames beyond the clip are cut off."""
+        import torch
+
+        inputs = self._extractor(wavs, sampling_rate=self.sample_rate, return_tensors="pt")
+        features = inputs["input_features"].to(self.device, dtype=self._model.dtype)
+        with torch.inference_mode():
+            out = self._model(features, output_hidden_states=self.layer is not None)
+        hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+        hidden = hidden.float().cpu().numpy()
+        ratio = features.shape[-1] * getattr(self._extractor, "hop_length", 160) / hidden.shape[1]  # samples/frame
+        return [np.ascontiguousarray(hidden[i, :max(1, min(hidden.shape[1], int(np.ceil(len(w) / ratio))))])
+                for i, w in enumerate(wavs)]
 
 
 def build_audio_encoder(spec: str = "logmel", **opts):
