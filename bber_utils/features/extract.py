@@ -97,7 +97,7 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
         df = load_manifest(path)
         n_missing = int((df["text"].str.strip() == "").sum())
         if asr is not None and n_missing:
-            df = fill_missing_text(df, asr, cache_path=dirs.features / "asr" / "transcripts.parquet",
+            df = fill_missing_text(df, asr, cache_path=dirs.features / "asr_transcripts.parquet",
                                    device=device, progress=progress)
             save_manifest(df, path)
         elif n_missing:
