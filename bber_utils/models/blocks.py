@@ -8,7 +8,6 @@ Every helper uses each sample's own real length, so an utterance's output never 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
