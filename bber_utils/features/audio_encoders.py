@@ -4,7 +4,8 @@
   i.e. 50 frames/s and the same frame count as wav2vec2 (T = floor((N - 400) / 320) + 1 at 16 kHz).
 - ``TransformersAudioEncoder``: any transformers audio model by hub id or local folder (the paper's is
   ``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim``; also the encoder of a Whisper-style
-  encoder-decoder), last hidden layer or a chosen one, batched with attention masks. The model is loaded on the first ``encode`` call only.
+  encoder-decoder), last hidden layer or a chosen one, batched with attention masks. The model is loaded on
+  the first ``encode`` call only.
 
 Both have ``.dim``, ``.key`` (everything that changes the numbers), ``.sample_rate`` and
 ``encode(list[(N,) float32]) -> list[(T, D) float32]``. Clips shorter than one window are zero-padded to one
@@ -107,7 +108,8 @@ class TransformersAudioEncoder:
         self._dim: int | None = None
         self._fixed_window = False
         source = model_key(self.model_spec, revision)
-        self.key = {"name": Path(self.model_spec).name if source["model"] == "local" else source["model"], "kind": "transformers-audio", **source, "layer": layer, "dtype": dtype,
+        name = Path(self.model_spec).name if source["model"] == "local" else source["model"]
+        self.key = {"name": name, "kind": "transformers-audio", **source, "layer": layer, "dtype": dtype,
                     "sample_rate": self.sample_rate, "min_samples": self.min_samples,
                     "max_seconds": max_seconds, "pooling": "none"}
 
@@ -182,7 +184,6 @@ class TransformersAudioEncoder:
         hidden = hidden.float().cpu().numpy()
         lengths = self._valid_frames([len(w) for w in wavs], hidden.shape[1])
         return [np.ascontiguousarray(hidden[i, :n]) for i, n in enumerate(lengths)]
-
 
     def _encode_fixed_window(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Encoder of an encoder-decoder speech model (Whisper): every clip is padded to the model's fixed

@@ -165,7 +165,8 @@ class TransformersTextEncoder:
         self._model = self._tokenizer = None
         self._dim: int | None = None
         source = model_key(self.model_spec, revision)
-        self.key = {"name": Path(self.model_spec).name if source["model"] == "local" else source["model"], "kind": "transformers-text", **source, "layer": layer,
+        name = Path(self.model_spec).name if source["model"] == "local" else source["model"]
+        self.key = {"name": name, "kind": "transformers-text", **source, "layer": layer,
                     "max_tokens": self.max_tokens, "dtype": dtype, "code_revision": code_revision,
                     "special_tokens": True, "pooling": "none"}
 
