@@ -123,12 +123,10 @@ class Predictor:
         self.name = self.meta["model_name"]
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
-        cfg = self.meta["config"]
-        from .features import build_audio_encoder, build_text_encoder
+        from .features.extract import encoders_from_params
 
-        self.audio_encoder = build_audio_encoder(cfg.get("audio_encoder", "logmel"), layer=cfg.get("audio_layer"))
-        self.text_encoder = build_text_encoder(cfg.get("text_encoder", "e5-words"),
-                                               max_tokens=cfg.get("text_max_tokens"))
+        # the same encoders (and store keys) the run was trained with
+        self.audio_encoder, self.text_encoder = encoders_from_params(self.meta["config"])
         checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
