@@ -737,6 +737,12 @@ class UnimodalRun:
     oof: dict | None = None      # {utt_id: (7,)} cross-fitted train logits
 
 
+def feature_spec(tc: TrainConfig) -> dict[str, Any]:
+    """How the model's inputs were made (stored in every checkpoint, for inference)."""
+    return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
+                                        "audio_pool")}
+
+
 def _unimodal_model(tc: TrainConfig, modality: str, d_in: int):
     from .models import build_model
 
@@ -760,14 +766,14 @@ def _split_datasets(df: pd.DataFrame, stores, soft=None, logits=None, tc: TrainC
 
 
 def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.DataFrame], soft_table: dict,
-                   weights: np.ndarray, device, need_oof: bool) -> UnimodalRun:
+                   weights: np.ndarray, device, need_oof: bool, dims: tuple[int, int]) -> UnimodalRun:
     """Stage 1 for one modality: train (or reuse from the cache) the unimodal classifier and its logits."""
     key = _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table)
     folder = run_dirs(tc.workdir).train / "_unimodal" / key
     stores = (store, None) if modality == "audio" else (None, store)
     epochs, lr = tc.unimodal_epochs or tc.epochs, tc.unimodal_lr or tc.lr
-    meta = {"model_name": f"{modality}_only", "d_in": int(store.dim), "key": key,
-            "model_config": tc.model_config().to_dict()}
+    meta = {"model_name": f"{modality}_only", "d_audio": int(dims[0]), "d_text": int(dims[1]), "key": key,
+            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc)}
     done = folder / "done.json"
     if done.exists():
         info = json.loads(done.read_text())
@@ -935,13 +941,14 @@ def _train(tc: TrainConfig) -> RunResult:
 
     # --- stage 1: unimodal encoders (the baselines) -------------------------------------------------
     need_oof = _needs_oof(tc.model)
-    unimodal = {m: train_unimodal(tc, m, store, splits, soft_table, weights, device, need_oof)
+    dims = (int(stores[0].dim), int(stores[1].dim))
+    unimodal = {m: train_unimodal(tc, m, store, splits, soft_table, weights, device, need_oof, dims)
                 for m, store in zip(("audio", "text"), stores)}
     unimodal_metrics = {f"{m}_only": run.metrics for m, run in unimodal.items()}
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": int(stores[0].dim), "d_text": int(stores[1].dim),
-            "model_config": tc.model_config().to_dict(), "config": tc.identity()}
+            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity()}
     if tc.model in UNIMODAL_MODELS:
         run = unimodal[tc.model.split("_")[0]]
         if is_main_process():

@@ -125,7 +125,12 @@ def test_unimodal_stage_is_cached_and_reused(tmp_path, fake_features):
     # a unimodal model as the chosen model reuses stage 1 as its run
     r3 = T.train(_cfg(wd, epochs=1, model="text_only"))
     assert r3.metrics["metrics"] == r1.metrics["unimodal"]["text_only"]
-    assert (r3.run_dir / "best.pt").exists() and r3.run_dir.name.startswith("text_only-s3-")
+    assert r3.run_dir.name.startswith("text_only-s3-")
+    ck = T.load_checkpoint(r3.run_dir / "best.pt")
+    assert ck["model_name"] == "text_only" and ck["features"]["text_encoder"] == "e5-words"
+    from bber_utils.models import build_model
+
+    build_model(ck["model_name"], ck["model_config"], ck["d_audio"], ck["d_text"]).load_state_dict(ck["model"])
     # a change that matters for stage 1 gives a new cache entry
     T.train(_cfg(wd, epochs=1, unimodal_epochs=1, run_name="c"))
     assert len(list((wd / "train" / "_unimodal").glob("*/done.json"))) == 4
