@@ -55,7 +55,7 @@ SCHEDULERS = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Keys that do not change a run's numbers: left out of the run hash.
 CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size",
-                "num_threads")
+                "num_threads", "feature_device", "feature_batch_size")
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
@@ -93,6 +93,9 @@ class TrainConfig:
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
+    text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
+    text_code_revision: str | None = None # remote-code commit of the text model
+    feature_device: str = "auto"          # where missing features are extracted
     feature_batch_size: int = 16
     audio_pool: int = 1                   # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
     # --- optimisation (both stages) ---
@@ -413,12 +416,12 @@ def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:
 
 def build_feature_stores(tc: TrainConfig, manifest: pd.DataFrame) -> tuple[Any, Any]:
     """Audio and text feature stores covering ``manifest`` (extracts what is missing)."""
-    from .features import build_audio_encoder, build_text_encoder, ensure_features
+    from .features import ensure_features
+    from .features.extract import encoders_from_params
 
     dirs = run_dirs(tc.workdir)
-    device = str(resolve_device(tc.device))
-    audio_enc = build_audio_encoder(tc.audio_encoder, layer=tc.audio_layer)
-    text_enc = build_text_encoder(tc.text_encoder, max_tokens=tc.text_max_tokens)
+    device = tc.feature_device
+    audio_enc, text_enc = encoders_from_params(tc.to_dict())  # the same store keys as notebook 02
     audio = ensure_features(manifest, "audio", audio_enc, dirs.features, batch_size=tc.feature_batch_size,
                             device=device, progress=tc.progress and is_main_process())
     text = ensure_features(manifest, "text", text_enc, dirs.features, batch_size=tc.feature_batch_size,
@@ -740,7 +743,7 @@ class UnimodalRun:
 def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
     return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
-                                        "audio_pool")}
+                                        "text_trust_remote_code", "text_code_revision", "audio_pool")}
 
 
 def _unimodal_model(tc: TrainConfig, modality: str, d_in: int):

@@ -235,3 +235,29 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_train_on_real_feature_stores(tmp_path):
+    """No fakes: log-mel and hashgram features extracted from wavs into <workdir>/features by train itself."""
+    import soundfile as sf
+
+    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(2, 1, 1))
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for split in ("train", "dev", "test"):
+        path = wd / "manifests" / f"demo_en_{split}.parquet"
+        df = pd.read_parquet(path)
+        for i, row in df.iterrows():
+            y = CLASSES.index(row["label"])
+            t = np.arange(int(16000 * 0.3)) / 16000
+            wav = wavs / f"{row['utt_id']}.wav"
+            sf.write(wav, (0.3 * np.sin(2 * np.pi * (150 + 60 * y) * t)).astype(np.float32), 16000)
+            df.loc[i, "audio_path"] = str(wav)
+            df.loc[i, "text"] = f"{row['label']} words {i}"
+        save_manifest(df, path)
+    res = T.train(_cfg(wd, epochs=1, unimodal_epochs=1, audio_encoder="logmel", text_encoder="hashgram",
+                       text_max_tokens=8, audio_pool=2))
+    assert sorted(p.name.split("-")[0] for p in (wd / "features").iterdir()) == ["audio", "text"]
+    assert res.metrics["skipped"] == {"train": {}, "dev": {}, "test": {}}
+    ck = T.load_checkpoint(res.run_dir / "best.pt")
+    assert ck["d_audio"] == 80 and ck["features"]["text_encoder"] == "hashgram"
