@@ -81,7 +81,7 @@ def check_speech(wav: np.ndarray, sr: int = SAMPLE_RATE, min_duration_s: float =
 
 
 def _per_item(value: Any, n: int, what: str) -> list:
-    if value is None or isinstance(value, (str, int, Prosody)):
+    if value is None or isinstance(value, (str, int, np.integer, Prosody, SpeakerVoice)):
         return [value] * n
     value = list(value)
     if len(value) != n:

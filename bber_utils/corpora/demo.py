@@ -262,6 +262,19 @@ def _write_resd(root: Path, rows: list[dict]) -> None:
         pq.write_table(table, path)
 
 
+DESIGN_COLUMNS = ["native_id", "published_split", "label", "case", "text_source", "prosody_emotion", "speaker",
+                  "pitch", "range_pct", "rate", "amplitude", "word_gap", "duration_s", "status", "reason", "text"]
+
+
+def _design_rows(rows: list[dict], corpus: str) -> list[dict]:
+    """``demo_design.csv`` rows: how each utterance was made, keyed by its manifest ``utt_id``."""
+    from .manifest import make_utt_id
+
+    return [{"corpus": corpus, "utt_id": make_utt_id(corpus, r["published_split"], r["native_id"]),
+             "planned_split": r["split"], **{k: r[k] for k in DESIGN_COLUMNS}}
+            for r in sorted(rows, key=lambda r: (r["published_split"], r["order"]))]
+
+
 def _options(per_class, seed, dev_fraction, test_fraction, clip_format) -> dict:
     return {"version": DEMO_VERSION, "per_class": int(per_class), "seed": int(seed),
             "dev_fraction": float(dev_fraction), "test_fraction": float(test_fraction), "clip_format": clip_format}
@@ -282,8 +295,10 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
     Returns ``{"demo_en": out_dir/"demo_en", "demo_ru": out_dir/"demo_ru"}``. ``clip_format`` is ``"mp4"``
     (MELD's format, what the MELD reader expects; the default and the demo profile's choice) or ``"wav"``
     (faster, same names with ``.wav``; the MELD reader reads only mp4). An utterance whose synthesis fails is
-    dropped, counted in a warning and marked in ``demo_design.csv``; more than 5 % failures is an error. The work happens in ``out_dir/.demo_build`` and each corpus folder is
-    replaced only when complete; a folder of the same name that this function did not write is never removed.
+    dropped, counted in a warning and marked in ``demo_design.csv``; more than 5 % failures is an error.
+    The wavs are made in ``out_dir/.demo_build`` (kept until the end, so an interrupted build resumes) and
+    each corpus folder is replaced only when complete; a folder that this function did not write is never
+    removed.
     """
     import pandas as pd
 
@@ -322,17 +337,7 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
-        from .manifest import make_utt_id
-
-        for r in sorted(rows, key=lambda r: (r["published_split"], r["order"])):
-            design.append({"corpus": corpus, "utt_id": make_utt_id(corpus, r["published_split"], r["native_id"]),
-                           "native_id": r["native_id"], "published_split": r["published_split"],
-                           "planned_split": r["split"], "label": r["label"], "case": r["case"],
-                           "text_source": r["text_source"], "prosody_emotion": r["prosody_emotion"],
-                           "speaker": r["speaker"], "pitch": r["pitch"], "range_pct": r["range_pct"],
-                           "rate": r["rate"], "amplitude": r["amplitude"], "word_gap": r["word_gap"],
-                           "duration_s": r["duration_s"], "status": r["status"], "reason": r["reason"],
-                           "text": r["text"]})
+        design += _design_rows(rows, corpus)
     fd, tmp_csv = tempfile.mkstemp(dir=out_dir, prefix=".demo_design.", suffix=".csv")
     os.close(fd)
     pd.DataFrame(design).to_csv(tmp_csv, index=False, encoding="utf-8")
