@@ -171,8 +171,10 @@ def test_emotion_prosody_design():
 
 
 def _tiny_vits(folder):
+    import torch
     from transformers import VitsConfig, VitsModel, VitsTokenizer
 
+    torch.manual_seed(0)  # the random weights, so that the test is the same every run
     chars = list(" abcdefghijklmnopqrstuvwxyz',.!?-") + list("абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(["<pad>"] + chars)},
@@ -201,6 +203,11 @@ def test_mms_vits_by_local_path_both_languages(tmp_path, one_torch_thread):
     assert sf.info(res[2].path).samplerate == SR
     # Seeded per item: the same text gives the same audio.
     assert res[0].path.read_bytes() == res[1].path.read_bytes()
+    # No emotion input in VITS: the emotion sets the speaking rate (sad slower than anger).
+    text = "Hello there, my friend, how are you today?"
+    sad, anger = tts.synthesize([text, text], [tmp_path / "sad.wav", tmp_path / "anger.wav"],
+                                emotion=["sad", "anger"], language="en")
+    assert sad.ok and anger.ok and sad.duration_s > 1.3 * anger.duration_s
     bad = build_tts("mms", model=tmp_path / "missing").synthesize(["hello there"], [tmp_path / "x.wav"])
     assert not bad[0].ok and "cannot load" in bad[0].reason and not (tmp_path / "x.wav").exists()
 
@@ -210,6 +217,7 @@ def _tiny_dia(folder):
     from transformers import (DacConfig, DacModel, DiaConfig, DiaDecoderConfig, DiaEncoderConfig,
                               DiaFeatureExtractor, DiaForConditionalGeneration, DiaTokenizer)
 
+    torch.manual_seed(0)
     enc = DiaEncoderConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
                            head_dim=16, intermediate_size=128)
     dec = DiaDecoderConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,

@@ -375,9 +375,10 @@ def _torch_device(device: str) -> str:
 class MMSBackend(TTSBackend):
     """MMS-TTS (VITS) through transformers: ``VitsModel`` + its tokenizer, by hub id or local folder.
 
-    ``model`` is one id/path or ``{"en": ..., "ru": ...}``; default ``MMS_MODELS``. No emotion control (the
-    emotion is ignored) and no tags (removed). Each item is generated with ``torch.manual_seed(seed)``, so the
-    same text gives the same audio whatever the batch.
+    ``model`` is one id/path or ``{"en": ..., "ru": ...}``; default ``MMS_MODELS``. VITS has no emotion input;
+    with ``emotion_rate`` the emotion sets the speaking rate (the ratio of its espeak rate to neutral's: sad
+    slower, anger faster), else the emotion is ignored. Tags are removed. Each item is generated with
+    ``torch.manual_seed(seed)``, so the same text gives the same audio whatever the batch.
     """
 
     name = "mms"
@@ -385,8 +386,9 @@ class MMSBackend(TTSBackend):
     MMS_MODELS = {"en": "facebook/mms-tts-eng", "ru": "facebook/mms-tts-rus"}
 
     def __init__(self, model: str | os.PathLike | dict | None = None, device: str = "cpu", seed: int = 0,
-                 **check_kw: Any):
+                 emotion_rate: bool = True, **check_kw: Any):
         super().__init__(**check_kw)
+        self.emotion_rate = bool(emotion_rate)
         if model is None:
             self.models = dict(self.MMS_MODELS)
         elif isinstance(model, dict):
@@ -422,7 +424,10 @@ class MMSBackend(TTSBackend):
             except ImportError:
                 return [RuntimeError(f"{self.models[language]} needs romanised input: pip install uroman")] * len(texts)
         outs: list = []
-        for text in texts:
+        for text, emotion in zip(texts, emotions):
+            kw = dict(options)
+            if self.emotion_rate and emotion and "speaking_rate" not in kw:
+                kw["speaking_rate"] = EMOTION_PROSODY[emotion].rate / EMOTION_PROSODY["neutral"].rate
             try:
                 text = strip_tags(text)
                 if getattr(tok, "is_uroman", False):
@@ -433,7 +438,7 @@ class MMSBackend(TTSBackend):
                     raise ValueError("no character of the text is in the model's vocabulary")
                 torch.manual_seed(self.seed)
                 with torch.inference_mode():
-                    wav = model(**inputs, **options).waveform[0]
+                    wav = model(**inputs, **kw).waveform[0]
                 outs.append((wav.float().cpu().numpy(), int(model.config.sampling_rate)))
             except Exception as exc:
                 outs.append(exc)
