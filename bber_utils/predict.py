@@ -125,8 +125,10 @@ class Predictor:
         self.batch_size = int(batch_size)
         from .features.extract import encoders_from_params
 
-        # the same encoders (and store keys) the run was trained with
-        self.audio_encoder, self.text_encoder = encoders_from_params(self.meta["config"])
+        # the same encoders (and store keys) and frame pooling the run was trained with
+        spec = {**self.meta["config"], **self.meta.get("features", {})}
+        self.audio_encoder, self.text_encoder = encoders_from_params(spec)
+        self.audio_pool = int(spec.get("audio_pool") or 1)
         checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
@@ -183,7 +185,7 @@ class Predictor:
     def _predict_chunk(self, preds: list[Prediction], wavs: list[np.ndarray]) -> None:
         import torch
 
-        from .data import pad_sequences
+        from .data import pad_sequences, pool_frames
 
         missing = [k for k, p in enumerate(preds) if self.uses_text and not p.text.strip()]
         if missing:
@@ -192,7 +194,8 @@ class Predictor:
                 if not preds[k].language:
                     preds[k].language = lang
         batch: dict[str, Any] = {}
-        audio, batch["audio_mask"] = pad_sequences(self.audio_encoder.encode(wavs))
+        frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
+        audio, batch["audio_mask"] = pad_sequences(frames)
         text, batch["text_mask"] = pad_sequences(self.text_encoder.encode([p.text for p in preds]))
         batch["audio"], batch["text"] = audio.float(), text.float()
         batch = {k: v.to(self.device) for k, v in batch.items()}

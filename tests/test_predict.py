@@ -14,7 +14,7 @@ from bber_utils.labels import CLASSES
 from bber_utils.models import build_model
 from bber_utils.models.config import ModelConfig
 
-ENCODERS = {"audio_encoder": "logmel", "text_encoder": "hashgram", "text_max_tokens": 32}
+ENCODERS = {"audio_encoder": "logmel", "text_encoder": "hashgram", "text_max_tokens": 32, "audio_pool": 4}
 
 
 def _checkpoint(path, name="biformer", d_audio=None, d_text=None):
@@ -27,7 +27,7 @@ def _checkpoint(path, name="biformer", d_audio=None, d_text=None):
     torch.manual_seed(0)
     model = build_model(name, cfg, d_audio, d_text)
     torch.save({"model": model.state_dict(), "model_name": name, "d_audio": d_audio, "d_text": d_text,
-                "model_config": cfg.to_dict(), "config": ENCODERS}, path)
+                "model_config": cfg.to_dict(), "features": ENCODERS, "config": {}}, path)
     return path
 
 
@@ -61,6 +61,15 @@ def test_no_transcript_and_no_asr_is_a_clear_per_file_error(tmp_path):
     pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
     out = pred.predict([_wav(tmp_path / "a.wav")])
     assert out[0].fused is None and "no transcript" in out[0].error and "--asr" in out[0].error
+
+
+def test_audio_frames_are_pooled_as_in_training(tmp_path, monkeypatch):
+    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    seen = []
+    forward = pred.model.forward
+    monkeypatch.setattr(pred.model, "forward", lambda batch: seen.append(batch["audio"].shape) or forward(batch))
+    pred.predict([_wav(tmp_path / "a.wav", seconds=1.0)], ["hello there"])
+    assert pred.audio_pool == 4 and seen[0][1] == 13  # 50 log-mel frames per second, averaged in fours
 
 
 def test_audio_only_checkpoint_needs_no_text(tmp_path):
