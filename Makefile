@@ -14,6 +14,9 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 SYSTEM_TOOLS := espeak-ng ffmpeg
 
+# Bit-identical CPU runs for a seed: MKL must take the same code path whatever ran before (set before torch loads).
+export MKL_CBWR ?= COMPATIBLE
+
 ifdef VIRTUAL_ENV
 VENV := $(VIRTUAL_ENV)
 else

@@ -118,12 +118,20 @@ def declared_parameters(notebook: Path) -> set[str]:
     return set()
 
 
+def _kernel_environment() -> None:
+    """Settings the notebook kernels inherit: bit-identical CPU maths for a seed (MKL must take the same code
+    path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
+    os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
 def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] | None = None,
               workdir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
               log: Callable[[str], None] = print) -> list[NotebookRun]:
     """Run the selected notebooks in order on ``profile``; return one ``NotebookRun`` per notebook."""
     import pandas as pd
 
+    _kernel_environment()
     params = load_profile(profile, **(overrides or {}))
     if workdir is not None:
         params["workdir"] = str(workdir)

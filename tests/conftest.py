@@ -13,6 +13,7 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # same maths for a seed, whatever ran before
 
 
 @pytest.fixture(scope="session")
