@@ -332,6 +332,58 @@ class ShuffleSampler:
         return math.ceil(self.n / self.world_size)
 
 
+class RankBatchSampler:
+    """Distributed batches that add up to the single-process batches: the epoch order of ``sampler`` (built
+    with ``rank=0, world_size=1``) is cut into global batches of ``batch_size``, and rank ``r`` takes positions
+    ``r, r + world_size, ...`` of each. Every rank gets the same number of steps per epoch; when a (last) global
+    batch has fewer samples than ranks, a rank with nothing takes a padding index ``-1 - i`` (served by
+    ``PaddedDataset`` with a zero target, so it adds nothing to the loss). With ``world_size=1`` the batches
+    are exactly ``DataLoader(batch_size=..., sampler=sampler)``'s.
+    """
+
+    def __init__(self, sampler: ShuffleSampler, batch_size: int, rank: int = 0, world_size: int = 1):
+        if sampler.world_size != 1:
+            raise ValueError("RankBatchSampler needs the whole epoch order: build its sampler with world_size=1")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.sampler, self.batch_size = sampler, int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.sampler.epoch_indices()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            share = batch[self.rank::self.world_size].tolist()
+            yield share if share else [-1 - int(batch[0])]
+
+
+class PaddedDataset:
+    """``dataset`` that also serves the padding indices of ``RankBatchSampler``: ``ds[-1 - i]`` is item ``i``
+    with an all-zero target (no weight in ``soft_cross_entropy_parts``)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i >= 0:
+            return self.base[i]
+        item = dict(self.base[-1 - i])
+        item["target"] = np.zeros_like(item["target"])
+        item["has_soft"] = False
+        return item
+
+
 class BalancedCorpusSampler(ShuffleSampler):
     """Each corpus drawn equally often per epoch: an epoch has ``len(dataset)`` draws, ``len/K`` per corpus.
 
@@ -386,10 +438,19 @@ def soft_cross_entropy(logits, target, weight=None):
     (B, 7) rows summing to 1, ``weight`` (7,). For one-hot targets this equals ``F.cross_entropy(logits, y,
     weight=w)`` (weighted mean); for soft targets every class's probability mass counts.
     """
+    numerator, denominator = soft_cross_entropy_parts(logits, target, weight)
+    return numerator / denominator.clamp_min(1e-12)
+
+
+def soft_cross_entropy_parts(logits, target, weight=None):
+    """``(sum_i sum_c w_c q_ic (-log p_ic), sum_i sum_c w_c q_ic)``: the two sums of ``soft_cross_entropy``.
+
+    Distributed training divides each rank's numerator by the denominator summed over all ranks, so the
+    all-reduced gradient is the one of the whole global batch."""
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
     q = target.float()
     if weight is not None:
         q = q * weight.to(q.device, q.dtype)
-    return -(q * logp).sum() / q.sum().clamp_min(1e-12)
+    return -(q * logp).sum(), q.sum()

@@ -19,13 +19,22 @@ plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1) averaged
 CPU for a seed: every epoch reseeds the torch RNG (dropout) and the samplers from ``(seed, epoch)``, so a run
 resumed from ``last.pt`` gives the same numbers as an uninterrupted one (tests/test_train.py).
 
-Distributed training (torchrun) slots in at two places: ``is_main_process()`` guards every file write and
-progress bar, and ``wrap_model()`` is the one place where the model is wrapped; the samplers already take
-``rank``/``world_size``.
+Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) ``train`` joins the process
+group (nccl on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and trains with DistributedDataParallel.
+``batch_size`` stays the *global* batch: each global batch of the single-process epoch order is split across the
+ranks (``data.RankBatchSampler``, also for the balanced multi-corpus sampler) and the loss is normalised by the
+class-weighted target mass of the whole global batch, so the all-reduced gradient is the single-process one and
+a 2-process run gives the single-process metrics up to float summation order (and dropout masks, which each
+rank draws for its own samples; docs/scaling.md gives the measured difference). Rank 0 does the per-epoch dev
+evaluation and broadcasts the score (early stopping, plateau scheduler); the final dev/test scoring and the
+encoder caches run on every rank on identical weights, so every rank returns the same metrics without a gather.
+Rank 0 writes every file (``is_main_process``); it extracts features / SDS clips first while the others wait
+(``rank_zero_first``), and barriers keep the others from reading a cache or checkpoint before it is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -55,7 +64,7 @@ SCHEDULERS = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Keys that do not change a run's numbers: left out of the run hash.
 CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size",
-                "num_threads", "feature_device", "feature_batch_size")
+                "num_threads", "feature_device", "feature_batch_size", "compile")
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
@@ -134,6 +143,7 @@ class TrainConfig:
     interrupt_after: int = 0              # stop after N epochs of this call as if interrupted (0 = never)
     progress: bool = True                 # tqdm progress bars
     num_threads: int = 0                  # torch CPU threads during the run (0 = leave torch's setting)
+    compile: bool = False                 # torch.compile the training forward (CUDA; compiles slowly on CPU)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
@@ -220,6 +230,78 @@ def dist_info() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True on rank 0 (or without distributed training): the process that writes files and shows progress."""
     return dist_info()[0] == 0
+
+
+def init_distributed(device) -> Any:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (nccl for a CUDA device, gloo otherwise).
+
+    Returns the device this rank trains on: ``cuda:LOCAL_RANK`` for a CUDA run without an explicit index, else
+    ``device`` unchanged. Without torchrun (or ``WORLD_SIZE=1``) nothing happens.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+            if key not in os.environ:
+                raise RuntimeError(f"WORLD_SIZE={world} but {key} is not set: start distributed runs with "
+                                   f"torchrun --nproc_per_node N ...")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op without distributed training)."""
+    if dist_info()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; small objects only). Unchanged without distributed training."""
+    if dist_info()[1] == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def rank_zero_first():
+    """Rank 0 runs the block first (it writes the caches); the other ranks run it after, reading them."""
+    if not is_main_process():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main_process():
+            barrier()
+
+
+def _forward_module(model, forward: Callable):
+    """``model`` with ``forward(model, batch)`` as its ``forward``: what DDP wraps, so that every training
+    forward (also ``fuse`` on cached encodings) goes through DDP and its gradients are all-reduced."""
+    import torch
+
+    class ForwardModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return forward(self.model, batch)
+
+    return ForwardModule()
 
 
 def wrap_model(model, device):
@@ -548,7 +630,8 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .data import BalancedCorpusSampler, ShuffleSampler, collate, soft_cross_entropy
+    from .data import (BalancedCorpusSampler, PaddedDataset, RankBatchSampler, ShuffleSampler, collate,
+                       soft_cross_entropy_parts)
 
     rank, world = dist_info()
     main = is_main_process()
@@ -557,18 +640,22 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
         raise ValueError(f"{desc}: the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
     if tc.balanced_sampling and len(set(train_ds.corpora)) > 1:
-        sampler = BalancedCorpusSampler(train_ds.corpora, seed=tc.seed, rank=rank, world_size=world)
+        order = BalancedCorpusSampler(train_ds.corpora, seed=tc.seed)
     else:
-        sampler = ShuffleSampler(len(train_ds), seed=tc.seed, rank=rank, world_size=world)
-    steps_per_epoch = math.ceil(len(sampler) / tc.batch_size)
+        order = ShuffleSampler(len(train_ds), seed=tc.seed)
+    batches = RankBatchSampler(order, tc.batch_size, rank=rank, world_size=world)  # global batches, split by rank
+    steps_per_epoch = len(batches)
     scheduler = _make_scheduler(optimizer, tc, steps_per_epoch * epochs)
     amp_dtype, use_scaler = _amp_settings(tc, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     w = torch.as_tensor(weights, dtype=torch.float32, device=device)
-    train_model = wrap_model(model, device)
+    train_model = wrap_model(_forward_module(model, forward), device)
+    if tc.compile:
+        train_model = torch.compile(train_model)
 
     start_epoch, best_score, best_epoch, bad_epochs, rows = 0, -1.0, -1, 0, []
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    barrier()  # every rank sees the same last.pt
     if tc.resume and last_path.exists():
         state = load_checkpoint(last_path)
         if state.get("meta") != json.loads(json.dumps(checkpoint_meta, default=str)):
@@ -586,6 +673,7 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     elif main and ckpt_dir.exists():
         for p in (last_path, best_path):
             p.unlink(missing_ok=True)
+    barrier()  # no rank starts before rank 0 has cleared old checkpoints
 
     bar = tqdm(total=epochs, initial=start_epoch, desc=desc, disable=not (tc.progress and main), leave=True)
     finished, epochs_this_call = False, 0
@@ -593,15 +681,28 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
         t0 = time.perf_counter()
         torch.manual_seed(tc.seed * 1009 + epoch)  # dropout of this epoch, whatever ran before (resume-safe)
         train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         train_model.train()
-        loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate)
+        loader = DataLoader(PaddedDataset(train_ds), batch_sampler=batches, collate_fn=collate,
+                            pin_memory=device.type == "cuda")
         total, count = 0.0, 0
         for batch in loader:
             batch = _to_device(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = forward(train_model, batch)
-            loss = soft_cross_entropy(logits, batch["target"], w)
+                logits = train_model(batch)
+            numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], w)
+            n_batch = (batch["target"].sum(1) > 0).sum().float().reshape(1)  # real samples (not padding)
+            if world > 1:  # the global batch's target mass: the gradient DDP averages is the single-process one
+                import torch.distributed as dist
+
+                den_global = denominator.detach().reshape(1).clone()
+                dist.all_reduce(den_global)
+                dist.all_reduce(n_batch)
+                loss = numerator / den_global.clamp_min(1e-12)[0] * world
+                batch_loss = float(dist_sum(numerator.detach()) / den_global.clamp_min(1e-12)[0])
+            else:
+                loss = numerator / denominator.clamp_min(1e-12)
+                batch_loss = float(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
@@ -611,9 +712,12 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
             scaler.update()
             if tc.scheduler != "plateau":
                 scheduler.step()
-            total += float(loss.detach()) * len(batch["label"])
-            count += len(batch["label"])
-        dev_scores, _ = evaluate(unwrap_model(model), dev_sets, forward, device, tc.eval_batch_size, amp_dtype)
+            total += batch_loss * float(n_batch[0])
+            count += int(n_batch[0])
+        dev_scores = None
+        if main:  # the early-stopping signal: rank 0 evaluates, every rank gets its score
+            dev_scores, _ = evaluate(model, dev_sets, forward, device, tc.eval_batch_size, amp_dtype)
+        dev_scores = broadcast_from_main(dev_scores)
         dev_mean = mean_over_corpora(dev_scores)
         if tc.scheduler == "plateau":
             scheduler.step(dev_mean)
@@ -644,8 +748,20 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
             bar.close()
             return FitResult({}, best_epoch, best_score, pd.DataFrame(rows), False)
     bar.close()
+    barrier()  # rank 0 has written best.pt
     best = load_checkpoint(best_path)
     return FitResult(best["model"], best_epoch, best_score, pd.DataFrame(rows), finished)
+
+
+def dist_sum(t):
+    """``t`` summed over all ranks (a copy; unchanged without distributed training)."""
+    if dist_info()[1] == 1:
+        return t
+    import torch.distributed as dist
+
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t
 
 
 def _forward_batch(model, batch):
@@ -778,6 +894,7 @@ def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.D
     meta = {"model_name": f"{modality}_only", "d_audio": int(dims[0]), "d_text": int(dims[1]), "key": key,
             "model_config": tc.model_config().to_dict(), "features": feature_spec(tc)}
     done = folder / "done.json"
+    barrier()  # every rank sees the same cache state
     if done.exists():
         info = json.loads(done.read_text())
         state = load_checkpoint(folder / "full" / "best.pt")["model"]
@@ -821,6 +938,7 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
     from .data import EmotionDataset
 
     path = run.folder / f"oof{tc.oof_folds}.parquet"
+    barrier()
     if path.exists():
         return _logit_dict(pd.read_parquet(path))
     train_df = splits["train"]
@@ -919,7 +1037,7 @@ def _train(tc: TrainConfig) -> RunResult:
     t_start = time.perf_counter()
     if tc.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {tc.model!r}; choose one of {list(MODEL_NAMES)}")
-    device = resolve_device(tc.device)
+    device = init_distributed(resolve_device(tc.device))  # torchrun: join the process group, cuda:LOCAL_RANK
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_everything(tc.seed)
@@ -927,9 +1045,10 @@ def _train(tc: TrainConfig) -> RunResult:
     # --- data ---------------------------------------------------------------------------------------
     corpora = resolve_corpora(tc.train_corpora, tc.workdir)
     splits = load_splits(corpora, tc.workdir)
-    splits["train"] = build_train_manifest(tc, splits["train"])
-    all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")], ignore_index=True)
-    stores = build_feature_stores(tc, all_rows)
+    with rank_zero_first():  # rank 0 writes the SDS clips and extracts missing features; the others read them
+        splits["train"] = build_train_manifest(tc, splits["train"])
+        all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")], ignore_index=True)
+        stores = build_feature_stores(tc, all_rows)
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = filter_available(splits[split], stores, f"{split} split")
@@ -1008,6 +1127,7 @@ def _train(tc: TrainConfig) -> RunResult:
     }
     _write_history(history, run_dir / "history.csv")
     save_json(result, run_dir / "metrics.json")
+    barrier()  # every rank returns once the run folder is complete
     return RunResult(run_dir, result, history, {f"{m}_only": r.history for m, r in unimodal.items()})
 
 
@@ -1044,7 +1164,19 @@ def _cli_train(args) -> int:
     if unknown:
         raise SystemExit(f"bber train: unknown parameter(s) {unknown}; see bber_utils.train.TrainConfig")
     params.update(overrides)
-    result = train(params)
-    print(result.table().to_string(index=False))
-    print(f"run folder: {result.run_dir}")
+    try:
+        result = train(params)
+        if is_main_process():
+            print(result.table().to_string(index=False))
+            print(f"run folder: {result.run_dir}")
+    finally:
+        _destroy_process_group()
     return 0
+
+
+def _destroy_process_group() -> None:
+    """Leave the torchrun process group (if ``train`` joined one)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,133 @@
+"""Distributed training: the rank batches add up to the single-process ones, and a 2-process gloo run (DDP on
+CPU) gives the single-process run's metrics."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from bber_utils.data import BalancedCorpusSampler, PaddedDataset, RankBatchSampler, ShuffleSampler
+
+TOLERANCE = 1e-6  # metrics of the 2-process run vs the single-process one (dropout 0; see docs/scaling.md)
+
+
+@pytest.mark.parametrize("n, batch_size, world", [(17, 4, 2), (17, 5, 3), (3, 8, 4), (20, 4, 2)])
+@pytest.mark.parametrize("balanced", [False, True])
+def test_rank_batches_add_up_to_the_single_process_batches(n, batch_size, world, balanced):
+    corpora = ["a" if i % 3 else "b" for i in range(n)]
+    order = BalancedCorpusSampler(corpora, seed=5) if balanced else ShuffleSampler(n, seed=5)
+    for epoch in (0, 1):
+        order.set_epoch(epoch)
+        single = [b for b in RankBatchSampler(order, batch_size)]
+        per_rank = []
+        for r in range(world):
+            rb = RankBatchSampler(order, batch_size, rank=r, world_size=world)
+            rb.set_epoch(epoch)
+            per_rank.append(list(rb))
+            assert len(per_rank[-1]) == len(rb) == len(single)  # same number of steps on every rank
+        for step, batch in enumerate(single):
+            shares = [per_rank[r][step] for r in range(world)]
+            assert all(len(s) >= 1 for s in shares)
+            real = sorted(i for s in shares for i in s if i >= 0)
+            assert real == sorted(batch)
+            padding = [i for s in shares for i in s if i < 0]
+            assert all(-1 - i in batch for i in padding)
+    flat = [i for b in single for i in b]
+    assert len(flat) == n
+
+
+def test_rank_batch_sampler_rejects_bad_input():
+    with pytest.raises(ValueError, match="world_size=1"):
+        RankBatchSampler(ShuffleSampler(10, rank=0, world_size=2), 4)
+    with pytest.raises(ValueError, match="rank"):
+        RankBatchSampler(ShuffleSampler(10), 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        RankBatchSampler(ShuffleSampler(10), 0)
+
+
+def test_padding_items_carry_no_target():
+    class DS:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"index": i, "target": np.eye(7, dtype=np.float32)[i], "has_soft": True}
+
+    ds = PaddedDataset(DS())
+    assert ds[1]["target"][1] == 1.0
+    pad = ds[-2]
+    assert pad["index"] == 1 and not pad["target"].any() and pad["has_soft"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fake_stores(tc, manifest):
+    from test_train import CLASSES, FakeStore, _features
+
+    ids = manifest["utt_id"].tolist()
+    y = [CLASSES.index(lbl) for lbl in manifest["label"]]
+    return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
+            FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
+
+
+def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+    """One DDP rank (spawned): the torchrun environment, gloo on 127.0.0.1, then ``train``."""
+    import bber_utils.train as T
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    T.build_feature_stores = _fake_stores
+    try:
+        res = T.train(cfg)
+        with open(f"{out}.{rank}.json", "w") as f:
+            json.dump({"metrics": res.metrics["metrics"], "unimodal": res.metrics["unimodal"],
+                       "loss": res.history["train_loss"].tolist(), "best_epoch": res.best_epoch,
+                       "dist": list(T.dist_info())}, f)
+    finally:
+        T._destroy_process_group()
+
+
+def _metric_values(metrics: dict) -> dict:
+    return {(c, s, m): v[m] for c, splits in metrics.items() for s, v in splits.items()
+            for m in ("uar", "war", "mf1", "wf1")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["biformer", "predictions_fusion"])
+def test_two_gloo_processes_match_a_single_process_run(tmp_path, monkeypatch, model):
+    import torch.multiprocessing as mp
+
+    import bber_utils.train as T
+    from test_train import TINY, _cfg, make_workdir
+
+    monkeypatch.setattr(T, "build_feature_stores", _fake_stores)
+    cfg = dict(TINY, dropout=0.0)
+    single_wd, ddp_wd = make_workdir(tmp_path / "single"), make_workdir(tmp_path / "ddp")
+    kw = dict(model=model, run_name="r", num_threads=1, epochs=3, unimodal_epochs=2, batch_size=5, oof_folds=2,
+              **cfg)
+    single = T.train(_cfg(single_wd, **kw))
+
+    out = str(tmp_path / "rank")
+    mp.start_processes(_worker, args=(2, _free_port(), _cfg(ddp_wd, **kw), out), nprocs=2, join=True,
+                       start_method="spawn")
+    ranks = [json.loads(open(f"{out}.{r}.json").read()) for r in range(2)]
+    assert [r.pop("dist") for r in ranks] == [[0, 2], [1, 2]]  # really one process group of two ranks
+    assert ranks[0] == ranks[1]  # every rank returns the same result
+    ddp = ranks[0]
+    assert ddp["best_epoch"] == single.best_epoch
+    np.testing.assert_allclose(ddp["loss"], single.history["train_loss"].tolist(), rtol=1e-4)
+    a, b = _metric_values(single.metrics["metrics"]), _metric_values(ddp["metrics"])
+    assert a.keys() == b.keys()
+    assert max(abs(a[k] - b[k]) for k in a) <= TOLERANCE
+    for name, per_corpus in single.metrics["unimodal"].items():
+        a, b = _metric_values(per_corpus), _metric_values(ddp["unimodal"][name])
+        assert max(abs(a[k] - b[k]) for k in a) <= TOLERANCE
+    # rank 0 wrote the run folder, with the same metrics
+    written = json.loads((ddp_wd.resolve() / "train" / "r" / "metrics.json").read_text())
+    assert _metric_values(written["metrics"]) == _metric_values(ddp["metrics"])
