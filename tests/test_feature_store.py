@@ -154,3 +154,57 @@ def test_bad_arguments_are_named(tmp_path):
         ensure_features(df, "text", build_audio_encoder("logmel"), tmp_path)
     with pytest.raises(ValueError, match="duplicate utt_id"):
         ensure_features(pd.concat([df, df]), "audio", build_audio_encoder("logmel"), tmp_path)
+
+
+# ------------------------------------------------------------------------------------- sharded extraction
+def _same_store(a: FeatureStore, b: FeatureStore) -> None:
+    assert sorted(a.utt_ids) == sorted(b.utt_ids) and a.dim == b.dim
+    for u in a.utt_ids:
+        np.testing.assert_array_equal(a[u], b[u])
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_two_shards_then_a_merge_equal_one_unsharded_run(tmp_path, modality):
+    from bber_utils.features import build_text_encoder
+    from bber_utils.features.store import part_dir
+
+    df = _manifest(tmp_path, texts=["hello there", "a", "no way", "what now", "yes", "fine then"])
+    encoder = build_audio_encoder("logmel") if modality == "audio" else build_text_encoder("hashgram")
+    whole = ensure_features(df, modality, encoder, tmp_path / "one", batch_size=2, progress=False)
+
+    counting = CountingEncoder(encoder)
+    parts = [ensure_features(df, modality, counting, tmp_path / "two", batch_size=2, progress=False, shard=(i, 2))
+             for i in range(2)]
+    assert [sorted(p.utt_ids) for p in parts] == [sorted(df.utt_id[0::2]), sorted(df.utt_id[1::2])]
+    assert all(p.path == part_dir(whole.path.parent.parent / "two" / whole.path.name, (i, 2))
+               for i, p in enumerate(parts))
+    assert counting.utterances == len(df)
+    merged = ensure_features(df, modality, counting, tmp_path / "two", batch_size=2, progress=False)
+    assert counting.utterances == len(df)  # the merge computed nothing again
+    assert merged.stats["cached"] == len(df) and not (merged.path / "parts").exists()
+    _same_store(merged, whole)
+    _same_store(FeatureStore(merged.path), whole)  # and from disk
+
+
+def test_a_shard_skips_what_the_store_has_and_resumes(tmp_path):
+    df = _manifest(tmp_path)
+    enc = build_audio_encoder("logmel")
+    ensure_features(df.iloc[:2], "audio", enc, tmp_path / "s", progress=False)  # rows 0, 1 in the main store
+    crashing = CountingEncoder(enc, fail_after=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ensure_features(df, "audio", crashing, tmp_path / "s", batch_size=1, progress=False, shard=(0, 2))
+    assert crashing.utterances == 1  # row 2 (row 0 is in the main store), kept in the part
+    resumed = CountingEncoder(enc)
+    part = ensure_features(df, "audio", resumed, tmp_path / "s", batch_size=1, progress=False, shard=(0, 2))
+    assert resumed.utterances == 1 and sorted(part.utt_ids) == ["demo_en-train-2", "demo_en-train-4"]
+    store = ensure_features(df, "audio", resumed, tmp_path / "s", batch_size=1, progress=False)
+    assert resumed.utterances == 1 + 2  # shard 1 never ran: rows 3 and 5 extracted by the unsharded call
+    assert len(store) == len(df)
+    _same_store(store, ensure_features(df, "audio", enc, tmp_path / "ref", progress=False))
+
+
+@pytest.mark.parametrize("shard", [(2, 2), (-1, 2), (0, 0), "x", "1/2/3", 5])
+def test_a_bad_shard_is_a_clear_error(tmp_path, shard):
+    with pytest.raises(ValueError, match="shard"):
+        ensure_features(_manifest(tmp_path, seconds=(0.3,)), "audio", build_audio_encoder("logmel"),
+                        tmp_path / "s", progress=False, shard=shard)

@@ -25,6 +25,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--fp16", action="store_true", help="store features as float16 (half the disk)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the text model's own code (jina-v3)")
     p.add_argument("--text-code-revision", default=None, help="pin the text model's remote code to a commit")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="extract only utterances i = I (mod N) into this shard's own part of the stores (run N "
+                        "of these in parallel, e.g. one per GPU), then once without --shard to merge the parts")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -39,7 +42,7 @@ def _run(args) -> int:
                          text_max_tokens=args.text_max_tokens, batch_size=args.batch_size, device=args.device,
                          store_dtype="float16" if args.fp16 else "float32",
                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision,
-                         progress=not args.quiet)
+                         progress=not args.quiet, shard=args.shard)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary.to_string(index=False))
     print(f"audio: {result.audio.path}\ntext:  {result.text.path}\n({result.seconds:.1f} s)")

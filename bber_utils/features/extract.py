@@ -64,20 +64,25 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
                 extra_manifests: list[str | os.PathLike] | None = None, asr_model: str | None = None,
                 audio_layer: int | None = None, text_max_tokens: int | None = 95, batch_size: int = 16,
                 device: str = "auto", store_dtype: str = "float32", trust_remote_code: bool = False,
-                text_code_revision: str | None = None, progress: bool = True) -> Extraction:
+                text_code_revision: str | None = None, progress: bool = True, shard=None) -> Extraction:
     """Extract (or load) audio and text features for every manifest in ``<workdir>/manifests`` and the
     ``extra_manifests`` given (e.g. SDS / TUG ones), into ``<workdir>/features``.
 
     With ``asr_model``, empty transcripts are filled by ASR first and the manifest is saved again with the
     text and its provenance (``text_source``, ``asr_language``, ``asr_model``), so later stages read the same
     text. Encoders are built once and load their models only if something is missing.
+
+    ``shard=(index, count)`` (or ``"index/count"``): this process extracts only its share of every manifest into
+    its own part of each store (``store.ensure_features``); run the shards in parallel (one per GPU), then once
+    without ``shard`` to merge them. ASR rewrites the manifests, so it must run unsharded first.
     """
     from ..corpora.manifest import load_manifest, save_manifest
     from ..paths import run_dirs
     from .asr import build_asr, fill_missing_text
-    from .store import FeatureStore, ensure_features
+    from .store import FeatureStore, check_shard, ensure_features
 
     t0 = time.perf_counter()
+    shard = check_shard(shard)
     dirs = run_dirs(workdir)
     paths = manifest_paths(workdir)
     for p in extra_manifests or []:
@@ -96,6 +101,9 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
         t = time.perf_counter()
         df = load_manifest(path)
         n_missing = int((df["text"].str.strip() == "").sum())
+        if asr is not None and n_missing and shard is not None:
+            raise ValueError(f"{name}: {n_missing} utterance(s) need ASR, which rewrites the manifest: run the "
+                             f"extraction once without shard (it transcribes them), then shard it")
         if asr is not None and n_missing:
             df = fill_missing_text(df, asr, cache_path=dirs.features / "asr_transcripts.parquet",
                                    device=device, progress=progress)
@@ -104,7 +112,8 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
             warnings.warn(f"{name}: {n_missing} utterance(s) have no text (their text features are those of an "
                           f"empty string); set asr_model to transcribe them", stacklevel=2)
         manifests[name] = df
-        common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress)
+        common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress,
+                      shard=shard)
         audio_store = ensure_features(df, "audio", audio_enc, dirs.features, desc=f"{name} audio", **common)
         text_store = ensure_features(df, "text", text_enc, dirs.features, desc=f"{name} text", **common)
         a, x = audio_store.stats, text_store.stats

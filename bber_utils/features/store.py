@@ -7,6 +7,7 @@ Layout of one store (one folder per encoder key)::
         index.parquet   utt_id, shard, offset, length, content_hash, src_hash, src_size, src_mtime_ns
         shards/NNNNNN.npy   frames of many utterances stacked along time: (sum T, D) float32 | float16
         .lock           held while a process writes
+        parts/III-of-NNN/   a shard process's own store (same layout), merged in by the next unsharded call
 
 Every utterance is identified by ``utt_id`` and a hash of its input (the audio file's bytes and its
 [start_s, end_s) span, or the text), so a changed file is re-extracted; a file whose size and mtime are
@@ -14,6 +15,12 @@ unchanged is not read again (``src_hash`` is reused). A shard is written to a te
 fsync-ed and renamed before the index that points into it is replaced the same way, so a killed extraction
 leaves a consistent store and the next call extracts only what is missing. Only numpy arrays are stored, so a
 store written on a GPU machine loads on any CPU machine.
+
+Sharded extraction (one process per GPU or machine): ``ensure_features(..., shard=(i, n))`` handles only the
+manifest rows at positions ``i, i + n, ...``, skips what the main store already holds, and writes into
+``parts/i-of-n/`` under that part's own lock (no contention between shards). The next call without ``shard``
+(or ``merge_parts``) moves every part's shards into the main store, updates its index and removes the part;
+each step is atomic or repeatable, so a killed merge is finished by the next call.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import warnings
@@ -223,6 +231,77 @@ class _Writer:
         self.pending, self.pending_bytes = [], 0
 
 
+def check_shard(shard: Any) -> tuple[int, int] | None:
+    """``(index, count)`` with ``0 <= index < count`` (``None`` or count 1: not sharded -> ``None``).
+
+    Also accepts the string ``"I/N"`` (command line)."""
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        try:
+            shard = tuple(int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like INDEX/COUNT, e.g. 0/2 (got {shard!r})") from None
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (index, count), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard (index, count) needs count >= 1 and 0 <= index < count, got {shard!r}")
+    return None if count == 1 else (index, count)
+
+
+def part_dir(path: Path, shard: tuple[int, int]) -> Path:
+    """Where shard ``(index, count)`` of the store at ``path`` writes."""
+    return Path(path) / "parts" / f"{shard[0]:03d}-of-{shard[1]:03d}"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
+def merge_parts(path: str | os.PathLike) -> int:
+    """Move the shard processes' parts (``parts/*``) into the store at ``path``; returns the rows merged.
+
+    Call it with the store's writer lock held (``ensure_features`` does). A part is merged under its own lock,
+    so a shard that is still writing is waited for. Order: the part's shard files are linked into ``shards/``
+    under new numbers, the main index is replaced atomically, then the part is removed; if this is killed
+    midway, the next merge does it again (the same rows, overriding themselves).
+    """
+    path = Path(path)
+    parts_root = path / "parts"
+    if not parts_root.is_dir():
+        return 0
+    merged = 0
+    for part in sorted(p for p in parts_root.iterdir() if p.is_dir()):
+        with _locked(part / ".lock"):
+            part_index = _read_index(part)
+            if len(part_index):
+                shard_dir = path / "shards"
+                shard_dir.mkdir(exist_ok=True)
+                next_no = max((int(p.stem) for p in shard_dir.glob("*.npy") if p.stem.isdigit()), default=-1) + 1
+                renamed = {}
+                for name in sorted(set(part_index["shard"])):
+                    renamed[name] = f"{next_no:06d}.npy"
+                    _link_or_copy(part / "shards" / name, shard_dir / renamed[name])
+                    next_no += 1
+                part_index = part_index.assign(shard=part_index["shard"].map(renamed))
+                index = _read_index(path)
+                keep = index[~index["utt_id"].isin(part_index["utt_id"])]
+                index = pd.concat([keep, part_index], ignore_index=True) if len(keep) else part_index
+                _atomic_write(path / "index.parquet", lambda fo: index.to_parquet(fo, index=False))
+                merged += len(part_index)
+            shutil.rmtree(part)
+    with contextlib.suppress(OSError):
+        parts_root.rmdir()
+    return merged
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -270,7 +349,7 @@ def _load_input(row: Any, modality: str, sample_rate: int):
 def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_root: str | os.PathLike,
                     batch_size: int = 16, device: str = "auto", store_dtype: str = "float32",
                     on_error: str = "skip", flush_every: int = 512, flush_mb: float = 256.0,
-                    progress: bool = True, desc: str | None = None) -> FeatureStore:
+                    progress: bool = True, desc: str | None = None, shard: Any = None) -> FeatureStore:
     """Extract the features of every manifest row that the store lacks; return the read-only store.
 
     ``encoder``: an encoder object (``.key``, ``.dim``, ``.encode(list) -> list[(T, D)]``) or a spec string
@@ -279,6 +358,9 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
     utterances (or ``flush_mb``) and also when an exception stops the run, so a rerun resumes.
     ``on_error``: ``"skip"`` counts unreadable or non-finite inputs in ``store.skipped`` (with a warning),
     ``"raise"`` raises ``FeatureError`` naming the utt_id.
+    ``shard=(index, count)`` (or ``"index/count"``): only the rows at positions ``index, index + count, ...``,
+    written to this shard's own part of the store; the returned store is that part. A later call without
+    ``shard`` merges every part into the store first (see the module docstring).
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -299,21 +381,30 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
     if manifest_df["utt_id"].duplicated().any():
         dup = manifest_df.loc[manifest_df["utt_id"].duplicated(), "utt_id"].iloc[0]
         raise ValueError(f"manifest has duplicate utt_id {dup!r}")
+    shard = check_shard(shard)
+    if shard is not None:
+        manifest_df = manifest_df.iloc[shard[0]::shard[1]]
 
     t0 = time.perf_counter()
     key = {**encoder.key, "modality": modality, "store_dtype": store_dtype, "feature_version": FEATURE_VERSION}
-    path = Path(store_root) / store_dir_name(modality, key)
+    main_path = Path(store_root) / store_dir_name(modality, key)
+    path = main_path if shard is None else part_dir(main_path, shard)  # where this call writes
     path.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
     with _locked(path / ".lock"):
-        if not (path / "key.json").exists():
-            meta = {"key": key, "modality": modality, "store_dtype": store_dtype, "dim": int(encoder.dim)}
-            blob = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False).encode()
-            _atomic_write(path / "key.json", lambda fo: fo.write(blob))
+        for folder in {main_path, path}:
+            if not (folder / "key.json").exists():
+                meta = {"key": key, "modality": modality, "store_dtype": store_dtype, "dim": int(encoder.dim)}
+                blob = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False).encode()
+                _atomic_write(folder / "key.json", lambda fo: fo.write(blob))
+        if shard is None:
+            merge_parts(path)
         index = _read_index(path)
-        known = {u: (str(h), str(sh), int(sz), int(mt)) for u, h, sh, sz, mt in
-                 zip(index["utt_id"], index["content_hash"], index["src_hash"], index["src_size"],
-                     index["src_mtime_ns"])}
+        known = {}
+        for idx in ([_read_index(main_path)] if shard is not None else []) + [index]:  # a shard skips the main rows
+            known.update({u: (str(h), str(sh), int(sz), int(mt)) for u, h, sh, sz, mt in
+                          zip(idx["utt_id"], idx["content_hash"], idx["src_hash"], idx["src_size"],
+                              idx["src_mtime_ns"])})
 
         # What is missing: no entry, or an entry whose input hash changed.
         todo: list[tuple[Any, tuple[str, str, int, int]]] = []
