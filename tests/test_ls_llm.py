@@ -491,3 +491,60 @@ def test_openai_concurrent_requests_keep_each_answer_with_its_utterance(openai_s
     table = label_utterances(df, lab, tmp_path, batch_size=7, progress=False)
     assert (table["status"] == "ok").all() and (table["llm_argmax"] == table["label"]).all()
     assert len(openai_stub.requests) == 7
+
+
+# ================================================================================================== sharding
+
+
+def test_two_shards_then_a_merge_equal_one_unsharded_run(tmp_path):
+    wd_one, wd_two = _workdir_with_manifests(tmp_path / "one"), _workdir_with_manifests(tmp_path / "two")
+    whole = label_workdir(wd_one, labeller=CountingLabeller(), progress=False)
+    asked = []
+    for i in range(2):
+        labeller = CountingLabeller()
+        part = label_workdir(wd_two, labeller=labeller, progress=False, shard=(i, 2))
+        assert list(part["utt_id"]) == list(whole["utt_id"][i::2]) == labeller.asked
+        asked += labeller.asked
+    assert sorted(asked) == sorted(whole["utt_id"])  # every utterance asked once, by one shard
+    assert not (wd_two / "ls_llm" / "soft_labels.parquet").exists()  # a shard writes no table
+    cache_dir = wd_two / "ls_llm" / "cache"
+    assert len(list(cache_dir.glob("*.part-*-of-002.jsonl"))) == 2
+    merger = CountingLabeller()
+    merged = label_workdir(wd_two, labeller=merger, progress=False)
+    assert merger.asked == [] and merged.attrs["computed"] == 0
+    assert not list(cache_dir.glob("*.part-*")) and len(list(cache_dir.glob("*.jsonl"))) == 1
+    pd.testing.assert_frame_equal(load_soft_labels(wd_two / "ls_llm" / "soft_labels.parquet"),
+                                  load_soft_labels(wd_one / "ls_llm" / "soft_labels.parquet"))
+
+
+def test_an_interrupted_shard_resumes_and_the_merge_labels_the_rest(tmp_path):
+    df = _table(7)
+    first = CountingLabeller(fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        label_utterances(df, first, tmp_path, batch_size=1, progress=False, shard=(1, 2))
+    assert first.asked == ["demo_en-train-1", "demo_en-train-3"]
+    again = CountingLabeller()
+    label_utterances(df, again, tmp_path, batch_size=1, progress=False, shard="1/2")
+    assert again.asked == ["demo_en-train-5"]
+    rest = CountingLabeller()  # shard 0 never ran: the unsharded call merges shard 1 and asks shard 0's rows
+    table = label_utterances(df, rest, tmp_path, batch_size=1, progress=False)
+    assert rest.asked == list(df["utt_id"][0::2]) and (table["status"] == "ok").all()
+
+
+def test_a_bad_label_shard_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="shard"):
+        label_utterances(_table(3), CountingLabeller(), tmp_path, progress=False, shard=(3, 2))
+
+
+def test_cli_label_shards_then_merges(tmp_path, capsys):
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    for shard in ("0/2", "1/2"):
+        args = _parser().parse_args(["label", "--workdir", str(wd), "--backend", "lexicon", "--shard", shard])
+        assert args.func(args) == 0
+        assert f"shard {shard}: 5 utterances, 5 asked now" in capsys.readouterr().out
+    assert not (wd / "ls_llm" / "soft_labels.parquet").exists()
+    args = _parser().parse_args(["label", "--workdir", str(wd), "--backend", "lexicon"])
+    assert args.func(args) == 0
+    assert "10 utterances, 0 asked now" in capsys.readouterr().out
+    args = _parser().parse_args(["label", "--workdir", str(wd), "--backend", "lexicon", "--shard", "2/2"])
+    assert args.func(args) == 2 and "shard" in capsys.readouterr().err

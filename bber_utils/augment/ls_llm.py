@@ -15,6 +15,9 @@ soft target for a fraction p of the samples. Here:
   policy ``"swap"`` swaps its value with the maximum (the reference never checked this: 1.2-11.6 % of its rows).
 * **Resumable cache** per (backend, model, prompt version, mode): one JSON line per utterance keyed by
   ``utt_id`` + a hash of (text, label), with the raw reply, status and reason, appended after every batch.
+* **Sharding** (one process per GPU or server): ``shard=(i, n)`` asks only the utterances at positions
+  ``i, i + n, ...`` and appends to its own ``<cache>.part-i-of-n.jsonl``; the next call without ``shard``
+  appends every part to the main cache, removes the parts and writes the table.
 * **Output** ``<workdir>/ls_llm/soft_labels.parquet`` (:data:`SOFT_LABEL_COLUMNS`), read back by
   :func:`load_soft_labels`, which also accepts the reference CSV format.
 """
@@ -471,19 +474,22 @@ class LabelCache:
     short by an interrupted run is skipped (and counted in ``.bad_lines``).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, labeller: Labeller):
+    def __init__(self, cache_dir: str | os.PathLike, labeller: Labeller, shard: tuple[int, int] | None = None):
         ident = json.dumps([labeller.backend, labeller.model, labeller.prompt_version, labeller.mode,
                             labeller.settings])
         h = hashlib.sha1(ident.encode()).hexdigest()[:10]
         name = f"{_slug(labeller.backend)}__{_slug(Path(labeller.model).name or labeller.model)}__{labeller.mode}__{h}"
-        self.path = Path(cache_dir) / f"{name}.jsonl"
+        self.path = Path(cache_dir) / f"{name}.jsonl"  # the main cache
+        # where this process appends: the main cache, or its shard's own part (no two writers on one file)
+        self.write_path = self.path if shard is None else self.path.with_name(
+            f"{name}.part-{shard[0]:03d}-of-{shard[1]:03d}.jsonl")
         self.provenance = dict(backend=labeller.backend, model=labeller.model,
                                prompt_version=labeller.prompt_version, mode=labeller.mode)
         self.settings = labeller.settings
         self.entries: dict[str, dict] = {}
         self.bad_lines = 0
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
+        for path in [p for p in (self.path, *self.part_paths()) if p.exists()]:  # what every shard finished
+            with open(path, encoding="utf-8") as f:
                 for line in f:
                     try:
                         e = json.loads(line)
@@ -491,13 +497,36 @@ class LabelCache:
                     except (ValueError, KeyError, TypeError):
                         self.bad_lines += 1
 
+    def part_paths(self) -> list[Path]:
+        """The shard parts of this cache (``<cache>.part-I-of-N.jsonl``)."""
+        if not self.path.parent.is_dir():
+            return []
+        return sorted(self.path.parent.glob(f"{self.path.stem}.part-*-of-*.jsonl"))
+
+    def merge_parts(self) -> int:
+        """Append every shard part to the main cache (fsync-ed), then remove the parts; returns lines merged.
+
+        Killed midway, the next merge appends a part again: repeated lines of a key are harmless (last wins)."""
+        merged = 0
+        for part in self.part_paths():
+            lines = [line for line in part.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+            if lines and not lines[-1].endswith("\n"):
+                lines = lines[:-1]  # a line cut short by a killed shard: dropped (asked again next time)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.writelines(lines)
+                f.flush()
+                os.fsync(f.fileno())
+            part.unlink()
+            merged += len(lines)
+        return merged
+
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
     def add(self, items: list[dict]) -> None:
         """Append entries and flush them to disk (so an interruption loses at most the batch in flight)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.write_path, "a", encoding="utf-8") as f:
             for e in items:
                 e = {**e, **self.provenance, "settings": self.settings}
                 self.entries[e["key"]] = e
@@ -522,7 +551,7 @@ def _requests(df) -> list[LabelRequest]:
 
 
 def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch_size: int = 8,
-                     policy: str = "swap", progress: bool = True):
+                     policy: str = "swap", progress: bool = True, shard: Any = None):
     """Soft labels for the rows of ``df`` (``utt_id``, ``text``, ``label``; ``corpus`` kept when present).
 
     Cached answers are reused; the rest is asked in batches of ``batch_size`` and appended to the cache after
@@ -530,13 +559,24 @@ def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch
     :data:`SOFT_LABEL_COLUMNS` + :data:`EXTRA_COLUMNS`; rejected rows have NaN probabilities, rows the backend
     failed on (not cached; retried next time) have ``status="error"``. ``.attrs["computed"]`` counts the
     utterances asked this time.
+
+    ``shard=(index, count)`` (or ``"index/count"``): only the rows at positions ``index, index + count, ...``
+    are asked and returned, appended to this shard's part of the cache; a call without ``shard`` merges the
+    parts into the main cache first.
     """
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from ..features.store import check_shard
+
+    shard = check_shard(shard)
+    if shard is not None:
+        df = df.iloc[shard[0]::shard[1]]
     requests = _requests(df)
-    cache = LabelCache(cache_dir, labeller)
+    if shard is None:
+        LabelCache(cache_dir, labeller).merge_parts()
+    cache = LabelCache(cache_dir, labeller, shard)
     todo = [r for r in requests if request_key(r) not in cache]
     todo = list({request_key(r): r for r in todo}.values())  # a duplicated row is asked once
     errors: dict[str, str] = {}
@@ -605,11 +645,17 @@ def train_manifests(workdir: str | os.PathLike, corpora: Iterable[str] | None = 
 def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: str | None = None,
                   mode: str = "generate", corpora: Iterable[str] | None = None, batch_size: int = 8,
                   policy: str = "swap", limit: int = 0, progress: bool = True, labeller: Labeller | None = None,
-                  **backend_kwargs: Any):
+                  shard: Any = None, **backend_kwargs: Any):
     """Label the train manifests of ``workdir`` and write ``ls_llm/soft_labels.parquet``; returns the table.
 
     ``limit`` > 0 labels only the first N utterances of each corpus (quick looks at a slow LLM).
+    ``shard=(index, count)``: label only this shard's share into its part of the cache and return it, without
+    writing the table; the next call without ``shard`` merges the parts, labels what is still missing and
+    writes the table.
     """
+    from ..features.store import check_shard
+
+    shard = check_shard(shard)
     from ..paths import run_dirs
 
     dirs = run_dirs(workdir)
@@ -618,7 +664,9 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
         df = df.groupby("corpus", sort=False).head(int(limit)).reset_index(drop=True)
     labeller = labeller or build_labeller(backend, model, mode, batch_size=batch_size, **backend_kwargs)
     table = label_utterances(df, labeller, dirs.ls_llm / "cache", batch_size=batch_size, policy=policy,
-                             progress=progress)
+                             progress=progress, shard=shard)
+    if shard is not None:
+        return table
     out = dirs.ls_llm / SOFT_LABELS_FILE
     if len(table) and not table["status"].isin(USABLE_STATUSES).any():
         reasons = table["reason"].value_counts().head(3).to_dict()
@@ -810,6 +858,9 @@ def register_cli(subparsers) -> None:
                    help="when the true label is not highest: swap it with the max, or reject the reply")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=0, help="label at most N utterances per corpus (0 = all)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="label only utterances i = I (mod N) into this shard's part of the cache (run N in "
+                        "parallel, e.g. one per GPU), then once without --shard to merge and write the table")
     p.set_defaults(func=_cli_label)
 
 
@@ -823,11 +874,15 @@ def _cli_label(args: argparse.Namespace) -> int:
                               corpora=args.corpora, batch_size=args.batch_size, policy=args.policy,
                               limit=args.limit, base_url=args.base_url, reference_csv=args.reference_csv,
                               corpus=args.corpus, device=args.device, max_new_tokens=args.max_new_tokens,
-                              concurrency=args.concurrency)
+                              concurrency=args.concurrency, shard=args.shard)
     except (LLMUnavailable, FileNotFoundError, ValueError) as e:
         print(f"bber label: {e}", file=sys.stderr)
         return 2
     print(status_summary(table).to_string(index=False))
-    print(f"{len(table)} utterances, {table.attrs.get('computed', 0)} asked now; wrote "
-          f"{Path(args.workdir) / 'ls_llm' / SOFT_LABELS_FILE}")
+    if args.shard:
+        print(f"shard {args.shard}: {len(table)} utterances, {table.attrs.get('computed', 0)} asked now; run "
+              f"once without --shard to merge the parts and write the table")
+    else:
+        print(f"{len(table)} utterances, {table.attrs.get('computed', 0)} asked now; wrote "
+              f"{Path(args.workdir) / 'ls_llm' / SOFT_LABELS_FILE}")
     return 0
