@@ -190,3 +190,41 @@ def test_mms_from_a_local_folder(tmp_path):
     assert len(ru) + len(dropped) == 4 and dropped["reason"].str.len().gt(0).all()
     assert len(ru) and ru["tts"].str.startswith(f"mms|{vits}").all()
     assert all(load_audio(p).size > 0 for p in ru["audio_path"])
+
+
+# ------------------------------------------------------------------------------------------------- sharding
+def test_two_shards_then_a_merge_equal_one_unsharded_run(tmp_path):
+    from bber_utils.paths import run_dirs
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    sets = resolve_templates(one, ["en"], "builtin", emotions=EMOTIONS)
+    kw = dict(template_source=sets, seed=5, emotions=EMOTIONS, progress=False)
+    whole = build_synthetic_corpus(one, "en", 3, tts=FakeTTS(), **kw)
+    spoken = []
+    for i in range(2):
+        tts = FakeTTS()
+        part = build_synthetic_corpus(two, "en", 3, tts=tts, shard=(i, 2), **kw)
+        assert list(part["utt_id"]) == list(whole["utt_id"][i::2])  # every 2nd utterance of the whole order
+        spoken += tts.spoken
+    assert len(spoken) == len(whole) and not synthetic_manifest_path(two, "en").exists()
+    merger = FakeTTS()
+    merged = build_synthetic_corpus(two, "en", 3, tts=merger, **kw)
+    assert merger.spoken == [] and merged["reused"].all()  # the merge speaks nothing
+    assert not list((run_dirs(two).tug / "parts").glob("*"))
+    a, b = load_manifest(synthetic_manifest_path(one, "en")), load_manifest(synthetic_manifest_path(two, "en"))
+    assert list(a["audio_path"].map(lambda p: p.split("/tug/")[1])) == list(
+        b["audio_path"].map(lambda p: p.split("/tug/")[1]))
+    pd.testing.assert_frame_equal(a.drop(columns="audio_path"), b.drop(columns="audio_path"))
+    for x, y in zip(a["audio_path"], b["audio_path"]):
+        np.testing.assert_array_equal(load_audio(x), load_audio(y))
+
+
+def test_merge_speaks_what_no_shard_did(tmp_path):
+    sets = resolve_templates(tmp_path, ["en"], "builtin", emotions=EMOTIONS)
+    kw = dict(template_source=sets, seed=5, emotions=EMOTIONS, progress=False)
+    build_synthetic_corpus(tmp_path, "en", 2, tts=FakeTTS(), shard="1/3", **kw)
+    merger = FakeTTS()
+    merged = build_synthetic_corpus(tmp_path, "en", 2, tts=merger, **kw)
+    assert len(merged) == 6 and len(merger.spoken) == 4 and int(merged["reused"].sum()) == 2
+    with pytest.raises(ValueError, match="shard"):
+        build_synthetic_corpus(tmp_path, "en", 2, tts=FakeTTS(), shard=(3, 3), **kw)

@@ -8,7 +8,10 @@ Three steps (notebook 04, ``bber tug``):
    (``augment/tts.py``) speaks them into ``<workdir>/tug/wavs/{lang}/``, and the spoken ones become a
    manifest ``<workdir>/tug/tug_{lang}.parquet`` (``source="tug"``, ``corpus="tug_{lang}"``, split
    ``train``). Failed syntheses are dropped with their reason into ``tug/tug_{lang}_dropped.csv``; silence is
-   never saved as data.
+   never saved as data. ``shard=(i, n)`` speaks only utterances ``i, i + n, ...`` (of the composer's order over
+   all emotions) into ``tug/parts/tug_{lang}.part-i-of-n.parquet``; the next call without ``shard`` takes the
+   parts' rows (their wavs still valid) without calling the TTS, speaks what is still missing, writes the whole
+   manifest and removes the parts.
 3. ``mix_synthetic``: at training time, synthetic rows of a corpus's language join that corpus's train split
    (and only train), taking its ``corpus`` value.
 
@@ -65,7 +68,7 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
                            template_source: Any = "builtin", seed: int = 42, *, tts_model: Any = None,
                            llm_model: str | None = None, base_url: str | None = None,
                            emotions: tuple[str, ...] | None = None, progress: bool = True,
-                           **tts_kwargs: Any) -> "pd.DataFrame":
+                           shard: Any = None, **tts_kwargs: Any) -> "pd.DataFrame":
     """Compose ``per_class`` utterances per emotion in ``language``, speak them, and save the manifest.
 
     ``tts``: a backend name (``espeak`` | ``mms`` | ``dia``), a name per language (``{"en": "dia", "ru": "mms"}``)
@@ -78,12 +81,15 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     utterances, written to ``tug/tug_{lang}.parquet`` (``text`` without the nonverbal tags, ``tts_text`` as
     spoken, ``tts`` the voice, ``template_source``; the returned table also says which wavs were ``reused``);
     what was dropped is in ``tug/tug_{lang}_dropped.csv`` (``load_dropped``) with the reason.
+    ``shard=(index, count)`` (or ``"index/count"``): speak only this shard's share and write it as a part (see
+    the module docstring); a call without ``shard`` merges the parts.
     """
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
     from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
+    from ..features.store import check_shard
     from ..labels import CLASSES
     from ..paths import run_dirs
     from .templates import compose_utterances, strip_tags
@@ -92,6 +98,7 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
 
     if per_class < 0:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
+    shard = check_shard(shard)
     emotions = tuple(CLASSES if emotions is None else emotions)
     if isinstance(template_source, str):
         template_sets = resolve_templates(workdir, [language], template_source, llm_model=llm_model,
@@ -124,6 +131,19 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
             items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
                               template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
         jobs.append((emotion, items))
+    position = {it["utt_id"]: k for k, it in enumerate(it for _, items in jobs for it in items)}
+    if shard is not None:  # this shard's utterances: positions index, index + count, ... of the whole order
+        jobs = [(e, [it for it in items if position[it["utt_id"]] % shard[1] == shard[0]]) for e, items in jobs]
+    else:  # rows the shards spoke (same text and voice: same wav path, still on disk) are taken as they are
+        done = _part_rows(workdir, language)
+        for emotion, items in jobs:
+            for it in items:
+                row = done.get(it["utt_id"])
+                if row is not None and row["audio_path"] == str(Path(it["path"]).resolve()) and Path(
+                        row["audio_path"]).exists():
+                    rows.append({**row, "reused": True})
+        taken = {r["utt_id"] for r in rows}
+        jobs = [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
     bar = tqdm(total=sum(len(items) for _, items in jobs), desc=f"TUG {language} ({backend.name})",
                disable=not progress)
     for emotion, items in jobs:
@@ -145,15 +165,48 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
             bar.update(len(chunk))
     bar.close()
     extra = ["tts_text", "tts", "template_source", "reused"]
+    rows.sort(key=lambda r: position[r["utt_id"]])  # the composer's order, wherever a row came from
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
     df["duration_s"] = df["duration_s"].astype(np.float64)
-    save_manifest(df.drop(columns="reused"), synthetic_manifest_path(workdir, language))
-    pd.DataFrame(dropped, columns=DROPPED_COLUMNS).to_csv(dropped_path(workdir, language), index=False)
+    manifest_path, dropped_csv = synthetic_manifest_path(workdir, language), dropped_path(workdir, language)
+    if shard is not None:
+        manifest_path, dropped_csv = _part_paths(workdir, language, shard)
+    save_manifest(df.drop(columns="reused"), manifest_path)
+    pd.DataFrame(dropped, columns=DROPPED_COLUMNS).to_csv(dropped_csv, index=False)
+    if shard is None:
+        for part in _part_files(workdir, language):
+            part.unlink()
     n_failed = sum(1 for d in dropped if d["utt_id"])
     if n_failed:
         warnings.warn(f"TUG {language}: {n_failed} syntheses failed and were dropped (see "
                       f"{dropped_path(workdir, language)})", stacklevel=2)
     return df
+
+
+def _part_paths(workdir: str | os.PathLike, language: str, shard: tuple[int, int]) -> tuple[Path, Path]:
+    """The manifest and dropped-list of one shard of ``build_synthetic_corpus``."""
+    from ..paths import run_dirs
+
+    stem = f"tug_{language}.part-{shard[0]:03d}-of-{shard[1]:03d}"
+    folder = run_dirs(workdir).tug / "parts"
+    return folder / f"{stem}.parquet", folder / f"{stem}_dropped.csv"
+
+
+def _part_files(workdir: str | os.PathLike, language: str) -> list[Path]:
+    from ..paths import run_dirs
+
+    return sorted((run_dirs(workdir).tug / "parts").glob(f"tug_{language}.part-*-of-*"))
+
+
+def _part_rows(workdir: str | os.PathLike, language: str) -> dict[str, dict]:
+    """``utt_id -> manifest row`` of every shard part of ``language`` written so far."""
+    from ..corpora.manifest import load_manifest
+
+    rows: dict[str, dict] = {}
+    for path in _part_files(workdir, language):
+        if path.suffix == ".parquet":
+            rows.update({r["utt_id"]: r for r in load_manifest(path).to_dict("records")})
+    return rows
 
 
 def load_synthetic(workdir: str | os.PathLike, languages: list[str] | tuple[str, ...] = ("en", "ru")
@@ -327,12 +380,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--llm-model", default=None, help="LLM for --template-source openai/transformers")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OpenAI)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="speak only utterances i = I (mod N) into tug/parts/ (run N in parallel, e.g. one per "
+                        "GPU), then once without --shard to merge the parts into tug/tug_{lang}.parquet")
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from ..features.store import check_shard
     from .tts import TTS_NAMES
     from .tug_llm import resolve_templates, templates_table
 
@@ -343,6 +400,11 @@ def _run_cli(args: argparse.Namespace) -> int:
     names = set(tts.values()) if isinstance(tts, dict) else {tts}
     if not names <= set(TTS_NAMES):
         print(f"bber tug: unknown TTS {sorted(names - set(TTS_NAMES))}; choose from {', '.join(TTS_NAMES)}")
+        return 2
+    try:
+        check_shard(args.shard)
+    except ValueError as e:
+        print(f"bber tug: {e}")
         return 2
     if args.template_source != "builtin" and not args.llm_model:
         print(f"bber tug: --template-source {args.template_source} needs --llm-model")
@@ -355,8 +417,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     for language in args.languages:
         frames.append(build_synthetic_corpus(args.workdir, language, args.per_class, tts=tts,
                                              template_source=sets, seed=args.seed,
-                                             tts_model=_parse_per_language(args.tts_model)))
-        print(f"wrote {synthetic_manifest_path(args.workdir, language)}: {len(frames[-1])} utterances")
+                                             tts_model=_parse_per_language(args.tts_model), shard=args.shard))
+        if args.shard:
+            print(f"shard {args.shard} of {language}: {len(frames[-1])} utterances in "
+                  f"{_part_paths(args.workdir, language, check_shard(args.shard))[0]}; run once without --shard "
+                  f"to merge the parts")
+        else:
+            print(f"wrote {synthetic_manifest_path(args.workdir, language)}: {len(frames[-1])} utterances")
     df = pd.concat(frames, ignore_index=True)
     if len(df):
         print(pd.crosstab(df["label"], df["language"]).to_string())
