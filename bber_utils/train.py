@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -236,7 +237,8 @@ def init_distributed(device) -> Any:
     """Join the torchrun process group when ``WORLD_SIZE > 1`` (nccl for a CUDA device, gloo otherwise).
 
     Returns the device this rank trains on: ``cuda:LOCAL_RANK`` for a CUDA run without an explicit index, else
-    ``device`` unchanged. Without torchrun (or ``WORLD_SIZE=1``) nothing happens.
+    ``device`` unchanged. Without torchrun (or ``WORLD_SIZE=1``) nothing happens. Collectives time out after
+    ``BBER_DIST_TIMEOUT_S`` seconds (default 2 h: rank 0 may be extracting features while the others wait).
     """
     import torch
     import torch.distributed as dist
@@ -253,7 +255,9 @@ def init_distributed(device) -> Any:
             if key not in os.environ:
                 raise RuntimeError(f"WORLD_SIZE={world} but {key} is not set: start distributed runs with "
                                    f"torchrun --nproc_per_node N ...")
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # Long enough for rank 0 to extract missing features while the others wait at a barrier.
+        timeout = datetime.timedelta(seconds=float(os.environ.get("BBER_DIST_TIMEOUT_S", 2 * 3600)))
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return device
 
 

@@ -131,3 +131,65 @@ def test_two_gloo_processes_match_a_single_process_run(tmp_path, monkeypatch, mo
     # rank 0 wrote the run folder, with the same metrics
     written = json.loads((ddp_wd.resolve() / "train" / "r" / "metrics.json").read_text())
     assert _metric_values(written["metrics"]) == _metric_values(ddp["metrics"])
+
+
+def test_mixed_precision_is_off_on_cpu_and_chosen_on_cuda():
+    import torch
+
+    import bber_utils.train as T
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
+    for amp in T.AMP_MODES:
+        assert T._amp_settings(T.TrainConfig(amp=amp), cpu) == (None, False)
+    assert T._amp_settings(T.TrainConfig(amp="bf16"), cuda) == (torch.bfloat16, False)
+    assert T._amp_settings(T.TrainConfig(amp="fp16"), cuda) == (torch.float16, True)  # fp16 needs a GradScaler
+    assert T._amp_settings(T.TrainConfig(amp="off"), cuda) == (None, False)
+
+
+def test_compile_is_a_control_key():
+    import bber_utils.train as T
+
+    assert "compile" not in T.TrainConfig(compile=True).identity()  # same run hash with or without it
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("BBER_TEST_COMPILE") != "1",
+                    reason="torch.compile on CPU takes minutes here; set BBER_TEST_COMPILE=1 to run it")
+def test_compiled_training_runs_on_cpu_and_matches(tmp_path, monkeypatch):
+    """``compile=True``: the same losses as eager (passed here in 256 s on a busy 2-core CPU)."""
+    import shutil
+
+    import bber_utils.train as T
+    from test_train import TINY, _cfg, make_workdir
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    monkeypatch.setattr(T, "build_feature_stores", _fake_stores)
+    kw = dict(TINY, dropout=0.0, model="audio_only", epochs=1, unimodal_epochs=1, run_name="r", num_threads=1)
+    plain = T.train(_cfg(make_workdir(tmp_path / "plain"), **kw))
+    compiled = T.train(_cfg(make_workdir(tmp_path / "compiled"), compile=True, **kw))
+    np.testing.assert_allclose(compiled.history["train_loss"], plain.history["train_loss"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_bber_train_under_torchrun(tmp_path):
+    """``torchrun --nproc_per_node 2 -m bber_utils.cli train``: a real demo work folder (features extracted by
+    rank 0 while rank 1 waits), one metrics.json, the table printed once."""
+    import subprocess
+    import sys
+
+    from bber_utils.cli import main
+    from bber_utils.paths import REPO_ROOT
+
+    wd = tmp_path / "wd"
+    assert main(["prepare", "demo", "--out", str(wd), "--demo-per-class", "2"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "bber_utils.cli", "train", "--config", "smoke", f"workdir={wd}",
+           "run_name=ddp", "epochs=2", "unimodal_epochs=2", "progress=false"]
+    out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("run folder:") == 1  # rank 0 prints
+    metrics = json.loads((wd / "train" / "ddp" / "metrics.json").read_text())
+    assert metrics["model"] == "biformer" and set(metrics["metrics"]) == {"demo_en", "demo_ru"}
+    assert len(list((wd / "features").iterdir())) >= 2
