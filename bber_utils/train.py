@@ -695,18 +695,14 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = train_model(batch)
             numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], w)
-            n_batch = (batch["target"].sum(1) > 0).sum().float().reshape(1)  # real samples (not padding)
-            if world > 1:  # the global batch's target mass: the gradient DDP averages is the single-process one
-                import torch.distributed as dist
-
-                den_global = denominator.detach().reshape(1).clone()
-                dist.all_reduce(den_global)
-                dist.all_reduce(n_batch)
-                loss = numerator / den_global.clamp_min(1e-12)[0] * world
-                batch_loss = float(dist_sum(numerator.detach()) / den_global.clamp_min(1e-12)[0])
+            n_real = (batch["target"].sum(1) > 0).sum()  # samples of this rank that are not padding
+            if world > 1:  # sums over the global batch: the gradient DDP averages is the single-process one
+                sums = dist_sum(torch.stack([numerator.detach(), denominator.detach(), n_real.float()]))
+                loss = numerator / sums[1].clamp_min(1e-12) * world
+                batch_loss, n_batch = float(sums[0] / sums[1].clamp_min(1e-12)), int(sums[2])
             else:
                 loss = numerator / denominator.clamp_min(1e-12)
-                batch_loss = float(loss.detach())
+                batch_loss, n_batch = float(loss.detach()), int(n_real)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
@@ -716,8 +712,8 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
             scaler.update()
             if tc.scheduler != "plateau":
                 scheduler.step()
-            total += batch_loss * float(n_batch[0])
-            count += int(n_batch[0])
+            total += batch_loss * n_batch
+            count += n_batch
         dev_scores = None
         if main:  # the early-stopping signal: rank 0 evaluates, every rank gets its score
             dev_scores, _ = evaluate(model, dev_sets, forward, device, tc.eval_batch_size, amp_dtype)
