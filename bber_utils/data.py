@@ -14,7 +14,8 @@ Targets (``item["target"]``, a distribution over the 7 classes):
 ``collate`` pads right to the longest sequence of the batch and returns bool masks (True = real frame); any
 length >= 1 works. Two samplers: ``ShuffleSampler`` (a seeded permutation per epoch) and
 ``BalancedCorpusSampler`` for multi-corpus runs. Both take ``rank``/``world_size`` so that each DDP process
-reads its own share of the same epoch order.
+reads its own share of the same epoch order. The trainer uses ``RankBatchSampler`` over them: the epoch order
+cut into global batches, each split across the ranks, so N processes take the single-process batches.
 """
 
 from __future__ import annotations
