@@ -170,7 +170,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--from", dest="from_", metavar="NN", help="start at notebook NN")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument("--workdir", help="run folder (default: the profile's workdir, runs/<profile>)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="parameter overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile parameter (repeatable; values are YAML, e.g. --set epochs=3)")
     p.set_defaults(func=_cli)
 
 
