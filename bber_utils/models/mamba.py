@@ -50,17 +50,16 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
         z:     (B, L, ED)  gate, optional: the output is multiplied by SiLU(z)
     Returns y: (B, L, ED).
 
-    ``impl``: ``"sequential"`` (reference loop over time), ``"chunked"`` (chunked scan, see
-    :func:`chunked_scan`), ``"mambapy"`` (mambapy's parallel scan), ``"cuda"`` (mamba-ssm's fused kernel, CUDA
-    only) or ``"auto"`` (the fastest available for the device and for training vs inference).
+    ``impl``: ``"sequential"`` (reference loop over time), ``"chunked"`` (chunked scan with a hand-written
+    backward, :class:`ChunkedScan`), ``"mambapy"`` (mambapy's parallel scan), ``"cuda"`` (mamba-ssm's fused
+    kernel, CUDA only) or ``"auto"`` (the fastest available here, see :func:`_auto_impl`).
     """
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan impl {impl!r}; choose one of {SCAN_IMPLS}")
     if impl == "auto":
         impl = _auto_impl(u)
     if impl == "cuda":
-        y = _scan_cuda(u, delta, A, B, C, D, z)
-        return y
+        return _scan_cuda(u, delta, A, B, C, D, z)  # D and z are fused into the kernel
     if impl == "sequential":
         y = _scan_sequential(u, delta, A, B, C)
     elif impl == "mambapy":
@@ -75,9 +74,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
 
 
 def _auto_impl(u) -> str:
-    """mamba-ssm's kernel on CUDA when installed; else the fastest pure-PyTorch scan (benchmarks/mamba.md)."""
-    if u.is_cuda and mamba_ssm_available():
-        return "cuda"
+    """mamba-ssm's fused kernel on CUDA when installed; mambapy's parallel scan on other GPUs (a few big kernels
+    rather than a loop of small ones; not measured here); on CPU the chunked scan, the fastest both for
+    training and for inference in benchmarks/mamba.md."""
+    if u.is_cuda:
+        return "cuda" if mamba_ssm_available() else "mambapy"
     return "chunked"
 
 
@@ -286,7 +287,7 @@ class MambaBlock(nn.Module):
 
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))  # (B, L, ED)
-        A = -torch.exp(self.A_log.float())  # (ED, N)
+        A = -torch.exp(self.A_log)  # (ED, N)
         y = selective_scan(x, delta, A, B, C, D=self.D, z=z, impl=self.scan)  # (B, L, ED)
         return self.out_proj(y)
 
