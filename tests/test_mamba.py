@@ -201,3 +201,15 @@ def test_auto_scan_trains_every_parameter():
     masked_mean(stack(x, mask), mask).pow(2).sum().backward()
     for name, p in stack.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_stack_under_bfloat16_autocast_keeps_the_scan_in_float32():
+    torch.manual_seed(0)
+    stack = MambaStack(16, n_layers=1)
+    x = torch.randn(2, 21, 16)
+    reference = stack(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = stack(x)
+    y.float().pow(2).mean().backward()
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), reference, atol=0.1, rtol=0.05)

@@ -60,17 +60,25 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
         impl = _auto_impl(u)
     if impl == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z)  # D and z are fused into the kernel
-    if impl == "sequential":
-        y = _scan_sequential(u, delta, A, B, C)
-    elif impl == "mambapy":
-        y = _scan_mambapy(u, delta, A, B, C)
-    else:
-        y = _scan_chunked(u, delta, A, B, C)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    out_dtype = u.dtype
+    with torch.autocast(u.device.type, enabled=False):  # the state is kept in float32 (or float64), as in Mamba
+        u, delta, A, B, C, D, z = (_upcast(t) for t in (u, delta, A, B, C, D, z))
+        if impl == "sequential":
+            y = _scan_sequential(u, delta, A, B, C)
+        elif impl == "mambapy":
+            y = _scan_mambapy(u, delta, A, B, C)
+        else:
+            y = _scan_chunked(u, delta, A, B, C)
+        if D is not None:
+            y = y + u * D
+        if z is not None:
+            y = y * F.silu(z)
+    return y.to(out_dtype)
+
+
+def _upcast(t):
+    """float16 / bfloat16 -> float32 (autocast); other dtypes and None as they are."""
+    return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _auto_impl(u) -> str:
