@@ -58,6 +58,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         if key != "model":
             val = cfg.get(key)
             base[key] = ",".join(map(str, val)) if isinstance(val, (list, tuple)) else val
+    if m.get("corpora"):  # the corpora the trainer resolved ("all" -> the list)
+        base["train_corpora"] = ",".join(map(str, m["corpora"]))
     rows = []
     for corpus, splits in (m.get("metrics") or {}).items():
         for split, vals in splits.items():
@@ -321,7 +323,12 @@ def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
                 mask &= registry[k].fillna(0).astype(float) == 0
         labelled.append(registry[mask].assign(study=s["study"], setting=s["setting"]))
     df = pd.concat(labelled, ignore_index=True) if labelled else registry.iloc[0:0]
-    return summarize(df, ["study", "setting"], split=split) if not df.empty else df
+    if df.empty:
+        return df
+    order = {(s["study"], s["setting"]): i for i, s in enumerate(settings)}
+    table = summarize(df, ["study", "setting"], split=split)
+    table["_order"] = [order[(a, b)] for a, b in zip(table["study"], table["setting"])]
+    return table.sort_values(["_order", "corpus"]).drop(columns="_order").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------- cli
