@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from math import gcd
 from pathlib import Path
 
@@ -116,14 +115,7 @@ def concatenate(wavs: list[np.ndarray], gap_s: float = 0.0, sr: int = SAMPLE_RAT
 
 def write_wav(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
     """Write 16-bit PCM wav atomically (a temp file then rename), creating folders as needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".wav")
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from .fileio import atomic_write
+
+    return atomic_write(path, lambda tmp: sf.write(tmp, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16"),
+                        suffix=".wav")

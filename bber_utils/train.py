@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -349,15 +348,9 @@ def git_commit() -> str:
 
 
 def _atomic_write_bytes(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .fileio import atomic_write
+
+    atomic_write(path, write)
 
 
 def save_json(obj: Any, path: Path) -> None:

@@ -56,3 +56,17 @@ def test_declared_parameters_reads_the_parameters_cell(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("g = 1"), cell]
     nbformat.write(nb, tmp_path / "x.ipynb")
     assert pipeline.declared_parameters(tmp_path / "x.ipynb") == {"a", "b", "c", "d"}
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    from bber_utils.fileio import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "sub" / "a.txt", "old")
+
+    def broken(tmp):
+        open(tmp, "w").write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["a.txt"]

@@ -678,19 +678,9 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
 
 def save_soft_labels(table, path: str | os.PathLike) -> Path:
     """Write the soft-label table atomically (Parquet)."""
-    import tempfile
+    from ..fileio import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 # ====================================================================================== reading the tables back

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -236,15 +235,10 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, templates: dict, provenance: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"provenance": provenance, "templates": templates}, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"provenance": provenance, "templates": templates}, ensure_ascii=False,
+                                       indent=1))
 
 
 @dataclass

@@ -32,13 +32,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
 from ..labels import CLASSES, MELD_TO_CLASS, RESD_TO_CLASS
 
 DEMO_VERSION = 1
@@ -338,10 +338,7 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
             shutil.rmtree(root)
         os.replace(tmp, root)
         design += _design_rows(rows, corpus)
-    fd, tmp_csv = tempfile.mkstemp(dir=out_dir, prefix=".demo_design.", suffix=".csv")
-    os.close(fd)
-    pd.DataFrame(design).to_csv(tmp_csv, index=False, encoding="utf-8")
-    os.replace(tmp_csv, out_dir / "demo_design.csv")
+    atomic_write(out_dir / "demo_design.csv", lambda tmp: pd.DataFrame(design).to_csv(tmp, index=False))
     shutil.rmtree(work, ignore_errors=True)
     if dropped:
         warnings.warn(f"demo corpus: {len(dropped)} utterances dropped (failed synthesis), e.g. {dropped[0]}; "

@@ -21,12 +21,12 @@ new one; nothing is changed in place.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..fileio import atomic_write
 from ..labels import CLASSES
 
 MANIFEST_COLUMNS: list[str] = [
@@ -77,19 +77,9 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Validate and write atomically (Parquet for ``.parquet``, else CSV)."""
     path = Path(path)
     df = validate_manifest(df, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    if path.suffix == ".parquet":
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
