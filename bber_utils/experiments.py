@@ -110,8 +110,9 @@ def summarize(registry, by: list[str], split: str = "test", metrics: Iterable[st
     """Mean, std and 95 % CI over seeds for each group of ``by`` (+ corpus) on ``split``."""
     import pandas as pd
 
-    df = registry[registry["split"] == split]
     keys = list(dict.fromkeys([*by, "corpus"]))
+    # the same setting and seed run twice (e.g. by notebook 06 and by a sweep) is one sample, not two
+    df = registry[registry["split"] == split].drop_duplicates([*keys, "seed"])
     rows = []
     for group, part in df.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))

@@ -57,7 +57,7 @@ def metric_bars(summary, x: str, metric: str = "wf1", hue: str = "corpus", title
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(xs) + 2), 4))
     for j, h in enumerate(hues):
         ax.bar(np.arange(len(xs)) + (j - (len(hues) - 1) / 2) * width, means[h], width,
-               yerr=errs[h] if h in errs else None, capsize=3, label=h)
+               yerr=errs[h] if h in errs and errs[h].any() else None, capsize=3, label=h)
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
     ax.set_ylabel(f"{metric.upper()} (%)")
     n = int(summary["n_seeds"].max()) if "n_seeds" in summary else 1

@@ -55,10 +55,12 @@ def test_summarize_groups_over_seeds(tmp_path):
     for seed, v in [(1, .5), (2, .7)]:
         _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
     _write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
+    _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1}, {("x", "test"): .2})  # a rerun
     s = ex.summarize(ex.load_registry(tmp_path), ["model"])
     bi = s[s["model"] == "biformer"].iloc[0]
     assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
-    assert s[s["model"] == "text_only"].iloc[0]["n_seeds"] == 1
+    text = s[s["model"] == "text_only"].iloc[0]
+    assert text["n_seeds"] == 1 and math.isnan(text["mean_std"])  # one seed, however many reruns
 
 
 def _fake_runner(workdir, calls):
