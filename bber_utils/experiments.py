@@ -111,8 +111,10 @@ def summarize(registry, by: list[str], split: str = "test", metrics: Iterable[st
     import pandas as pd
 
     keys = list(dict.fromkeys([*by, "corpus"]))
-    # the same setting and seed run twice (e.g. by notebook 06 and by a sweep) is one sample, not two
-    df = registry[registry["split"] == split].drop_duplicates([*keys, "seed"])
+    # the same settings and seed run twice (e.g. by notebook 06 and by a sweep) are one sample, not two
+    df = registry[registry["split"] == split]
+    same_run = [c for c in (*SETTING_KEYS, *keys, "seed") if c in df]
+    df = df.drop_duplicates(list(dict.fromkeys(same_run)))
     rows = []
     for group, part in df.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
@@ -338,7 +340,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("results", help="print the tidy results table of a work folder's runs")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--split", default="test")
-    p.add_argument("--by", nargs="+", default=["model"], help="columns to group runs by (seeds averaged)")
+    p.add_argument("--by", nargs="+", default=["model", "train_corpora", "sds_ratio", "tug_ratio", "ls_llm_p"],
+                   help="columns to group runs by (seeds averaged)")
     p.set_defaults(func=_cli_results)
     s = subparsers.add_parser("sweep", help="run notebook 06 over a grid of parameters and seeds (resumable)")
     s.add_argument("--profile", default="demo")

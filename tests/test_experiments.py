@@ -56,11 +56,16 @@ def test_summarize_groups_over_seeds(tmp_path):
         _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
     _write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
     _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1}, {("x", "test"): .2})  # a rerun
+    _write_run(tmp_path, "t1-tug", {"model": "text_only", "seed": 1, "tug_ratio": .5}, {("x", "test"): .4})
     s = ex.summarize(ex.load_registry(tmp_path), ["model"])
     bi = s[s["model"] == "biformer"].iloc[0]
     assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
     text = s[s["model"] == "text_only"].iloc[0]
-    assert text["n_seeds"] == 1 and math.isnan(text["mean_std"])  # one seed, however many reruns
+    # the rerun counts once; the augmented run is another setting of the same model, so it is a second sample
+    assert text["n_seeds"] == 1 and text["mean"] == pytest.approx(.3)
+    by_setting = ex.summarize(ex.load_registry(tmp_path), ["model", "tug_ratio"])
+    plain = by_setting[(by_setting["model"] == "text_only") & by_setting["tug_ratio"].isna()].iloc[0]
+    assert plain["mean"] == pytest.approx(.2) and math.isnan(plain["mean_std"])
 
 
 def _fake_runner(workdir, calls):
