@@ -26,14 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # the stage itself is not part of this build
-                continue
-            raise
-        if hasattr(module, "register_cli"):
-            module.register_cli(sub)
+        importlib.import_module(name).register_cli(sub)
     return parser
 
 

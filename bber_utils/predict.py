@@ -11,6 +11,7 @@ other clips are still scored; the command's exit status says whether anything fa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -255,8 +256,7 @@ def predictions_table(preds: list[Prediction]):
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("predict", help="emotions of audio files (audio-only, text-only and fused)",
-                              description=__doc__, formatter_class=lambda prog: __import__("argparse")
-                              .RawDescriptionHelpFormatter(prog))
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="audio files, folders of audio files, or CSVs with path[,text]")
     p.add_argument("--text", action="append", help="transcript (once per clip, in order); else ASR")
     p.add_argument("--checkpoint", help="best.pt or a run folder (default: the newest demo run)")
@@ -283,7 +283,7 @@ def _cli(args) -> int:
     preds = predictor.predict(paths, texts, args.lang, progress=not args.json and len(paths) > 8)
     for p in preds:
         if args.json:
-            print(json.dumps(p.as_row() | {"path": p.path}, ensure_ascii=False))
+            print(json.dumps(p.as_row(), ensure_ascii=False))
         elif p.error:
             print(f"{p.path}\tERROR\t{p.error}")
         else:
