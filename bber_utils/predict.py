@@ -134,6 +134,8 @@ class Predictor:
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
             dim = getattr(self.audio_encoder if what == "audio" else self.text_encoder, "dim", None)
+            if what == "text" and dim and spec.get("text_context"):
+                dim = int(dim) + 1  # the context flag column (bber_utils.context)
             if want and dim and int(dim) != int(want):
                 raise CheckpointError(f"{self.checkpoint}: the model expects {what} features of width {want} "
                                       f"but its {what} encoder gives {dim}")
@@ -253,6 +255,48 @@ def predictions_table(preds: list[Prediction]):
 
 
 # ------------------------------------------------------------------------------------------------- cli
+
+def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: list[list[str]] | None = None,
+                  device: str = "auto", batch_size: int = 64):
+    """Text-only inference, no audio: a ``text_only`` checkpoint's probabilities for each transcript.
+
+    ``contexts[i]``: the previous utterances of text i's dialogue, oldest first (used when the run was trained
+    with ``text_context: k``; only the last k are read). Returns a DataFrame ``text, label, {class}...``.
+    """
+    import pandas as pd
+    import torch
+
+    from .context import with_flag
+    from .data import pad_sequences
+    from .features.extract import encoders_from_params
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, str(dev))
+    if meta["model_name"] != "text_only":
+        raise CheckpointError(f"{checkpoint}: predict_texts needs a text_only checkpoint, not {meta['model_name']!r}")
+    spec = {**meta["config"], **meta.get("features", {})}
+    k = int(spec.get("text_context") or 0)
+    _, encoder = encoders_from_params(spec)
+    contexts = contexts if contexts is not None else [[] for _ in texts]
+    if len(contexts) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        chunk, ctx = list(texts[start:start + batch_size]), contexts[start:start + batch_size]
+        feats = encoder.encode(chunk)
+        if k:
+            feats = [np.concatenate([with_flag(x, own=False) for x in encoder.encode(list(c[-k:]))]
+                                    + [with_flag(f, own=True)]) if c[-k:] else with_flag(f, own=True)
+                     for f, c in zip(feats, ctx)]
+        text, mask = pad_sequences([np.asarray(f, np.float32) for f in feats])
+        batch = {"text": text.float().to(dev), "text_mask": mask.to(dev)}
+        with torch.no_grad():
+            probs = torch.softmax(model(batch).float(), -1).cpu().numpy()
+        for t, p in zip(chunk, probs):
+            rows.append({"text": t, "label": CLASSES[int(p.argmax())], **dict(zip(CLASSES, p.round(6)))})
+    return pd.DataFrame(rows)
+
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("predict", help="emotions of audio files (audio-only, text-only and fused)",

@@ -102,6 +102,7 @@ class TrainConfig:
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
+    text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
     feature_device: str = "auto"          # where missing features are extracted
@@ -441,7 +442,7 @@ def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
                 raise FileNotFoundError(f"manifest {path} is missing (corpus {c!r}, split {split!r})")
             frames.append(load_manifest(path))
         out[split] = concat_manifests(frames)
-        if len(out[split]) == 0:
+        if len(out[split]) == 0 and split != "test":  # a corpus without a test split is scored on dev
             raise ValueError(f"split {split!r} of {corpora} is empty")
     return out
 
@@ -501,8 +502,13 @@ def build_feature_stores(tc: TrainConfig, manifest: pd.DataFrame) -> tuple[Any, 
     dirs = run_dirs(tc.workdir)
     device = tc.feature_device
     audio_enc, text_enc = encoders_from_params(tc.to_dict())  # the same store keys as notebook 02
-    audio = ensure_features(manifest, "audio", audio_enc, dirs.features, batch_size=tc.feature_batch_size,
-                            device=device, progress=tc.progress and is_main_process())
+    from .features.extract import has_audio
+
+    audio = None  # text_only trains without audio; rows without audio (text-only manifests) are not extracted
+    if tc.model != "text_only" and has_audio(manifest).any():
+        audio = ensure_features(manifest[has_audio(manifest)], "audio", audio_enc, dirs.features,
+                                batch_size=tc.feature_batch_size, device=device,
+                                progress=tc.progress and is_main_process())
     text = ensure_features(manifest, "text", text_enc, dirs.features, batch_size=tc.feature_batch_size,
                            device=device, progress=tc.progress and is_main_process())
     return audio, text
@@ -520,6 +526,8 @@ def filter_available(df: pd.DataFrame, stores: tuple, where: str) -> tuple[pd.Da
     for u in df["utt_id"].astype(str):
         reason = None
         for modality, store in zip(("audio", "text"), stores):
+            if store is None:
+                continue
             if u not in store:
                 reason = f"no {modality} features"
                 break
@@ -852,7 +860,8 @@ class UnimodalRun:
 def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
     return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
-                                        "text_trust_remote_code", "text_code_revision", "audio_pool")}
+                                        "text_trust_remote_code", "text_code_revision", "audio_pool",
+                                        "text_context")}
 
 
 def _unimodal_model(tc: TrainConfig, modality: str, d_in: int):
@@ -1045,6 +1054,10 @@ def _train(tc: TrainConfig) -> RunResult:
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = filter_available(splits[split], stores, f"{split} split")
+    if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
+        from .context import with_text_context
+
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context))
     soft_table = soft_label_table(load_soft_labels_for(tc), "soft labels")
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
 
@@ -1056,13 +1069,15 @@ def _train(tc: TrainConfig) -> RunResult:
 
     # --- stage 1: unimodal encoders (the baselines) -------------------------------------------------
     need_oof = _needs_oof(tc.model)
-    dims = (int(stores[0].dim), int(stores[1].dim))
+    if stores[0] is None and tc.model != "text_only":
+        raise ValueError(f"model {tc.model!r} needs audio, but no manifest row has any; use model=text_only")
+    dims = (int(stores[0].dim) if stores[0] is not None else 1, int(stores[1].dim))
     unimodal = {m: train_unimodal(tc, m, store, splits, soft_table, weights, device, need_oof, dims)
-                for m, store in zip(("audio", "text"), stores)}
+                for m, store in zip(("audio", "text"), stores) if store is not None}
     unimodal_metrics = {f"{m}_only": run.metrics for m, run in unimodal.items()}
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
-    meta = {"model_name": tc.model, "d_audio": int(stores[0].dim), "d_text": int(stores[1].dim),
+    meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
             "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity()}
     if tc.model in UNIMODAL_MODELS:
         run = unimodal[tc.model.split("_")[0]]

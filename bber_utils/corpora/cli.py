@@ -1,4 +1,5 @@
-"""``bber prepare {meld,resd,demo,union} --root DIR [--resd-root DIR] --out DIR [--limit N]``."""
+"""``bber prepare {meld,resd,demo,union} --root DIR [--resd-root DIR] --out DIR [--limit N]``, or
+``bber prepare table --csv FILE --out DIR [--corpus NAME] [--label-map raw=class,...] [--column role=name]``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ def register_cli(subparsers) -> None:
         "prepare", help="read MELD / RESD / the demo corpus into manifests",
         description="Write <out>/manifests/{corpus}_{split}.parquet and the skip report <out>/manifests/skips.csv, "
                     "then print the utterance counts per split and class.")
-    p.add_argument("dataset", choices=["meld", "resd", "demo", "union"])
+    p.add_argument("dataset", choices=["meld", "resd", "demo", "union", "table"])
     p.add_argument("--root", help="MELD root (meld, union) or RESD root (resd)")
     p.add_argument("--resd-root", help="RESD root for union")
     p.add_argument("--out", required=True, help="work folder (e.g. runs/paper)")
@@ -19,6 +20,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--dev-fraction", type=float, default=0.15, help="RESD dev split drawn from train")
     p.add_argument("--demo-per-class", type=int, default=40, help="demo corpus size per class")
     p.add_argument("--force", action="store_true", help="rebuild even if manifests with these options exist")
+    t = p.add_argument_group("table (any corpus from one CSV/Parquet, audio optional: bber_utils.corpora.table)")
+    t.add_argument("--csv", help="the table (CSV or Parquet) for 'table'")
+    t.add_argument("--corpus", default="table", help="corpus name of the table's manifests")
+    t.add_argument("--label-map", default=None, help="raw=class pairs ('joy=happy,exc=happy') or a JSON file")
+    t.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
+                   help="the table's column for a role (text, audio_path, label, split, dialogue_id, "
+                        "utterance_id, language, start_s, end_s), e.g. --column text=Utterance")
+    t.add_argument("--language", default="en", help="language of rows without a language column (en | ru)")
+    t.add_argument("--test-fraction", type=float, default=0.15, help="table without split: dialogues to test")
     p.set_defaults(func=run_prepare)
 
 
@@ -27,6 +37,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     from . import counts_table, load_skips, prepare
 
+    if args.dataset == "table":
+        return _run_table(args)
     meld_root = resd_root = None
     if args.dataset in ("meld", "union"):
         meld_root = args.root
@@ -47,4 +59,38 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"\nskipped {len(skips)} utterance(s)")
         if len(skips):
             print(skips.groupby(["corpus", "split"]).size().rename("skipped").to_string())
+    return 0
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import counts_table, load_skips
+    from .table import prepare_table
+    from .text_clean import TableError
+
+    if not args.csv:
+        print("bber prepare: error: 'table' needs --csv FILE")
+        return 2
+    try:
+        columns = dict(c.split("=", 1) for c in args.column)
+    except ValueError:
+        print(f"bber prepare: error: --column takes ROLE=NAME (got {args.column})")
+        return 2
+    try:
+        frames, report = prepare_table(args.csv, args.out, corpus=args.corpus, force=args.force, columns=columns,
+                                       label_map=args.label_map, language=args.language,
+                                       dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
+                                       seed=args.seed, limit=args.limit)
+    except (ValueError, FileNotFoundError, TableError) as exc:
+        print(f"bber prepare: error: {exc}")
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(counts_table(frames).to_string(index=False))
+        if report is not None:
+            print(report.summary())
+        skips = load_skips(args.out)
+        print(f"\nskipped {len(skips)} utterance(s)")
+        if len(skips):
+            print(skips["reason"].str.replace(r"^.* row \d+: ", "", regex=True).value_counts().to_string())
     return 0

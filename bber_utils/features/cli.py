@@ -45,7 +45,8 @@ def _run(args) -> int:
                          progress=not args.quiet, shard=args.shard)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary.to_string(index=False))
-    print(f"audio: {result.audio.path}\ntext:  {result.text.path}\n({result.seconds:.1f} s)")
+    audio = result.audio.path if result.audio is not None else "none (no manifest row has audio)"
+    print(f"audio: {audio}\ntext:  {result.text.path}\n({result.seconds:.1f} s)")
     skipped = int(result.summary[["audio_skipped", "text_skipped"]].to_numpy().sum())
     if skipped:
         print(f"{skipped} utterance feature(s) skipped: see the warnings above")

@@ -34,7 +34,12 @@ class Extraction:
 
 
 def _shape(store, utt_id):
-    return (store.length(utt_id), store.dim) if utt_id in store else None
+    return (store.length(utt_id), store.dim) if store is not None and utt_id in store else None
+
+
+def has_audio(df: pd.DataFrame) -> pd.Series:
+    """Rows with an audio file (text-only manifests, e.g. from ``bber prepare table``, have ``audio_path == ""``)."""
+    return df["audio_path"].fillna("").astype(str).str.strip() != ""
 
 
 def encoders_from_params(params: dict) -> tuple[object, object]:
@@ -70,7 +75,8 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
 
     With ``asr_model``, empty transcripts are filled by ASR first and the manifest is saved again with the
     text and its provenance (``text_source``, ``asr_language``, ``asr_model``), so later stages read the same
-    text. Encoders are built once and load their models only if something is missing.
+    text. Encoders are built once and load their models only if something is missing. Rows without audio
+    (``audio_path == ""``) get text features only; with no audio anywhere, ``Extraction.audio`` is None.
 
     ``shard=(index, count)`` (or ``"index/count"``): this process extracts only its share of every manifest into
     its own part of each store (``store.ensure_features``); run the shards in parallel (one per GPU), then once
@@ -114,15 +120,22 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
         manifests[name] = df
         common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress,
                       shard=shard)
-        audio_store = ensure_features(df, "audio", audio_enc, dirs.features, desc=f"{name} audio", **common)
+        with_audio = has_audio(df)
+        a = {"extracted": 0, "cached": 0, "skipped": 0}
+        if with_audio.any():
+            audio_store = ensure_features(df[with_audio], "audio", audio_enc, dirs.features, desc=f"{name} audio",
+                                          **common)
+            a = audio_store.stats
         text_store = ensure_features(df, "text", text_enc, dirs.features, desc=f"{name} text", **common)
-        a, x = audio_store.stats, text_store.stats
+        x = text_store.stats
         rows.append({"manifest": name, "rows": len(df), "audio_extracted": a["extracted"],
-                     "audio_cached": a["cached"], "audio_skipped": a["skipped"], "text_extracted": x["extracted"],
+                     "audio_cached": a["cached"], "audio_skipped": a["skipped"],
+                     "no_audio": int((~with_audio).sum()), "text_extracted": x["extracted"],
                      "text_cached": x["cached"], "text_skipped": x["skipped"],
                      "text_missing": int((df["text"].str.strip() == "").sum()),
                      "asr_filled": int((df.get("text_source", pd.Series(dtype=str)) == "asr").sum()),
                      "seconds": round(time.perf_counter() - t, 2)})
     # Reopen: the last stores' indexes cover every manifest.
-    return Extraction(audio=FeatureStore(audio_store.path), text=FeatureStore(text_store.path),
+    return Extraction(audio=FeatureStore(audio_store.path) if audio_store is not None else None,
+                      text=FeatureStore(text_store.path),
                       summary=pd.DataFrame(rows), manifests=manifests, seconds=time.perf_counter() - t0)

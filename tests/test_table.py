@@ -1,0 +1,178 @@
+"""The generic table reader (``bber prepare table``), text-only manifests end to end, and dialogue context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bber_utils.corpora.table import map_table_label, parse_label_map, prepare_table, read_table
+from bber_utils.labels import CLASSES
+
+
+def _write(tmp_path, rows, name="t.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _wav(path, seconds=0.5):
+    import soundfile as sf
+
+    sf.write(str(path), np.zeros(int(16000 * seconds), np.float32), 16000)
+    return path
+
+
+def test_label_map_unmapped_counted_and_reported(tmp_path):
+    rows = [{"text": f"line {i}", "label": lab, "split": "train"}
+            for i, lab in enumerate(["Joy", "exc", "frustrated", "frustrated", "neutral", "xxx", "Angry"])]
+    frames, skips, report = read_table(_write(tmp_path, rows), label_map="exc=happy,angry=anger")
+    assert frames["train"]["label"].tolist() == ["happy", "happy", "neutral", "anger"]
+    assert report.unmapped == {"frustrated": 2, "xxx": 1}
+    assert len(skips) == 3 and skips["reason"].str.contains("unmapped label").all()
+    assert report.skipped == 3 and report.kept["train"] == 4
+    assert "frustrated" in report.summary()
+
+
+def test_label_map_drop_and_bad_target():
+    assert parse_label_map("exc=happy, fru=drop") == {"exc": "happy", "fru": "drop"}
+    assert map_table_label("fru", parse_label_map("fru=drop")) is None
+    assert map_table_label("NEUTRAL", {}) == "neutral"
+    with pytest.raises(ValueError, match="one of"):
+        parse_label_map("exc=excited")
+
+
+def test_text_only_rows_and_missing_audio(tmp_path):
+    _wav(tmp_path / "a.wav")
+    rows = [
+        {"text": "hello there", "audio_path": "", "label": "neutral", "split": "train"},   # text only: kept
+        {"text": "", "audio_path": "a.wav", "label": "sad", "split": "train"},             # audio only: kept
+        {"text": "where is it", "audio_path": "gone.wav", "label": "fear", "split": "dev"},  # missing: skipped
+        {"text": "", "audio_path": "", "label": "anger", "split": "dev"},                   # nothing: skipped
+    ]
+    frames, skips, report = read_table(_write(tmp_path, rows))
+    train = frames["train"]
+    assert train["audio_path"].tolist()[0] == "" and np.isnan(train["duration_s"].iloc[0])
+    assert train["audio_path"].iloc[1].endswith("a.wav") and train["duration_s"].iloc[1] == pytest.approx(0.5)
+    assert report.text_only == 1 and len(frames["dev"]) == 0
+    reasons = " | ".join(skips["reason"])
+    assert "missing audio file" in reasons and "neither text nor audio" in reasons
+
+
+def test_columns_split_aliases_and_errors(tmp_path):
+    rows = [{"Utterance": "hi", "Emotion": "joy", "part": "validation", "Dialogue_ID": 3, "Utterance_ID": 1},
+            {"Utterance": "ho", "Emotion": "joy", "part": "holdout", "Dialogue_ID": 3, "Utterance_ID": 2}]
+    cols = {"text": "Utterance", "label": "Emotion", "split": "part", "dialogue_id": "Dialogue_ID",
+            "utterance_id": "Utterance_ID"}
+    frames, skips, _ = read_table(_write(tmp_path, rows), corpus="iemo", columns=cols)
+    assert frames["dev"]["utt_id"].tolist() == ["iemo-dev-dia3_utt1"]
+    assert "split 'holdout'" in skips["reason"].iloc[0]
+    from bber_utils.corpora.text_clean import TableError
+
+    with pytest.raises(TableError, match="no label column"):
+        read_table(_write(tmp_path, [{"text": "x"}], "nolabel.csv"))
+    with pytest.raises(TableError, match="text column"):
+        read_table(_write(tmp_path, [{"label": "sad"}], "notext.csv"))
+
+
+def test_no_split_column_keeps_dialogues_whole(tmp_path):
+    rows = [{"text": f"u{d}-{u}", "label": "neutral", "dialogue_id": d, "utterance_id": u}
+            for d in range(20) for u in range(3)]
+    frames, _, _ = read_table(_write(tmp_path, rows), seed=1)
+    where = {}
+    for split, df in frames.items():
+        for d in df["dialogue_id"]:
+            where.setdefault(d, set()).add(split)
+    assert all(len(s) == 1 for s in where.values()) and all(len(frames[s]) for s in ("train", "dev", "test"))
+
+
+LABELS = st.sampled_from(["neutral", "joy", "Sadness", "ANGER", "surprise", "disgust", "fear", "fru", "", "?"])
+ROW = st.fixed_dictionaries({"text": st.text(max_size=12), "label": LABELS,
+                             "split": st.sampled_from(["train", "dev", "test", "val", "bogus"]),
+                             "utterance_id": st.integers(0, 6)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=25))
+def test_reader_rows_property(tmp_path, rows):
+    """Every row is kept or skipped (never lost); kept rows are valid, unique, and unmapped labels add up."""
+    path = tmp_path / "h.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    frames, skips, report = read_table(path, check_audio=False)
+    kept = pd.concat(frames.values())
+    assert len(kept) + len(skips) == len(rows) == report.rows
+    assert kept["label"].isin(CLASSES).all() and not kept["utt_id"].duplicated().any()
+    assert (kept["audio_path"] == "").all() and report.text_only == len(kept)
+    unmapped_rows = sum(1 for r in rows if map_table_label(r["label"], {}) is None
+                        and r["split"] in ("train", "dev", "test", "val"))
+    assert sum(report.unmapped.values()) == unmapped_rows
+    for split, df in frames.items():
+        assert (df["split"] == split).all() and df["utt_id"].str.startswith(f"table-{split}-").all()
+
+
+def test_prepare_table_cli(tmp_path, capsys):
+    from bber_utils.cli import main
+
+    rows = [{"text": f"t{i}", "label": lab, "split": sp} for i, (lab, sp) in
+            enumerate([("joy", "train"), ("fru", "train"), ("sad", "dev"), ("fear", "test")])]
+    csv = _write(tmp_path, rows)
+    assert main(["prepare", "table", "--csv", str(csv), "--out", str(tmp_path / "w"), "--corpus", "mine"]) == 0
+    out = capsys.readouterr().out
+    assert "unmapped labels (skipped): 'fru': 1" in out and "skipped 1 utterance(s)" in out
+    assert (tmp_path / "w" / "manifests" / "mine_train.parquet").exists()
+    frames, report = prepare_table(csv, tmp_path / "w", corpus="mine", columns={}, label_map=None, language="en",
+                                   dev_fraction=0.15, test_fraction=0.15, seed=42, limit=0)
+    assert report is None  # same options: read back
+
+
+# ------------------------------------------------------------------------------------ text-only end to end
+def _dialogue_table(tmp_path, n_dia=6, n_utt=4):
+    words = {"happy": "great wonderful", "sad": "sorry lost", "anger": "hate stupid", "neutral": "okay the"}
+    labs = list(words)
+    rows = []
+    for d in range(n_dia):
+        for u in range(n_utt):
+            lab = labs[(d + u) % len(labs)]
+            rows.append({"text": f"{words[lab]} {d} {u}", "label": lab, "dialogue_id": d, "utterance_id": u,
+                         "split": "dev" if d == 4 else "test" if d == 5 else "train"})
+    return _write(tmp_path, rows)
+
+
+def test_text_only_end_to_end_without_audio(tmp_path):
+    from bber_utils.features.extract import extract_all
+    from bber_utils.train import train
+
+    work = tmp_path / "w"
+    prepare_table(_dialogue_table(tmp_path), work)
+    ex = extract_all(work, text_spec="hashgram", progress=False)
+    assert ex.audio is None and int(ex.summary["no_audio"].sum()) == 24
+    common = dict(workdir=str(work), model="text_only", text_encoder="hashgram", epochs=2, unimodal_epochs=2,
+                  hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2, out_features=8, batch_size=8,
+                  device="cpu", progress=False, num_threads=1, oof_folds=2)
+    res = train(common)
+    assert set(res.metrics["unimodal"]) == {"text_only"}  # no audio stage trained
+    assert not list((work / "features").glob("audio-*"))
+    assert not list((work / "train" / "_unimodal").glob("audio-*"))
+    assert "test" in res.metrics["metrics"]["table"]
+    ctx = train({**common, "text_context": 2})
+    assert ctx.run_dir != res.run_dir and "test" in ctx.metrics["metrics"]["table"]
+    with pytest.raises(ValueError, match="needs audio"):
+        train({**common, "model": "biformer"})
+
+
+def test_predict_texts_from_text_only_checkpoint(tmp_path):
+    from bber_utils.features.extract import extract_all
+    from bber_utils.predict import predict_texts
+    from bber_utils.train import train
+
+    work = tmp_path / "w"
+    prepare_table(_dialogue_table(tmp_path), work)
+    extract_all(work, text_spec="hashgram", progress=False)
+    res = train(dict(workdir=str(work), model="text_only", text_encoder="hashgram", epochs=1, unimodal_epochs=1,
+                     hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2, out_features=8,
+                     device="cpu", progress=False, num_threads=1, text_context=1))
+    out = predict_texts(res.run_dir / "best.pt", ["great wonderful", "sorry lost"], contexts=[[], ["okay"]])
+    assert len(out) == 2 and set(out.columns) >= {"text", "label", *CLASSES}
+    assert np.allclose(out[list(CLASSES)].sum(axis=1), 1.0, atol=1e-4)
