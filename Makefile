@@ -26,7 +26,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools reproduce test lab clean
+.PHONY: help setup system-tools reproduce test lab clean real-text
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -64,6 +64,9 @@ reproduce: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+real-text: setup
+	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_text.py
 
 lab: setup
 	$(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/

