@@ -28,6 +28,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="extract only utterances i = I (mod N) into this shard's own part of the stores (run N "
                         "of these in parallel, e.g. one per GPU), then once without --shard to merge the parts")
+    p.add_argument("--flush-every", type=int, default=512, metavar="N",
+                   help="write finished features to disk every N utterances ...")
+    p.add_argument("--flush-seconds", type=float, default=30.0, metavar="S",
+                   help="... or every S seconds, whichever comes first (a kill loses at most that much work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -42,7 +46,8 @@ def _run(args) -> int:
                          text_max_tokens=args.text_max_tokens, batch_size=args.batch_size, device=args.device,
                          store_dtype="float16" if args.fp16 else "float32",
                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision,
-                         progress=not args.quiet, shard=args.shard)
+                         progress=not args.quiet, shard=args.shard, flush_every=args.flush_every,
+                         flush_seconds=args.flush_seconds)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary.to_string(index=False))
     print(f"audio: {result.audio.path}\ntext:  {result.text.path}\n({result.seconds:.1f} s)")
