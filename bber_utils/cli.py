@@ -4,6 +4,7 @@ Every subcommand shares three behaviours (``main``):
 
 * a bad value (``ConfigError``: unknown key, profile, model, encoder, a value out of range, a key without
   ``=``) prints one line naming it and the valid choices, no traceback, and exits with status 2;
+* a missing or malformed input file (``FileNotFoundError``, ``TableError``) prints one line naming it, exit 1;
 * Ctrl-C prints one line saying what was saved and how to resume, and exits with status 130;
 * relative paths typed on the command line (``--workdir``, ``--out``, ``--root``, ``--checkpoint`` …) are taken
   from the current folder; the defaults (``runs/demo``) and the profiles' values are repository-relative.
@@ -103,6 +104,12 @@ def resolve_typed_paths(parser: argparse.ArgumentParser, argv: list[str] | None,
         setattr(args, a.dest, [fix(v) for v in value] if isinstance(value, list) else fix(value))
 
 
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from .corpora.text_clean import TableError
+
+    return (FileNotFoundError, TableError)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import ConfigError
 
@@ -117,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except _data_errors() as exc:  # a missing or malformed input file: the message names it
+        print(f"bber {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         hint = INTERRUPT_HINTS.get(args.command, "rerun the same command to continue")
         print(f"\nbber {args.command}: interrupted (Ctrl-C); {hint}.", file=sys.stderr)

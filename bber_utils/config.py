@@ -34,13 +34,14 @@ def profile_path(profile: str | os.PathLike) -> Path:
     if p.is_file():
         return p.resolve()
     bare = str(profile) and os.sep not in str(profile) and "/" not in str(profile) and not p.suffix
-    cand = CONFIG_DIR / f"{profile}.yaml"
+    cand = CONFIG_DIR / f"{profile if bare else p.stem}.yaml"
     if bare and cand.is_file():
         return cand
     names = known_profiles()
     hint = did_you_mean(p.stem if not bare else profile, names)
+    what = "exists" if bare or not cand.is_file() else "is what you named (give the bare name)"
     raise ConfigError(f"no profile or file {str(profile)!r}: neither the file {p.resolve()} nor the profile {cand} "
-                      f"exists; profiles: {', '.join(names)}{hint}")
+                      f"{what}; profiles: {', '.join(names)}{hint}")
 
 
 def load_profile(profile: str | os.PathLike, **overrides: Any) -> dict[str, Any]:

@@ -1175,6 +1175,7 @@ _KEY_HELP = {
     "epochs": "maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)",
     "batch_size": "global training batch size",
     "eval_batch_size": "batch size for evaluation and encoder caching",
+    "feature_batch_size": "utterances per encoder batch when missing features are extracted",
     "lr": "AdamW learning rate of stage 2 (and stage 1 unless unimodal_lr is set)",
     "weight_decay": "AdamW weight decay",
     "hidden_dim": "model width (None = ModelConfig default)",
