@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from bber_utils import cli, pipeline
-from bber_utils.config import profile_path, resolve_cli_paths
-from bber_utils.errors import ConfigError
+from bber_utils.config import profile_path
 from bber_utils.paths import REPO_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +87,8 @@ def test_extract_with_a_misspelt_encoder_stops_before_any_download(tmp_path, cap
 
 
 def test_config_path_from_another_folder(tmp_path, monkeypatch):
+    from bber_utils.errors import ConfigError
+
     monkeypatch.chdir(tmp_path)
     assert profile_path("demo") == REPO_ROOT / "configs" / "demo.yaml"        # a bare name is a profile
     with pytest.raises(ConfigError) as exc:                                      # not a file here: both named
@@ -114,6 +115,8 @@ def test_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_p
     args = parser.parse_args(argv)
     cli.resolve_typed_paths(parser, argv, args)
     assert args.workdir == "runs/demo"
+    from bber_utils.config import resolve_cli_paths
+
     assert resolve_cli_paths({"workdir": "runs/x", "epochs": 3}) == {"workdir": str(tmp_path / "runs/x"),
                                                                    "epochs": 3}
 
@@ -162,7 +165,10 @@ def test_ctrl_c_is_one_line_and_exit_130(command, target, argv, capsys, monkeypa
         monkeypatch.setattr(cli, "build_parser", lambda: parser)
         parser._subparsers._group_actions[0].choices["label"].set_defaults(func=interrupted)
     monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
-    rc = cli.main([str(tmp_path) if a == "WD" else a for a in argv])
+    try:
+        rc = cli.main([str(tmp_path) if a == "WD" else a for a in argv])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped bber's main (a traceback for the user)")
     err = capsys.readouterr().err
     assert rc == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
