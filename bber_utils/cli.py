@@ -1,10 +1,22 @@
-"""The ``bber`` command: one subcommand per stage, each defined next to the code it runs."""
+"""The ``bber`` command: one subcommand per stage, each defined next to the code it runs.
+
+Every subcommand shares three behaviours (``main``):
+
+* a bad value (``ConfigError``: unknown key, profile, model, encoder, a value out of range, a key without
+  ``=``) prints one line naming it and the valid choices, no traceback, and exits with status 2;
+* a missing or malformed input file (``FileNotFoundError``, ``TableError``) prints one line naming it, exit 1;
+* Ctrl-C prints one line saying what was saved and how to resume, and exits with status 130;
+* relative paths typed on the command line (``--workdir``, ``--out``, ``--root``, ``--checkpoint`` …) are taken
+  from the current folder; the defaults (``runs/demo``) and the profiles' values are repository-relative.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # subcommand module -> each provides register_cli(subparsers)
 COMMAND_MODULES = [
@@ -18,6 +30,22 @@ COMMAND_MODULES = [
     "bber_utils.experiments",     # sweep, results
     "bber_utils.predict",         # predict
 ]
+
+# Options holding a path, resolved against the current folder when the user typed them.
+PATH_OPTIONS = ("workdir", "out", "root", "checkpoint", "meld_root", "resd_root", "manifest", "soft_labels")
+
+# What Ctrl-C leaves behind, per command (the work is saved as it goes; the same command resumes).
+INTERRUPT_HINTS = {
+    "extract": "finished features are saved in <workdir>/features (flushed every 30 s); rerun the same command "
+               "to extract only the rest",
+    "label": "the replies so far are cached in <workdir>/ls_llm; rerun the same command to label only the rest",
+    "train": "finished epochs are in <workdir>/train/<run>/last.pt; rerun the same command (resume=true) to "
+             "continue from the last finished epoch",
+    "reproduce": "the notebooks that finished are in <workdir>/notebooks (summary.csv); rerun with --from NN to "
+                 "continue from the interrupted one",
+    "sweep": "finished runs are kept; rerun the same command to run only the missing ones",
+    "prepare": "extracted wavs are kept; rerun the same command to continue",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +64,73 @@ def _version() -> str:
     return __version__
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def resolve_typed_paths(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace,
+                        cwd: str | os.PathLike | None = None) -> None:
+    """Make the relative path options the user typed absolute against ``cwd`` (default: the current folder);
+    options left at their default keep it (repository-relative, like the notebooks)."""
+    sub = _subparser(parser, getattr(args, "command", None) or "")
+    if sub is None:
+        return
+    marker = object()
+    actions = [a for a in sub._actions if a.dest in PATH_OPTIONS]
+    if not actions:
+        return
+    saved = [a.default for a in actions]
+    try:
+        for a in actions:
+            a.default = marker
+        probe = parser.parse_args(argv)
+    finally:
+        for a, d in zip(actions, saved):
+            a.default = d
+    base = Path(cwd) if cwd is not None else Path.cwd()
+
+    def fix(v):
+        if isinstance(v, str) and v and not Path(os.path.expanduser(v)).is_absolute():
+            return str((base / os.path.expanduser(v)).resolve())
+        return v
+
+    for a in actions:
+        value = getattr(probe, a.dest, marker)
+        if value is marker:
+            continue
+        setattr(args, a.dest, [fix(v) for v in value] if isinstance(value, list) else fix(value))
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    from .corpora.text_clean import TableError
+
+    return (FileNotFoundError, TableError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .errors import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    resolve_typed_paths(parser, argv, args)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"bber {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except _data_errors() as exc:  # a missing or malformed input file: the message names it
+        print(f"bber {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        hint = INTERRUPT_HINTS.get(args.command, "rerun the same command to continue")
+        print(f"\nbber {args.command}: interrupted (Ctrl-C); {hint}.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

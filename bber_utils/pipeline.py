@@ -48,7 +48,12 @@ def select_notebooks(notebooks: list[Path], from_: str | None = None, only: list
     known = {num(p) for p in notebooks}
     for n in ([from_] if from_ else []) + list(only or []):
         if str(n).zfill(2) not in known:
-            raise ValueError(f"no notebook numbered {n!r}; have {sorted(known)}")
+            from .errors import ConfigError, did_you_mean
+
+            names = {p.stem: num(p) for p in notebooks}
+            close = did_you_mean(n, [*known, *names])
+            hint = close if not close or close[16:-3] not in names else f" (did you mean {names[close[16:-3]]!r}?)"
+            raise ConfigError(f"no notebook numbered {n!r}{hint}; have {sorted(known)}")
     if from_:
         notebooks = [p for p in notebooks if num(p) >= str(from_).zfill(2)]
     if only:
@@ -118,6 +123,38 @@ def declared_parameters(notebook: Path) -> set[str]:
     return set()
 
 
+def known_parameters(params: dict[str, Any], notebooks: list[Path] | None = None) -> set[str]:
+    """Every key ``--set`` may name: the profile's keys, the parameters any notebook declares, and the training
+    keys (notebook 07 passes the whole profile to its training runs)."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    keys = set(params) | {f.name for f in dataclasses.fields(TrainConfig)}
+    for nb in notebooks if notebooks is not None else list_notebooks():
+        keys |= declared_parameters(nb)
+    return keys - {"profile_params"}
+
+
+def validate_request(profile: str, from_: str | None, only: list[str] | None,
+                     overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Check a ``reproduce`` request before any notebook runs; return the parameters. Raises ``ConfigError``
+    (one line, with a "did you mean") for a misspelt profile, an unknown ``--only`` / ``--from`` notebook, an
+    unknown ``--set`` key, or a bad training value (``epochs=-3``, ``model=biformerr``)."""
+    from .errors import unknown
+    from .train import TrainConfig
+
+    notebooks = list_notebooks()
+    params = load_profile(profile)
+    select_notebooks(notebooks, from_, only)
+    bad = sorted(set(overrides or {}) - known_parameters(params, notebooks))
+    if bad:
+        raise unknown("--set key", bad[0], known_parameters(params, notebooks), "see bber reproduce --help")
+    params.update(overrides or {})
+    TrainConfig.from_dict(params)
+    return params
+
+
 def _kernel_environment() -> None:
     """Settings the notebook kernels inherit: bit-identical CPU maths for a seed (MKL must take the same code
     path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
@@ -132,6 +169,7 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     import pandas as pd
 
     _kernel_environment()
+    validate_request(profile, from_, only, overrides)
     params = load_profile(profile, **(overrides or {}))
     if workdir is not None:
         params["workdir"] = str(workdir)
@@ -163,9 +201,27 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     return runs
 
 
+def profile_keys_help(profile: str = "demo") -> str:
+    """The ``--help`` epilog of ``reproduce``: every key of the profile with its value and the comment the
+    profile file gives it."""
+    import re
+
+    from .config import profile_path
+
+    lines = [f"--set keys (the {profile} profile's values; any notebook parameter or training key also works):"]
+    for line in profile_path(profile).read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^(\w+):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
+        if m:
+            lines.append(f"  {m.group(1):<26} {m.group(2):<14} {m.group(3) or ''}".rstrip())
+    return "\n".join(lines)
+
+
 def register_cli(subparsers) -> None:
+    import argparse
+
     p = subparsers.add_parser("reproduce", help="run every notebook in order with papermill",
-                              description=__doc__)
+                              description=__doc__, epilog=profile_keys_help(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="demo", help="smoke | demo | paper, or a path to a YAML profile")
     p.add_argument("--from", dest="from_", metavar="NN", help="start at notebook NN")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
@@ -176,10 +232,11 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from .config import parse_overrides
+    from .config import parse_overrides, resolve_cli_paths
 
     try:
-        reproduce(args.profile, args.from_, args.only, args.workdir, parse_overrides(args.overrides))
+        reproduce(args.profile, args.from_, args.only, args.workdir,
+                  resolve_cli_paths(parse_overrides(args.overrides)))
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

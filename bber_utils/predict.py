@@ -7,6 +7,15 @@ given, an ASR model (Whisper) writes one and detects the language.
 
 Bad input never stops a batch: an unreadable, empty or too short clip gets a row with its ``error`` and the
 other clips are still scored; the command's exit status says whether anything failed.
+
+Long recordings: the models were trained on utterances of a few seconds and memory grows with the length, so a
+clip longer than ``LONG_SECONDS`` (60 s) gets a warning. ``window_s`` (``--window SECONDS``) scores it in
+consecutive windows instead: each window's probabilities are kept (``extra["windows"]``, ``--json``) and the
+clip's probabilities are their mean, weighted by window length. Every window gets the clip's transcript when one
+is given, else its own ASR transcript.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
+file cannot run code on load.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,10 +32,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from .labels import CLASSES
-from .paths import run_dirs
+from .paths import REPO_ROOT
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".aiff", ".aif"}
 MIN_SECONDS = 0.1
+LONG_SECONDS = 60.0  # longer clips get a warning (and --window is suggested)
 
 
 class CheckpointError(RuntimeError):
@@ -66,7 +77,8 @@ def find_checkpoint(spec: str | os.PathLike | None = None, workdir: str | os.Pat
         if not p.exists():
             raise CheckpointError(f"checkpoint not found: {p}")
         return p
-    train_dir = run_dirs(workdir).train
+    root = Path(workdir)  # read only: no folder is created under a workdir that has none
+    train_dir = (root if root.is_absolute() else REPO_ROOT / root) / "train"
     found = sorted((p for p in train_dir.glob("*/best.pt") if not p.parent.name.startswith("_")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:
@@ -86,8 +98,8 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
 
     checkpoint = Path(checkpoint)
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # no code runs from the file
+    except Exception as exc:  # a truncated or foreign file, or one holding objects other than weights
         raise CheckpointError(f"{checkpoint}: not a readable checkpoint ({exc})") from exc
     if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
         raise CheckpointError(f"{checkpoint}: not a BBER training checkpoint (no model / model_name)")
@@ -155,8 +167,9 @@ class Predictor:
         return self._asr.transcribe(wavs)
 
     def predict(self, paths: Iterable[str | os.PathLike], texts: Iterable[str | None] | None = None,
-                language: str = "auto", progress: bool = False) -> list[Prediction]:
-        """One ``Prediction`` per path, in order; failures are recorded in ``error``."""
+                language: str = "auto", progress: bool = False, window_s: float | None = None) -> list[Prediction]:
+        """One ``Prediction`` per path, in order; failures are recorded in ``error``. ``window_s``: clips longer
+        than that are scored in windows of ``window_s`` seconds (see the module docstring)."""
         from tqdm.auto import tqdm
 
         from .audio import AudioError, load_audio
@@ -165,24 +178,47 @@ class Predictor:
         texts = list(texts) if texts is not None else [None] * len(paths)
         if len(texts) != len(paths):
             raise ValueError(f"{len(paths)} clips but {len(texts)} transcripts")
+        if window_s is not None and window_s < 1.0:
+            raise ValueError(f"window must be at least 1 s (got {window_s})")
         preds = [Prediction(path=p, text=t or "", language="" if language == "auto" else language)
                  for p, t in zip(paths, texts)]
-        good: list[tuple[int, np.ndarray]] = []
+        # (row to fill, waveform, parent index, window start s); a window row is a child of its clip
+        good: list[tuple[Prediction, np.ndarray, int, float | None]] = []
         for i, pred in enumerate(preds):
             try:
                 wav = load_audio(pred.path)
                 if len(wav) < MIN_SECONDS * 16000:
                     raise AudioError(pred.path, f"too short ({len(wav) / 16000:.3f} s < {MIN_SECONDS} s)")
-                good.append((i, wav))
             except AudioError as exc:
                 pred.error = exc.reason
+                continue
+            seconds = len(wav) / 16000
+            if window_s and seconds > window_s:
+                step = int(window_s * 16000)
+                for start in range(0, len(wav), step):
+                    piece = wav[start:start + step]
+                    if len(piece) >= MIN_SECONDS * 16000:
+                        good.append((Prediction(path=pred.path, text=pred.text, language=pred.language), piece, i,
+                                     start / 16000))
+                continue
+            if seconds > LONG_SECONDS:
+                warnings.warn(f"{pred.path}: {seconds:.0f} s long (> {LONG_SECONDS:g} s); the models were trained "
+                              f"on utterances of a few seconds and memory grows with length: consider --window 10",
+                              stacklevel=2)
+            good.append((pred, wav, i, None))
         for start in tqdm(range(0, len(good), self.batch_size), desc="predict", disable=not progress):
             chunk = good[start:start + self.batch_size]
             try:
-                self._predict_chunk([preds[i] for i, _ in chunk], [w for _, w in chunk])
+                self._predict_chunk([p for p, *_ in chunk], [w for _, w, *_ in chunk])
             except ValueError as exc:  # e.g. no transcript and no ASR
-                for i, _ in chunk:
-                    preds[i].error = str(exc)
+                for p, _, i, _ in chunk:
+                    p.error = preds[i].error = str(exc)
+        windows: dict[int, list[tuple[Prediction, float, float]]] = {}
+        for p, w, i, t0 in good:
+            if t0 is not None:
+                windows.setdefault(i, []).append((p, t0, len(w) / 16000))
+        for i, parts in windows.items():
+            _merge_windows(preds[i], parts)
         return preds
 
     def _predict_chunk(self, preds: list[Prediction], wavs: list[np.ndarray]) -> None:
@@ -217,6 +253,26 @@ class Predictor:
                 p.text_probs = p.fused
             if "audio" in uni:
                 p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+
+
+def _merge_windows(pred: Prediction, parts: list[tuple[Prediction, float, float]]) -> None:
+    """Fill ``pred`` from its windows: the length-weighted mean of their probabilities, and each window's."""
+    ok = [(p, t0, d) for p, t0, d in parts if p.fused is not None]
+    pred.extra["windows"] = [{"start_s": round(t0, 3), "end_s": round(t0 + d, 3), "label": p.label,
+                              "fused": p.fused, "error": p.error} for p, t0, d in parts]
+    if not ok:
+        pred.error = pred.error or next((p.error for p, *_ in parts if p.error), "no window could be scored")
+        return
+    weights = np.array([d for _, _, d in ok])
+    for attr in ("fused", "audio", "text_probs"):
+        vals = [getattr(p, attr) for p, *_ in ok]
+        if all(v is not None for v in vals):
+            setattr(pred, attr, (np.average(np.array(vals), axis=0, weights=weights)).round(6).tolist())
+    pred.label = CLASSES[int(np.argmax(pred.fused))]
+    if not pred.text.strip():
+        pred.text = " ".join(p.text for p, *_ in ok if p.text).strip()
+        pred.language = pred.language or ok[0][0].language
+        pred.extra["asr"] = True
 
 
 # ------------------------------------------------------------------------------------------ input lists
@@ -308,7 +364,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--lang", default="auto", choices=["auto", "en", "ru"])
     p.add_argument("--asr", default=None, help="Whisper hub id / folder for clips without a transcript")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object per clip")
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                   help=f"score clips longer than this in windows of SECONDS (per-window probabilities with --json, "
+                        f"and their mean); clips over {LONG_SECONDS:g} s without it get a warning")
+    p.add_argument("--json", action="store_true", help="print one JSON object per clip (with its windows)")
     p.set_defaults(func=_cli)
 
 
@@ -324,10 +383,18 @@ def _cli(args) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    preds = predictor.predict(paths, texts, args.lang, progress=not args.json and len(paths) > 8)
+    try:
+        preds = predictor.predict(paths, texts, args.lang, progress=not args.json and len(paths) > 8,
+                                  window_s=args.window)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for p in preds:
         if args.json:
-            print(json.dumps(p.as_row(), ensure_ascii=False))
+            row = p.as_row()
+            if "windows" in p.extra:
+                row["windows"] = p.extra["windows"]
+            print(json.dumps(row, ensure_ascii=False))
         elif p.error:
             print(f"{p.path}\tERROR\t{p.error}")
         else:

@@ -156,6 +156,21 @@ class TrainConfig:
         return tc
 
     def check(self) -> None:
+        """Raise ``ConfigError`` (one line: every bad key, its value and the valid choices)."""
+        from .errors import ConfigError, check_model_spec, unknown
+        from .models import MODEL_NAMES
+
+        if self.model not in MODEL_NAMES:
+            raise unknown("model", self.model, MODEL_NAMES)
+        check_model_spec(self.audio_encoder, ("logmel",), "audio_encoder")
+        check_model_spec(self.text_encoder, ("e5-words", "hashgram"), "text_encoder")
+        for f in dataclasses.fields(self):  # numbers given as text ("epochs=ten")
+            v = getattr(self, f.name)
+            if f.type in ("int", "float", "int | None", "float | None") and v is not None:
+                try:
+                    float(v)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} must be a number (got {v!r})") from None
         problems = []
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler must be one of {SCHEDULERS} (got {self.scheduler!r})")
@@ -172,7 +187,7 @@ class TrainConfig:
         if self.oof_folds < 2:
             problems.append(f"oof_folds must be >= 2 (got {self.oof_folds!r})")
         if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
+            raise ConfigError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -375,10 +390,11 @@ def save_checkpoint(obj: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint on CPU, whatever device wrote it."""
+    """Load a checkpoint on CPU, whatever device wrote it. ``weights_only=True``: tensors and plain containers
+    only, so a crafted pickle cannot run code (it fails with ``UnpicklingError`` instead)."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _to_cpu(obj):
@@ -1152,26 +1168,96 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
 
 # ============================================================================ command line
 def register_cli(subparsers) -> None:
-    """``bber train --config FILE [key=value ...]``."""
+    """``bber train --config FILE [key=value ...]``; ``--help`` lists every key of ``TrainConfig``."""
+    import argparse
+
     p = subparsers.add_parser("train", help="train a model (notebook 06) on a profile's work folder",
                               description="Train the unimodal encoders and the chosen model; writes "
-                                          "<workdir>/train/<run>/metrics.json. Keys: see bber_utils.train."
-                                          "TrainConfig.")
-    p.add_argument("--config", default="demo", help="a profile name (smoke, demo, paper) or a YAML file")
+                                          "<workdir>/train/<run>/metrics.json. A key=value given here overrides "
+                                          "the profile; relative paths (workdir=...) are taken from the current "
+                                          "folder.",
+                              epilog=config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="demo",
+                   help="a YAML file (a path that exists), or a profile name in configs/ (smoke, demo, paper)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="parameters to override, e.g. epochs=3")
     p.set_defaults(func=_cli_train)
 
 
-def _cli_train(args) -> int:
-    from .config import load_profile, parse_overrides
+# One-line descriptions of the TrainConfig fields that carry no comment in the class body (tests check that
+# every field has one, so this cannot fall behind the class).
+_KEY_HELP = {
+    "seed": "random seed (data order, initialisation, dropout, dev split)",
+    "epochs": "maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)",
+    "batch_size": "global training batch size",
+    "eval_batch_size": "batch size for evaluation and encoder caching",
+    "feature_batch_size": "utterances per encoder batch when missing features are extracted",
+    "lr": "AdamW learning rate of stage 2 (and stage 1 unless unimodal_lr is set)",
+    "weight_decay": "AdamW weight decay",
+    "hidden_dim": "model width (None = ModelConfig default)",
+    "num_heads": "attention heads of the cross-modal layers",
+    "num_layers": "cross-modal fusion layers",
+    "mamba_layers": "Mamba blocks per unimodal encoder",
+    "mamba_d_state": "Mamba state size",
+    "mamba_d_conv": "Mamba convolution width",
+    "bimamba_layers": "layers of the BiMamba fusion",
+    "graph_heads": "attention heads of the graph fusion",
+    "graph_conv": "graph convolution of BiGraphFormer",
+    "graph_segments": "segments (graph nodes) per modality in BiGraphFormer",
+    "gated_dim": "width of the gated fusion",
+    "out_features": "width of the encoders' output features",
+    "dropout": "dropout probability",
+    "norm_first": "pre-norm (True) or post-norm (False) Transformer layers",
+}
 
-    overrides = parse_overrides(args.overrides)
+
+def config_key_descriptions(cls=None) -> dict[str, str]:
+    """``{field: one-line description}`` of ``TrainConfig``: the comment after the field in the class body,
+    else ``_KEY_HELP``."""
+    import inspect
+    import io
+    import re
+    import tokenize
+
+    cls = cls or TrainConfig
+    comments: dict[str, str] = {}
+    src = inspect.getsource(cls)
+    last_line_field: dict[int, str] = {}
+    for m in re.finditer(r"^\s{4}(\w+)\s*:", src, re.M):
+        last_line_field[src.count("\n", 0, m.start()) + 1] = m.group(1)
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT and tok.start[0] in last_line_field and tok.start[1] > 4:
+            comments[last_line_field[tok.start[0]]] = tok.string.lstrip("#").strip()
+    out = {f.name: comments.get(f.name) or _KEY_HELP.get(f.name, "") for f in dataclasses.fields(cls)}
+    if cls is TrainConfig:
+        from .models import MODEL_NAMES
+
+        out["model"] = "one of " + ", ".join(MODEL_NAMES)
+    return out
+
+
+def config_keys_help(cls=None) -> str:
+    """The ``--help`` epilog: every key with its default and description."""
+    cls = cls or TrainConfig
+    desc = config_key_descriptions(cls)
+    lines = ["keys (key=value; the profile's value, else this default):"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  {f.name:<22} {default!r:<14} {desc[f.name]}")
+    return "\n".join(lines)
+
+
+def _cli_train(args) -> int:
+    from .config import load_profile, parse_overrides, resolve_cli_paths
+    from .errors import unknown
+
+    overrides = resolve_cli_paths(parse_overrides(args.overrides))
     params = load_profile(args.config)
     known = {f.name for f in dataclasses.fields(TrainConfig)} | set(params)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise SystemExit(f"bber train: unknown parameter(s) {unknown}; see bber_utils.train.TrainConfig")
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise unknown("parameter", bad[0], known, "see bber train --help")
     params.update(overrides)
+    TrainConfig.from_dict(params)  # every bad value in one line, before any data is read
     try:
         result = train(params)
         if is_main_process():

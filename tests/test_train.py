@@ -222,7 +222,7 @@ def test_cli_trains_with_overrides(tmp_path, fake_features, capsys):
     assert json.loads((wd / "train" / "cli" / "metrics.json").read_text())["model"] == "bimamba"
     assert "bimamba" in capsys.readouterr().out
     args = parser.parse_args(["train", "--config", str(profile), "epoch=2"])
-    with pytest.raises(SystemExit, match="unknown parameter"):
+    with pytest.raises(ValueError, match="unknown parameter 'epoch'"):
         args.func(args)
 
 

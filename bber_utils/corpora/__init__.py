@@ -11,7 +11,10 @@
 
 and ``manifests/skips.csv`` (``corpus, split, utt_id, path, reason``): one row per utterance left out.
 Like SpeechBrain's prepare scripts it is idempotent: the options are stored in
-``manifests/prepare_options.json`` and a second call with the same options reads the manifests back.
+``manifests/prepare_options.json`` and a second call with the same options reads the manifests back. The options
+include a fingerprint of the inputs (the readers' options, a content hash of every CSV, and the name, size and
+mtime of every other file under ``meld_root`` / ``resd_root``; the full listing in ``manifests/prepare_inputs.json``),
+so a rerun after the data was fixed rebuilds the manifests and the skip report, and says what changed.
 Manifests of corpora that the new dataset does not include are removed, so ``available_corpora`` always
 describes the last ``prepare``.
 """
@@ -34,7 +37,46 @@ OPTIONS_FILE = "prepare_options.json"
 # Utterances per published split (RESD's dev is drawn from its train).
 PUBLISHED_SIZES = {"meld": {"train": 9989, "dev": 1109, "test": 2610}, "resd": {"train": 1116, "test": 280}}
 SKIPS_FILE = "skips.csv"
-_FORMAT_VERSION = 1
+INPUTS_FILE = "prepare_inputs.json"
+_FORMAT_VERSION = 2
+
+
+def input_listing(roots: dict[str, Any], exclude: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{root key: {relative file: sha256 of a CSV | [size, mtime_ns]}}`` for the real corpus roots given."""
+    import hashlib
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, root in roots.items():
+        if not root:
+            continue
+        root = Path(root).expanduser().resolve()
+        files: dict[str, Any] = {}
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.name.startswith(".") or not p.is_file() or (exclude is not None and exclude in p.parents):
+                continue
+            if p.suffix.lower() == ".csv":
+                files[str(p.relative_to(root))] = "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                st = p.stat()
+                files[str(p.relative_to(root))] = [st.st_size, st.st_mtime_ns]
+        out[key] = files
+    return out
+
+
+def describe_changes(old: dict, new: dict, shown: int = 3) -> str:
+    """``"dev_sent_emo.csv (content), dev_splits_complete/dia1_utt0.mp4 (size or mtime) and 2 more"``."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, {}), new.get(key, {})
+        for f in sorted(set(a) | set(b)):
+            if f not in a:
+                changes.append(f"{f} (new)")
+            elif f not in b:
+                changes.append(f"{f} (removed)")
+            elif a[f] != b[f]:
+                changes.append(f"{f} ({'content' if str(b[f]).startswith('sha256:') else 'size or mtime'})")
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return ", ".join(changes[:shown]) + more
 
 
 def _resolved(p) -> str | None:
@@ -67,8 +109,11 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
                "meld_root": _resolved(meld_root) if "meld" in corpora else None,
                "resd_root": _resolved(resd_root) if "resd" in corpora else None,
                "demo_per_class": int(demo_per_class) if dataset == "demo" else None,
-               "demo_kwargs": {k: demo_kwargs[k] for k in sorted(demo_kwargs)} if dataset == "demo" else None}
-    options_path = dirs.manifests / OPTIONS_FILE
+               "demo_kwargs": {k: demo_kwargs[k] for k in sorted(demo_kwargs)} if dataset == "demo" else None,
+               "reader": _reader_options()}
+    listing = input_listing({"meld_root": options["meld_root"], "resd_root": options["resd_root"]}, dirs.root)
+    options["inputs"] = _hash(listing)
+    options_path, inputs_path = dirs.manifests / OPTIONS_FILE, dirs.manifests / INPUTS_FILE
     expected = [dirs.manifest(c, s) for c in corpora for s in SPLITS]
     if not force and options_path.exists() and all(p.exists() for p in expected):
         try:
@@ -77,6 +122,14 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
             stored = None
         if stored == json.loads(json.dumps(options)):
             return {c: load_corpus(dirs.root, c) for c in corpora}
+        if isinstance(stored, dict) and {**stored, "inputs": None} == {**json.loads(json.dumps(options)),
+                                                                         "inputs": None}:
+            try:
+                old = json.loads(inputs_path.read_text())
+            except (OSError, ValueError):
+                old = {}
+            print(f"prepare: the input files changed since the last prepare ({describe_changes(old, listing)}); "
+                  f"rebuilding the manifests and the skip report")
 
     roots = _corpus_roots(dataset, dirs.data, meld_root, resd_root, demo_per_class, seed, demo_kwargs)
     result, skip_tables = {}, []
@@ -107,8 +160,23 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
 
     skips = pd.concat([t for t in skip_tables if len(t)] or [skips_frame([])], ignore_index=True)
     skips[SKIP_COLUMNS].to_csv(dirs.manifests / SKIPS_FILE, index=False)
+    inputs_path.write_text(json.dumps(listing))
     options_path.write_text(json.dumps(options, indent=2))
     return result
+
+
+def _hash(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reader_options() -> dict[str, Any]:
+    """The readers' fixed options (a change of them must rebuild the manifests)."""
+    from . import meld, resd
+
+    return {"meld_max_seconds": meld.MAX_CLIP_SECONDS, "resd_max_seconds": resd.MAX_CLIP_SECONDS,
+            "cut_short_ratio": meld.CUT_SHORT_RATIO, "cut_short_min_gap": meld.CUT_SHORT_MIN_GAP}
 
 
 def _corpus_roots(dataset, data_dir: Path, meld_root, resd_root, demo_per_class, seed, demo_kwargs) -> dict:

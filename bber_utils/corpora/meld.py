@@ -15,11 +15,18 @@ cores) into ``wav_dir/{split}/dia{D}_utt{U}.wav``
 (``text_clean.repair_text``). A missing, corrupt, empty or over-long (> ``max_seconds``) clip, an unknown label
 or a bad id is skipped and reported (``skips.skip_row``); a missing CSV, a missing column or an empty table is an
 error naming the file. Published sizes: 9989 / 1109 / 2610 utterances.
+
+A row with more (or fewer) fields than the header (e.g. times written with unquoted commas) is an error naming the
+line and the counts, never a table with shifted columns; a split whose CSV has rows but keeps none is an error,
+never an empty split. A clip cut short, whose decoded audio is below ``CUT_SHORT_RATIO`` (half) of the CSV's
+``EndTime - StartTime`` and at least ``CUT_SHORT_MIN_GAP`` (1 s) shorter, is skipped with the reason
+"clip cut short" (its transcript would no longer match its audio).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +48,24 @@ MELD_SPLITS: dict[str, tuple[str, str]] = {
 }
 MELD_SIZES = {"train": 9989, "dev": 1109, "test": 2610}
 MAX_CLIP_SECONDS = 60.0
+CUT_SHORT_RATIO = 0.5     # decoded duration below this share of EndTime - StartTime ...
+CUT_SHORT_MIN_GAP = 1.0   # ... and at least this many seconds shorter: "clip cut short"
+_CLOCK = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?\s*$")
+
+
+def parse_clock(value: object) -> float | None:
+    """``"00:14:38,127"`` (MELD's StartTime / EndTime) -> seconds; None when it is not such a time."""
+    m = _CLOCK.match(str(value or ""))
+    if not m:
+        return None
+    h, mi, sec, ms = m.groups()
+    return int(h) * 3600 + int(mi) * 60 + int(sec) + int((ms or "0").ljust(3, "0")) / 1000
+
+
+def expected_seconds(start: object, end: object) -> float | None:
+    """``EndTime - StartTime`` in seconds, or None when either is missing or the span is not positive."""
+    a, b = parse_clock(start), parse_clock(end)
+    return b - a if a is not None and b is not None and b > a else None
 
 
 def find_meld_files(root: str | os.PathLike) -> dict[str, tuple[Path, Path]]:
@@ -187,7 +212,8 @@ def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, ski
             continue
         rows.append({"utt_id": utt_id, "native_id": native, "clip": clip, "text": repair_text(r["Utterance"]),
                      "label": label, "speaker": repair_text(r.get("Speaker", "")),
-                     "emotion_raw": str(r["Emotion"]).strip()})
+                     "emotion_raw": str(r["Emotion"]).strip(), "line": line,
+                     "expected_s": expected_seconds(r.get("StartTime"), r.get("EndTime"))})
     return rows
 
 
@@ -246,11 +272,24 @@ def read_meld(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
             elif res > max_seconds:
                 skips.append(skip_row(corpus, split, row["utt_id"], row["clip"],
                                       f"clip too long ({res:.1f} s > {max_seconds:g} s)"))
+            elif _cut_short(res, row.get("expected_s")):
+                skips.append(skip_row(corpus, split, row["utt_id"], row["clip"],
+                                      f"clip cut short ({res:.2f} s of audio, {row['expected_s']:.2f} s by "
+                                      f"StartTime/EndTime on {csv_path.name} line {row['line']})"))
             else:
                 kept.append({"utt_id": row["utt_id"], "corpus": corpus, "language": language, "split": split,
                              "audio_path": str(wav.resolve()), "start_s": 0.0, "end_s": float("nan"),
                              "duration_s": float(res), "text": row["text"], "label": row["label"],
                              "source": "original", "native_id": row["native_id"], "speaker": row["speaker"],
                              "emotion_raw": row["emotion_raw"]})
+        if not kept:
+            reasons = [s["reason"] for s in skips if s["split"] == split and s["corpus"] == corpus][:3]
+            raise TableError(f"{csv_path}: {len(table)} row(s) but none usable, so the {split} split would be "
+                             f"empty; first reasons: {reasons}")
         frames[split] = pd.DataFrame(kept, columns=MANIFEST_COLUMNS + ["native_id", "speaker", "emotion_raw"])
     return frames, skips_frame(skips)
+
+
+def _cut_short(seconds: float, expected: float | None) -> bool:
+    return (expected is not None and seconds < CUT_SHORT_RATIO * expected
+            and expected - seconds >= CUT_SHORT_MIN_GAP)

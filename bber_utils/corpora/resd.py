@@ -18,8 +18,10 @@ rows, stratified by label with scikit-learn's ``train_test_split(stratify=…, r
 utterance per class goes to dev when the class has two or more. Dev rows keep their ``resd-train-{name}`` ids,
 so caches and soft labels stay valid when dev is re-drawn.
 
-Bad input: a missing file, no usable column or an empty table is an error naming the file; a row without
-audio, with corrupt, empty or over-long audio, or an unknown label is skipped and reported.
+Bad input: a missing file, no usable column (a parquet file needs ``name`` or ``path``, ``emotion`` and
+``speech``), a row with more fields than the CSV header, an empty table, or a split whose rows are all unusable
+is an error naming the file; a row without audio, with corrupt, empty or over-long audio, or an unknown label is
+skipped and reported.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ def _open_parquet(f: Path):
     except Exception as exc:
         raise TableError(f"{f}: not a readable parquet file ({exc})") from exc
     cols = pf.schema_arrow.names
+    if "name" not in cols and "path" not in cols:
+        raise TableError(f"{f}: no column 'name' or 'path' to identify the utterances; found {cols}")
     for need in ("emotion", "speech"):
         if need not in cols:
             what = "no audio column 'speech'" if need == "speech" else f"no column {need!r}"
@@ -265,6 +269,11 @@ def read_resd(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
         else:
             rows = _read_csv_split(files[split][0], split, corpus, wav_dir, limit, seed, max_seconds, skips,
                                    progress)
+        if not rows:
+            where = files[split][0] if len(files[split]) == 1 else files[split][0].parent
+            reasons = [s["reason"] for s in skips if s["split"] == split][:3]
+            raise TableError(f"{where}: RESD {split} has rows but none usable, so the split would be empty; "
+                             f"first reasons: {reasons}")
         df = pd.DataFrame(rows, columns=["native_id", "utt_id", "label", "emotion_raw", "text", "audio_path",
                                          "duration_s"])
         df = df.assign(corpus=corpus, language=language, split=split, start_s=0.0, end_s=math.nan,

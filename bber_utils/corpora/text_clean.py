@@ -154,6 +154,27 @@ class TableError(ValueError):
     """A corpus table that cannot be used; the message names the file (and row)."""
 
 
+def check_field_counts(text: str, path: str | os.PathLike) -> None:
+    """Raise ``TableError`` naming the first line whose field count differs from the header's (e.g. times
+    written with unquoted commas): pandas would otherwise shift such rows into the index, silently."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        return
+    n, line = len(header), reader.line_num + 1
+    try:
+        for row in reader:
+            if row and len(row) != n:
+                raise TableError(f"{path} line {line}: {len(row)} fields but the header has {n} (an unquoted "
+                                 f"comma in a value?); fix the file, the columns would be shifted")
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise TableError(f"{path} line {line}: not a readable CSV row ({exc})") from None
+
+
 def read_csv_robust(path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()):
     """Read a corpus CSV whatever its mix of UTF-8 and cp1252; all columns as strings.
 
@@ -169,6 +190,7 @@ def read_csv_robust(path: str | os.PathLike, required: list[str] | tuple[str, ..
     if not raw.strip():
         raise TableError(f"{path}: the file is empty")
     text, _ = decode_mixed(raw, where=str(path))
+    check_field_counts(text, path)
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises several parser errors

@@ -210,4 +210,7 @@ def build_audio_encoder(spec: str = "logmel", **opts):
         if "layer" in opts:
             raise ValueError("the logmel encoder has no layers; leave audio_layer unset (null)")
         return LogMelEncoder(**opts)
+    from ..errors import check_model_spec
+
+    check_model_spec(spec, ("logmel",), "audio encoder")  # a typo is not a hub id: fail before any download
     return TransformersAudioEncoder(str(spec), **opts)

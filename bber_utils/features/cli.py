@@ -28,6 +28,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="extract only utterances i = I (mod N) into this shard's own part of the stores (run N "
                         "of these in parallel, e.g. one per GPU), then once without --shard to merge the parts")
+    p.add_argument("--flush-every", type=int, default=512, metavar="N",
+                   help="write finished features to disk every N utterances ...")
+    p.add_argument("--flush-seconds", type=float, default=30.0, metavar="S",
+                   help="... or every S seconds, whichever comes first (a kill loses at most that much work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -35,14 +39,18 @@ def register_cli(subparsers) -> None:
 def _run(args) -> int:
     import pandas as pd
 
+    from ..errors import check_model_spec
     from .extract import extract_all
 
+    check_model_spec(args.audio_encoder, ("logmel",), "--audio-encoder")  # typos fail before anything is read
+    check_model_spec(args.text_encoder, ("e5-words", "hashgram"), "--text-encoder")
     result = extract_all(args.workdir, audio_spec=args.audio_encoder, text_spec=args.text_encoder,
                          extra_manifests=args.manifest, asr_model=args.asr_model, audio_layer=args.audio_layer,
                          text_max_tokens=args.text_max_tokens, batch_size=args.batch_size, device=args.device,
                          store_dtype="float16" if args.fp16 else "float32",
                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision,
-                         progress=not args.quiet, shard=args.shard)
+                         progress=not args.quiet, shard=args.shard, flush_every=args.flush_every,
+                         flush_seconds=args.flush_seconds)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary.to_string(index=False))
     audio = result.audio.path if result.audio is not None else "none (no manifest row has audio)"

@@ -69,7 +69,8 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
                 extra_manifests: list[str | os.PathLike] | None = None, asr_model: str | None = None,
                 audio_layer: int | None = None, text_max_tokens: int | None = 95, batch_size: int = 16,
                 device: str = "auto", store_dtype: str = "float32", trust_remote_code: bool = False,
-                text_code_revision: str | None = None, progress: bool = True, shard=None) -> Extraction:
+                text_code_revision: str | None = None, progress: bool = True, shard=None,
+                flush_every: int = 512, flush_seconds: float = 30.0) -> Extraction:
     """Extract (or load) audio and text features for every manifest in ``<workdir>/manifests`` and the
     ``extra_manifests`` given (e.g. SDS / TUG ones), into ``<workdir>/features``.
 
@@ -119,7 +120,7 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
                           f"empty string); set asr_model to transcribe them", stacklevel=2)
         manifests[name] = df
         common = dict(batch_size=batch_size, device=device, store_dtype=store_dtype, progress=progress,
-                      shard=shard)
+                      shard=shard, flush_every=flush_every, flush_seconds=flush_seconds)
         with_audio = has_audio(df)
         a = {"extracted": 0, "cached": 0, "skipped": 0}
         if with_audio.any():

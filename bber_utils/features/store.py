@@ -13,7 +13,9 @@ Every utterance is identified by ``utt_id`` and a hash of its input (the audio f
 [start_s, end_s) span, or the text), so a changed file is re-extracted; a file whose size and mtime are
 unchanged is not read again (``src_hash`` is reused). A shard is written to a temporary file,
 fsync-ed and renamed before the index that points into it is replaced the same way, so a killed extraction
-leaves a consistent store and the next call extracts only what is missing. Only numpy arrays are stored, so a
+leaves a consistent store and the next call extracts only what is missing. Finished utterances are flushed
+every ``flush_every`` utterances (512), every ``flush_mb`` (256 MB) and every ``flush_seconds`` (30 s), whichever
+comes first, so a SIGKILL loses at most about 30 s of work. Only numpy arrays are stored, so a
 store written on a GPU machine loads on any CPU machine.
 
 Sharded extraction (one process per GPU or machine): ``ensure_features(..., shard=(i, n))`` handles only the
@@ -44,6 +46,8 @@ import pandas as pd
 FEATURE_VERSION = 1
 INDEX_COLUMNS = ["utt_id", "shard", "offset", "length", "content_hash", "src_hash", "src_size", "src_mtime_ns"]
 MODALITIES = ("audio", "text")
+FLUSH_SECONDS = 30.0
+_clock = time.monotonic  # the flush timer (tests replace it with a fake clock)
 STORE_DTYPES = ("float32", "float16")
 
 
@@ -349,13 +353,15 @@ def _load_input(row: Any, modality: str, sample_rate: int):
 def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_root: str | os.PathLike,
                     batch_size: int = 16, device: str = "auto", store_dtype: str = "float32",
                     on_error: str = "skip", flush_every: int = 512, flush_mb: float = 256.0,
-                    progress: bool = True, desc: str | None = None, shard: Any = None) -> FeatureStore:
+                    progress: bool = True, desc: str | None = None, shard: Any = None,
+                    flush_seconds: float = FLUSH_SECONDS) -> FeatureStore:
     """Extract the features of every manifest row that the store lacks; return the read-only store.
 
     ``encoder``: an encoder object (``.key``, ``.dim``, ``.encode(list) -> list[(T, D)]``) or a spec string
     for ``build_audio_encoder`` / ``build_text_encoder``. The encoder's model is loaded only if something is
     missing. Rows are processed in length-sorted batches; finished rows are flushed every ``flush_every``
-    utterances (or ``flush_mb``) and also when an exception stops the run, so a rerun resumes.
+    utterances, ``flush_mb`` or ``flush_seconds`` (whichever first) and also when an exception stops the run, so
+    a rerun resumes.
     ``on_error``: ``"skip"`` counts unreadable or non-finite inputs in ``store.skipped`` (with a warning),
     ``"raise"`` raises ``FeatureError`` naming the utt_id.
     ``shard=(index, count)`` (or ``"index/count"``): only the rows at positions ``index, index + count, ...``,
@@ -368,6 +374,8 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
         raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if int(flush_every) < 1 or float(flush_seconds) <= 0:
+        raise ValueError(f"flush_every must be >= 1 and flush_seconds > 0 (got {flush_every}, {flush_seconds})")
     if isinstance(encoder, str):
         from . import build_audio_encoder, build_text_encoder
 
@@ -422,7 +430,8 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
         writer = _Writer(path, store_dtype, index)
         if todo:
             _extract(todo, modality, encoder, writer, batch_size, device, on_error, flush_every,
-                     flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}")
+                     flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}",
+                     flush_seconds)
     if skipped:
         shown = "; ".join(f"{u}: {r}" for u, r in skipped[:3])
         warnings.warn(f"{len(skipped)} utterance(s) skipped for {modality} features ({shown}"
@@ -436,7 +445,7 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
 
 
 def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_error, flush_every, flush_bytes,
-             skipped, progress, desc) -> None:
+             skipped, progress, desc, flush_seconds: float = FLUSH_SECONDS) -> None:
     from tqdm.auto import tqdm
 
     if getattr(encoder, "uses_torch", True):  # numpy encoders need no device (and no torch import)
@@ -452,6 +461,7 @@ def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_er
 
     todo = sorted(todo, key=length, reverse=True)  # length-sorted batches: little padding
     bar = tqdm(total=len(todo), desc=desc, unit="utt", disable=not progress, leave=False)
+    last_flush = _clock()
     try:
         for b in range(0, len(todo), batch_size):
             chunk = todo[b:b + batch_size]
@@ -485,8 +495,10 @@ def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_er
                         continue
                     writer.add(row.utt_id, f, source)
             bar.update(len(chunk))
-            if len(writer.pending) >= flush_every or writer.pending_bytes >= flush_bytes:
+            if (len(writer.pending) >= flush_every or writer.pending_bytes >= flush_bytes
+                    or (writer.pending and _clock() - last_flush >= flush_seconds)):
                 writer.flush()
+                last_flush = _clock()
     finally:
         writer.flush()  # keep whatever finished, also when interrupted
         bar.close()

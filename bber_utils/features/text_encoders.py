@@ -274,4 +274,7 @@ def build_text_encoder(spec: str = "e5-words", **opts):
         return {"e5-words": E5WordsEncoder, "e5-windows": E5WindowsEncoder, "hashgram": HashGramEncoder}[spec](**opts)
     if not spec:
         raise ValueError("no text encoder given: use 'e5-words', 'hashgram', a hub id or a local folder")
+    from ..errors import check_model_spec
+
+    check_model_spec(spec, ("e5-words", "hashgram"), "text encoder")  # a typo is not a hub id
     return TransformersTextEncoder(str(spec), **opts)

@@ -1,0 +1,194 @@
+"""Hostile input on the command line (issue 18): typos and bad values give one line and exit 2 before any work,
+Ctrl-C gives one line and exit 130, paths typed on the command line are taken from the current folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bber_utils import cli, pipeline
+from bber_utils.config import profile_path
+from bber_utils.paths import REPO_ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_notebooks(monkeypatch):
+    """Records every notebook ``reproduce`` would run (none must run for a bad request)."""
+    ran = []
+    monkeypatch.setattr(pipeline, "run_notebook", lambda src, *a, **k: ran.append(src.name))
+    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    return ran
+
+
+def _one_line_error(capsys, rc, *needles):
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--set", "epoch=50"], ["unknown --set key 'epoch'", "did you mean 'epochs'"]),
+    (["--set", "epochs=5", "--set", "lrr=0.5"], ["'lrr'", "did you mean 'lr'"]),
+    (["--only", "10"], ["no notebook numbered '10'"]),
+    (["--only", "06_trian"], ["did you mean '06'"]),
+    (["--from", "6b"], ["no notebook numbered '6b'"]),
+    (["--profile", "dmeo"], ["no profile or file 'dmeo'", "did you mean 'demo'"]),
+    (["--set", "model=biformerr"], ["unknown model 'biformerr'", "did you mean 'biformer'"]),
+    (["--set", "epochs=-3"], ["epochs must be >= 1 (got -3)"]),
+    (["--set", "epochs"], ["'epochs' is not key=value"]),
+])
+def test_reproduce_rejects_typos_before_any_notebook_runs(argv, needles, no_notebooks, capsys, tmp_path):
+    rc = cli.main(["reproduce", "--profile", "smoke", "--workdir", str(tmp_path / "w"), *argv])
+    _one_line_error(capsys, rc, *needles)
+    assert no_notebooks == []
+
+
+def test_reproduce_accepts_declared_keys(no_notebooks, capsys, tmp_path):
+    rc = cli.main(["reproduce", "--profile", "smoke", "--workdir", str(tmp_path / "w"), "--only", "06",
+                   "--set", "epochs=2", "--set", "grad_clip=0.5"])
+    assert rc == 0 and no_notebooks == ["06_train.ipynb"]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["model=biformerr"], ["unknown model 'biformerr'", "did you mean 'biformer'", "bimamba"]),
+    (["epochs=-3"], ["epochs must be >= 1 (got -3)"]),
+    (["epochs=ten"], ["epochs must be a number (got 'ten')"]),
+    (["epochs"], ["'epochs' is not key=value"]),
+    (["lrr=0.1"], ["unknown parameter 'lrr'", "did you mean 'lr'"]),
+    (["audio_encoder=wav2vecc"], ["audio_encoder 'wav2vecc' is not a built-in encoder", "hub id"]),
+    (["--config", "smoek"], ["no profile or file 'smoek'", "did you mean 'smoke'"]),
+])
+def test_train_config_errors_are_one_line_exit_2(argv, needles, capsys, monkeypatch):
+    from bber_utils import train
+
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("training started"))
+    _one_line_error(capsys, cli.main(["train", *argv]), *needles)
+
+
+def test_extract_with_a_misspelt_encoder_stops_before_any_download(tmp_path, capsys, monkeypatch):
+    from bber_utils.features import audio_encoders
+
+    monkeypatch.setattr(audio_encoders.TransformersAudioEncoder, "__init__",
+                        lambda *a, **k: pytest.fail("an encoder was built for a typo"))
+    rc = cli.main(["extract", "--workdir", str(tmp_path), "--audio-encoder", "wav2vecc"])
+    _one_line_error(capsys, rc, "'wav2vecc' is not a built-in encoder (logmel)")
+
+
+def test_config_path_from_another_folder(tmp_path, monkeypatch):
+    from bber_utils.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    assert profile_path("demo") == REPO_ROOT / "configs" / "demo.yaml"        # a bare name is a profile
+    with pytest.raises(ConfigError) as exc:                                      # not a file here: both named
+        profile_path("configs/demo.yaml")
+    msg = str(exc.value)
+    assert str(tmp_path / "configs" / "demo.yaml") in msg and "configs/demo.yaml.yaml" not in msg
+    assert "did you mean 'demo'" in msg
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("epochs: 2\n")
+    assert profile_path("mine.yaml") == mine                                    # an existing file is a file
+
+
+def test_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parser = cli.build_parser()
+    for argv, dest, want in ([["prepare", "demo", "--out", "work"], "out", tmp_path / "work"],
+                             [["prepare", "meld", "--root", "data/MELD", "--out", "/abs"], "root",
+                              tmp_path / "data" / "MELD"],
+                             [["predict", "a.wav", "--workdir", "runs/x"], "workdir", tmp_path / "runs" / "x"]):
+        args = parser.parse_args(argv)
+        cli.resolve_typed_paths(parser, argv, args)
+        assert getattr(args, dest) == str(want)
+    argv = ["predict", "a.wav"]  # a default stays repository-relative (the notebooks' convention)
+    args = parser.parse_args(argv)
+    cli.resolve_typed_paths(parser, argv, args)
+    assert args.workdir == "runs/demo"
+    from bber_utils.config import resolve_cli_paths
+
+    assert resolve_cli_paths({"workdir": "runs/x", "epochs": 3}) == {"workdir": str(tmp_path / "runs/x"),
+                                                                   "epochs": 3}
+
+
+def test_train_help_lists_every_key_with_default_and_description(capsys):
+    from bber_utils.train import TrainConfig, config_key_descriptions
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    desc = config_key_descriptions()
+    for f in dataclasses.fields(TrainConfig):
+        assert desc[f.name], f"TrainConfig.{f.name} has no description"
+        line = next((ln for ln in out.splitlines() if ln.split()[:1] == [f.name]), None)
+        assert line is not None, f"{f.name} missing from bber train --help"
+        assert repr(f.default) in line
+
+
+def test_reproduce_help_lists_the_profile_keys(capsys):
+    import yaml
+
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    out = capsys.readouterr().out
+    for key in yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text()):
+        assert any(ln.split()[:1] == [key] for ln in out.splitlines()), key
+
+
+@pytest.mark.parametrize("command, target, argv", [
+    ("train", "bber_utils.train.train", ["train", "--config", "smoke"]),
+    ("extract", "bber_utils.features.extract.extract_all", ["extract", "--workdir", "WD"]),
+    ("reproduce", "bber_utils.pipeline.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
+                                                       "--workdir", "WD"]),
+    ("label", "bber_utils.augment.ls_llm._cli_label", ["label", "--workdir", "WD"]),
+])
+def test_ctrl_c_is_one_line_and_exit_130(command, target, argv, capsys, monkeypatch, tmp_path):
+    import importlib
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    mod, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(mod), name, interrupted)
+    if command == "label":  # the parser binds the function at registration
+        parser = cli.build_parser()
+        monkeypatch.setattr(cli, "build_parser", lambda: parser)
+        parser._subparsers._group_actions[0].choices["label"].set_defaults(func=interrupted)
+    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    try:
+        rc = cli.main([str(tmp_path) if a == "WD" else a for a in argv])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped bber's main (a traceback for the user)")
+    err = capsys.readouterr().err
+    assert rc == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"bber {command}: interrupted" in err and "rerun" in err
+
+
+def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
+    """A real SIGINT to a real process (the notebook run replaced by a sleep)."""
+    code = ("import time, bber_utils.pipeline as p\n"
+            "p.run_notebook = lambda *a, **k: time.sleep(60)\n"
+            "p._kernel_name = lambda: 'python3'\n"
+            "from bber_utils.cli import main\n"
+            f"raise SystemExit(main(['reproduce', '--profile', 'smoke', '--only', '01', '--workdir', {str(tmp_path)!r}]))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    line = proc.stdout.readline()  # "bber reproduce: profile smoke, 1 notebooks, ..."
+    assert "bber reproduce" in line, proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and len(err.strip().splitlines()) == 1
