@@ -135,7 +135,8 @@ def main() -> None:
     ap.add_argument("--parser-only", action="store_true", help="only the reply parser on the reference files")
     args = ap.parse_args()
     if args.parser_only:
-        print(_markdown(bench_parser()) if REFERENCE_DIR.is_dir() else f"(reference label files absent: {REFERENCE_DIR})")
+        absent = f"(reference label files absent: {REFERENCE_DIR})"
+        print(_markdown(bench_parser()) if REFERENCE_DIR.is_dir() else absent)
         return
     import torch
 
