@@ -193,6 +193,21 @@ def test_property_garbage_never_raises(text):
     assert status in ("ok", "repaired", "rejected") and (dist is None) == (status == "rejected")
 
 
+REPLY_PIECES = st.sampled_from(list("0123456789.,;:%-+=()[]| \n\teE") + [
+    "neutral", "Happy", "sad", "anger", "fear", "disgust", "surprise", "contempt", "nan", "inf", "<think>",
+    "</think>", "sum", "total", "7 probabilities", "Страх", "_prob", "**", "—", "1e999"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(REPLY_PIECES, max_size=80).map("".join))
+def test_property_reply_like_garbage_never_raises_and_never_gives_a_non_finite_value(text):
+    r = read_reply(text)
+    assert (r.values is None) == bool(r.reason)
+    if r.values is not None:
+        assert len(r.values) == 7 and all(np.isfinite(r.values))
+    validate_distribution(r.values, "fear")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.integers(0, 3000), st.sampled_from(["hours", "times", "people", "gate", "on", "May",
                                                                      "at", "I waited", "for", ",", "and"])),

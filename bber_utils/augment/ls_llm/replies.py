@@ -24,6 +24,7 @@ What a reply must be to be read (issue 18, 20):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -145,10 +146,12 @@ def read_reply(text: str | None) -> Reply:
     if bad:
         return Reply(None, f"non-finite value {bad.group(0)!r} in the reply")
     answer = _COUNT.sub(" ", _SUM_CLAUSE.sub(_drop_sum_clause, answer))
-    named = _read_named(answer)
-    if named is not None:
-        return named
-    return _read_list(answer)
+    reply = _read_named(answer)
+    if reply is None:
+        reply = _read_list(answer)
+    if reply.values is not None and not all(math.isfinite(v) for v in reply.values):
+        return Reply(None, "non-finite value in the reply (a number too large for a float)", reply.form)
+    return reply
 
 
 def _drop_sum_clause(m: re.Match) -> str:
