@@ -91,10 +91,12 @@ def bench_parser():
         t = time.perf_counter()
         parsed = [parse_reply(r) for r in df["response_clean"]]
         dt = time.perf_counter() - t
+        sums = [float(np.sum(v)) for v in parsed if v is not None]
         errs = [np.abs(np.asarray(v) / np.sum(v) - p).max() for v, p in zip(parsed, published) if v is not None]
         soft = load_soft_labels(f, usable_only=False)
         reasons = soft["reason"].fillna("")
         rows.append({"file": f.name, "rows": len(df), "parsed": sum(v is not None for v in parsed),
+                     "sum of the written values": f"{min(sums):.3f} ... {max(sums):.3f}",
                      "within 1e-4": int(np.sum(np.asarray(errs) < 1e-4)), "max abs error": max(errs),
                      "parse µs/reply": 1e6 * dt / len(df),
                      "clipped tiny negatives": int(reasons.str.contains("clipped").sum()),
@@ -130,7 +132,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared 2-core box)")
+    ap.add_argument("--parser-only", action="store_true", help="only the reply parser on the reference files")
     args = ap.parse_args()
+    if args.parser_only:
+        absent = f"(reference label files absent: {REFERENCE_DIR})"
+        print(_markdown(bench_parser()) if REFERENCE_DIR.is_dir() else absent)
+        return
     import torch
 
     torch.set_num_threads(args.threads)

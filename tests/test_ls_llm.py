@@ -548,3 +548,48 @@ def test_cli_label_shards_then_merges(tmp_path, capsys):
     assert "10 utterances, 0 asked now" in capsys.readouterr().out
     args = _parser().parse_args(["label", "--workdir", str(wd), "--backend", "lexicon", "--shard", "2/2"])
     assert args.func(args) == 2 and "shard" in capsys.readouterr().err
+
+
+# ================================================================= issue 18/20: reasons and re-reading old caches
+
+
+class _ScriptedLLM:
+    """A transformers-like chat LLM that answers ``reply`` to everything."""
+
+    backend, model_name = "transformers", "scripted"
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def chat_batch(self, convs, **kw):
+        return [self.reply] * len(convs)
+
+
+def test_a_prose_reply_is_rejected_in_the_table_with_the_parsers_reason(tmp_path):
+    lab = ls_llm.GenerateLabeller(_ScriptedLLM("I waited 2 hours, 3 times, for 5 people at gate 12 on 7 May 2021 "
+                                               "at 9"))
+    table = label_utterances(_table(2), lab, tmp_path, progress=False)
+    assert (table["status"] == "rejected").all() and table[list(CLASSES)].isna().all().all()
+    assert table["reason"].str.contains("prose").all()
+
+
+def test_named_replies_land_on_their_classes_in_the_table(tmp_path):
+    reply = "Fear (0.20), Neutral (0.60), Happy (0.05), Disgust (0.05), Sad (0.04), Anger (0.03), Surprise (0.03)"
+    table = label_utterances(_table(1).assign(label="neutral"), ls_llm.GenerateLabeller(_ScriptedLLM(reply)),
+                             tmp_path, progress=False)
+    assert table["status"][0] == "ok"
+    assert table.loc[0, list(CLASSES)].to_numpy(dtype=float) == pytest.approx([0.6, 0.05, 0.04, 0.03, 0.03, 0.05, 0.2])
+
+
+def test_cached_replies_read_by_an_older_parser_are_read_again(tmp_path):
+    """A cache written before the strict parser holds values the old parser misread: they are not trusted."""
+    reply = "neutral 0.60, fear 0.20, happy 0.05, disgust 0.05, sad 0.04, anger 0.03, surprise 0.03"
+    lab = ls_llm.GenerateLabeller(_ScriptedLLM(reply))
+    df = _table(1).assign(label="neutral")
+    cache = ls_llm.LabelCache(tmp_path, lab)
+    key = ls_llm.request_key(ls_llm.LabelRequest(df["utt_id"][0], df["text"][0], "neutral"))
+    cache.add([dict(key=key, utt_id=df["utt_id"][0], raw=reply, values=[0.6, 0.2, 0.05, 0.05, 0.04, 0.03, 0.03],
+                    status="ok", reason="")])  # the old parser's reading: in the order written, no "parser"
+    table = label_utterances(df, lab, tmp_path, progress=False)
+    assert table.attrs["computed"] == 0  # nothing asked again: the raw reply is re-read
+    assert table.loc[0, list(CLASSES)].to_numpy(dtype=float) == pytest.approx([0.6, 0.05, 0.04, 0.03, 0.03, 0.05, 0.2])
