@@ -71,7 +71,7 @@ $(STAMP): pyproject.toml $(CPU_LOCK) $(GPU_LOCK) | $(PY)
 	@lock=$(CPU_LOCK); command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && lock=$(GPU_LOCK); \
 	echo "installing the locked environment $$lock"; \
 	awk '/^torch==/{p=1; print; next} p && /^ /{print; next} {p=0}' $$lock > $(VENV)/.bber-torch.lock && \
-	$(PY) -m pip install -q --require-hashes -r $(VENV)/.bber-torch.lock --find-links $(TORCH_FIND_LINKS) $(TORCH_PIP_ARGS) && \
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(VENV)/.bber-torch.lock --find-links $(TORCH_FIND_LINKS) $(TORCH_PIP_ARGS) && \
 	$(PY) -m pip install -q --require-hashes -r $$lock && \
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name bber --display-name "Python 3 (bber)" >/dev/null
