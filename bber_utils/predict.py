@@ -155,7 +155,7 @@ class Predictor:
     def predict(self, paths: Iterable[str | os.PathLike], texts: Iterable[str | None] | None = None,
                 language: str = "auto", progress: bool = False) -> list[Prediction]:
         """One ``Prediction`` per path, in order; failures are recorded in ``error``."""
-        from tqdm.auto import tqdm
+        from bber_utils.progress import tqdm
 
         from .audio import AudioError, load_audio
 

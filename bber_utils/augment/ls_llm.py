@@ -566,7 +566,7 @@ def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch
     """
     import numpy as np
     import pandas as pd
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     from ..features.store import check_shard
 
