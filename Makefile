@@ -81,15 +81,15 @@ endif
 # Regenerate both locks from pyproject.toml; versions already in a lock are kept unless UPGRADE=1.
 lock: | $(PY)
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install -q uv
-	@t=$$(mktemp -d); echo "torch==$(TORCH_VERSION)+cpu" > $$t/cpu.txt; echo "torch==$(TORCH_VERSION)" > $$t/gpu.txt; \
-	[ -f $(GPU_LOCK) ] || cp $(CPU_LOCK) $(GPU_LOCK); \
-	set -x; \
+	echo "torch==$(TORCH_VERSION)+cpu" > requirements/torch-cpu.txt
+	echo "torch==$(TORCH_VERSION)" > requirements/torch-gpu.txt
+	@[ -f $(GPU_LOCK) ] || cp $(CPU_LOCK) $(GPU_LOCK)
 	$(PY) -m uv pip compile -q pyproject.toml --extra dev --generate-hashes $(LOCK_PLATFORM) \
-	  --find-links $(TORCH_FIND_LINKS) --override $$t/cpu.txt $(if $(UPGRADE),--upgrade) \
-	  --custom-compile-command "make lock" -o $(CPU_LOCK) && \
+	  --find-links $(TORCH_FIND_LINKS) --override requirements/torch-cpu.txt $(if $(UPGRADE),--upgrade) \
+	  --custom-compile-command "make lock" -o $(CPU_LOCK)
 	$(PY) -m uv pip compile -q pyproject.toml --extra dev --extra cuda --generate-hashes $(LOCK_PLATFORM) \
-	  --override $$t/gpu.txt $(if $(UPGRADE),--upgrade) --custom-compile-command "make lock" -o $(GPU_LOCK); \
-	rc=$$?; rm -r $$t; exit $$rc
+	  --override requirements/torch-gpu.txt $(if $(UPGRADE),--upgrade) --custom-compile-command "make lock" \
+	  -o $(GPU_LOCK)
 
 setup: system-tools $(STAMP)
 
