@@ -2,15 +2,22 @@
 #   make reproduce   set up, then run every notebook in order on the demo profile (PROFILE=smoke|demo|paper)
 #   make test        set up, then run the test suite (it executes every notebook on the smoke profile)
 #   make lab         set up, then open JupyterLab on notebooks/
-# A virtual environment (.venv) is created and used unless one is already active.
-# On a machine without an NVIDIA GPU the CPU build of torch 2.13.0 is installed first; to take it from
-# PyTorch's CPU index instead of PyPI: make reproduce TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+#   make lock        regenerate the lock files requirements/cpu.lock and gpu.lock from pyproject.toml (uv)
+# A virtual environment (.venv) is created and used unless one is already active. Setup installs the exact,
+# hash-checked versions of requirements/cpu.lock (gpu.lock where nvidia-smi works); LOCK=0 uses pyproject's ranges.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PROFILE ?= demo
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
+LOCK ?= 1
+CPU_LOCK := requirements/cpu.lock
+GPU_LOCK := requirements/gpu.lock
+# Where pip and uv find PyTorch's CPU wheel (torch==2.13.0+cpu is not on PyPI): pip's own find-links if set,
+# else PyTorch's wheel page.
+TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/torch/)
+LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 PYTEST_ARGS ?=
 SYSTEM_TOOLS := espeak-ng ffmpeg
 
@@ -26,10 +33,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools reproduce test lab clean real-text
+.PHONY: help setup system-tools reproduce test lab lock clean real-text
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -47,6 +54,7 @@ system-tools:
 $(PY):
 	python3 -m venv $(VENV)
 
+ifeq ($(LOCK),0)
 $(STAMP): pyproject.toml | $(PY)
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
@@ -56,6 +64,32 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name bber --display-name "Python 3 (bber)" >/dev/null
 	@touch $(STAMP)
+else
+# Locked install: torch first (the CPU build comes from PyTorch's wheels, not PyPI), then every other pinned,
+# hash-checked package, then the project itself without dependencies.
+$(STAMP): pyproject.toml $(CPU_LOCK) $(GPU_LOCK) | $(PY)
+	@lock=$(CPU_LOCK); command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && lock=$(GPU_LOCK); \
+	echo "installing the locked environment $$lock"; \
+	awk '/^torch==/{p=1; print; next} p && /^ /{print; next} {p=0}' $$lock > $(VENV)/.bber-torch.lock && \
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(VENV)/.bber-torch.lock --find-links $(TORCH_FIND_LINKS) $(TORCH_PIP_ARGS) && \
+	$(PY) -m pip install -q --require-hashes -r $$lock && \
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name bber --display-name "Python 3 (bber)" >/dev/null
+	@touch $(STAMP)
+endif
+
+# Regenerate both locks from pyproject.toml; versions already in a lock are kept unless UPGRADE=1.
+lock: | $(PY)
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install -q uv
+	echo "torch==$(TORCH_VERSION)+cpu" > requirements/torch-cpu.txt
+	echo "torch==$(TORCH_VERSION)" > requirements/torch-gpu.txt
+	@[ -f $(GPU_LOCK) ] || cp $(CPU_LOCK) $(GPU_LOCK)
+	$(PY) -m uv pip compile -q pyproject.toml --extra dev --generate-hashes $(LOCK_PLATFORM) \
+	  --find-links $(TORCH_FIND_LINKS) --override requirements/torch-cpu.txt $(if $(UPGRADE),--upgrade) \
+	  --custom-compile-command "make lock" -o $(CPU_LOCK)
+	$(PY) -m uv pip compile -q pyproject.toml --extra dev --extra cuda --generate-hashes $(LOCK_PLATFORM) \
+	  --override requirements/torch-gpu.txt $(if $(UPGRADE),--upgrade) --custom-compile-command "make lock" \
+	  -o $(GPU_LOCK)
 
 setup: system-tools $(STAMP)
 

@@ -195,7 +195,7 @@ def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
               workdir: str | os.PathLike, runner: Callable[[dict, Any], Path] | None = None,
               progress: bool = True) -> list[Path]:
     """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders."""
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     runner = runner or (lambda p, wd: run_one(p, wd))
     jobs = [{**base, **s, "seed": int(seed)} for s in settings for seed in seeds]
@@ -342,6 +342,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--by", nargs="+", default=["model", "train_corpora", "sds_ratio", "tug_ratio", "ls_llm_p"],
                    help="columns to group runs by (seeds averaged)")
+    p.add_argument("--env", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="show two runs' environments side by side (run names under WORKDIR/train, run folders, "
+                        "metrics.json files or executed notebooks)")
+    p.add_argument("--all", action="store_true", help="with --env: also the keys where both agree")
     p.set_defaults(func=_cli_results)
     s = subparsers.add_parser("sweep", help="run notebook 06 over a grid of parameters and seeds (resumable)")
     s.add_argument("--profile", default="demo")
@@ -352,11 +356,34 @@ def register_cli(subparsers) -> None:
 
 
 def _cli_results(args) -> int:
+    if args.env:
+        return _cli_env(args)
     reg = load_registry(args.workdir)
     if reg.empty:
         print(f"no runs with metrics.json under {run_dirs(args.workdir).train}")
         return 1
     print(summarize(reg, args.by, split=args.split).round(4).to_string(index=False))
+    return 0
+
+
+def _cli_env(args) -> int:
+    from .provenance import compare, run_environment
+
+    try:
+        (path_a, env_a), (path_b, env_b) = (run_environment(r, args.workdir) for r in args.env)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 1
+    table = compare(env_a, env_b, only_differences=not args.all)
+    print(f"A: {path_a}\nB: {path_b}")
+    if table.empty:
+        print("the two environments are identical")
+        return 0
+    table = table.rename(columns={"a": "A", "b": "B"})
+    print(table[["key", "A", "B"]].to_string(index=False, max_colwidth=60))
+    n_same = len(compare(env_a, env_b)) - len(compare(env_a, env_b, only_differences=True))
+    if not args.all:
+        print(f"({n_same} keys agree; --all shows them)")
     return 0
 
 

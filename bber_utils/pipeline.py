@@ -7,6 +7,7 @@ the run with a message naming the notebook and the cell, and its executed copy i
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -74,9 +75,12 @@ def _peak_child_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
-def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None) -> None:
+def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
+                 on_cell: Callable[[int, int], None] | None = None) -> None:
     """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that
-    declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error."""
+    declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error.
+    ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
+    not counted, as in the failure message)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -87,13 +91,140 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
         parameters["profile_params"] = full
     try:
         pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
-                            cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
+                            cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
+                            engine_name=_engine_name(), bber_on_cell=on_cell, coalesce_streams=True,
+                            kernel_manager_class=_local_kernel_manager())
     except PapermillExecutionError as exc:
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(
             f"{src.name} failed in code cell {_stored_code_cell_number(dst)} "
             f"starting {first[0][:80] if first else ''!r}: {exc.ename}: {exc.evalue}\n"
             f"The executed notebook is kept at {dst}") from None
+
+
+_ENGINE = "bber"
+
+
+def _engine_name() -> str:
+    """papermill's nbclient engine, plus a hook called as each code cell starts (registered once)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, bber_on_cell=None, **kwargs):
+            if bber_on_cell is not None:
+                code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"
+                        and "injected-parameters" not in c.metadata.get("tags", [])]
+                number = {i: n for n, i in enumerate(code, 1)}
+                cell_start = nb_man.cell_start
+
+                def start(cell, cell_index=None, **kw):
+                    if cell_index in number:
+                        bber_on_cell(number[cell_index], len(code))
+                    return cell_start(cell, cell_index, **kw)
+
+                nb_man.cell_start = start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    if _ENGINE not in papermill_engines._engines:
+        papermill_engines.register(_ENGINE, Engine)
+    return _ENGINE
+
+
+def _local_kernel_manager():
+    """A kernel manager whose kernels talk to the driver over local IPC sockets, not unencrypted TCP (so the
+    kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return LocalKernelManager
+
+
+class Progress:
+    """Live progress of ``bber reproduce``: the notebook, its code cell, the elapsed time and the last run's
+    time for it. On a terminal one status line is rewritten every second; elsewhere (CI logs) a line is
+    printed when a notebook has run for ``every`` seconds, and every ``every`` seconds after that."""
+
+    def __init__(self, stream=None, every: float = 60.0, last: dict[str, float] | None = None):
+        import threading
+
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every, self.last = every, last or {}
+        self.name, self.cell, self.total, self.t0, self.t_line = "", 0, 0, 0.0, 0.0
+        self._lock, self._stop, self._thread = threading.Lock(), threading.Event(), None
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        text = f"  {self.name:<24} cell {self.cell}/{self.total}  {_mmss(elapsed)}"
+        if self.name in self.last:
+            left = self.last[self.name] - elapsed
+            text += f"  (last run {_mmss(self.last[self.name])}" + (f", ~{_mmss(left)} left)" if left > 0 else ")")
+        return text
+
+    def start(self, name: str) -> None:
+        import threading
+
+        with self._lock:
+            self.name, self.cell, self.total = name, 0, 0
+            self.t0 = self.t_line = time.perf_counter()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def on_cell(self, n: int, total: int) -> None:
+        with self._lock:
+            self.cell, self.total = n, total
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                now = time.perf_counter()
+                if self.tty:
+                    self.stream.write("\r" + self.line()[:110].ljust(110))
+                    self.stream.flush()
+                elif now - self.t_line >= self.every:
+                    self.stream.write(self.line() + "\n")
+                    self.stream.flush()
+                    self.t_line = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.tty:
+            self.stream.write("\r" + " " * 110 + "\r")
+            self.stream.flush()
+
+
+def _mmss(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def last_run_seconds(summary: Path) -> dict[str, float]:
+    """``{notebook: seconds}`` of the previous run's successful notebooks from ``summary.csv`` ({} if none)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(summary)
+        return {str(r.notebook): float(r.seconds) for r in df.itertuples() if r.status == "ok"}
+    except (OSError, ValueError, AttributeError, pd.errors.EmptyDataError):
+        return {}
+
+
+def record_environment(executed: Path, env: dict[str, Any], profile: str) -> None:
+    """Store the environment in the executed notebook's metadata (``metadata.bber``)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata["bber"] = {"profile": profile, "environment": env}
+    nbformat.write(nb, str(executed))
 
 
 def _stored_code_cell_number(executed: Path) -> int:
@@ -160,12 +291,15 @@ def _kernel_environment() -> None:
     path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
     os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("BBER_PROGRESS", "text")  # no widget frontend: text progress bars (bber_utils.progress)
 
 
 def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] | None = None,
               workdir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
-              log: Callable[[str], None] = print) -> list[NotebookRun]:
-    """Run the selected notebooks in order on ``profile``; return one ``NotebookRun`` per notebook."""
+              log: Callable[[str], None] = print, progress: "Progress | None" = None) -> list[NotebookRun]:
+    """Run the selected notebooks in order on ``profile``; return one ``NotebookRun`` per notebook. The
+    environment (``bber_utils.provenance``) goes to ``environment.json`` beside ``summary.csv`` and into each
+    executed notebook's metadata; ``progress`` shows the running notebook and cell (default: on stderr)."""
     import pandas as pd
 
     _kernel_environment()
@@ -182,22 +316,33 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     t_all = time.perf_counter()
     log(f"bber reproduce: profile {params.get('profile', profile)}, {len(notebooks)} notebooks, "
         f"workdir {dirs.root}")
+    from .fileio import atomic_write_text
+    from .provenance import environment
+
+    env = environment()
+    atomic_write_text(dirs.notebooks / "environment.json", json.dumps(env, indent=2))
+    progress = Progress(last=last_run_seconds(summary)) if progress is None else progress
     try:
         for nb in notebooks:
             dst = dirs.notebooks / nb.name
             t0 = time.perf_counter()
             status = "failed"
+            progress.start(nb.stem)
             try:
-                run_notebook(nb, dst, params, kernel)
+                run_notebook(nb, dst, params, kernel, on_cell=progress.on_cell)
                 status = "ok"
             finally:
+                progress.stop()
+                if dst.exists():
+                    record_environment(dst, env, str(params.get("profile", profile)))
                 run = NotebookRun(nb.stem, status, time.perf_counter() - t0, _peak_child_rss_mb(), str(dst))
                 runs.append(run)
                 log(f"  {nb.stem:<24} {status:<6} {run.seconds:7.1f} s")
     finally:
         pd.DataFrame([r.__dict__ for r in runs]).to_csv(summary, index=False)
     log(f"done in {time.perf_counter() - t_all:.1f} s; peak notebook memory "
-        f"{max((r.peak_rss_mb for r in runs), default=0):.0f} MB; summary: {summary}")
+        f"{max((r.peak_rss_mb for r in runs), default=0):.0f} MB; summary: {summary} "
+        f"(environment: {summary.with_name('environment.json').name})")
     return runs
 
 

@@ -170,7 +170,7 @@ class Predictor:
                 language: str = "auto", progress: bool = False, window_s: float | None = None) -> list[Prediction]:
         """One ``Prediction`` per path, in order; failures are recorded in ``error``. ``window_s``: clips longer
         than that are scored in windows of ``window_s`` seconds (see the module docstring)."""
-        from tqdm.auto import tqdm
+        from bber_utils.progress import tqdm
 
         from .audio import AudioError, load_audio
 

@@ -649,7 +649,7 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     """
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     from .data import (BalancedCorpusSampler, PaddedDataset, RankBatchSampler, ShuffleSampler, collate,
                        soft_cross_entropy_parts)
@@ -1136,6 +1136,7 @@ def _train(tc: TrainConfig) -> RunResult:
 
     train_counts = splits["train"].groupby(["corpus", "source"]).size()
     n_soft = int(splits["train"]["utt_id"].astype(str).isin(soft_table.keys()).sum()) if tc.ls_llm_p > 0 else 0
+    from .provenance import environment
     result = {
         "run": run_name, "model": tc.model, "seed": tc.seed, "config": tc.to_dict(), "git_commit": git_commit(),
         "wall_time_s": time.perf_counter() - t_start, "best_epoch": int(best_epoch),
@@ -1148,6 +1149,7 @@ def _train(tc: TrainConfig) -> RunResult:
         "skipped": skipped,
         "corpora": corpora,
         "device": str(device),
+        "environment": environment(),
     }
     _write_history(history, run_dir / "history.csv")
     save_json(result, run_dir / "metrics.json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nbformat
 import pandas as pd
 import pytest
@@ -70,3 +72,71 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, broken)
     assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["a.txt"]
+
+
+def _two_notebooks(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_bar.ipynb", ["from bber_utils.progress import tqdm\nfor _ in tqdm(range(37)):\n    pass",
+                                       "import sys\nprint('to stderr', file=sys.stderr)"])
+    _write_nb(nbdir / "02_two.ipynb", ["x = 1"])
+    monkeypatch.setattr(pipeline, "list_notebooks", lambda d=nbdir: sorted(nbdir.glob("*.ipynb")))
+    return nbdir
+
+
+class _Recorder(pipeline.Progress):
+    def __init__(self):
+        super().__init__(every=3600)
+        self.cells = []
+
+    def on_cell(self, n, total):
+        self.cells.append((self.name, n, total))
+        super().on_cell(n, total)
+
+
+def test_reproduce_is_quiet_records_the_environment_and_shows_cells(tmp_path, monkeypatch, capfd):
+    """No kernel warning on the terminal; progress sees every code cell; text bars end at 100 %; the
+    environment goes beside summary.csv and into each executed notebook."""
+    _two_notebooks(tmp_path, monkeypatch)
+    monkeypatch.delenv("BBER_PROGRESS", raising=False)
+    rec = _Recorder()
+    pipeline.reproduce("smoke", workdir=tmp_path / "wd", log=lambda m: None, progress=rec)
+    err = capfd.readouterr().err
+    assert "Kernel is running over TCP" not in err and "IPKernelApp" not in err, err
+    # 3 code cells in 01 (parameters + 2), 2 in 02; papermill's injected cell is not counted
+    assert rec.cells == [("01_bar", 1, 3), ("01_bar", 2, 3), ("01_bar", 3, 3), ("02_two", 1, 2), ("02_two", 2, 2)]
+    out = tmp_path / "wd" / "notebooks"
+    nb = nbformat.read(out / "01_bar.ipynb", as_version=4)
+    bar = "".join(o.get("text", "") for o in nb.cells[-2].outputs if o.get("output_type") == "stream")
+    assert "100%" in bar and "37/37" in bar and "\r" not in bar, bar  # the final frame only
+    assert not any("widget" in json.dumps(o.get("data", {})) for c in nb.cells for o in c.get("outputs", []))
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            assert "Kernel is running over TCP" not in o.get("text", "")
+    env = json.loads((out / "environment.json").read_text())
+    assert env["torch"]["version"] and env["lock"]["sha256"]
+    assert nb.metadata["bber"]["environment"] == env and nb.metadata["bber"]["profile"] == "smoke"
+    assert nbformat.read(out / "02_two.ipynb", as_version=4).metadata["bber"]["environment"] == env
+
+
+def test_progress_line_estimates_from_the_last_run(tmp_path):
+    import io
+
+    summary = tmp_path / "summary.csv"
+    pd.DataFrame([{"notebook": "07_ablations", "status": "ok", "seconds": 480.0},
+                  {"notebook": "08_results", "status": "failed", "seconds": 3.0}]).to_csv(summary, index=False)
+    last = pipeline.last_run_seconds(summary)
+    assert last == {"07_ablations": 480.0}
+    assert pipeline.last_run_seconds(tmp_path / "none.csv") == {}
+    stream = io.StringIO()
+    p = pipeline.Progress(stream=stream, every=0.5, last=last)
+    p.start("07_ablations")
+    p.on_cell(9, 14)
+    import time as _t
+
+    _t.sleep(1.6)
+    p.stop()
+    lines = stream.getvalue().splitlines()
+    assert lines, "no heartbeat line on a non-terminal stream"
+    assert "07_ablations" in lines[0] and "cell 9/14" in lines[0] and "last run 8:00" in lines[0]
+    assert "~7:5" in lines[0]  # about 7:58 left

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bber_utils.cli import COMMAND_MODULES, build_parser
@@ -103,3 +106,126 @@ def test_parameters_cells_are_parseable_by_papermill():
         for line in "".join(cell["source"]).splitlines():
             assert line.count("=") <= 1, f"{path.name}: parameter line {line!r} has more than one '='"
         assert {"profile", "workdir", "seed"} <= declared_parameters(path)
+
+
+# ------------------------------------------------------------------------------------------ locked environment
+
+def _lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """``{canonical name: (version, [sha256 hashes])}`` of a uv / pip-tools lock with hashes."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if m:
+            current = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+            entries[current] = (m.group(2), [])
+        elif current and "--hash=sha256:" in line:
+            entries[current][1].append(line.split("--hash=sha256:")[1].split()[0])
+    return entries
+
+
+def _check_lock(lock: Path, requirements: list[str]) -> None:
+    from packaging.requirements import Requirement
+
+    entries = _lock_entries(lock)
+    assert entries, f"{lock} names no package"
+    for name, (version, hashes) in entries.items():
+        assert hashes and all(len(h) == 64 for h in hashes), f"{lock}: {name}=={version} has no sha256 hash"
+    for spec in requirements:
+        req = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in entries, f"{lock} lacks {name}, a requirement of pyproject.toml ({spec})"
+        assert req.specifier.contains(entries[name][0], prereleases=True), (
+            f"{lock}: {name}=={entries[name][0]} is outside pyproject's range {spec}")
+
+
+def test_cpu_lock_satisfies_pyproject():
+    project = _pyproject()["project"]
+    lock = REPO / "requirements" / "cpu.lock"
+    _check_lock(lock, project["dependencies"] + project["optional-dependencies"]["dev"])
+    version = re.search(r"^TORCH_VERSION \?= (\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert _lock_entries(lock)["torch"][0] == f"{version}+cpu", "the CPU lock must pin the CPU build of torch"
+    for extra in ("mamba-ssm", "causal-conv1d"):
+        assert extra not in _lock_entries(lock), f"the CPU lock must not carry the cuda extra ({extra})"
+
+
+def test_gpu_lock_satisfies_pyproject_with_the_cuda_extra():
+    project = _pyproject()["project"]
+    opt = project["optional-dependencies"]
+    lock = REPO / "requirements" / "gpu.lock"
+    _check_lock(lock, project["dependencies"] + opt["dev"] + opt["cuda"])
+    cpu, gpu = _lock_entries(REPO / "requirements" / "cpu.lock"), _lock_entries(lock)
+    assert "+" not in gpu["torch"][0] and gpu["torch"][0] == cpu["torch"][0].split("+")[0]
+    differ = {n for n in cpu if n in gpu and cpu[n][0] != gpu[n][0]} - {"torch"}
+    assert not differ, f"the two locks pin different versions of {sorted(differ)}"
+
+
+def _make_dry_run(*args: str) -> str:
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-B", "setup", f"VIRTUAL_ENV={REPO}/.nonexistent-venv", *args],
+                         cwd=REPO, capture_output=True, text=True)
+    return out.stdout + out.stderr
+
+
+def test_make_installs_from_the_lock_by_default_and_from_ranges_with_lock_0():
+    locked = _make_dry_run()
+    assert "--require-hashes -r $lock" in locked and "requirements/cpu.lock" in locked
+    assert "--no-deps -e ." in locked and "'.[dev]'" not in locked
+    ranges = _make_dry_run("LOCK=0")
+    assert "-e '.[dev]'" in ranges and "--require-hashes" not in ranges
+    assert re.search(r"^lock:", (REPO / "Makefile").read_text(), re.M), "make lock regenerates the locks"
+
+
+# ---------------------------------------------------------------------------------------------------- Binder
+
+def test_binder_files_agree_with_the_lock_and_the_makefile():
+    binder = REPO / "binder"
+    tools = re.search(r"^SYSTEM_TOOLS := (.*)$", (REPO / "Makefile").read_text(), re.M).group(1).split()
+    assert (binder / "apt.txt").read_text().split() == tools
+    lines = [ln.strip() for ln in (binder / "requirements.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert "-r ../requirements/cpu.lock" in lines, "Binder must install the reference lock"
+    assert any(ln.startswith("--find-links") and "pytorch" in ln for ln in lines), "torch+cpu is not on PyPI"
+    py = _pyproject()["project"]["requires-python"].removeprefix(">=")
+    assert (binder / "runtime.txt").read_text().strip() == f"python-{py}"
+    post = binder / "postBuild"
+    assert post.stat().st_mode & 0o111, "postBuild must be executable"
+    text = post.read_text()
+    assert "pip install --no-deps -e ." in text and "ipykernel install" in text and "--name bber" in text
+    assert "binder_notebooks.py" in text
+    readme = (REPO / "README.md").read_text()
+    assert re.search(r"mybinder\.org/v2/gh/\S+\?urlpath=lab/tree/notebooks", readme), "no Binder badge"
+
+
+def test_binder_notebooks_get_the_smoke_parameters(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import binder_notebooks
+
+    written = binder_notebooks.prepare("smoke", tmp_path)
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    assert [p.name for p in written] == [p.name for p in list_notebooks()]
+    for path in written:
+        nb = json.loads(path.read_text())
+        cells = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert len(cells) == 1, f"{path.name}: no injected parameters cell"
+        src = "".join(cells[0]["source"])
+        assert 'profile = "smoke"' in src and f'workdir = "{smoke["workdir"]}"' in src
+        assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), "nothing is run"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("BBER_TEST_BINDER") != "1",
+                    reason="slow (installs the lock into a fresh venv, minutes, network): set BBER_TEST_BINDER=1")
+def test_binder_postbuild_in_a_fresh_venv(tmp_path):
+    """What Binder does, without Docker: a fresh venv, binder/requirements.txt, postBuild, a smoke notebook."""
+    clone = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {**os.environ, "PATH": f"{venv}/bin{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    run = lambda *a, **kw: subprocess.run(list(a), cwd=clone, env=env, check=True, **kw)  # noqa: E731
+    run("python", "-m", "pip", "install", "-q", "-r", "binder/requirements.txt", cwd=clone / "binder")
+    run("bash", "binder/postBuild")
+    run("python", "-m", "papermill", "--no-progress-bar", "notebooks/01_prepare_data.ipynb", str(tmp_path / "01.ipynb"))
+    assert (clone / "runs" / "smoke" / "manifests").is_dir()

@@ -195,7 +195,7 @@ def apply_sds(train_df, ratio: float, seed: int, out_dir: str | os.PathLike, tar
     (eligible, selected, merged, cropped, skipped) and the skipped utterances with their reasons.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     from ..audio import AudioError
 

@@ -157,7 +157,7 @@ class TTSBackend:
             todo.append(i)
         bar = None
         if progress and todo:
-            from tqdm.auto import tqdm
+            from bber_utils.progress import tqdm
             bar = tqdm(total=len(todo), desc=f"TTS {self.name} {language}")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]

@@ -86,7 +86,7 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     """
     import numpy as np
     import pandas as pd
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
     from ..features.store import check_shard

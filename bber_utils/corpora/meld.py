@@ -220,7 +220,7 @@ def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, ski
 def _extract_split(rows: list[dict], wav_dir: Path, workers: int, progress: bool, desc: str,
                    batch_size: int = 32) -> list:
     """For each row, its wav's duration or the ``AudioError``; only missing or stale wavs are extracted."""
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     pairs = [(row["clip"], wav_dir / f"{row['native_id']}.wav") for row in rows]
     stale = [(src, dst) for src, dst in pairs

@@ -162,7 +162,7 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
     kept rows, streamed 32 rows at a time."""
     import pandas as pd
     import soundfile as sf
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     shards, meta, seen = {f: _open_parquet(f) for f in files}, [], set()
     for f, pf in shards.items():
@@ -200,7 +200,7 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
 def _read_csv_split(csv_path: Path, split: str, corpus: str, wav_dir: Path, limit: int, seed: int,
                     max_seconds: float, skips: list[dict], progress: bool) -> list[dict]:
     import pandas as pd
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     table = read_csv_robust(csv_path, required=["path", "emotion"])
     meta = _meta_rows(table.to_dict("records"), csv_path, split, corpus, skips, set())

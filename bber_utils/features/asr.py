@@ -162,7 +162,7 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     ``asr_model`` columns. ``cache_path`` (a Parquet file) keeps transcripts by utt_id and audio hash, so a
     rerun transcribes only new or changed clips. Unreadable clips stay empty (``missing``) with a warning.
     """
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     from .store import _load_input, _resolve_device, file_hash, short_hash, text_hash
 

@@ -446,7 +446,7 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
 
 def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_error, flush_every, flush_bytes,
              skipped, progress, desc, flush_seconds: float = FLUSH_SECONDS) -> None:
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     if getattr(encoder, "uses_torch", True):  # numpy encoders need no device (and no torch import)
         encoder.to(_resolve_device(device))

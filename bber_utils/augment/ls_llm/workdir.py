@@ -76,7 +76,7 @@ def _ask(labeller: Labeller, todo: list[LabelRequest], cache: LabelCache, batch_
          progress: bool) -> dict[str, str]:
     """Ask ``labeller`` for ``todo`` in batches, appending each batch's answers to ``cache``; returns the
     backend errors (not cached) by request key."""
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     errors: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc=f"LS-LLM {labeller.backend}", disable=not progress or not todo)
