@@ -150,7 +150,7 @@ def test_reproduce_help_lists_the_profile_keys(capsys):
     ("extract", "bber_utils.features.extract.extract_all", ["extract", "--workdir", "WD"]),
     ("reproduce", "bber_utils.pipeline.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
                                                        "--workdir", "WD"]),
-    ("label", "bber_utils.augment.ls_llm._cli_label", ["label", "--workdir", "WD"]),
+    ("label", "bber_utils.augment.ls_llm.cli._cli_label", ["label", "--workdir", "WD"]),
 ])
 def test_ctrl_c_is_one_line_and_exit_130(command, target, argv, capsys, monkeypatch, tmp_path):
     import importlib

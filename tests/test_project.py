@@ -72,6 +72,8 @@ def test_notebooks_exist_clean_and_parameterised():
         assert code, f"{path.name} has no code"
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
             f"{path.name} is stored with outputs; clear them (executed copies belong under runs/)")
+        missing_ids = [i for i, c in enumerate(nb["cells"]) if not c.get("id")]
+        assert not missing_ids, f"{path.name}: cells {missing_ids} have no id (nbformat warns on every read)"
         assert "parameters" in code[0].get("metadata", {}).get("tags", []), (
             f"{path.name}: the first code cell must be tagged 'parameters'")
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} must open with an explanation"
