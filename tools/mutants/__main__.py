@@ -37,6 +37,15 @@ def _pytest(tests, mutant: str | None) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - t0, (proc.stdout + proc.stderr)[-3000:]
 
 
+def _why(out: str) -> str:
+    """The first failing test and its exception, from pytest's short summary (``FAILED node - Error: ...``)."""
+    for line in out.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            node, _, err = line.split(" ", 1)[1].partition(" - ")
+            return f"{node.split('::')[-1]}: {err.split(':')[0] or 'failed'}"
+    return ""
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -73,11 +82,12 @@ def main(argv=None) -> int:
             result = {1: "killed", 0: "SURVIVED"}.get(code, f"error (exit {code})")
             if code not in (0, 1):
                 print(out)
+            why = _why(out) if code == 1 else ""
         bad |= result != "killed"
-        rows.append((m, result, secs))
-        print(f"{m.name}: {result} ({secs:.0f} s)", flush=True)
+        rows.append((m, result + (f" ({why})" if rc == 0 and why else ""), secs))
+        print(f"{m.name}: {rows[-1][1]} ({secs:.0f} s)", flush=True)
     total = time.perf_counter() - t_start
-    killed = sum(r == "killed" for _, r, _ in rows)
+    killed = sum(r.startswith("killed") for _, r, _ in rows)
     lines = ["| mutant | claim it re-introduces | tests that must fail | result | s |", "|---|---|---|---|---|"]
     lines += [f"| `{m.name}` | {_cell(m.claim)} | {'<br>'.join(f'`{t}`' for t in m.tests)} | {r} | {s:.0f} |"
               for m, r, s in rows]
