@@ -176,7 +176,7 @@ def _atoms(row_id, comps):
     return {row_id, *T._components(comps)}
 
 
-def test_fold_assignment_groups_rows_that_share_sds_components():
+def test_fold_assignment_keeps_merged_rows_away_from_their_components():
     ids = [f"u{i}" for i in range(21)]
     df = pd.DataFrame({"utt_id": ids + ["m0", "m1", "m2"],
                        "label": [CLASSES[i % 7] for i in range(21)] + ["neutral", "neutral", "sad"],

@@ -112,7 +112,7 @@ def _ff4_everywhere(mp):
 MUTANTS = [
     Mutant("fix1-oof-sds-first-component", "issue 20.1: an SDS row takes its first component's fold; the fold model "
            "that predicts it trains on its other components",
-           ("tests/test_train.py::test_fold_assignment_groups_rows_that_share_sds_components",
+           ("tests/test_train.py::test_fold_assignment_keeps_merged_rows_away_from_their_components",
             "tests/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
            _oof_first_component_fold),
     Mutant("fix2-weights-reshape-soft-target", "issue 20.2: class weights multiply the soft target (q ⊙ w), moving "
