@@ -26,7 +26,7 @@ OUT = REPO / "benchmarks" / "mutants.md"
 
 def _pytest(tests, mutant: str | None) -> tuple[int, float, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "MKL_CBWR": os.environ.get("MKL_CBWR", "COMPATIBLE")}
+           "MKL_CBWR": os.environ.get("MKL_CBWR", "COMPATIBLE"), "COLUMNS": "400"}  # whole summary lines
     env.pop("BBER_MUTANT", None)
     if mutant:
         env["BBER_MUTANT"] = mutant

@@ -185,9 +185,13 @@ def _metrics_present_classes(mp):
 def _withprob_in_sample_logits(mp):
     import bber_utils.train as T
 
+    real = T._out_of_fold_logits
+
     def in_sample(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs):
+        """The fold models are still trained and their files written; their logits are then not used."""
         from bber_utils.data import EmotionDataset
 
+        real(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs)
         model = T._unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
         model.load_state_dict(run.state_dict)
         ds = EmotionDataset(splits["train"].reset_index(drop=True), *stores, audio_pool=tc.audio_pool)
