@@ -3,6 +3,8 @@
 #   make test        set up, then run the test suite (it executes every notebook on the smoke profile)
 #   make lab         set up, then open JupyterLab on notebooks/
 #   make lock        regenerate the lock files requirements/cpu.lock and gpu.lock from pyproject.toml (uv)
+#   make mutants     set up, then run the mutation check (each README "we differ" row and fixed defect put back)
+#   make real-text   set up, then run the real-text benchmark (real MELD texts from ../shared, dev split)
 # A virtual environment (.venv) is created and used unless one is already active. Setup installs the exact,
 # hash-checked versions of requirements/cpu.lock (gpu.lock where nvidia-smi works); LOCK=0 uses pyproject's ranges.
 
@@ -33,10 +35,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools reproduce test lab lock clean real-text
+.PHONY: help setup system-tools reproduce test lab lock mutants clean real-text
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -101,6 +103,9 @@ test: setup
 
 real-text: setup
 	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_text.py
+
+mutants: setup
+	$(PY) -m tools.mutants
 
 lab: setup
 	$(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/

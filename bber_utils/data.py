@@ -432,19 +432,23 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def soft_cross_entropy(logits, target, weight=None):
-    """Class-weighted cross-entropy against target distributions.
+def soft_cross_entropy(logits, target, weight=None, labels=None):
+    """Soft-target cross-entropy, each sample weighted by its true class's weight.
 
-    ``loss = sum_i sum_c w_c q_ic (-log p_ic) / sum_i sum_c w_c q_ic`` with ``logits`` (B, 7), ``target``
-    (B, 7) rows summing to 1, ``weight`` (7,). For one-hot targets this equals ``F.cross_entropy(logits, y,
-    weight=w)`` (weighted mean); for soft targets every class's probability mass counts.
+    ``loss = sum_i s_i CE(p_i, q_i) / sum_i s_i`` with ``CE(p, q) = -sum_c q_c log p_c``, ``s_i = w[y_i] ·
+    sum_c q_ic`` (``sum_c q_ic`` is 1 for a real sample and 0 for a padding sample of distributed training).
+    ``logits`` (B, 7), ``target`` (B, 7) rows summing to 1 (or 0), ``weight`` (7,), ``labels`` (B,) the true
+    classes (needed with ``weight``). For one-hot targets this equals ``F.cross_entropy(logits, y, weight=w)``
+    (weighted mean). The weight multiplies the whole per-sample loss, never the target: the optimum of each
+    sample's term stays at ``p = q`` (weighting the target, ``w ⊙ q``, as before, moved it to ``p ∝ w ⊙ q``
+    and could put a valid LS-LLM target's optimum on another class).
     """
-    numerator, denominator = soft_cross_entropy_parts(logits, target, weight)
+    numerator, denominator = soft_cross_entropy_parts(logits, target, weight, labels)
     return numerator / denominator.clamp_min(1e-12)
 
 
-def soft_cross_entropy_parts(logits, target, weight=None):
-    """``(sum_i sum_c w_c q_ic (-log p_ic), sum_i sum_c w_c q_ic)``: the two sums of ``soft_cross_entropy``.
+def soft_cross_entropy_parts(logits, target, weight=None, labels=None):
+    """``(sum_i s_i CE(p_i, q_i), sum_i s_i)``: the two sums of ``soft_cross_entropy``.
 
     Distributed training divides each rank's numerator by the denominator summed over all ranks, so the
     all-reduced gradient is the one of the whole global batch."""
@@ -452,6 +456,10 @@ def soft_cross_entropy_parts(logits, target, weight=None):
 
     logp = torch.log_softmax(logits.float(), dim=-1)
     q = target.float()
+    per_sample = -(q * logp).sum(dim=-1)                                  # (B,) CE(p_i, q_i)
+    s = q.sum(dim=-1)                                                     # (B,) 1 real, 0 padding
     if weight is not None:
-        q = q * weight.to(q.device, q.dtype)
-    return -(q * logp).sum(), q.sum()
+        if labels is None:
+            raise ValueError("soft_cross_entropy: class weights need the true labels (labels=(B,) class ids)")
+        s = s * weight.to(q.device, q.dtype)[torch.as_tensor(labels, device=q.device).long()]
+    return (s * per_sample).sum(), s.sum()

@@ -6,7 +6,9 @@
   notebook under ``train/<run>/``; finished runs (a ``metrics.json`` exists) are not redone.
 - ``greedy_search`` / ``grid_search`` choose augmentation ratios per corpus on **dev only**; the test score
   of the chosen setting is reported afterwards, never used to choose.
-- ``summarize`` gives mean ± std and a 95 % confidence interval (Student t) over seeds.
+- ``summarize`` gives mean ± std and a 95 % confidence interval (Student t) over seeds. Runs are pooled only
+  when their whole configuration is the same except the seed (and the control keys that do not change the
+  numbers, ``train.CONTROL_KEYS``); the table shows every setting in which its rows differ.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Callable, Iterable
 from .paths import REPO_ROOT, run_dirs
 
 METRICS = ("uar", "war", "mf1", "wf1", "mean")
-# Settings that identify a run in tables (whatever is present in its config).
+# Settings shown as registry columns (whatever is present in its config). Grouping uses the whole configuration
+# (``run_settings``), not only these.
 SETTING_KEYS = ("model", "train_corpora", "sds_ratio", "tug_ratio", "tug_mode", "ls_llm_p", "label_smoothing",
                 "audio_encoder", "text_encoder", "hidden_dim", "num_layers", "epochs")
 
@@ -60,6 +63,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
             base[key] = ",".join(map(str, val)) if isinstance(val, (list, tuple)) else val
     if m.get("corpora"):  # the corpora the trainer resolved ("all" -> the list)
         base["train_corpora"] = ",".join(map(str, m["corpora"]))
+    base["settings"] = json.dumps(run_settings({**cfg, **({"train_corpora": list(m["corpora"])}
+                                                          if m.get("corpora") else {})}),
+                                  sort_keys=True, default=str)
     rows = []
     for corpus, splits in (m.get("metrics") or {}).items():
         for split, vals in splits.items():
@@ -67,6 +73,28 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
                 continue
             rows.append({**base, "corpus": corpus, "split": split, **{k: vals.get(k) for k in METRICS}})
     return rows
+
+
+def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a run's setting: its whole training configuration (missing keys take ``TrainConfig``'s
+    defaults) minus the seed and the control keys (``train.CONTROL_KEYS``: run name, device, progress ...).
+    Numbers are compared as floats (``0`` and ``0.0`` are one setting), lists as comma-joined strings."""
+    import dataclasses
+
+    from .train import CONTROL_KEYS, TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    out = {}
+    for key, val in {**defaults, **cfg}.items():
+        if key in CONTROL_KEYS or key == "seed":
+            continue
+        if isinstance(val, (list, tuple)):
+            val = ",".join(map(str, val))
+        elif isinstance(val, (int, float)) and not isinstance(val, bool):
+            val = float(val)
+        out[key] = val
+    return out
 
 
 def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
@@ -107,23 +135,41 @@ def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[f
 
 
 def summarize(registry, by: list[str], split: str = "test", metrics: Iterable[str] = METRICS):
-    """Mean, std and 95 % CI over seeds for each group of ``by`` (+ corpus) on ``split``."""
+    """Mean, std and 95 % CI over seeds for each group of ``by`` (+ corpus) on ``split``.
+
+    Only runs with the same whole setting (``run_settings``: the configuration minus seed and control keys)
+    are pooled, so two runs that differ in, e.g., lr alone are two rows, each with its own seeds. Every setting
+    in which the rows differ and that ``by`` does not show gets a column (after the ``by`` columns), so the
+    table says what tells its rows apart. A registry without the ``settings`` column (hand-made) groups by
+    ``by`` alone.
+    """
     import pandas as pd
 
+    df = registry[registry["split"] == split].copy()
+    if "settings" not in df:
+        df["settings"] = "{}"
+    df["settings"] = df["settings"].fillna("{}").astype(str)
     keys = list(dict.fromkeys([*by, "corpus"]))
     # the same settings and seed run twice (e.g. by notebook 06 and by a sweep) are one sample, not two
-    df = registry[registry["split"] == split]
-    same_run = [c for c in (*SETTING_KEYS, *keys, "seed") if c in df]
-    df = df.drop_duplicates(list(dict.fromkeys(same_run)))
+    df = df.drop_duplicates(list(dict.fromkeys([*keys, "settings", "seed"])))
     rows = []
-    for group, part in df.groupby(keys, dropna=False, sort=True):
-        row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+    for group, part in df.groupby([*keys, "settings"], dropna=False, sort=True):
+        row = dict(zip([*keys, "settings"], group if isinstance(group, tuple) else (group,)))
         for m in metrics:
             mean, std, half, n = confidence_interval(part[m])
             row.update({m: mean, f"{m}_std": std, f"{m}_ci95": half})
         row["n_seeds"] = int(part["seed"].nunique())
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    settings = [json.loads(s) for s in table.pop("settings")]
+    names = sorted({k for s in settings for k in s} - set(keys))
+    differing = [k for k in names if len({json.dumps(s.get(k), sort_keys=True, default=str)
+                                          for s in settings}) > 1]
+    for pos, k in enumerate(differing):
+        table.insert(len(keys) + pos, k, [s.get(k) for s in settings])
+    return table
 
 
 def paper_table(registry=None, split: str = "test"):

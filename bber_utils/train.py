@@ -8,13 +8,16 @@
 4. stage 1: the audio-only and text-only Mamba classifiers, trained on train, early-stopped on dev, cached
    under ``<workdir>/train/_unimodal/<hash>/`` by a hash of everything that changes them. For prediction
    fusion and the *_withprob models, out-of-fold train logits by K-fold cross-fitting (``oof_folds``): the
-   fusion never sees a logit from a unimodal model that was trained on that sample (the reference's stacking
-   leak, notes §11.9); dev/test logits come from the full unimodal models;
+   fusion never sees a logit from a unimodal model that was trained on that sample or on any part of it
+   (SDS rows and their components share a fold, ``fold_assignment``; the reference's stacking leak, notes
+   §11.9); dev/test logits come from the full unimodal models;
 5. stage 2: the chosen model with the unimodal encoders loaded and, by default, frozen; frozen encoders are run
    once per utterance and their outputs cached, so each epoch trains only the fusion layers;
 6. ``<workdir>/train/<run>/``: ``metrics.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``config.json``.
 
-Loss: class-weighted soft-target cross-entropy (``data.soft_cross_entropy``). AdamW; warm-up + cosine (or
+Loss: soft-target cross-entropy, each sample weighted by its true class's weight (``data.soft_cross_entropy``).
+AdamW with parameter groups (``optimizer_param_groups``: no weight decay on biases, norms, Mamba's ``A_log`` and
+``D``, embeddings); warm-up + cosine (or
 plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1) averaged over corpora. Deterministic on
 CPU for a seed: every epoch reseeds the torch RNG (dropout) and the samplers from ``(seed, epoch)``, so a run
 resumed from ``last.pt`` gives the same numbers as an uninterrupted one (tests/test_train.py).
@@ -23,7 +26,7 @@ Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``)
 group (nccl on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and trains with DistributedDataParallel.
 ``batch_size`` stays the *global* batch: each global batch of the single-process epoch order is split across the
 ranks (``data.RankBatchSampler``, also for the balanced multi-corpus sampler) and the loss is normalised by the
-class-weighted target mass of the whole global batch, so the all-reduced gradient is the single-process one and
+summed sample weights (``w[y_i]``) of the whole global batch, so the all-reduced gradient is the single-process one and
 a 2-process run gives the single-process metrics up to float summation order (and dropout masks, which each
 rank draws for its own samples; docs/scaling.md gives the measured difference). Rank 0 does the per-epoch dev
 evaluation and broadcasts the score (early stopping, plateau scheduler); the final dev/test scoring and the
@@ -68,7 +71,7 @@ CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
-              "dropout", "norm_first")
+              "dropout", "norm_first", "ff_expansion")
 # The model keys that shape a unimodal classifier (its cache hash).
 UNIMODAL_MODEL_KEYS = ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv", "out_features", "dropout")
 
@@ -138,6 +141,7 @@ class TrainConfig:
     out_features: int | None = None
     dropout: float | None = None
     norm_first: bool | None = None
+    ff_expansion: int | None = None       # cross layers' feed-forward H→eH→H (1 = the reference's, 4 = "ff4")
     freeze_encoders: bool = True          # stage 2 keeps the pretrained unimodal encoders frozen
     # --- control ---
     resume: bool = True                   # continue an interrupted run / reuse a finished one with this config
@@ -640,6 +644,33 @@ class Interrupted(RuntimeError):
     """Raised by ``train`` when ``interrupt_after`` stopped a run early; rerun with ``resume=True``."""
 
 
+NO_DECAY_NAMES = ("A_log", "D")  # Mamba's SSM parameters (mamba_ssm marks them ``_no_weight_decay``)
+
+
+def optimizer_param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: ``[{params: decayed, weight_decay}, {params: the rest, weight_decay: 0}]``.
+
+    Only the weight matrices and kernels of linear, attention, convolution and graph layers are decayed. No
+    decay for biases, norm scales (LayerNorm, RMSNorm), Mamba's ``A_log`` and ``D`` (decaying ``A_log`` pulls
+    every state's decay rate to the same value), embeddings, or any other parameter with fewer than 2 dims, as
+    in nanoGPT's ``configure_optimizers`` and the Mamba training code. Frozen parameters are left out.
+    """
+    import torch
+
+    no_decay_modules = (torch.nn.LayerNorm, torch.nn.RMSNorm, torch.nn.Embedding, torch.nn.EmbeddingBag,
+                        torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            skip = (isinstance(module, no_decay_modules) or name in NO_DECAY_NAMES or name.endswith("bias")
+                    or p.dim() < 2 or getattr(p, "_no_weight_decay", False))
+            (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir: Path, weights: np.ndarray,
         device, forward: Callable, lr: float, epochs: int, checkpoint_meta: dict, desc: str = "train") -> FitResult:
     """Train ``model`` on ``train_ds``, early-stopped on the mean dev score of ``dev_sets``.
@@ -659,7 +690,7 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{desc}: the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, tc.weight_decay), lr=lr)
     if tc.balanced_sampling and len(set(train_ds.corpora)) > 1:
         order = BalancedCorpusSampler(train_ds.corpora, seed=tc.seed)
     else:
@@ -711,7 +742,7 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
             batch = _to_device(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = train_model(batch)
-            numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], w)
+            numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], w, batch["label"])
             n_real = (batch["target"].sum(1) > 0).sum()  # samples of this rank that are not padding
             if world > 1:  # sums over the global batch: the gradient DDP averages is the single-process one
                 sums = dist_sum(torch.stack([numerator.detach(), denominator.detach(), n_real.float()]))
@@ -827,38 +858,56 @@ def _components(value) -> list[str]:
     return [s] if s else []
 
 
-def fold_assignment(train_df: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, list[set[int]]]:
-    """Cross-fitting folds for the out-of-fold logits.
+def fold_assignment(train_df: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """Cross-fitting folds for the out-of-fold logits, by groups: ``fold (N,)``.
 
-    Rows without components (original, TUG) get stratified folds by label. A merged (SDS) row gets the fold of
-    its first component and is kept out of the training data of every fold that holds any of its components,
-    so no fold model is trained on audio or text that a held-out row contains. Returns ``(fold (N,),
-    exclude_from[i] = folds whose model must not see row i)``.
+    Every row that shares audio or text with another through SDS components (a merged row and each of its
+    components, transitively: union-find over ``components``) is in one group, and a group is never split
+    across folds. The fold-``k`` model trains on the rows of the other folds only (``fold_training_rows``), so
+    no fold model has seen any part of a row it predicts. Groups are assigned to folds stratified by the label
+    of the group's first row (``StratifiedGroupKFold``), or by a seeded round-robin when a class is too rare.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
-    comps = [_components(v) for v in train_df["components"]] if "components" in train_df else [[]] * len(train_df)
-    plain = np.array([len(c) == 0 for c in comps])
-    folds = np.zeros(len(train_df), dtype=int)
-    idx = np.flatnonzero(plain)
-    labels = train_df["label"].to_numpy()[idx]
-    counts = pd.Series(labels).value_counts()
-    n_splits = min(k, len(idx))
-    if counts.min() >= n_splits:
-        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        for f, (_, held) in enumerate(splitter.split(idx, labels)):
-            folds[idx[held]] = f
-    else:  # a class too rare to stratify: a seeded round-robin over a permutation
-        perm = np.random.default_rng(seed).permutation(len(idx))
-        folds[idx[perm]] = np.arange(len(idx)) % n_splits
-    fold_of = dict(zip(train_df["utt_id"].astype(str), folds))
-    exclude = [{int(folds[i])} for i in range(len(train_df))]
-    rng = np.random.default_rng(seed + 1)
-    for i in np.flatnonzero(~plain):
-        cf = [int(fold_of[c]) for c in comps[i] if c in fold_of]
-        folds[i] = cf[0] if cf else int(rng.integers(n_splits))
-        exclude[i] = {int(folds[i]), *cf}
-    return folds, exclude
+    ids = train_df["utt_id"].astype(str).tolist()
+    comps = [_components(v) for v in train_df["components"]] if "components" in train_df else [[]] * len(ids)
+    parent = {u: u for u in ids}
+
+    def find(u: str) -> str:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for u, cs in zip(ids, comps):
+        for c in cs:
+            parent.setdefault(c, c)  # a component outside this manifest still links the rows that share it
+            ru, rc = find(u), find(c)
+            if ru != rc:
+                parent[rc] = ru
+    roots = [find(u) for u in ids]
+    group = pd.factorize(pd.Series(roots))[0]
+    n_groups = int(group.max()) + 1 if len(ids) else 0
+    n_splits = min(k, n_groups)
+    if n_splits < 2:
+        raise ValueError(f"cross-fitting needs at least 2 groups of rows, got {n_groups} (oof_folds={k})")
+    labels = train_df["label"].astype(str).to_numpy()
+    first = pd.Series(range(len(ids))).groupby(group).first().to_numpy()      # (G,) a row of each group
+    group_label = labels[first]
+    folds_of_group = np.zeros(n_groups, dtype=int)
+    if pd.Series(group_label).value_counts().min() >= n_splits:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(ids)), labels, group)):
+            folds_of_group[np.unique(group[held])] = f
+    else:  # a class too rare to stratify: a seeded round-robin over a permutation of the groups
+        perm = np.random.default_rng(seed).permutation(n_groups)
+        folds_of_group[perm] = np.arange(n_groups) % n_splits
+    return folds_of_group[group]
+
+
+def fold_training_rows(train_df: pd.DataFrame, folds: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the rows the fold-``k`` model trains on (every row outside fold ``k``)."""
+    return np.asarray(folds) != k
 
 
 @dataclass
@@ -960,11 +1009,11 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
     if path.exists():
         return _logit_dict(pd.read_parquet(path))
     train_df = splits["train"]
-    folds, exclude = fold_assignment(train_df, tc.oof_folds, tc.seed)
+    folds = fold_assignment(train_df, tc.oof_folds, tc.seed)
     dev_sets = _split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
     frames = []
     for k in sorted(set(folds.tolist())):
-        fit_rows = np.array([k not in ex for ex in exclude])
+        fit_rows = fold_training_rows(train_df, folds, k)
         held = folds == k
         _seed_everything(tc.seed + 1 + k)
         model = _unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)

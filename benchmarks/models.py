@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--parts", nargs="+", choices=("fusion", "whole"), default=["fusion", "whole"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--ff-expansion", type=int, default=None,
+                   help="cross layers' feed-forward width (default: ModelConfig's 1, the reference's; 4 = ff4)")
     args = p.parse_args(argv)
 
     import pandas as pd
@@ -120,12 +122,15 @@ def main(argv=None) -> None:
         scan = mamba._auto_impl(torch.zeros(1))
     except Exception as err:  # noqa: BLE001 - informative only
         scan = f"unknown ({err})"
-    cfg = ModelConfig()  # the paper's sizes
+    cfg = ModelConfig() if args.ff_expansion is None else ModelConfig(ff_expansion=args.ff_expansion)  # paper sizes
     print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()}; Mamba scan on CPU: "
           f"{scan}\n# config {cfg.to_dict()}")
     print("\n## Parameters (d_audio = d_text = 1024)\n")
     print(markdown(parameter_table(cfg, args.d_audio, args.d_text)))
+    ff4 = parameter_table(ModelConfig(ff_expansion=4), args.d_audio, args.d_text)
+    print("\n## Fusion parameters of the \"ff4\" variant (ff_expansion=4)\n")
+    print(markdown(ff4[["fusion"]]))
 
     batch = random_batch(args.batch, args.audio_len, args.text_len, args.d_audio, args.d_text)
     rows = []

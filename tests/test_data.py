@@ -154,7 +154,89 @@ def test_weighted_soft_loss_equals_weighted_cross_entropy_for_one_hot():
     y = torch.tensor([0, 1, 1, 3, 6, 6])
     w = torch.rand(7) + 0.5
     ref = torch.nn.functional.cross_entropy(logits, y, weight=w)
-    assert soft_cross_entropy(logits, torch.eye(7)[y], w).item() == pytest.approx(ref.item(), rel=1e-5)
+    assert soft_cross_entropy(logits, torch.eye(7)[y], w, y).item() == pytest.approx(ref.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="need the true labels"):
+        soft_cross_entropy(logits, torch.eye(7)[y], w)
+
+
+# MELD-train-like balanced weights (neutral ≈ 0.3, disgust and fear ≈ 5.3), from the official class counts.
+MELD_COUNTS = {"neutral": 4710, "happy": 1743, "sad": 683, "anger": 1109, "surprise": 1205, "disgust": 271,
+               "fear": 268}
+
+
+def _meld_weights():
+    y = np.concatenate([np.full(n, CLASSES.index(c)) for c, n in MELD_COUNTS.items()])
+    return torch.as_tensor(class_weights(y))
+
+
+def test_class_weights_do_not_move_the_optimum_of_a_soft_target():
+    """The issue's example: neutral 0.55 (true), fear 0.05. Weighting the target (w ⊙ q) put the optimum on
+    fear; weighting the sample keeps it at q, whatever the weights."""
+    w = _meld_weights()
+    q = torch.zeros(1, 7)
+    q[0, CLASSES.index("neutral")], q[0, CLASSES.index("fear")] = 0.55, 0.05
+    q[0, [CLASSES.index(c) for c in ("happy", "sad", "anger", "surprise", "disgust")]] = 0.08
+    y = torch.tensor([CLASSES.index("neutral")])
+    logits = torch.zeros(1, 7, requires_grad=True)
+    opt = torch.optim.LBFGS([logits], lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = soft_cross_entropy(logits, q, w, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    p = torch.softmax(logits.detach(), -1)
+    assert int(p.argmax()) == CLASSES.index("neutral")
+    assert torch.allclose(p, q, atol=1e-3)
+
+
+def test_per_sample_weights_add_up_over_ranks_and_ignore_padding():
+    """The distributed trainer divides each rank's numerator by the global denominator: the parts of a batch
+    split in two must give the whole batch's loss, and a padding row (zero target) must add nothing."""
+    from bber_utils.data import soft_cross_entropy_parts
+
+    torch.manual_seed(1)
+    logits, w = torch.randn(6, 7), _meld_weights()
+    q = torch.softmax(torch.randn(6, 7), -1)
+    y = q.argmax(-1)
+    whole = soft_cross_entropy(logits, q, w, y)
+    (n1, d1), (n2, d2) = (soft_cross_entropy_parts(logits[s], q[s], w, y[s]) for s in (slice(0, 4), slice(4, 6)))
+    assert ((n1 + n2) / (d1 + d2)).item() == pytest.approx(whole.item(), rel=1e-6)
+    padded = soft_cross_entropy(torch.cat([logits, torch.randn(1, 7)]), torch.cat([q, torch.zeros(1, 7)]), w,
+                                torch.cat([y, torch.tensor([6])]))
+    assert padded.item() == pytest.approx(whole.item(), rel=1e-6)
+    expected = (w[y] * -(q * torch.log_softmax(logits, -1)).sum(-1)).sum() / w[y].sum()
+    assert whole.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def _valid_soft_targets(draw):
+    """(q (7,), y): a distribution whose true class y is strictly highest (by >= 0.01), as the validator
+    guarantees."""
+    y = draw(st.integers(0, 6))
+    raw = draw(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=7, max_size=7))
+    q = np.asarray(raw, dtype=np.float64)
+    q[y] = q.max() + draw(st.floats(0.02, 1.0))
+    return q / q.sum(), y
+
+
+@settings(max_examples=200, deadline=None)
+@given(_valid_soft_targets())
+def test_loss_optimum_keeps_the_target_argmax_for_any_valid_soft_target(example):
+    """The loss (per-sample weight w[y]) is minimised at p = q for every valid soft target under MELD-like
+    weights: its gradient vanishes at logits = log q, and the loss is convex in the logits, so the optimum's
+    argmax is the target's (the true label)."""
+    q_np, y = example
+    q = torch.as_tensor(q_np, dtype=torch.float64).unsqueeze(0)
+    logits = torch.log(q.clamp_min(1e-30)).requires_grad_(True)
+    loss = soft_cross_entropy(logits, q, _meld_weights().double(), torch.tensor([y]))
+    (g,) = torch.autograd.grad(loss, logits)
+    assert g.abs().max().item() < 1e-5  # the loss computes in float32; the old w ⊙ q gave O(0.1)
 
 
 def test_class_weights_balanced_and_never_zero():

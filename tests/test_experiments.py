@@ -55,17 +55,38 @@ def test_summarize_groups_over_seeds(tmp_path):
     for seed, v in [(1, .5), (2, .7)]:
         _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
     _write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
-    _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1}, {("x", "test"): .2})  # a rerun
+    _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1, "run_name": "other", "progress": False},
+               {("x", "test"): .2})  # a rerun: only control keys differ
     _write_run(tmp_path, "t1-tug", {"model": "text_only", "seed": 1, "tug_ratio": .5}, {("x", "test"): .4})
     s = ex.summarize(ex.load_registry(tmp_path), ["model"])
     bi = s[s["model"] == "biformer"].iloc[0]
     assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
-    text = s[s["model"] == "text_only"].iloc[0]
-    # the rerun counts once; the augmented run is another setting of the same model, so it is a second sample
-    assert text["n_seeds"] == 1 and text["mean"] == pytest.approx(.3)
-    by_setting = ex.summarize(ex.load_registry(tmp_path), ["model", "tug_ratio"])
-    plain = by_setting[(by_setting["model"] == "text_only") & by_setting["tug_ratio"].isna()].iloc[0]
-    assert plain["mean"] == pytest.approx(.2) and math.isnan(plain["mean_std"])
+    # the rerun counts once; the augmented run is another setting: its own row, and the column says why
+    text = s[s["model"] == "text_only"].set_index("tug_ratio")
+    assert len(text) == 2 and list(s.columns[:3]) == ["model", "corpus", "tug_ratio"]
+    assert text.loc[0.0, "n_seeds"] == 1 and text.loc[0.0, "mean"] == pytest.approx(.2)
+    assert math.isnan(text.loc[0.0, "mean_std"])
+    assert text.loc[0.5, "mean"] == pytest.approx(.4)
+
+
+def test_summarize_never_pools_runs_that_differ_in_any_setting(tmp_path):
+    """Two runs that differ only in lr (a key outside the old fixed list) are two rows, each with one seed."""
+    base = {"model": "biformer", "seed": 1, "epochs": 3, "device": "cpu"}
+    _write_run(tmp_path, "lr-a", {**base, "lr": 1e-3}, {("x", "test"): .5})
+    _write_run(tmp_path, "lr-b", {**base, "lr": 1e-4, "device": "cuda"}, {("x", "test"): .7})  # device: control
+    _write_run(tmp_path, "lr-b2", {**base, "lr": 1e-4, "seed": 2}, {("x", "test"): .9})
+    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    assert len(s) == 2 and "lr" in s.columns and "device" not in s.columns and "seed" not in s.columns
+    by_lr = s.set_index("lr")
+    assert by_lr.loc[1e-3, "n_seeds"] == 1 and by_lr.loc[1e-3, "mean"] == pytest.approx(.5)
+    assert by_lr.loc[1e-4, "n_seeds"] == 2 and by_lr.loc[1e-4, "mean"] == pytest.approx(.8)
+    # 0 and 0.0, a list and its comma-joined form, a missing key and its default: one setting
+    _write_run(tmp_path, "c1", {**base, "lr": 1e-3, "sds_ratio": 0, "train_corpora": ["x"], "seed": 5},
+               {("x", "test"): .5})
+    _write_run(tmp_path, "c2", {**base, "lr": 1e-3, "sds_ratio": 0.0, "train_corpora": "x", "seed": 6},
+               {("x", "test"): .5})
+    s = ex.summarize(ex.load_registry(tmp_path)[lambda r: r["run"].isin(["c1", "c2"])], ["model"])
+    assert len(s) == 1 and s["n_seeds"].iloc[0] == 2
 
 
 def _fake_runner(workdir, calls):

@@ -383,3 +383,46 @@ def test_unimodal_classifier_accepts_the_architecture_doc_signature():
                                                             if k not in ("hidden_dim", "mamba_layers")})
     assert by_cfg.d_model == by_sizes.d_model == 24 and len(by_sizes.mamba.layers) == 2
     assert by_cfg.state_dict().keys() == by_sizes.state_dict().keys()
+
+
+# --- the paper profile is the reference's model size (issue 20.8) -----------------------------------------------
+
+REFERENCE_BIFORMER = 4_403_463  # reference notes §3.3: BiFormer, H 256, 16 heads, 5 layers, O 256 (instantiated)
+
+
+def test_paper_profile_has_the_reference_cross_modal_layers():
+    """configs/paper.yaml builds the reference's cross-modal layers (attention + an H→H feed-forward, no
+    expansion): the same parameter count, 3,957,760. The rest of the reference's 4,403,463 is its text input
+    projection (1024→256 and a LayerNorm per modality: in our encoders) and its head reading 2(H+95) instead of
+    our 2H, and it adds up exactly."""
+    from bber_utils.config import load_profile
+    from bber_utils.train import TrainConfig
+
+    cfg = TrainConfig.from_dict(load_profile("paper")).model_config()
+    H = cfg.hidden_dim
+    model = build_model("biformer", cfg, 1024, 1024)
+    cross = sum(p.numel() for p in model.cross.parameters())
+    per_direction = (4 * H * H + 4 * H) + 2 * (H * H + H) + 2 * 2 * H  # attention, H→H feed-forward, 2 LayerNorms
+    assert cfg.ff_expansion == 1 and cross == 2 * cfg.num_layers * per_direction == 3_957_760
+    fusion = sum(p.numel() for p in model.fusion_parameters())
+    text_projection, input_norms = 1024 * H + H, 2 * 2 * H
+    head_difference = (2 * (H + 95) - 2 * H) * cfg.out_features
+    assert fusion + text_projection + input_norms + head_difference == REFERENCE_BIFORMER
+
+
+@pytest.mark.parametrize("expansion", [0, 1, 4])
+def test_feed_forward_width_is_an_option(expansion):
+    """ff_expansion: 0 = attention only, 1 = the reference's layer, 4 = our wider "ff4" variant."""
+    cfg = small_cfg(ff_expansion=expansion)
+    model = build_model("biformer", cfg, D_AUDIO, D_TEXT).eval()
+    block = model.cross.layers[0].audio_from_text
+    H = cfg.hidden_dim
+    if expansion == 0:
+        assert block.ff is None
+    else:
+        assert block.ff.net[0].out_features == expansion * H
+    with torch.no_grad():
+        logits = model(make_batch([sample(5, 3, seed=1), sample(2, 4, seed=2)]))
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="ff_expansion must be >= 0"):
+        small_cfg(ff_expansion=-1)

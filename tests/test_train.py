@@ -171,18 +171,74 @@ def test_missing_soft_label_table_is_a_clear_error(tmp_path, fake_features):
         T.train(_cfg(wd, ls_llm_p=0.3))
 
 
+def _atoms(row_id, comps):
+    """The utterances whose audio or text a row contains: itself and its SDS components."""
+    return {row_id, *T._components(comps)}
+
+
 def test_fold_assignment_keeps_merged_rows_away_from_their_components():
     ids = [f"u{i}" for i in range(21)]
-    df = pd.DataFrame({"utt_id": ids + ["m0", "m1"], "label": [CLASSES[i % 7] for i in range(21)] + ["sad", "fear"],
-                       "components": [None] * 21 + [["u0", "u5"], "u2|u3"]})
-    folds, exclude = T.fold_assignment(df, 3, seed=0)
-    assert sorted(np.bincount(folds[:21]).tolist()) == [7, 7, 7]
-    fold_of = dict(zip(ids, folds[:21]))
-    assert folds[21] == fold_of["u0"] and exclude[21] == {fold_of["u0"], fold_of["u5"]}
-    assert exclude[22] == {fold_of["u2"], fold_of["u3"]}
-    for k in range(3):  # no model trains on a row it must predict
-        trained = {i for i in range(len(df)) if k not in exclude[i]}
-        assert not trained & set(np.flatnonzero(folds == k))
+    df = pd.DataFrame({"utt_id": ids + ["m0", "m1", "m2"],
+                       "label": [CLASSES[i % 7] for i in range(21)] + ["neutral", "neutral", "sad"],
+                       "components": [None] * 21 + [["u0", "u7"], "u7|u14", "u2;u9"]})
+    folds = T.fold_assignment(df, 3, seed=0)
+    fold = dict(zip(df["utt_id"], folds))
+    # transitively: m0 = u0 + u7 and m1 = u7 + u14 tie u0, u7, u14, m0, m1 together
+    assert len({fold[u] for u in ("u0", "u7", "u14", "m0", "m1")}) == 1
+    assert fold["u2"] == fold["u9"] == fold["m2"]
+    assert set(folds.tolist()) == {0, 1, 2}
+    for k in range(3):  # no fold model trains on any part of a row it predicts
+        trained = df[T.fold_training_rows(df, folds, k)]
+        seen = set().union(*(_atoms(u, c) for u, c in zip(trained["utt_id"], trained["components"])))
+        for u, c in zip(df["utt_id"][folds == k], df["components"][folds == k]):
+            assert not _atoms(u, c) & seen, (k, u)
+
+
+def _add_sds_rows(monkeypatch):
+    """Stand-in for SDS: merged rows of two same-label train utterances, chained so that groups span rows."""
+    def build(tc, train_df):
+        rows = []
+        for (corpus, label), part in train_df.groupby(["corpus", "label"]):
+            ids = part["utt_id"].tolist()
+            for j in range(len(ids) - 1):
+                rows.append({**part.iloc[j].to_dict(), "utt_id": f"{corpus}-sds-{label}-{j}",
+                             "source": "sds", "components": [ids[j], ids[j + 1]]})
+        return pd.concat([train_df, pd.DataFrame(rows)], ignore_index=True)
+
+    monkeypatch.setattr(T, "build_train_manifest", build)
+
+
+def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, fake_features, monkeypatch):
+    """Through the trainer, on a manifest with SDS rows: for every held-out row, neither it nor any of its
+    components is in (or part of a row in) the training data of the fold model that predicts it."""
+    _add_sds_rows(monkeypatch)
+    trained, held = {}, {}
+    real_fit, real_predict = T.fit, T.predict
+
+    def fit(model, train_ds, *a, desc="", **kw):
+        if " fold " in desc:
+            trained[desc] = train_ds.manifest
+        return real_fit(model, train_ds, *a, desc=desc, **kw)
+
+    def predict(model, dataset, *a, **kw):
+        if " held " in dataset.name:
+            held[dataset.name] = dataset.manifest
+        return real_predict(model, dataset, *a, **kw)
+
+    monkeypatch.setattr(T, "fit", fit)
+    monkeypatch.setattr(T, "predict", predict)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3))
+    assert len(trained) == len(held) == 6  # 3 folds x 2 modalities
+    n_sds_held = 0
+    for name, rows in held.items():
+        modality, k = name.split(" held ")
+        train_rows = trained[f"{modality}-only fold {int(k) + 1}/3"]
+        seen = set().union(*(_atoms(u, c) for u, c in zip(train_rows["utt_id"], train_rows["components"])))
+        for u, c in zip(rows["utt_id"], rows["components"]):
+            n_sds_held += bool(T._components(c))
+            assert not _atoms(u, c) & seen, f"{name}: {u} shares {_atoms(u, c) & seen} with its fold model"
+    assert n_sds_held == 2 * 14  # every merged row was predicted, by both modalities
 
 
 def test_withprob_gets_out_of_fold_train_logits(tmp_path, fake_features):
@@ -195,6 +251,124 @@ def test_withprob_gets_out_of_fold_train_logits(tmp_path, fake_features):
     assert (folder / "fold0of2" / "best.pt").exists() and (folder / "fold1of2" / "best.pt").exists()
     full_logits = pd.read_parquet(folder / "logits.parquet")
     assert not set(full_logits["utt_id"]) & set(train_ids)  # the full model's logits: dev and test only
+
+
+def test_withprob_fuses_the_fold_models_logits_on_train(tmp_path, fake_features, monkeypatch):
+    """The logits that the WithProb fusion actually mixes on train (the cached ``encoded`` inputs of ``fuse``)
+    are the fold models' predictions for their held-out rows, not the full unimodal model's in-sample ones."""
+    import torch
+
+    from bber_utils.data import EmotionDataset
+    from bber_utils.models import build_model
+
+    stores, stage2 = [], {}
+    real_build, real_fit = T.build_feature_stores, T.fit
+    monkeypatch.setattr(T, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
+
+    def fit(model, train_ds, *a, desc="", **kw):
+        if desc == "biformer_withprob":
+            stage2["train"] = train_ds
+        return real_fit(model, train_ds, *a, desc=desc, **kw)
+
+    monkeypatch.setattr(T, "fit", fit)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    res = T.train(_cfg(wd, epochs=1, model="biformer_withprob", oof_folds=2))
+    train_ds = stage2["train"]
+    used = {m: {u: enc[f"{m}_logits"].numpy() for u, enc in zip(train_ds.utt_ids, train_ds.encoded)}
+            for m in ("audio", "text")}
+    train_df = train_ds.manifest
+    folds = T.fold_assignment(train_df, 2, 3)
+    for m, store in zip(("audio", "text"), stores[0]):
+        folder = Path(res.metrics["unimodal_folders"][f"{m}_only"])
+        sets = (store, None) if m == "audio" else (None, store)
+
+        def logits_of(ckpt, rows):
+            ck = T.load_checkpoint(ckpt)
+            model = build_model(ck["model_name"], ck["model_config"], ck["d_audio"], ck["d_text"])
+            model.load_state_dict(ck["model"])
+            ds = EmotionDataset(rows.reset_index(drop=True), *sets)
+            return dict(zip(ds.utt_ids, T.predict(model, ds, T._forward_batch, torch.device("cpu"))))
+
+        full = logits_of(folder / "full" / "best.pt", train_df)
+        for k in (0, 1):
+            fold_logits = logits_of(folder / f"fold{k}of2" / "best.pt", train_df[folds == k])
+            assert fold_logits
+            for u, lg in fold_logits.items():
+                np.testing.assert_allclose(used[m][u], lg, rtol=1e-5, atol=1e-6, err_msg=f"{m} {u}")
+                assert not np.allclose(used[m][u], full[u], atol=1e-4), f"{m} {u}: the full model's logits"
+
+
+def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_features, monkeypatch):
+    """LS-LLM through the trainer: every train row's target puts 0.6 on its label and 0.4 on a fixed partner
+    class. A run that learns from the distribution gives the partner far more probability than the other wrong
+    classes; a trainer that collapses the targets to their argmax between batch and loss does not."""
+    import torch
+
+    from bber_utils.data import EmotionDataset
+    from bber_utils.models import build_model
+
+    stores = []
+    real_build = T.build_feature_stores
+    monkeypatch.setattr(T, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
+    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(4, 2, 1))
+    train_df = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")
+    y = np.array([CLASSES.index(lbl) for lbl in train_df["label"]])
+    partner = (y + 1) % 7
+    probs = np.zeros((len(y), 7))
+    probs[np.arange(len(y)), y], probs[np.arange(len(y)), partner] = 0.6, 0.4
+    soft = pd.DataFrame({"utt_id": train_df["utt_id"], **{c: probs[:, i] for i, c in enumerate(CLASSES)}})
+    monkeypatch.setattr(T, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
+    res = T.train(_cfg(wd, model="text_only", ls_llm_p=1.0, epochs=30, unimodal_epochs=30, patience=30,
+                       lr=1e-2, dropout=0.0, warmup_ratio=0.0, scheduler="none"))
+    assert res.metrics["soft_labels"]["used"] == len(y)
+    ck = T.load_checkpoint(res.run_dir / "last.pt")
+    best = T.load_checkpoint(res.run_dir / "best.pt")
+    model = build_model(best["model_name"], best["model_config"], best["d_audio"], best["d_text"])
+    model.load_state_dict(ck["model"])
+    ds = EmotionDataset(train_df, None, stores[0][1])
+    p = torch.softmax(torch.as_tensor(T.predict(model, ds, T._forward_batch, torch.device("cpu"))), -1).numpy()
+    rows = np.arange(len(y))
+    p_partner = p[rows, partner].mean()
+    others = np.ones_like(p, dtype=bool)
+    others[rows, y] = others[rows, partner] = False
+    p_other = p[others].reshape(len(y), 5).mean()
+    assert p_partner > 0.2 and p_partner > 5 * p_other, (p_partner, p_other)
+
+
+def test_adamw_does_not_decay_ssm_norm_and_bias_parameters(tmp_path, fake_features, monkeypatch):
+    """Every optimiser the trainer builds: Mamba's A_log and D, norm scales, biases (and the logit mixer) sit
+    in the group without weight decay; weight matrices in the decayed one."""
+    import torch
+
+    made, models = [], []
+    real_adamw, real_fit = torch.optim.AdamW, T.fit
+
+    class SpyAdamW(real_adamw):
+        def __init__(self, params, *a, **kw):
+            super().__init__(params, *a, **kw)
+            made.append(self)
+
+    def fit(model, *a, **kw):
+        models.append(model)
+        return real_fit(model, *a, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
+    monkeypatch.setattr(T, "fit", fit)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="bimamba_withprob", oof_folds=2, weight_decay=0.05))
+    assert len(made) == len(models) == 2 + 2 * 2 + 1  # unimodal x2, folds x2 x2, fusion
+    for opt, model in zip(made, models):
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert len(decay) == len(names)
+        for n, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            leaf = n.split(".")[-1]
+            no_decay = (leaf in ("A_log", "D", "bias") or "norm" in n or n.endswith("mix.weight")
+                        or p.dim() < 2)
+            assert decay[id(p)] == (0.0 if no_decay else 0.05), n
+        assert any(n.endswith("A_log") for n in names) and any(n.endswith(".D") for n in names)
 
 
 def test_errors_name_the_problem(tmp_path, fake_features):

@@ -35,10 +35,12 @@ class ClassifierHead(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise ``Linear(H→4H) → GELU → Linear(4H→H)`` (dropout is applied by the caller on the output,
-    as in nanoGPT: dropout on the 4H-wide hidden layer costs a fifth of a CPU training step)."""
+    """Position-wise ``Linear(H→eH) → GELU → Linear(eH→H)``, e = ``expansion`` (dropout is applied by the
+    caller on the output, as in nanoGPT: dropout on a 4H-wide hidden layer costs a fifth of a CPU training step).
+    e = 1 is the reference's feed-forward (``Linear H→H, GELU, Dropout, Linear H→H``), e = 4 the usual
+    Transformer one."""
 
-    def __init__(self, d_model: int, expansion: int = 4):
+    def __init__(self, d_model: int, expansion: int = 1):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_model, expansion * d_model), nn.GELU(),
                                  nn.Linear(expansion * d_model, d_model))
@@ -49,18 +51,19 @@ class FeedForward(nn.Module):
 
 class CrossAttentionBlock(nn.Module):
     """One direction of a cross-modal layer: the query modality attends over the *other* modality's keys AND
-    values (so the other modality's content enters this stream), then a feed-forward; residuals with pre-norm
-    (``norm_first``) or post-norm. (B, Lq, H), (B, Lk, H), (B, Lk) -> (B, Lq, H).
+    values (so the other modality's content enters this stream), then a feed-forward ``H→eH→H``
+    (e = ``ff_expansion``; 1 = the reference's layer, 4 = our wider variant, 0 = no feed-forward); residuals
+    with pre-norm (``norm_first``) or post-norm. (B, Lq, H), (B, Lk, H), (B, Lk) -> (B, Lq, H).
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, norm_first: bool):
+    def __init__(self, d_model: int, num_heads: int, dropout: float, norm_first: bool, ff_expansion: int = 1):
         super().__init__()
         self.norm_first = norm_first
         self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.ff = FeedForward(d_model)
+        self.ff = FeedForward(d_model, ff_expansion) if ff_expansion else None
         self.norm_attn = nn.LayerNorm(d_model)
         self.norm_context = nn.LayerNorm(d_model) if norm_first else nn.Identity()
-        self.norm_ff = nn.LayerNorm(d_model)
+        self.norm_ff = nn.LayerNorm(d_model) if ff_expansion else nn.Identity()
         self.drop = nn.Dropout(dropout)
 
     def _attend(self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
@@ -70,18 +73,18 @@ class CrossAttentionBlock(nn.Module):
     def forward(self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         if self.norm_first:
             x = query + self._attend(self.norm_attn(query), self.norm_context(context), context_mask)
-            return x + self.drop(self.ff(self.norm_ff(x)))
+            return x if self.ff is None else x + self.drop(self.ff(self.norm_ff(x)))
         x = self.norm_attn(query + self._attend(query, context, context_mask))
-        return self.norm_ff(x + self.drop(self.ff(x)))
+        return x if self.ff is None else self.norm_ff(x + self.drop(self.ff(x)))
 
 
 class CrossModalLayer(nn.Module):
     """Audio attends over text and text over audio, both computed from the previous layer's states."""
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, norm_first: bool):
+    def __init__(self, d_model: int, num_heads: int, dropout: float, norm_first: bool, ff_expansion: int = 1):
         super().__init__()
-        self.audio_from_text = CrossAttentionBlock(d_model, num_heads, dropout, norm_first)
-        self.text_from_audio = CrossAttentionBlock(d_model, num_heads, dropout, norm_first)
+        self.audio_from_text = CrossAttentionBlock(d_model, num_heads, dropout, norm_first, ff_expansion)
+        self.text_from_audio = CrossAttentionBlock(d_model, num_heads, dropout, norm_first, ff_expansion)
 
     def forward(self, audio, audio_mask, text, text_mask):
         new_audio = self.audio_from_text(audio, text, text_mask)
@@ -94,9 +97,10 @@ class CrossModalEncoder(nn.Module):
     audio (B, Ta, H), text (B, Tt, H) -> same shapes.
     """
 
-    def __init__(self, d_model: int, num_heads: int, num_layers: int, dropout: float, norm_first: bool):
+    def __init__(self, d_model: int, num_heads: int, num_layers: int, dropout: float, norm_first: bool,
+                 ff_expansion: int = 1):
         super().__init__()
-        self.layers = nn.ModuleList(CrossModalLayer(d_model, num_heads, dropout, norm_first)
+        self.layers = nn.ModuleList(CrossModalLayer(d_model, num_heads, dropout, norm_first, ff_expansion)
                                     for _ in range(num_layers))
         self.final_audio_norm = nn.LayerNorm(d_model) if norm_first and num_layers else nn.Identity()
         self.final_text_norm = nn.LayerNorm(d_model) if norm_first and num_layers else nn.Identity()
@@ -136,6 +140,7 @@ class LogitMixer(nn.Module):
     def __init__(self, num_sources: int, num_classes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(num_sources, num_classes))
+        self.weight._no_weight_decay = True  # mixing logits, not a linear map: decay would pull to equal weights
 
     def source_weights(self) -> torch.Tensor:
         """(S, C): each class's weights over the sources, summing to 1."""

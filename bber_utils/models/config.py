@@ -2,7 +2,8 @@
 
 Plain dataclass, no torch import, so that the command line can read it for ``--help``.
 Defaults are the paper's sizes (hidden 256, 16 heads, 5 cross layers, out 256, dropout 0.15, d_state 16,
-conv kernel 6, 2 Mamba layers per unimodal encoder, 5 in BiMamba).
+conv kernel 6, 2 Mamba layers per unimodal encoder, 5 in BiMamba) and the reference's cross-modal layer
+(attention + an H→H feed-forward, ``ff_expansion=1``; our earlier 4H feed-forward is ``ff_expansion=4``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ModelConfig:
     out_features: int = 256        # O: hidden width of the classifier head
     dropout: float = 0.15
     norm_first: bool = False       # pre-norm (True) or post-norm (False) residuals in the cross layers
+    ff_expansion: int = 1          # cross layers' feed-forward H→eH→H: 1 = the reference's layer, 4 = our
+                                   # wider "ff4" variant, 0 = attention only (no feed-forward)
     freeze_encoders: bool = True   # bimodal models keep the pretrained unimodal encoders frozen
     num_classes: int = 7
 
@@ -40,7 +43,7 @@ class ModelConfig:
                     "out_features", "num_classes"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"{key} must be >= 1 (got {getattr(self, key)!r})")
-        for key in ("num_layers", "mamba_layers", "bimamba_layers", "graph_segments"):
+        for key in ("num_layers", "mamba_layers", "bimamba_layers", "graph_segments", "ff_expansion"):
             if int(getattr(self, key)) < 0:
                 problems.append(f"{key} must be >= 0 (got {getattr(self, key)!r})")
         if self.num_heads >= 1 and self.hidden_dim % self.num_heads:

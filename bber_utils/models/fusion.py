@@ -118,7 +118,8 @@ class BiFormer(BimodalModel):
     def __init__(self, d_audio: int, d_text: int, cfg: ModelConfig | dict | None = None):
         super().__init__(d_audio, d_text, cfg)
         cfg, H = self.cfg, self.cfg.hidden_dim
-        self.cross = CrossModalEncoder(H, cfg.num_heads, cfg.num_layers, cfg.dropout, cfg.norm_first)
+        self.cross = CrossModalEncoder(H, cfg.num_heads, cfg.num_layers, cfg.dropout, cfg.norm_first,
+                                       cfg.ff_expansion)
         self.gate = GatedFusion(H, H, cfg.gated_dim, cfg.dropout) if self.gated else None
         head_in = cfg.gated_dim if self.gated else 2 * H
         self.head = ClassifierHead(head_in, cfg.out_features, cfg.num_classes, cfg.dropout)

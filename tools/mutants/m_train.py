@@ -1,0 +1,133 @@
+"""Mutants for the trainer defects fixed in issue 20 (items 1, 2, 5, 6, 8): each puts the old behaviour back."""
+
+from __future__ import annotations
+
+from .base import Mutant
+
+
+# 1. OOF folds: a merged row takes its first component's fold; fold models still train on its other components --
+def _oof_first_component_fold(mp):
+    import numpy as np
+    import pandas as pd
+
+    import bber_utils.train as T
+
+    def fold_assignment(train_df, k, seed):
+        from sklearn.model_selection import StratifiedKFold
+
+        comps = [T._components(v) for v in train_df["components"]] if "components" in train_df \
+            else [[]] * len(train_df)
+        plain = np.array([len(c) == 0 for c in comps])
+        folds = np.zeros(len(train_df), dtype=int)
+        idx = np.flatnonzero(plain)
+        labels = train_df["label"].to_numpy()[idx]
+        n_splits = min(k, len(idx))
+        if pd.Series(labels).value_counts().min() >= n_splits:
+            for f, (_, held) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+                                          .split(idx, labels)):
+                folds[idx[held]] = f
+        else:
+            perm = np.random.default_rng(seed).permutation(len(idx))
+            folds[idx[perm]] = np.arange(len(idx)) % n_splits
+        fold_of = dict(zip(train_df["utt_id"].astype(str), folds))
+        rng = np.random.default_rng(seed + 1)
+        for i in np.flatnonzero(~plain):
+            cf = [int(fold_of[c]) for c in comps[i] if c in fold_of]
+            folds[i] = cf[0] if cf else int(rng.integers(n_splits))
+        return folds
+
+    def fold_training_rows(train_df, folds, k):  # kept out of the folds of its components, nothing more
+        comps = [T._components(v) for v in train_df["components"]] if "components" in train_df \
+            else [[]] * len(train_df)
+        fold_of = dict(zip(train_df["utt_id"].astype(str), folds))
+        return np.array([k != f and k not in {fold_of[c] for c in cs if c in fold_of}
+                         for f, cs in zip(folds, comps)])
+
+    mp.setattr(T, "fold_assignment", fold_assignment)
+    mp.setattr(T, "fold_training_rows", fold_training_rows)
+
+
+# 2. class weights multiply the soft target (q ⊙ w) ----------------------------------------------------------------
+def _weights_reshape_target(mp):
+    import bber_utils.data as data
+
+    def soft_cross_entropy_parts(logits, target, weight=None, labels=None):
+        import torch
+
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        q = target.float()
+        if weight is not None:
+            q = q * weight.to(q.device, q.dtype)
+        return -(q * logp).sum(), q.sum()
+
+    mp.setattr(data, "soft_cross_entropy_parts", soft_cross_entropy_parts)
+
+
+# 5. summaries grouped on a fixed list of keys ---------------------------------------------------------------------
+def _summaries_fixed_keys(mp):
+    import bber_utils.experiments as ex
+
+    def summarize(registry, by, split="test", metrics=ex.METRICS):
+        import pandas as pd
+
+        keys = list(dict.fromkeys([*by, "corpus"]))
+        df = registry[registry["split"] == split]
+        same_run = [c for c in (*ex.SETTING_KEYS, *keys, "seed") if c in df]
+        df = df.drop_duplicates(list(dict.fromkeys(same_run)))
+        rows = []
+        for group, part in df.groupby(keys, dropna=False, sort=True):
+            row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+            for m in metrics:
+                mean, std, half, n = ex.confidence_interval(part[m])
+                row.update({m: mean, f"{m}_std": std, f"{m}_ci95": half})
+            row["n_seeds"] = int(part["seed"].nunique())
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    mp.setattr(ex, "summarize", summarize)
+
+
+# 6. AdamW decays every parameter ------------------------------------------------------------------------------------
+def _decay_everything(mp):
+    import bber_utils.train as T
+
+    def optimizer_param_groups(model, weight_decay):
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+    mp.setattr(T, "optimizer_param_groups", optimizer_param_groups)
+
+
+# 8. every cross-modal layer carries the 4H feed-forward (the paper profile is not the paper's model size) ------------
+def _ff4_everywhere(mp):
+    from bber_utils.models import blocks
+
+    real = blocks.CrossAttentionBlock.__init__
+
+    def __init__(self, d_model, num_heads, dropout, norm_first, ff_expansion=1):
+        real(self, d_model, num_heads, dropout, norm_first, 4)
+
+    mp.setattr(blocks.CrossAttentionBlock, "__init__", __init__)
+
+
+MUTANTS = [
+    Mutant("fix1-oof-sds-first-component", "issue 20.1: an SDS row takes its first component's fold; the fold model "
+           "that predicts it trains on its other components",
+           ("tests/test_train.py::test_fold_assignment_keeps_merged_rows_away_from_their_components",
+            "tests/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
+           _oof_first_component_fold),
+    Mutant("fix2-weights-reshape-soft-target", "issue 20.2: class weights multiply the soft target (q ⊙ w), moving "
+           "the loss optimum to p ∝ w ⊙ q",
+           ("tests/test_data.py::test_loss_optimum_keeps_the_target_argmax_for_any_valid_soft_target",
+            "tests/test_data.py::test_class_weights_do_not_move_the_optimum_of_a_soft_target",
+            "tests/test_data.py::test_per_sample_weights_add_up_over_ranks_and_ignore_padding"),
+           _weights_reshape_target),
+    Mutant("fix5-summaries-fixed-keys", "issue 20.5: multi-seed summaries group on a fixed key list (runs differing "
+           "in lr pooled)",
+           ("tests/test_experiments.py::test_summarize_never_pools_runs_that_differ_in_any_setting",),
+           _summaries_fixed_keys),
+    Mutant("fix6-decay-everything", "issue 20.6: AdamW decays Mamba's A_log and D, norms and biases",
+           ("tests/test_train.py::test_adamw_does_not_decay_ssm_norm_and_bias_parameters",), _decay_everything),
+    Mutant("fix8-ff4-cross-layers", "issue 20.8: every cross-modal layer has a 4H feed-forward, so the paper "
+           "profile is not the reference's model size",
+           ("tests/test_models.py::test_paper_profile_has_the_reference_cross_modal_layers",), _ff4_everywhere),
+]
