@@ -253,15 +253,6 @@ def _is_missing_folder(model: str) -> bool:
     return model.startswith((".", "/", "~")) or len(Path(model).parts) > 2
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class TransformersChatLLM(ChatLLM):
     """A local causal LM with its tokenizer's chat template; batched, left-padded generation."""
 
@@ -276,7 +267,9 @@ class TransformersChatLLM(ChatLLM):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = resolve_device(device)
+        from .device import resolve_device
+
+        self.device = str(resolve_device(device))
         if dtype == "auto":
             # bf16/fp16 checkpoints are slow (or unsupported) on CPU: compute in float32 there.
             torch_dtype: Any = "auto" if self.device.startswith("cuda") else torch.float32

@@ -128,7 +128,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", asr: str | None = None,
                  batch_size: int = 16):
-        from .train import resolve_device
+        from .device import resolve_device
 
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint)
@@ -325,7 +325,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
     from .context import with_flag
     from .data import pad_sequences
     from .features.extract import encoders_from_params
-    from .train import resolve_device
+    from .device import resolve_device
 
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, str(dev))

@@ -82,7 +82,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    T.build_feature_stores = _fake_stores
+    T.inputs.build_feature_stores = _fake_stores
     try:
         res = T.train(cfg)
         with open(f"{out}.{rank}.json", "w") as f:
@@ -90,7 +90,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
                        "loss": res.history["train_loss"].tolist(), "best_epoch": res.best_epoch,
                        "dist": list(T.dist_info())}, f)
     finally:
-        T._destroy_process_group()
+        T.destroy_process_group()
 
 
 def _metric_values(metrics: dict) -> dict:
@@ -106,7 +106,7 @@ def test_two_gloo_processes_match_a_single_process_run(tmp_path, monkeypatch, mo
     import bber_utils.train as T
     from test_train import TINY, _cfg, make_workdir
 
-    monkeypatch.setattr(T, "build_feature_stores", _fake_stores)
+    monkeypatch.setattr(T.inputs, "build_feature_stores", _fake_stores)
     cfg = dict(TINY, dropout=0.0)
     single_wd, ddp_wd = make_workdir(tmp_path / "single"), make_workdir(tmp_path / "ddp")
     kw = dict(model=model, run_name="r", num_threads=1, epochs=3, unimodal_epochs=2, batch_size=5, oof_folds=2,
@@ -140,10 +140,10 @@ def test_mixed_precision_is_off_on_cpu_and_chosen_on_cuda():
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
     for amp in T.AMP_MODES:
-        assert T._amp_settings(T.TrainConfig(amp=amp), cpu) == (None, False)
-    assert T._amp_settings(T.TrainConfig(amp="bf16"), cuda) == (torch.bfloat16, False)
-    assert T._amp_settings(T.TrainConfig(amp="fp16"), cuda) == (torch.float16, True)  # fp16 needs a GradScaler
-    assert T._amp_settings(T.TrainConfig(amp="off"), cuda) == (None, False)
+        assert T.loop.amp_settings(T.TrainConfig(amp=amp), cpu) == (None, False)
+    assert T.loop.amp_settings(T.TrainConfig(amp="bf16"), cuda) == (torch.bfloat16, False)
+    assert T.loop.amp_settings(T.TrainConfig(amp="fp16"), cuda) == (torch.float16, True)  # fp16 needs a GradScaler
+    assert T.loop.amp_settings(T.TrainConfig(amp="off"), cuda) == (None, False)
 
 
 def test_compile_is_a_control_key():
@@ -164,7 +164,7 @@ def test_compiled_training_runs_on_cpu_and_matches(tmp_path, monkeypatch):
 
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    monkeypatch.setattr(T, "build_feature_stores", _fake_stores)
+    monkeypatch.setattr(T.inputs, "build_feature_stores", _fake_stores)
     kw = dict(TINY, dropout=0.0, model="audio_only", epochs=1, unimodal_epochs=1, run_name="r", num_threads=1)
     plain = T.train(_cfg(make_workdir(tmp_path / "plain"), **kw))
     compiled = T.train(_cfg(make_workdir(tmp_path / "compiled"), compile=True, **kw))

@@ -71,9 +71,9 @@ def test_reproduce_accepts_declared_keys(no_notebooks, capsys, tmp_path):
     (["--config", "smoek"], ["no profile or file 'smoek'", "did you mean 'smoke'"]),
 ])
 def test_train_config_errors_are_one_line_exit_2(argv, needles, capsys, monkeypatch):
-    from bber_utils import train
+    from bber_utils.train import stages
 
-    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("training started"))
     _one_line_error(capsys, cli.main(["train", *argv]), *needles)
 
 
@@ -146,7 +146,7 @@ def test_reproduce_help_lists_the_profile_keys(capsys):
 
 
 @pytest.mark.parametrize("command, target, argv", [
-    ("train", "bber_utils.train.train", ["train", "--config", "smoke"]),
+    ("train", "bber_utils.train.stages.train", ["train", "--config", "smoke"]),
     ("extract", "bber_utils.features.extract.extract_all", ["extract", "--workdir", "WD"]),
     ("reproduce", "bber_utils.pipeline.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
                                                        "--workdir", "WD"]),

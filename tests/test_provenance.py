@@ -120,7 +120,7 @@ def test_train_writes_the_environment_into_metrics_json(tmp_path, monkeypatch):
 
     import bber_utils.train as T
 
-    monkeypatch.setattr(T, "build_feature_stores", lambda tc, manifest: _stores(manifest))
+    monkeypatch.setattr(T.inputs, "build_feature_stores", lambda tc, manifest: _stores(manifest))
     wd = TT.make_workdir(tmp_path)
     res = T.train(TT._cfg(wd, run_name="env", epochs=1, unimodal_epochs=1))
     m = json.loads((res.run_dir / "metrics.json").read_text())

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import bber_utils.train as T
+from bber_utils.train import crossfit, inputs, loop
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.labels import CLASSES
 
@@ -58,7 +59,7 @@ def fake_features(monkeypatch):
         return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
                 FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
 
-    monkeypatch.setattr(T, "build_feature_stores", build)
+    monkeypatch.setattr(inputs, "build_feature_stores", build)
     return calls
 
 
@@ -160,7 +161,7 @@ def test_soft_labels_are_used_and_missing_ones_counted(tmp_path, fake_features, 
     train_ids = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")["utt_id"].tolist()
     probs = np.full((len(train_ids), 7), 1 / 7)
     soft = pd.DataFrame({"utt_id": train_ids, **{c: probs[:, i] for i, c in enumerate(CLASSES)}}).iloc[:20]
-    monkeypatch.setattr(T, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
+    monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
     res = T.train(_cfg(wd, epochs=1, ls_llm_p=0.5))
     assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "p": 0.5}
 
@@ -173,7 +174,7 @@ def test_missing_soft_label_table_is_a_clear_error(tmp_path, fake_features):
 
 def _atoms(row_id, comps):
     """The utterances whose audio or text a row contains: itself and its SDS components."""
-    return {row_id, *T._components(comps)}
+    return {row_id, *crossfit._components(comps)}
 
 
 def test_fold_assignment_keeps_merged_rows_away_from_their_components():
@@ -181,14 +182,14 @@ def test_fold_assignment_keeps_merged_rows_away_from_their_components():
     df = pd.DataFrame({"utt_id": ids + ["m0", "m1", "m2"],
                        "label": [CLASSES[i % 7] for i in range(21)] + ["neutral", "neutral", "sad"],
                        "components": [None] * 21 + [["u0", "u7"], "u7|u14", "u2;u9"]})
-    folds = T.fold_assignment(df, 3, seed=0)
+    folds = crossfit.fold_assignment(df, 3, seed=0)
     fold = dict(zip(df["utt_id"], folds))
     # transitively: m0 = u0 + u7 and m1 = u7 + u14 tie u0, u7, u14, m0, m1 together
     assert len({fold[u] for u in ("u0", "u7", "u14", "m0", "m1")}) == 1
     assert fold["u2"] == fold["u9"] == fold["m2"]
     assert set(folds.tolist()) == {0, 1, 2}
     for k in range(3):  # no fold model trains on any part of a row it predicts
-        trained = df[T.fold_training_rows(df, folds, k)]
+        trained = df[crossfit.fold_training_rows(df, folds, k)]
         seen = set().union(*(_atoms(u, c) for u, c in zip(trained["utt_id"], trained["components"])))
         for u, c in zip(df["utt_id"][folds == k], df["components"][folds == k]):
             assert not _atoms(u, c) & seen, (k, u)
@@ -205,7 +206,7 @@ def _add_sds_rows(monkeypatch):
                              "source": "sds", "components": [ids[j], ids[j + 1]]})
         return pd.concat([train_df, pd.DataFrame(rows)], ignore_index=True)
 
-    monkeypatch.setattr(T, "build_train_manifest", build)
+    monkeypatch.setattr(inputs, "build_train_manifest", build)
 
 
 def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, fake_features, monkeypatch):
@@ -213,7 +214,7 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
     components is in (or part of a row in) the training data of the fold model that predicts it."""
     _add_sds_rows(monkeypatch)
     trained, held = {}, {}
-    real_fit, real_predict = T.fit, T.predict
+    real_fit, real_predict = loop.fit, loop.predict
 
     def fit(model, train_ds, *a, desc="", **kw):
         if " fold " in desc:
@@ -225,8 +226,8 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
             held[dataset.name] = dataset.manifest
         return real_predict(model, dataset, *a, **kw)
 
-    monkeypatch.setattr(T, "fit", fit)
-    monkeypatch.setattr(T, "predict", predict)
+    monkeypatch.setattr(loop, "fit", fit)
+    monkeypatch.setattr(loop, "predict", predict)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3))
     assert len(trained) == len(held) == 6  # 3 folds x 2 modalities
@@ -236,7 +237,7 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
         train_rows = trained[f"{modality}-only fold {int(k) + 1}/3"]
         seen = set().union(*(_atoms(u, c) for u, c in zip(train_rows["utt_id"], train_rows["components"])))
         for u, c in zip(rows["utt_id"], rows["components"]):
-            n_sds_held += bool(T._components(c))
+            n_sds_held += bool(crossfit._components(c))
             assert not _atoms(u, c) & seen, f"{name}: {u} shares {_atoms(u, c) & seen} with its fold model"
     assert n_sds_held == 2 * 14  # every merged row was predicted, by both modalities
 
@@ -262,22 +263,22 @@ def test_withprob_fuses_the_fold_models_logits_on_train(tmp_path, fake_features,
     from bber_utils.models import build_model
 
     stores, stage2 = [], {}
-    real_build, real_fit = T.build_feature_stores, T.fit
-    monkeypatch.setattr(T, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
+    real_build, real_fit = inputs.build_feature_stores, loop.fit
+    monkeypatch.setattr(inputs, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
 
     def fit(model, train_ds, *a, desc="", **kw):
         if desc == "biformer_withprob":
             stage2["train"] = train_ds
         return real_fit(model, train_ds, *a, desc=desc, **kw)
 
-    monkeypatch.setattr(T, "fit", fit)
+    monkeypatch.setattr(loop, "fit", fit)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     res = T.train(_cfg(wd, epochs=1, model="biformer_withprob", oof_folds=2))
     train_ds = stage2["train"]
     used = {m: {u: enc[f"{m}_logits"].numpy() for u, enc in zip(train_ds.utt_ids, train_ds.encoded)}
             for m in ("audio", "text")}
     train_df = train_ds.manifest
-    folds = T.fold_assignment(train_df, 2, 3)
+    folds = crossfit.fold_assignment(train_df, 2, 3)
     for m, store in zip(("audio", "text"), stores[0]):
         folder = Path(res.metrics["unimodal_folders"][f"{m}_only"])
         sets = (store, None) if m == "audio" else (None, store)
@@ -287,7 +288,7 @@ def test_withprob_fuses_the_fold_models_logits_on_train(tmp_path, fake_features,
             model = build_model(ck["model_name"], ck["model_config"], ck["d_audio"], ck["d_text"])
             model.load_state_dict(ck["model"])
             ds = EmotionDataset(rows.reset_index(drop=True), *sets)
-            return dict(zip(ds.utt_ids, T.predict(model, ds, T._forward_batch, torch.device("cpu"))))
+            return dict(zip(ds.utt_ids, loop.predict(model, ds, loop.forward_batch, torch.device("cpu"))))
 
         full = logits_of(folder / "full" / "best.pt", train_df)
         for k in (0, 1):
@@ -308,8 +309,8 @@ def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_feature
     from bber_utils.models import build_model
 
     stores = []
-    real_build = T.build_feature_stores
-    monkeypatch.setattr(T, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
+    real_build = inputs.build_feature_stores
+    monkeypatch.setattr(inputs, "build_feature_stores", lambda tc, m: stores.append(real_build(tc, m)) or stores[-1])
     wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(4, 2, 1))
     train_df = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")
     y = np.array([CLASSES.index(lbl) for lbl in train_df["label"]])
@@ -317,7 +318,7 @@ def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_feature
     probs = np.zeros((len(y), 7))
     probs[np.arange(len(y)), y], probs[np.arange(len(y)), partner] = 0.6, 0.4
     soft = pd.DataFrame({"utt_id": train_df["utt_id"], **{c: probs[:, i] for i, c in enumerate(CLASSES)}})
-    monkeypatch.setattr(T, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
+    monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
     res = T.train(_cfg(wd, model="text_only", ls_llm_p=1.0, epochs=30, unimodal_epochs=30, patience=30,
                        lr=1e-2, dropout=0.0, warmup_ratio=0.0, scheduler="none"))
     assert res.metrics["soft_labels"]["used"] == len(y)
@@ -326,7 +327,7 @@ def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_feature
     model = build_model(best["model_name"], best["model_config"], best["d_audio"], best["d_text"])
     model.load_state_dict(ck["model"])
     ds = EmotionDataset(train_df, None, stores[0][1])
-    p = torch.softmax(torch.as_tensor(T.predict(model, ds, T._forward_batch, torch.device("cpu"))), -1).numpy()
+    p = torch.softmax(torch.as_tensor(loop.predict(model, ds, loop.forward_batch, torch.device("cpu"))), -1).numpy()
     rows = np.arange(len(y))
     p_partner = p[rows, partner].mean()
     others = np.ones_like(p, dtype=bool)
@@ -341,7 +342,7 @@ def test_adamw_does_not_decay_ssm_norm_and_bias_parameters(tmp_path, fake_featur
     import torch
 
     made, models = [], []
-    real_adamw, real_fit = torch.optim.AdamW, T.fit
+    real_adamw, real_fit = torch.optim.AdamW, loop.fit
 
     class SpyAdamW(real_adamw):
         def __init__(self, params, *a, **kw):
@@ -353,7 +354,7 @@ def test_adamw_does_not_decay_ssm_norm_and_bias_parameters(tmp_path, fake_featur
         return real_fit(model, *a, **kw)
 
     monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
-    monkeypatch.setattr(T, "fit", fit)
+    monkeypatch.setattr(loop, "fit", fit)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="bimamba_withprob", oof_folds=2, weight_decay=0.05))
     assert len(made) == len(models) == 2 + 2 * 2 + 1  # unimodal x2, folds x2 x2, fusion

@@ -164,7 +164,8 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     """
     from bber_utils.progress import tqdm
 
-    from .store import _load_input, _resolve_device, file_hash, short_hash, text_hash
+    from ..device import resolve_device
+    from .store import _load_input, file_hash, short_hash, text_hash
 
     df = manifest.copy()
     text = df["text"].fillna("").astype(str)
@@ -203,7 +204,7 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
         else:
             todo.append((i, row, h))
     if getattr(asr, "uses_torch", False):
-        asr.to(_resolve_device(device))
+        asr.to(str(resolve_device(device, allow_mps=True)))
     new_cache: list[tuple] = []
     saved = 0
 
@@ -211,12 +212,12 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
         nonlocal saved
         if cache_path is None or len(new_cache) == saved:
             return
-        from .store import _atomic_write
+        from ..fileio import atomic_write
 
         table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
         table = table.drop_duplicates(["utt_id", "asr"], keep="last")
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False))
+        atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False), fileobj=True, fsync=True)
         saved = len(new_cache)
 
     todo.sort(key=lambda t: float(t[1].duration_s) if pd.notna(getattr(t[1], "duration_s", np.nan)) else 0.0)

@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+
+from ..fileio import atomic_write
 
 FEATURE_VERSION = 1
 INDEX_COLUMNS = ["utt_id", "shard", "offset", "length", "content_hash", "src_hash", "src_size", "src_mtime_ns"]
@@ -82,30 +83,6 @@ def store_dir_name(modality: str, key: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ atomic I/O
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(file_object)`` into a temp file beside ``path``, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive advisory lock on ``path`` (one writer per store at a time)."""
@@ -221,7 +198,7 @@ class _Writer:
         existing = [int(p.stem) for p in shard_dir.glob("*.npy") if p.stem.isdigit()]
         name = f"{max(existing, default=-1) + 1:06d}.npy"
         data = np.concatenate([f for _, f, *_ in self.pending]).astype(self.store_dtype, copy=False)
-        _atomic_write(shard_dir / name, lambda fo: np.save(fo, data, allow_pickle=False))
+        atomic_write(shard_dir / name, lambda fo: np.save(fo, data, allow_pickle=False), fileobj=True, fsync=True)
         rows, off = [], 0
         for utt_id, f, h, src_h, size, mtime in self.pending:
             rows.append((utt_id, name, off, len(f), h, src_h, size, mtime))
@@ -230,7 +207,8 @@ class _Writer:
         keep = self.index[~self.index["utt_id"].isin(new["utt_id"])]
         self.index = pd.concat([keep, new], ignore_index=True) if len(keep) else new
         index = self.index
-        _atomic_write(self.path / "index.parquet", lambda fo: index.to_parquet(fo, index=False))
+        atomic_write(self.path / "index.parquet", lambda fo: index.to_parquet(fo, index=False), fileobj=True,
+                     fsync=True)
         self.written += len(self.pending)
         self.pending, self.pending_bytes = [], 0
 
@@ -298,24 +276,13 @@ def merge_parts(path: str | os.PathLike) -> int:
                 index = _read_index(path)
                 keep = index[~index["utt_id"].isin(part_index["utt_id"])]
                 index = pd.concat([keep, part_index], ignore_index=True) if len(keep) else part_index
-                _atomic_write(path / "index.parquet", lambda fo: index.to_parquet(fo, index=False))
+                atomic_write(path / "index.parquet", lambda fo: index.to_parquet(fo, index=False), fileobj=True,
+                             fsync=True)
                 merged += len(part_index)
             shutil.rmtree(part)
     with contextlib.suppress(OSError):
         parts_root.rmdir()
     return merged
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _row_source(row: Any, modality: str, known: dict) -> tuple[str, str, int, int]:
@@ -404,7 +371,7 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
             if not (folder / "key.json").exists():
                 meta = {"key": key, "modality": modality, "store_dtype": store_dtype, "dim": int(encoder.dim)}
                 blob = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False).encode()
-                _atomic_write(folder / "key.json", lambda fo: fo.write(blob))
+                atomic_write(folder / "key.json", lambda fo: fo.write(blob), fileobj=True, fsync=True)
         if shard is None:
             merge_parts(path)
         index = _read_index(path)
@@ -449,7 +416,9 @@ def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_er
     from bber_utils.progress import tqdm
 
     if getattr(encoder, "uses_torch", True):  # numpy encoders need no device (and no torch import)
-        encoder.to(_resolve_device(device))
+        from ..device import resolve_device
+
+        encoder.to(str(resolve_device(device, allow_mps=True)))
     sr = getattr(encoder, "sample_rate", 16000)
 
     def length(item) -> float:

@@ -183,7 +183,7 @@ def _metrics_present_classes(mp):
 
 # 11. WithProb fusion mixes the full unimodal models' in-sample logits ---------------------------------------------
 def _withprob_in_sample_logits(mp):
-    import bber_utils.train as T
+    from bber_utils.train import loop, unimodal as T
 
     real = T._out_of_fold_logits
 
@@ -192,10 +192,10 @@ def _withprob_in_sample_logits(mp):
         from bber_utils.data import EmotionDataset
 
         real(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs)
-        model = T._unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
+        model = T.unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
         model.load_state_dict(run.state_dict)
         ds = EmotionDataset(splits["train"].reset_index(drop=True), *stores, audio_pool=tc.audio_pool)
-        return dict(zip(ds.utt_ids, T.predict(model, ds, T._forward_batch, device, tc.eval_batch_size)))
+        return dict(zip(ds.utt_ids, loop.predict(model, ds, loop.forward_batch, device, tc.eval_batch_size)))
 
     mp.setattr(T, "_out_of_fold_logits", in_sample)
 

@@ -10,7 +10,7 @@ def _oof_first_component_fold(mp):
     import numpy as np
     import pandas as pd
 
-    import bber_utils.train as T
+    from bber_utils.train import crossfit as T
 
     def fold_assignment(train_df, k, seed):
         from sklearn.model_selection import StratifiedKFold
@@ -89,7 +89,7 @@ def _summaries_fixed_keys(mp):
 
 # 6. AdamW decays every parameter ------------------------------------------------------------------------------------
 def _decay_everything(mp):
-    import bber_utils.train as T
+    from bber_utils.train import loop as T
 
     def optimizer_param_groups(model, weight_decay):
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]

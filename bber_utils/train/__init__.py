@@ -1,0 +1,79 @@
+"""The trainer: unimodal encoders first, then the chosen fusion model; metrics per corpus; resumable runs.
+
+``train(cfg) -> RunResult`` takes the notebook-06 parameters (every key and its default: ``TrainConfig``):
+
+1. corpora: ``train_corpora`` (a list, or ``"all"`` = every corpus with manifests in ``<workdir>/manifests``);
+2. the train manifest: original rows + SDS (``sds_ratio``) + TUG (``tug_ratio``); dev and test untouched;
+3. features for every row (``audio_encoder``, ``text_encoder`` ...), kept in ``<workdir>/features``;
+4. stage 1: the audio-only and text-only Mamba classifiers, trained on train, early-stopped on dev, cached
+   under ``<workdir>/train/_unimodal/<hash>/`` by a hash of everything that changes them. For prediction
+   fusion and the *_withprob models, out-of-fold train logits by K-fold cross-fitting (``oof_folds``): the
+   fusion never sees a logit from a unimodal model that was trained on that sample or on any part of it
+   (SDS rows and their components share a fold, ``fold_assignment``; the reference's stacking leak, notes
+   §11.9); dev/test logits come from the full unimodal models;
+5. stage 2: the chosen model with the unimodal encoders loaded and, by default, frozen; frozen encoders are run
+   once per utterance and their outputs cached, so each epoch trains only the fusion layers;
+6. ``<workdir>/train/<run>/``: ``metrics.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``config.json``.
+
+Loss: soft-target cross-entropy, each sample weighted by its true class's weight (``data.soft_cross_entropy``).
+AdamW with parameter groups (``optimizer_param_groups``: no weight decay on biases, norms, Mamba's ``A_log`` and
+``D``, embeddings); warm-up + cosine (or plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1)
+averaged over corpora. Deterministic on CPU for a seed: every epoch reseeds the torch RNG (dropout) and the
+samplers from ``(seed, epoch)``, so a run resumed from ``last.pt`` gives the same numbers as an uninterrupted one
+(tests/test_train.py).
+
+Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) ``train`` joins the process
+group (nccl on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and trains with DistributedDataParallel.
+``batch_size`` stays the *global* batch: each global batch of the single-process epoch order is split across the
+ranks (``data.RankBatchSampler``, also for the balanced multi-corpus sampler) and the loss is normalised by the
+summed sample weights (``w[y_i]``) of the whole global batch, so the all-reduced gradient is the single-process one
+and a 2-process run gives the single-process metrics up to float summation order (and dropout masks, which each
+rank draws for its own samples; docs/scaling.md gives the measured difference). Rank 0 does the per-epoch dev
+evaluation and broadcasts the score (early stopping, plateau scheduler); the final dev/test scoring and the
+encoder caches run on every rank on identical weights, so every rank returns the same metrics without a gather.
+Rank 0 writes every file (``is_main_process``); it extracts features / SDS clips first while the others wait
+(``rank_zero_first``), and barriers keep the others from reading a cache or checkpoint before it is written.
+
+The files, bottom-up (each imports only the ones above it; tests/test_train_layout.py checks it):
+
+    config.py       TrainConfig, its checks, CONTROL_KEYS / MODEL_KEYS, the run hash, --help text
+    distributed.py  process group, barriers, broadcast, DDP wrapping (no-ops without torchrun)
+    runs.py         the run folder: metrics.json, history.csv, checkpoints, RunResult, load_run
+    crossfit.py     fold assignment by SDS groups (pure)
+    inputs.py       corpora, manifests, SDS/TUG rows, feature stores, soft labels, datasets per corpus
+    loop.py         one model: fit / evaluate / predict, scheduler, AMP, early stopping, param groups
+    unimodal.py     stage 1: the unimodal classifiers (cached) and their out-of-fold train logits
+    fusion.py       stage 2: the chosen model on the stage-1 encoders, cached encodings
+    stages.py       train(): inputs -> stage 1 -> stage 2 -> metrics.json
+    cli.py          bber train
+
+This ``__init__`` only re-exports. To replace a function in a test, patch it in the module that defines it
+(``bber_utils.train.loop.fit``, ``bber_utils.train.inputs.build_feature_stores``): the stages call them through
+their modules, so a patch of the name re-exported here would not be seen.
+"""
+
+from ..device import resolve_device
+from .cli import register_cli
+from .config import (AMP_MODES, CONTROL_KEYS, MODEL_KEYS, SCHEDULERS, UNIMODAL_MODEL_KEYS, UNIMODAL_MODELS,
+                     TrainConfig, config_hash, config_key_descriptions, config_keys_help, feature_spec)
+from .crossfit import fold_assignment, fold_training_rows
+from .distributed import (barrier, broadcast_from_main, destroy_process_group, dist_info, dist_sum,
+                          init_distributed, is_main_process, rank_zero_first, unwrap_model, wrap_model)
+from .fusion import cache_encodings
+from .inputs import (build_feature_stores, build_train_manifest, filter_available, load_soft_labels_for,
+                     load_splits, resolve_corpora)
+from .loop import NO_DECAY_NAMES, FitResult, evaluate, fit, optimizer_param_groups, predict
+from .runs import Interrupted, RunResult, git_commit, load_checkpoint, load_run, save_checkpoint, save_json
+from .stages import train
+from .unimodal import UnimodalRun, train_unimodal
+
+__all__ = [
+    "AMP_MODES", "CONTROL_KEYS", "MODEL_KEYS", "NO_DECAY_NAMES", "SCHEDULERS", "UNIMODAL_MODELS",
+    "UNIMODAL_MODEL_KEYS", "FitResult", "Interrupted", "RunResult", "TrainConfig", "UnimodalRun", "barrier",
+    "broadcast_from_main", "build_feature_stores", "build_train_manifest", "cache_encodings", "config_hash",
+    "config_key_descriptions", "config_keys_help", "destroy_process_group", "dist_info", "dist_sum", "evaluate",
+    "feature_spec", "filter_available", "fit", "fold_assignment", "fold_training_rows", "git_commit",
+    "init_distributed", "is_main_process", "load_checkpoint", "load_run", "load_soft_labels_for", "load_splits",
+    "optimizer_param_groups", "predict", "rank_zero_first", "register_cli", "resolve_corpora", "resolve_device",
+    "save_checkpoint", "save_json", "train", "train_unimodal", "unwrap_model", "wrap_model",
+]

@@ -1,0 +1,237 @@
+"""The training configuration: ``TrainConfig`` (every key of ``train`` and its default) and its checks, the keys
+that do (``identity``) or do not (``CONTROL_KEYS``) change a run's numbers, the run hash, and the text of
+``bber train --help``.
+
+Owns: ``TrainConfig``, ``CONTROL_KEYS``, ``MODEL_KEYS``, ``UNIMODAL_MODEL_KEYS``, ``config_hash``, ``feature_spec``,
+``config_key_descriptions``, ``config_keys_help``.
+Must not import: torch, or any other module of ``bber_utils.train`` (they all import this one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+UNIMODAL_MODELS = ("audio_only", "text_only")
+SCHEDULERS = ("cosine", "plateau", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Keys that do not change a run's numbers: left out of the run hash.
+CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size",
+                "num_threads", "feature_device", "feature_batch_size", "compile")
+# Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
+MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
+              "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
+              "dropout", "norm_first", "ff_expansion")
+# The model keys that shape a unimodal classifier (its cache hash).
+UNIMODAL_MODEL_KEYS = ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv", "out_features", "dropout")
+
+
+@dataclass
+class TrainConfig:
+    """Every parameter of ``train`` (the notebook-06 parameters), with its default.
+
+    Model sizes left at ``None`` take ``bber_utils.models.ModelConfig``'s defaults (the paper's sizes).
+    """
+
+    # --- where and what ---
+    workdir: str = "runs/demo"            # the profile's work folder
+    seed: int = 42
+    device: str = "auto"                  # auto (cuda if available) | cpu | cuda | cuda:N
+    model: str = "biformer"               # a name in bber_utils.models.MODEL_NAMES
+    train_corpora: Any = "all"            # list of corpora, one name, or "all" (every corpus with manifests)
+    run_name: str | None = None           # default "{model}-s{seed}-{hash of the config}"
+    # --- data and augmentation ---
+    sds_ratio: float = 0.0                # SDS: share of train utterances merged (0 = off)
+    sds_target_seconds: float = 4.0       # SDS: utterances shorter than this are extended ...
+    sds_max_seconds: float = 8.0          # ... and merged clips cropped to this length
+    tug_ratio: float = 0.0                # TUG: synthetic rows mixed into train, relative to train size (0 = off)
+    tug_mode: str = "per_class"           # TUG mixing mode (bber_utils.augment.tug.mix_synthetic)
+    ls_llm_p: float = 0.0                 # LS-LLM: share of train samples whose target is the LLM distribution
+    soft_labels: str | None = None        # soft-label table; None = <workdir>/ls_llm/soft_labels.parquet
+    label_smoothing: float = 0.0          # uniform smoothing of one-hot targets (the baseline to LS-LLM)
+    balanced_sampling: bool = True        # multi-corpus: each corpus drawn equally often per epoch
+    # --- features ---
+    audio_encoder: str = "logmel"         # bber_utils.features.build_audio_encoder spec (name, hub id, path)
+    text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
+    audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
+    text_max_tokens: int = 95             # text encoder truncation
+    text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
+    text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
+    text_code_revision: str | None = None # remote-code commit of the text model
+    feature_device: str = "auto"          # where missing features are extracted
+    feature_batch_size: int = 16
+    audio_pool: int = 1                   # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
+    # --- optimisation (both stages) ---
+    epochs: int = 75
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"             # cosine (per step, after warm-up) | plateau (per epoch) | none
+    warmup_ratio: float = 0.1             # share of all steps spent warming up linearly
+    patience: int = 10                    # epochs without a strict dev-mean improvement before stopping
+    grad_clip: float = 1.0                # max grad norm (0 = off)
+    amp: str = "auto"                     # CUDA only: auto (bf16 if supported, else fp16) | bf16 | fp16 | off
+    # --- stage 1: unimodal encoders ---
+    unimodal_epochs: int | None = None    # None = epochs
+    unimodal_lr: float | None = None      # None = lr
+    oof_folds: int = 3                    # K of the cross-fitted train logits for *_withprob / predictions_fusion
+    # --- model sizes (bber_utils.models.ModelConfig) ---
+    hidden_dim: int | None = None
+    num_heads: int | None = None
+    num_layers: int | None = None
+    mamba_layers: int | None = None
+    mamba_d_state: int | None = None
+    mamba_d_conv: int | None = None
+    bimamba_layers: int | None = None
+    graph_heads: int | None = None
+    graph_conv: str | None = None
+    graph_segments: int | None = None
+    gated_dim: int | None = None
+    out_features: int | None = None
+    dropout: float | None = None
+    norm_first: bool | None = None
+    ff_expansion: int | None = None       # cross layers' feed-forward H→eH→H (1 = the reference's, 4 = "ff4")
+    freeze_encoders: bool = True          # stage 2 keeps the pretrained unimodal encoders frozen
+    # --- control ---
+    resume: bool = True                   # continue an interrupted run / reuse a finished one with this config
+    interrupt_after: int = 0              # stop after N epochs of this call as if interrupted (0 = never)
+    progress: bool = True                 # tqdm progress bars
+    num_threads: int = 0                  # torch CPU threads during the run (0 = leave torch's setting)
+    compile: bool = False                 # torch.compile the training forward (CUDA; compiles slowly on CPU)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
+        """Build from a profile / notebook parameter dict; keys that are not parameters here are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in {**dict(d or {}), **overrides}.items() if k in names}
+        tc = cls(**values)
+        tc.check()
+        return tc
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` (one line: every bad key, its value and the valid choices)."""
+        from ..errors import ConfigError, check_model_spec, unknown
+        from ..models import MODEL_NAMES
+
+        if self.model not in MODEL_NAMES:
+            raise unknown("model", self.model, MODEL_NAMES)
+        check_model_spec(self.audio_encoder, ("logmel",), "audio_encoder")
+        check_model_spec(self.text_encoder, ("e5-words", "hashgram"), "text_encoder")
+        for f in dataclasses.fields(self):  # numbers given as text ("epochs=ten")
+            v = getattr(self, f.name)
+            if f.type in ("int", "float", "int | None", "float | None") and v is not None:
+                try:
+                    float(v)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} must be a number (got {v!r})") from None
+        problems = []
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler must be one of {SCHEDULERS} (got {self.scheduler!r})")
+        if self.amp not in AMP_MODES:
+            problems.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, key)) < 1:
+                problems.append(f"{key} must be >= 1 (got {getattr(self, key)!r})")
+        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio"):
+            if float(getattr(self, key)) < 0:
+                problems.append(f"{key} must be >= 0 (got {getattr(self, key)!r})")
+        if not 0 <= self.ls_llm_p <= 1:
+            problems.append(f"ls_llm_p must be in [0, 1] (got {self.ls_llm_p!r})")
+        if self.oof_folds < 2:
+            problems.append(f"oof_folds must be >= 2 (got {self.oof_folds!r})")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_config(self):
+        """The ``ModelConfig`` of this run (unset sizes take ModelConfig's defaults)."""
+        from ..models.config import ModelConfig
+
+        return ModelConfig.from_dict({k: getattr(self, k) for k in MODEL_KEYS}, model=self.model,
+                                     freeze_encoders=self.freeze_encoders)
+
+    def identity(self) -> dict[str, Any]:
+        """The keys that change the numbers (for run names and resume checks)."""
+        return {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
+
+
+def config_hash(obj: Any, n: int = 8) -> str:
+    """A short hex digest of ``obj`` as sorted JSON: run names and cache folders."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()[:n]
+
+
+def feature_spec(tc: TrainConfig) -> dict[str, Any]:
+    """How the model's inputs were made (stored in every checkpoint, for inference)."""
+    return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
+                                        "text_trust_remote_code", "text_code_revision", "audio_pool",
+                                        "text_context")}
+
+
+# One-line descriptions of the TrainConfig fields that carry no comment in the class body (tests check that
+# every field has one, so this cannot fall behind the class).
+_KEY_HELP = {
+    "seed": "random seed (data order, initialisation, dropout, dev split)",
+    "epochs": "maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)",
+    "batch_size": "global training batch size",
+    "eval_batch_size": "batch size for evaluation and encoder caching",
+    "feature_batch_size": "utterances per encoder batch when missing features are extracted",
+    "lr": "AdamW learning rate of stage 2 (and stage 1 unless unimodal_lr is set)",
+    "weight_decay": "AdamW weight decay",
+    "hidden_dim": "model width (None = ModelConfig default)",
+    "num_heads": "attention heads of the cross-modal layers",
+    "num_layers": "cross-modal fusion layers",
+    "mamba_layers": "Mamba blocks per unimodal encoder",
+    "mamba_d_state": "Mamba state size",
+    "mamba_d_conv": "Mamba convolution width",
+    "bimamba_layers": "layers of the BiMamba fusion",
+    "graph_heads": "attention heads of the graph fusion",
+    "graph_conv": "graph convolution of BiGraphFormer",
+    "graph_segments": "segments (graph nodes) per modality in BiGraphFormer",
+    "gated_dim": "width of the gated fusion",
+    "out_features": "width of the encoders' output features",
+    "dropout": "dropout probability",
+    "norm_first": "pre-norm (True) or post-norm (False) Transformer layers",
+}
+
+
+def config_key_descriptions(cls=None) -> dict[str, str]:
+    """``{field: one-line description}`` of ``TrainConfig``: the comment after the field in the class body,
+    else ``_KEY_HELP``."""
+    import inspect
+    import io
+    import re
+    import tokenize
+
+    cls = cls or TrainConfig
+    comments: dict[str, str] = {}
+    src = inspect.getsource(cls)
+    last_line_field: dict[int, str] = {}
+    for m in re.finditer(r"^\s{4}(\w+)\s*:", src, re.M):
+        last_line_field[src.count("\n", 0, m.start()) + 1] = m.group(1)
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT and tok.start[0] in last_line_field and tok.start[1] > 4:
+            comments[last_line_field[tok.start[0]]] = tok.string.lstrip("#").strip()
+    out = {f.name: comments.get(f.name) or _KEY_HELP.get(f.name, "") for f in dataclasses.fields(cls)}
+    if cls is TrainConfig:
+        from ..models import MODEL_NAMES
+
+        out["model"] = "one of " + ", ".join(MODEL_NAMES)
+    return out
+
+
+def config_keys_help(cls=None) -> str:
+    """The ``--help`` epilog: every key with its default and description."""
+    cls = cls or TrainConfig
+    desc = config_key_descriptions(cls)
+    lines = ["keys (key=value; the profile's value, else this default):"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  {f.name:<22} {default!r:<14} {desc[f.name]}")
+    return "\n".join(lines)

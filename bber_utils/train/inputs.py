@@ -1,0 +1,166 @@
+"""What a run trains on: the corpora (``train_corpora``, ``"all"``), their train/dev/test manifests, the train
+manifest with SDS merges and TUG synthetic rows, the feature stores (extracting what is missing), the LS-LLM
+soft-label table, the rows whose features exist, and one dataset per corpus and split.
+
+Owns: ``resolve_corpora``, ``load_splits``, ``build_train_manifest``, ``load_soft_labels_for``,
+``build_feature_stores``, ``store_key``, ``filter_available``, ``split_datasets``.
+Imports from this package: ``config``, ``distributed``. Must not import: ``loop``, ``runs``, ``crossfit`` or the
+stages (nothing here trains).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..paths import REPO_ROOT, run_dirs
+from .config import TrainConfig
+from .distributed import is_main_process
+
+
+def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
+    """``"all"`` -> every corpus with a train manifest in ``<workdir>/manifests``; a name or list as given."""
+    dirs = run_dirs(workdir)
+    available = sorted({p.name[: -len("_train.parquet")] for p in dirs.manifests.glob("*_train.parquet")})
+    if train_corpora in (None, "all", ["all"]):
+        if not available:
+            raise FileNotFoundError(f"no train manifests in {dirs.manifests}; run notebook 01 (prepare data) first")
+        return available
+    corpora = [train_corpora] if isinstance(train_corpora, str) else list(train_corpora)
+    missing = [c for c in corpora if c not in available]
+    if missing:
+        raise FileNotFoundError(f"train_corpora {missing}: no manifests {dirs.manifests}/<corpus>_train.parquet "
+                                f"(available: {available or 'none'})")
+    return corpora
+
+
+def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
+    """``{"train"|"dev"|"test": manifest of all corpora}`` read from ``<workdir>/manifests``."""
+    from ..corpora.manifest import concat_manifests, load_manifest
+
+    dirs = run_dirs(workdir)
+    out = {}
+    for split in ("train", "dev", "test"):
+        frames = []
+        for c in corpora:
+            path = dirs.manifest(c, split)
+            if not path.exists():
+                raise FileNotFoundError(f"manifest {path} is missing (corpus {c!r}, split {split!r})")
+            frames.append(load_manifest(path))
+        out[split] = concat_manifests(frames)
+        if len(out[split]) == 0 and split != "test":  # a corpus without a test split is scored on dev
+            raise ValueError(f"split {split!r} of {corpora} is empty")
+    return out
+
+
+def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFrame:
+    """Original train rows + SDS merges (``sds_ratio``) + TUG synthetic rows (``tug_ratio``)."""
+    from ..corpora.manifest import concat_manifests, load_manifest
+
+    dirs = run_dirs(tc.workdir)
+    out = train_df
+    if tc.sds_ratio > 0:
+        try:
+            from ..augment.sds import apply_sds
+        except ImportError as err:
+            raise ImportError(f"sds_ratio={tc.sds_ratio} needs bber_utils.augment.sds ({err})") from err
+        out = apply_sds(train_df, ratio=tc.sds_ratio, seed=tc.seed, out_dir=dirs.sds,
+                        target_seconds=tc.sds_target_seconds, max_seconds=tc.sds_max_seconds,
+                        progress=tc.progress and is_main_process())
+    if tc.tug_ratio > 0:
+        try:
+            from ..augment.tug import mix_synthetic
+        except ImportError as err:
+            raise ImportError(f"tug_ratio={tc.tug_ratio} needs bber_utils.augment.tug ({err})") from err
+        langs = sorted(set(out["language"]))
+        paths = [dirs.tug / f"tug_{lang}.parquet" for lang in langs]
+        found = [p for p in paths if p.exists()]
+        if not found:
+            raise FileNotFoundError(f"tug_ratio={tc.tug_ratio} but no synthetic manifest "
+                                    f"{' or '.join(map(str, paths))}; run notebook 04 (TUG) first")
+        synthetic = concat_manifests([load_manifest(p) for p in found])
+        out = mix_synthetic(out, synthetic, ratio=tc.tug_ratio, mode=tc.tug_mode, seed=tc.seed)
+    return out.reset_index(drop=True)
+
+
+def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:
+    """The LS-LLM table when ``ls_llm_p > 0`` (else None)."""
+    if tc.ls_llm_p <= 0:
+        return None
+    path = Path(tc.soft_labels) if tc.soft_labels else run_dirs(tc.workdir).ls_llm / "soft_labels.parquet"
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.exists():
+        raise FileNotFoundError(f"ls_llm_p={tc.ls_llm_p} but the soft-label table {path} does not exist; "
+                                f"run notebook 05 (LS-LLM) or set soft_labels=<path>")
+    try:
+        from ..augment.ls_llm import load_soft_labels
+    except ImportError as err:
+        raise ImportError(f"ls_llm_p={tc.ls_llm_p} needs bber_utils.augment.ls_llm ({err})") from err
+    return load_soft_labels(path)
+
+
+def build_feature_stores(tc: TrainConfig, manifest: pd.DataFrame) -> tuple[Any, Any]:
+    """Audio and text feature stores covering ``manifest`` (extracts what is missing)."""
+    from ..features import ensure_features
+    from ..features.extract import encoders_from_params
+
+    dirs = run_dirs(tc.workdir)
+    device = tc.feature_device
+    audio_enc, text_enc = encoders_from_params(tc.to_dict())  # the same store keys as notebook 02
+    from ..features.extract import has_audio
+
+    audio = None  # text_only trains without audio; rows without audio (text-only manifests) are not extracted
+    if tc.model != "text_only" and has_audio(manifest).any():
+        audio = ensure_features(manifest[has_audio(manifest)], "audio", audio_enc, dirs.features,
+                                batch_size=tc.feature_batch_size, device=device,
+                                progress=tc.progress and is_main_process())
+    text = ensure_features(manifest, "text", text_enc, dirs.features, batch_size=tc.feature_batch_size,
+                           device=device, progress=tc.progress and is_main_process())
+    return audio, text
+
+
+def store_key(store) -> str:
+    """What identifies a store's numbers (its folder name carries the encoder key hash)."""
+    path = getattr(store, "path", None)
+    return Path(path).name if path is not None else getattr(store, "key", type(store).__name__)
+
+
+def filter_available(df: pd.DataFrame, stores: tuple, where: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows whose audio and text features both exist and are non-empty; the rest counted by reason."""
+    keep, reasons = [], {}
+    for u in df["utt_id"].astype(str):
+        reason = None
+        for modality, store in zip(("audio", "text"), stores):
+            if store is None:
+                continue
+            if u not in store:
+                reason = f"no {modality} features"
+                break
+            if len(store[u]) == 0:
+                reason = f"empty {modality} features"
+                break
+        keep.append(reason is None)
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        warnings.warn(f"{where}: skipped {sum(reasons.values())} of {len(df)} utterances: {reasons}", stacklevel=2)
+    return df.loc[np.asarray(keep, dtype=bool)].reset_index(drop=True), reasons
+
+
+def split_datasets(df: pd.DataFrame, stores, soft=None, logits=None, tc: TrainConfig | None = None,
+                    name: str = "", train: bool = False):
+    """One dataset per corpus (``{corpus: EmotionDataset}``), or one for all when ``train``."""
+    from ..data import EmotionDataset
+
+    kw = dict(ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed) if train else {}
+    if train:
+        return EmotionDataset(df, *stores, soft_labels=soft, logits=logits, name=name, audio_pool=tc.audio_pool,
+                              **kw)
+    return {c: EmotionDataset(g.reset_index(drop=True), *stores, logits=logits, name=f"{name} {c}",
+                              audio_pool=tc.audio_pool)
+            for c, g in df.groupby("corpus", sort=True)}

@@ -1,0 +1,157 @@
+"""``train(cfg) -> RunResult``: the run from its inputs to ``metrics.json``, in the order of the method.
+
+1. inputs (``inputs``): corpora, manifests, SDS/TUG rows, feature stores, soft labels, class weights;
+2. the run folder ``<workdir>/train/<run>/`` (``{model}-s{seed}-{hash of the config}`` unless ``run_name``);
+3. stage 1 (``unimodal``): the audio-only and text-only classifiers (cached), plus out-of-fold train logits;
+4. stage 2 (``fusion``): the chosen model on the stage-1 encoders;
+5. ``metrics.json`` and ``history.csv`` (``runs``).
+
+Owns: ``train``, the order of the stages and the content of ``metrics.json``.
+Imports from this package: every module but ``cli``; must not import ``cli``. Calls ``inputs.*`` through the module (tests patch
+``inputs.build_feature_stores`` and friends there).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..device import resolve_device
+from ..labels import CLASSES
+from ..paths import run_dirs
+from . import inputs, loop
+from .config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
+from .distributed import barrier, init_distributed, is_main_process, rank_zero_first
+from .fusion import needs_oof, reuse_unimodal, train_fusion
+from .runs import RunResult, git_commit, save_json, write_history
+from .unimodal import train_unimodal
+
+
+def train(cfg: dict[str, Any] | TrainConfig) -> RunResult:
+    """Train the configured model (see the package docstring); returns the run folder, metrics and history.
+
+    Raises ``Interrupted`` when ``interrupt_after`` stopped it early (rerun with ``resume=True``).
+    """
+    import torch
+
+    tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    threads = torch.get_num_threads()
+    if tc.num_threads > 0:  # tiny models on a busy CPU: extra threads mostly wait on each other
+        torch.set_num_threads(tc.num_threads)
+    try:
+        return _train(tc)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class _Inputs:
+    """What both stages train and score on."""
+
+    corpora: list[str]
+    splits: dict[str, pd.DataFrame]        # train (augmented) / dev / test rows whose features exist
+    stores: tuple                          # (audio store or None, text store)
+    skipped: dict[str, dict[str, int]]     # {split: {reason: count}}
+    soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
+    weights: np.ndarray                    # (7,) class weights of the train rows
+
+
+def _train(tc: TrainConfig) -> RunResult:
+    from ..models import MODEL_NAMES
+
+    t_start = time.perf_counter()
+    if tc.model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {tc.model!r}; choose one of {list(MODEL_NAMES)}")
+    device = init_distributed(resolve_device(tc.device))  # torchrun: join the process group, cuda:LOCAL_RANK
+    if device.type == "cpu":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    loop.seed_everything(tc.seed)
+    data = _load_inputs(tc)
+    run_name, run_dir = _open_run_dir(tc)
+
+    # --- stage 1: unimodal encoders (the baselines) -------------------------------------------------
+    stores = data.stores
+    if stores[0] is None and tc.model != "text_only":
+        raise ValueError(f"model {tc.model!r} needs audio, but no manifest row has any; use model=text_only")
+    dims = (int(stores[0].dim) if stores[0] is not None else 1, int(stores[1].dim))
+    unimodal = {m: train_unimodal(tc, m, store, data.splits, data.soft_table, data.weights, device,
+                                  needs_oof(tc.model), dims)
+                for m, store in zip(("audio", "text"), stores) if store is not None}
+
+    # --- stage 2: the chosen model ------------------------------------------------------------------
+    meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
+            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity()}
+    if tc.model in UNIMODAL_MODELS:
+        history, best_epoch, metrics = reuse_unimodal(unimodal[tc.model.split("_")[0]], run_dir)
+    else:
+        history, best_epoch, metrics = train_fusion(tc, stores, data.splits, unimodal, data.soft_table,
+                                                    data.weights, device, run_dir, meta)
+
+    result = _metrics_json(tc, run_name, data, unimodal, metrics, best_epoch, device, t_start)
+    write_history(history, run_dir / "history.csv")
+    save_json(result, run_dir / "metrics.json")
+    barrier()  # every rank returns once the run folder is complete
+    return RunResult(run_dir, result, history, {f"{m}_only": r.history for m, r in unimodal.items()})
+
+
+def _load_inputs(tc: TrainConfig) -> _Inputs:
+    """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
+    from ..data import class_weights, soft_label_table
+
+    corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
+    splits = inputs.load_splits(corpora, tc.workdir)
+    with rank_zero_first():  # rank 0 writes the SDS clips and extracts missing features; the others read them
+        splits["train"] = inputs.build_train_manifest(tc, splits["train"])
+        all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")], ignore_index=True)
+        stores = inputs.build_feature_stores(tc, all_rows)
+    skipped = {}
+    for split in ("train", "dev", "test"):
+        splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
+    if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
+        from ..context import with_text_context
+
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context))
+    soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
+    weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
+    return _Inputs(corpora, splits, stores, skipped, soft_table, weights)
+
+
+def _open_run_dir(tc: TrainConfig) -> tuple[str, Path]:
+    """``(run name, run folder)``; rank 0 creates the folder and writes ``config.json``."""
+    run_name = tc.run_name or f"{tc.model}-s{tc.seed}-{config_hash(tc.identity())}"
+    run_dir = run_dirs(tc.workdir).train / run_name
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_json(tc.to_dict(), run_dir / "config.json")
+    return run_name, run_dir
+
+
+def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict, metrics: dict, best_epoch: int,
+                  device, t_start: float) -> dict:
+    """The content of ``metrics.json`` (docs/architecture.md lists its keys)."""
+    from ..provenance import environment
+
+    train_df = data.splits["train"]
+    train_counts = train_df.groupby(["corpus", "source"]).size()
+    n_soft = int(train_df["utt_id"].astype(str).isin(data.soft_table.keys()).sum()) if tc.ls_llm_p > 0 else 0
+    return {
+        "run": run_name, "model": tc.model, "seed": tc.seed, "config": tc.to_dict(), "git_commit": git_commit(),
+        "wall_time_s": time.perf_counter() - t_start, "best_epoch": int(best_epoch),
+        "soft_labels": {"used": n_soft, "missing": len(train_df) - n_soft if tc.ls_llm_p > 0 else 0,
+                        "p": tc.ls_llm_p},
+        "metrics": metrics,
+        "unimodal": {f"{m}_only": run.metrics for m, run in unimodal.items()},
+        "unimodal_folders": {f"{m}_only": str(r.folder) for m, r in unimodal.items()},
+        "n_train": {f"{c}/{s}": int(n) for (c, s), n in train_counts.items()},
+        "skipped": data.skipped,
+        "corpora": data.corpora,
+        "device": str(device),
+        "environment": environment(),
+    }
