@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -150,17 +149,19 @@ def paper_table(registry=None, split: str = "test"):
 
 # ----------------------------------------------------------------------------------------------- sweeps
 
-def run_name_for(params: dict[str, Any]) -> str:
-    """A stable, readable run name: model, the non-default knobs and a short hash of all parameters."""
-    blob = json.dumps(params, sort_keys=True, default=str)
-    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
-    parts = [str(params.get("model", "run"))]
-    for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"), ("ls_llm_p", "ls")):
-        if params.get(key):
-            parts.append(f"{short}{params[key]}")
-    if "seed" in params:
-        parts.append(f"s{params['seed']}")
-    return "-".join(parts) + f"-{digest}"
+def run_name_for(params: dict[str, Any], workdir: str | os.PathLike | None = None) -> str:
+    """The name notebook 06 (``train``) gives a run of ``params``: model, the non-default augmentations, seed and
+    a hash of every key that changes the numbers, with ``train_corpora="all"`` resolved against ``workdir``'s
+    manifests first (one name for "all" and the same corpora listed)."""
+    import dataclasses
+
+    from .train import TrainConfig, default_run_name
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in params.items() if k in names}
+    if workdir is not None:
+        values["workdir"] = str(workdir)
+    return default_run_name(TrainConfig(**values), resolve=workdir is not None)
 
 
 def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -179,7 +180,7 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
     dirs = run_dirs(workdir)
     declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared})
+    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
     params["run_name"] = name
     run_dir = dirs.train / name
     if (run_dir / "metrics.json").exists():
