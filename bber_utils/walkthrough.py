@@ -74,7 +74,8 @@ def shape_trace(model, batch: dict[str, Any], max_depth: int = 3):
 
     rows, hooks = [], []
     for name, module in model.named_modules():
-        if not name or name.count(".") >= max_depth or type(module).__name__ in _PLUMBING or ".head." in name:
+        inside_head = ".head." in f".{name}" and not name.endswith("head")
+        if not name or name.count(".") >= max_depth or type(module).__name__ in _PLUMBING or inside_head:
             continue
 
         def hook(mod, args, out, name=name):
@@ -156,3 +157,19 @@ def validator_examples(true_label: str = "sad", policy: str = "swap"):
                     for c, v in zip(CLASSES, dist if dist is not None else [None] * len(CLASSES))})
         rows.append(row)
     return pd.DataFrame(rows).set_index("case")
+
+
+def convergence_table(histories: dict):
+    """Per run (name -> history table): epochs run, best dev epoch, best dev mean and the gain of the best dev
+    mean over the last five epochs (about 0: the curve has flattened; the cosine schedule anneals the lr to 0)."""
+    import pandas as pd
+
+    rows = {}
+    for name, h in histories.items():
+        if h is None or not len(h) or "dev_mean" not in h:
+            continue
+        best = h["dev_mean"].cummax()
+        rows[name] = {"epochs run": len(h), "best dev epoch": int(h.loc[h["dev_mean"].idxmax(), "epoch"]),
+                      "best dev mean": round(float(best.iloc[-1]), 3),
+                      "gain in the last 5 epochs": round(float(best.iloc[-1] - best.iloc[max(len(h) - 6, 0)]), 3)}
+    return pd.DataFrame(rows).T
