@@ -2,6 +2,7 @@
 #   make reproduce   set up, then run every notebook in order on the demo profile (PROFILE=smoke|demo|paper)
 #   make test        set up, then run the test suite (it executes every notebook on the smoke profile)
 #   make lab         set up, then open JupyterLab on notebooks/
+#   make browser-check  notebook 09 in JupyterLab in headless Chromium (runs the smoke profile first if needed)
 # A virtual environment (.venv) is created and used unless one is already active.
 # On a machine without an NVIDIA GPU the CPU build of torch 2.13.0 is installed first; to take it from
 # PyTorch's CPU index instead of PyPI: make reproduce TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
@@ -26,10 +27,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools reproduce test lab clean
+.PHONY: help setup system-tools reproduce test lab clean browser-check
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
 
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -67,6 +68,13 @@ test: setup
 
 lab: setup
 	$(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+
+browser-check: setup
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install chromium first:  sudo apt-get install -y chromium"; exit 1; fi; }
+	@[ -f runs/smoke/notebooks/summary.csv ] || $(BIN)/bber reproduce --profile smoke
+	$(PY) tools/browser_check.py --workdir runs/smoke --profile smoke --screenshot figures/jupyterlab_09_widget.png
 
 clean:
 	rm -rf runs .pytest_cache

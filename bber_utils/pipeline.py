@@ -81,8 +81,11 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
         parameters["profile_params"] = full
     try:
+        # kernel log level ERROR: its start-up warning ("[IPKernelApp] WARNING | Kernel is running over TCP ...")
+        # would otherwise land in the cell output of a notebook that runs notebooks (07 runs 06)
         pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
-                            cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
+                            cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as exc:
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(
