@@ -59,6 +59,7 @@ def _free_port() -> int:
 def _prepare(workdir: Path, profile: str) -> Path:
     """Notebook 09 with the profile's parameters and ``workdir`` injected (not executed)."""
     import nbformat
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
     from bber_utils.config import load_profile
@@ -67,7 +68,7 @@ def _prepare(workdir: Path, profile: str) -> Path:
     src = REPO / "notebooks" / NOTEBOOK
     params = {**load_profile(profile), "workdir": str(workdir)}
     params = {k: v for k, v in params.items() if k in declared_parameters(src)}
-    nb = parameterize_notebook(nbformat.read(str(src), as_version=4), params)
+    nb = parameterize_notebook(load_notebook_node(str(src)), params)
     nb.metadata.pop("papermill", None)
     out = workdir / "browser" / NOTEBOOK
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ def check(workdir: str | os.PathLike, profile: str = "smoke", screenshot: str | 
                 found["status_before"] = page.inner_text(".bber-status")
                 found["figure_rendered"] = bool(before and before.startswith("data:image/png"))
                 page.fill(".bber-transcript textarea", "What a wonderful surprise, I am so happy today!")
-                page.click(".bber-predict button")
+                page.click("button.bber-predict")
                 page.wait_for_function(
                     "(src) => { const i = document.querySelector('.bber-probabilities img');"
                     " return i && i.getAttribute('src') !== src; }", arg=before, timeout=120_000)
@@ -144,9 +145,16 @@ def check(workdir: str | os.PathLike, profile: str = "smoke", screenshot: str | 
                         "(s) => document.querySelector('.bber-status').innerText !== s",
                         arg=found["status_after"], timeout=120_000)
                     found["status_other_clip"] = page.inner_text(".bber-status")
+                page.wait_for_function("() => { const i = document.querySelector('.bber-probabilities img');"
+                                       " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+                page.wait_for_timeout(3000)
                 if screenshot:
+                    page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")
                     Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                    page.locator(".bber-inference-explorer").screenshot(path=str(screenshot))
+                    explorer = page.locator(".bber-inference-explorer")
+                    explorer.scroll_into_view_if_needed()
+                    page.wait_for_timeout(1000)
+                    explorer.screenshot(path=str(screenshot), animations="disabled")
                     found["screenshot"] = str(screenshot)
                 errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
                 found["error_outputs"] = page.locator(".jp-RenderedText[data-mime-type="
