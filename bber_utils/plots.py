@@ -66,6 +66,7 @@ def metric_bars(summary, x: str, metric: str = "wf1", hue: str = "corpus", title
                yerr=errs[h] if h in errs and errs[h].any() else None, capsize=3, label=h)
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
     ax.set_ylabel(f"{metric.upper()} (%)")
+    ax.set_xlabel(x)
     n = int(summary["n_seeds"].max()) if "n_seeds" in summary else 1
     ax.set_title(title or (f"{metric.upper()} by {x} (mean over {n} seeds, 95 % CI)" if n > 1
                            else f"{metric.upper()} by {x} (one seed)"))
