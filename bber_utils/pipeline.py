@@ -126,8 +126,6 @@ def _kernel_environment() -> None:
     path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
     os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    # no progress bars in executed notebooks: a saved tqdm widget shows a stuck "0 %" (its state is not stored)
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] | None = None,
