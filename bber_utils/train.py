@@ -359,6 +359,23 @@ def config_hash(obj: Any, n: int = 8) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()[:n]
 
 
+def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolve: bool = True) -> str:
+    """``{model}[-sds..][-tug..][-ls..]-s{seed}-{hash}``; ``"all"`` is resolved to the corpus list *before*
+    hashing, so ``train_corpora="all"`` and the same corpora named one by one give one run (notebook 06's run is
+    reused by notebook 07). Without manifests to resolve against, the value is hashed as given."""
+    identity = tc.identity()
+    if corpora is None and resolve:
+        try:
+            corpora = resolve_corpora(tc.train_corpora, tc.workdir)
+        except FileNotFoundError:
+            corpora = None
+    if corpora is not None:
+        identity["train_corpora"] = list(corpora)
+    tags = [f"{short}{getattr(tc, key)}" for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"),
+                                                             ("ls_llm_p", "ls")) if getattr(tc, key)]
+    return "-".join([str(tc.model), *tags, f"s{tc.seed}", config_hash(identity)])
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -1126,7 +1143,7 @@ def _train(tc: TrainConfig) -> RunResult:
     soft_table = soft_label_table(load_soft_labels_for(tc), "soft labels")
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
 
-    run_name = tc.run_name or f"{tc.model}-s{tc.seed}-{config_hash(tc.identity())}"
+    run_name = tc.run_name or default_run_name(tc, corpora)
     run_dir = run_dirs(tc.workdir).train / run_name
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
