@@ -5,6 +5,7 @@
 #   make lock        regenerate the lock files requirements/cpu.lock and gpu.lock from pyproject.toml (uv)
 #   make mutants     set up, then run the mutation check (each README "we differ" row and fixed defect put back)
 #   make real-text   set up, then run the real-text benchmark (real MELD texts from ../shared, dev split)
+#   make browser-check  notebook 09 in JupyterLab in headless Chromium (runs the smoke profile first if needed)
 # A virtual environment (.venv) is created and used unless one is already active. Setup installs the exact,
 # hash-checked versions of requirements/cpu.lock (gpu.lock where nvidia-smi works); LOCK=0 uses pyproject's ranges.
 
@@ -35,7 +36,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools reproduce test lab lock mutants clean real-text
+.PHONY: help setup system-tools browser reproduce test lab lock mutants clean real-text browser-check
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -98,7 +99,14 @@ setup: system-tools $(STAMP)
 reproduce: setup
 	$(BIN)/bber reproduce --profile $(PROFILE)
 
-test: setup
+# Headless Chromium for the browser test (tests/test_browser.py skips with the reason where it cannot be installed).
+browser:
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: the browser test will skip (sudo apt-get install -y chromium)"; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 real-text: setup
@@ -109,6 +117,10 @@ mutants: setup
 
 lab: setup
 	$(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+
+browser-check: setup browser
+	@[ -f runs/smoke/notebooks/summary.csv ] || $(BIN)/bber reproduce --profile smoke
+	$(PY) tools/browser_check.py --workdir runs/smoke --profile smoke --screenshot figures/jupyterlab_09_widget.png
 
 clean:
 	rm -rf runs .pytest_cache

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bber_utils.augment.ls_llm",  # label
     "bber_utils.train",           # train
     "bber_utils.experiments",     # sweep, results
+    "bber_utils.results",         # readme
     "bber_utils.predict",         # predict
 ]
 

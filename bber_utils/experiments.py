@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -196,17 +195,19 @@ def paper_table(registry=None, split: str = "test"):
 
 # ----------------------------------------------------------------------------------------------- sweeps
 
-def run_name_for(params: dict[str, Any]) -> str:
-    """A stable, readable run name: model, the non-default knobs and a short hash of all parameters."""
-    blob = json.dumps(params, sort_keys=True, default=str)
-    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
-    parts = [str(params.get("model", "run"))]
-    for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"), ("ls_llm_p", "ls")):
-        if params.get(key):
-            parts.append(f"{short}{params[key]}")
-    if "seed" in params:
-        parts.append(f"s{params['seed']}")
-    return "-".join(parts) + f"-{digest}"
+def run_name_for(params: dict[str, Any], workdir: str | os.PathLike | None = None) -> str:
+    """The name notebook 06 (``train``) gives a run of ``params``: model, the non-default augmentations, seed and
+    a hash of every key that changes the numbers, with ``train_corpora="all"`` resolved against ``workdir``'s
+    manifests first (one name for "all" and the same corpora listed)."""
+    import dataclasses
+
+    from .train import TrainConfig, default_run_name
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in params.items() if k in names}
+    if workdir is not None:
+        values["workdir"] = str(workdir)
+    return default_run_name(TrainConfig(**values), resolve=workdir is not None)
 
 
 def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -225,7 +226,7 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
     dirs = run_dirs(workdir)
     declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared})
+    name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
     params["run_name"] = name
     run_dir = dirs.train / name
     if (run_dir / "metrics.json").exists():
@@ -309,14 +310,21 @@ FUSION_MODELS = ("biformer", "bigraphformer", "bigatedformer", "bigatedgraphform
                  "predictions_fusion", "biformer_withprob")
 
 
+AUGMENT_NAMES = {"sds_ratio": "SDS", "tug_ratio": "TUG", "ls_llm_p": "LS-LLM"}
+
+
 def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS, main_model: str = "biformer",
                 augment: dict[str, float] | None = None, single_corpus: bool = True) -> list[dict[str, Any]]:
     """The settings of the paper's study, each with a ``study`` (which question) and ``setting`` label.
 
     unimodal vs bimodal; the fusion types; each augmentation alone and all combined (ratios from
     ``augment``, e.g. the search's choice); single- vs multi-corpus training for ``main_model``.
+    ``augment`` may also hold ``"+a+b": {...}`` entries: an extra combination with its own ratios (e.g. the demo's
+    SDS at TUG's size, the control that separates "more rows" from "synthetic emotional rows").
     """
     augment = augment or {"sds_ratio": 0.5, "tug_ratio": 0.5, "ls_llm_p": 0.2}
+    combos = {k: v for k, v in augment.items() if isinstance(v, dict)}
+    augment = {k: v for k, v in augment.items() if not isinstance(v, dict)}
     all_corpora = list(corpora)
     out = [{"study": "modality", "setting": m, "model": m, "train_corpora": all_corpora}
            for m in ("audio_only", "text_only")]
@@ -325,6 +333,9 @@ def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS
         if value:
             out.append({"study": "augmentation", "setting": f"+{key}={value}", "model": main_model,
                         "train_corpora": all_corpora, key: value})
+    for label, ratios in combos.items():
+        out.append({"study": "augmentation", "setting": label, "model": main_model, "train_corpora": all_corpora,
+                    **ratios})
     if sum(bool(v) for v in augment.values()) > 1:
         out.append({"study": "augmentation", "setting": "+all", "model": main_model, "train_corpora": all_corpora,
                     **augment})
@@ -335,19 +346,59 @@ def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS
 
 
 def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
-              workdir: str | os.PathLike, runner=None):
+              workdir: str | os.PathLike, runner=None, workers: int = 1):
     """Run every study setting for every seed (resumable) and return its summary table (test split).
 
-    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``.
+    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``. With
+    ``workers`` > 1 the runs go to that many parallel executions, in chains that never split runs sharing a
+    cached unimodal stage (same seed and same training data), so no stage is trained twice; each run is
+    deterministic on its own, so the numbers do not depend on ``workers``.
     """
     out = run_dirs(workdir).root / "ablations"
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
-    run_sweep(base, runs, seeds, workdir, runner)
+    if workers > 1:
+        _run_chains(base, runs, list(seeds), workdir, runner, workers)
+    else:
+        run_sweep(base, runs, seeds, workdir, runner)
     table = study_table(load_registry(workdir), settings)
     table.to_csv(out / "study.csv", index=False)
     return table
+
+
+def _unimodal_group(params: dict[str, Any]) -> tuple:
+    """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data)."""
+    corpora = params.get("train_corpora")
+    corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
+    return (params.get("seed"), corpora, *(float(params.get(k) or 0) for k in ("sds_ratio", "tug_ratio", "ls_llm_p")))
+
+
+def _run_chains(base, runs, seeds, workdir, runner, workers: int) -> None:
+    """Parallel ``run_sweep``: one chain per unimodal group, the longest chains first (greedy LPT)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    runner = runner or (lambda p, wd: run_one(p, wd))
+    chains: dict[tuple, list[dict]] = {}
+    for seed in seeds:
+        for r in runs:
+            params = {**base, **r, "seed": int(seed)}
+            params.pop("run_name", None)
+            chains.setdefault(_unimodal_group(params), []).append(params)
+    ordered = sorted(chains.values(), key=len, reverse=True)
+    bar = tqdm(total=sum(map(len, ordered)), desc="runs")
+
+    def chain(jobs):
+        for params in jobs:
+            runner(params, workdir)
+            bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(chain, jobs) for jobs in ordered]:
+            future.result()
+    bar.close()
 
 
 def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
@@ -376,8 +427,49 @@ def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
         return df
     order = {(s["study"], s["setting"]): i for i, s in enumerate(settings)}
     table = summarize(df, ["study", "setting"], split=split)
+    # which runs each row summarises, and their dev score (what model selection may look at)
+    keys = ["study", "setting", "corpus"]
+    runs = df[df["split"] == split].groupby(keys)["run"].agg(lambda r: ";".join(sorted(set(r))))
+    dev = df[df["split"] == "dev"].drop_duplicates(["run", "corpus"]).groupby(keys)["mean"]
+    extra = pd.DataFrame({"runs": runs, "dev_mean": dev.mean(), "dev_mean_std": dev.std()}).reset_index()
+    table = table.merge(extra, on=keys, how="left")
     table["_order"] = [order[(a, b)] for a, b in zip(table["study"], table["setting"])]
     return table.sort_values(["_order", "corpus"]).drop(columns="_order").reset_index(drop=True)
+
+
+def compare_to(table, reference: tuple[str, str], n_test: dict[str, int], metric: str = "war", clips: int = 3):
+    """Each setting's difference to ``reference`` (study, setting) per corpus, in points and in test clips.
+
+    ``n_test``: test clips per corpus (one clip moves WAR by ``100 / n`` points). A difference smaller than
+    ``clips`` test clips, or one whose 95 % intervals overlap, is flagged: it is not a finding on this test set.
+    Returns columns ``study, setting, corpus, diff_pts, diff_clips, verdict``.
+    """
+    import pandas as pd
+
+    ref = table[(table["study"] == reference[0]) & (table["setting"] == reference[1])].set_index("corpus")
+    rows = []
+    for r in table.itertuples(index=False):
+        if (r.study, r.setting) == reference or r.corpus not in ref.index:
+            continue
+        base = ref.loc[r.corpus]
+        diff = 100 * (getattr(r, metric) - base[metric])
+        n = n_test.get(r.corpus)
+        diff_clips = diff * n / 100 if n else math.nan
+        ci = 100 * (_nz(getattr(r, f"{metric}_ci95", math.nan)) + _nz(base.get(f"{metric}_ci95", math.nan)))
+        if n and abs(diff_clips) < clips:
+            verdict = f"within {clips} test clips"
+        elif ci and abs(diff) <= ci:
+            verdict = "95 % intervals overlap"
+        else:
+            verdict = "better" if diff > 0 else "worse"
+        rows.append({"study": r.study, "setting": r.setting, "corpus": r.corpus, "diff_pts": round(diff, 1),
+                     "diff_clips": round(diff_clips, 1), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["study", "setting", "corpus", "diff_pts", "diff_clips", "verdict"])
+
+
+def _nz(x) -> float:
+    """NaN (one seed: no interval) -> 0."""
+    return 0.0 if x is None or x != x else float(x)
 
 
 # ------------------------------------------------------------------------------------------------- cli

@@ -90,10 +90,13 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
         parameters["profile_params"] = full
     try:
+        # kernels over local IPC sockets, not TCP, so the kernel never warns "running over TCP without
+        # encryption"; log level ERROR keeps any other start-up chatter out of the cell outputs of 07 (it runs 06)
         pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
                             cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
                             engine_name=_engine_name(), bber_on_cell=on_cell, coalesce_streams=True,
-                            kernel_manager_class=_local_kernel_manager())
+                            kernel_manager_class=_local_kernel_manager(),
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as exc:
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(

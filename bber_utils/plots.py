@@ -1,5 +1,8 @@
 """Figures of the results notebooks, one function each. Each returns the matplotlib Figure and, given
-``save_to``, writes it there as PNG (150 dpi) so that it reads at a glance in the README."""
+``save_to``, writes it there as PNG (150 dpi) so that it reads at a glance in the README.
+
+PNGs are written without the software/date metadata, so the same numbers give byte-identical files (a rerun of
+``make reproduce`` leaves ``git status`` clean unless a number changed). Every axis names its unit."""
 
 from __future__ import annotations
 
@@ -9,13 +12,16 @@ from typing import Iterable
 
 from .labels import CLASSES
 
+# No "Software: Matplotlib version …" (or any date) in the files: the bytes depend on the numbers only.
+PNG_METADATA = {"Software": None}
+
 
 def _finish(fig, save_to: str | os.PathLike | None):
     fig.tight_layout()
     if save_to is not None:
         save_to = Path(save_to)
         save_to.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_to, dpi=150, bbox_inches="tight")
+        fig.savefig(save_to, dpi=150, bbox_inches="tight", metadata=PNG_METADATA)
     return fig
 
 
@@ -34,7 +40,7 @@ def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", 
         sns.heatmap(shown, ax=ax, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0,
                     vmax=1 if normalize else None, cbar=False, xticklabels=CLASSES, yticklabels=CLASSES,
                     annot_kws={"size": 7})
-        ax.set(title=name, xlabel="predicted", ylabel="true")
+        ax.set(title=name, xlabel="predicted class", ylabel="true class")
         ax.tick_params(axis="x", rotation=45)
     if title:
         fig.suptitle(title)
@@ -60,6 +66,7 @@ def metric_bars(summary, x: str, metric: str = "wf1", hue: str = "corpus", title
                yerr=errs[h] if h in errs and errs[h].any() else None, capsize=3, label=h)
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
     ax.set_ylabel(f"{metric.upper()} (%)")
+    ax.set_xlabel(x)
     n = int(summary["n_seeds"].max()) if "n_seeds" in summary else 1
     ax.set_title(title or (f"{metric.upper()} by {x} (mean over {n} seeds, 95 % CI)" if n > 1
                            else f"{metric.upper()} by {x} (one seed)"))
@@ -78,22 +85,34 @@ def ratio_curves(trials, ratio: str, score: str = "dev_score", group: str | None
     for name, part in groups:
         part = part.groupby(ratio, as_index=False)[score].mean().sort_values(ratio)
         ax.plot(part[ratio], 100 * part[score], marker="o", label=name)
-    ax.set(xlabel=ratio, ylabel="dev mean of UAR/WAR/MF1/WF1 (%)", title=title or f"{ratio} search (dev)")
+    ax.set(xlabel=f"{ratio} (share of train size)", ylabel="dev mean of UAR/WAR/MF1/WF1 (%)",
+           title=title or f"{ratio} search (dev)")
     if group is not None:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _finish(fig, save_to)
 
 
-def learning_curves(history, columns: Iterable[str] = ("train_loss", "dev_mean"), title: str = "", save_to=None):
-    """Per-epoch curves from a run's history table (one panel per column present)."""
+AXIS_LABELS = {"train_loss": "train loss (cross-entropy, nats)",
+               "dev_mean": "dev mean of UAR/WAR/MF1/WF1 (0-1)"}
+
+
+def learning_curves(history, columns: Iterable[str] = ("train_loss", "dev_mean"), title: str = "",
+                    best_epoch: int | None = None, save_to=None):
+    """Per-epoch curves from a run's history table (one panel per column present); the best-dev epoch (the
+    checkpoint that is scored; default: the epoch of the highest ``dev_mean``) is marked on every panel."""
     import matplotlib.pyplot as plt
 
     cols = [c for c in columns if c in history.columns]
+    if best_epoch is None and "dev_mean" in history.columns and len(history):
+        best_epoch = int(history.loc[history["dev_mean"].idxmax(), "epoch"])
     fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(4.5 * max(len(cols), 1), 3.3), squeeze=False)
     for ax, col in zip(axes[0], cols):
         ax.plot(history["epoch"], history[col], marker=".")
-        ax.set(xlabel="epoch", title=col)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:red", ls="--", lw=1, label=f"best dev epoch ({best_epoch})")
+            ax.legend(fontsize=7)
+        ax.set(xlabel="epoch", ylabel=AXIS_LABELS.get(col, col), title=col)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -118,8 +137,12 @@ def probability_bars(rows, title_col: str = "path", max_clips: int = 6, save_to=
             if all(v is not None and v == v for v in vals):
                 ax.bar(x + (j - 1) * 0.27, vals, 0.27, label=src, color=colour)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{Path(str(row[title_col])).name}: {row.get('label')}  “{str(row.get('text', ''))[:60]}”",
+        ax.set_ylabel("probability", fontsize=8)
+        truth = row.get("true label")
+        shown = f"predicted {row.get('label')}" + (f" · true {truth}" if isinstance(truth, str) else "")
+        ax.set_title(f"{Path(str(row[title_col])).name}: {shown}  “{str(row.get('text', ''))[:50]}”",
                      fontsize=8, loc="left")
     axes[-1, 0].set_xticks(x, CLASSES, rotation=30)
+    axes[-1, 0].set_xlabel("emotion class")
     axes[0, 0].legend(fontsize=7, ncol=3, loc="upper right")
     return _finish(fig, save_to)

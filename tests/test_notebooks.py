@@ -40,6 +40,25 @@ def test_every_notebook_ran_without_errors(smoke_run):
         assert not [o for o in outs if o.get("output_type") == "error"], name
 
 
+def test_outputs_are_clean_and_interactive_cells_show_their_default_state(smoke_run):
+    """No kernel start-up warnings in any cell (07 runs 06 in nested kernels); the ipywidgets cells of 03, 04
+    and 09 ran unattended and stored a widget view."""
+    dirs, _ = smoke_run
+    for name in NOTEBOOKS:
+        text = json.dumps(_outputs(dirs.notebooks / f"{name}.ipynb"))
+        assert "[IPKernelApp] WARNING" not in text, name
+    for name in ("03_sds", "04_tug", "09_inference"):
+        outs = _outputs(dirs.notebooks / f"{name}.ipynb")
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outs), name
+
+
+def test_06_walks_through_the_model_and_the_metrics(smoke_run):
+    dirs, _ = smoke_run
+    text = json.dumps(_outputs(dirs.notebooks / "06_train.ipynb"))
+    for needle in ("cross.layers.0", "(model)", "bigraphformer", "paper sizes", "imbalanced", "best dev epoch"):
+        assert needle in text, needle
+
+
 def test_01_writes_bilingual_manifests_in_every_split(smoke_run):
     dirs, _ = smoke_run
     frames = {p.stem: load_manifest(p) for p in dirs.manifests.glob("*.parquet")}
@@ -129,8 +148,23 @@ def test_07_and_08_study_table_and_figures(smoke_run):
     settings = json.loads((dirs.root / "ablations" / "settings.json").read_text())
     assert {(s["study"], s["setting"]) for s in settings} == set(zip(study["study"], study["setting"]))
     assert {"modality", "fusion"} <= set(study["study"]) and study["wf1"].between(0, 1).all()
+    assert study["runs"].str.len().gt(0).all() and study["dev_mean"].between(0, 1).all()
     for name in ("08_confusion_best.png", "08_ablation_wf1.png", "08_ablation_uar.png"):
         assert (dirs.figures / name).stat().st_size > 5000, name
+    table = (dirs.figures / "08_study_table.md").read_text(encoding="utf-8")
+    assert "| study | setting | seeds |" in table and "synthetic demo corpus" in table
+    outs = json.dumps(_outputs(dirs.notebooks / "08_results.ipynb"))
+    assert "not published" in outs and "Conclusions" in nbformat.read(
+        str(dirs.notebooks / "08_results.ipynb"), as_version=4).cells[-1].source
+
+
+def test_07_reuses_the_run_of_notebook_06(smoke_run):
+    """"all" and the listed corpora hash alike: notebook 06's run is one of the study's runs, trained once."""
+    dirs, _ = smoke_run
+    study = pd.read_csv(dirs.root / "ablations" / "study.csv")
+    own = [p.name for p in dirs.train.iterdir() if (p / "metrics.json").exists() and not p.name.startswith("_")
+           and not (p / "06_train.ipynb").exists()]
+    assert own and set(own) <= set(";".join(study["runs"]).split(";"))
 
 
 def test_09_predicts_demo_clips_with_three_views(smoke_run):

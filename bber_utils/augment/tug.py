@@ -249,10 +249,31 @@ def _tts_options(name: str, language: str, tts_model: Any, seed: int, extra: dic
     return options
 
 
+# Bump when the synthesis code changes the sound of a wav for the same text and voice (prosody tables, jitter):
+# the wav names carry it, so a warm work folder never reuses clips spoken by older code. (The README's TUG row
+# once came from English clips spoken before the jitter change of 16a051e and reused by name.)
+SYNTHESIS_VERSION = 2
+
+
+def _engine_version(name: str) -> str:
+    """``espeak-ng --version``'s first words for the espeak backend (its output differs between versions)."""
+    if name != "espeak":
+        return ""
+    import subprocess
+
+    try:
+        out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(out.split()[:4])
+
+
 def _voice_key(backend: Any, language: str) -> str:
-    """What decides the sound of a wav besides its text, emotion and speaker: backend, model, seed, options."""
+    """What decides the sound of a wav besides its text, emotion and speaker: backend, model, seed, options,
+    the synthesis code's version and the espeak-ng version."""
     models = getattr(backend, "models", None)
-    parts = [backend.name, getattr(backend, "model_ref", None) or (models or {}).get(language, "")]
+    parts = [backend.name, getattr(backend, "model_ref", None) or (models or {}).get(language, ""),
+             f"synthesis=v{SYNTHESIS_VERSION}", _engine_version(str(backend.name))]
     for attr in ("seed", "jitter", "tags", "speaker_tag", "codec"):
         if getattr(backend, attr, None) is not None:
             parts.append(f"{attr}={getattr(backend, attr)}")

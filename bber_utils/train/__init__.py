@@ -64,14 +64,15 @@ from .inputs import (build_feature_stores, build_train_manifest, filter_availabl
                      load_splits, resolve_corpora)
 from .loop import NO_DECAY_NAMES, FitResult, evaluate, fit, optimizer_param_groups, predict
 from .runs import Interrupted, RunResult, git_commit, load_checkpoint, load_run, save_checkpoint, save_json
-from .stages import train
+from .stages import default_run_name, train
 from .unimodal import UnimodalRun, train_unimodal
 
 __all__ = [
     "AMP_MODES", "CONTROL_KEYS", "MODEL_KEYS", "NO_DECAY_NAMES", "SCHEDULERS", "UNIMODAL_MODELS",
     "UNIMODAL_MODEL_KEYS", "FitResult", "Interrupted", "RunResult", "TrainConfig", "UnimodalRun", "barrier",
     "broadcast_from_main", "build_feature_stores", "build_train_manifest", "cache_encodings", "config_hash",
-    "config_key_descriptions", "config_keys_help", "destroy_process_group", "dist_info", "dist_sum", "evaluate",
+    "config_key_descriptions", "config_keys_help", "default_run_name", "destroy_process_group", "dist_info",
+    "dist_sum", "evaluate",
     "feature_spec", "filter_available", "fit", "fold_assignment", "fold_training_rows", "git_commit",
     "init_distributed", "is_main_process", "load_checkpoint", "load_run", "load_soft_labels_for", "load_splits",
     "optimizer_param_groups", "predict", "rank_zero_first", "register_cli", "resolve_corpora", "resolve_device",

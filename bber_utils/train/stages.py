@@ -6,9 +6,10 @@
 4. stage 2 (``fusion``): the chosen model on the stage-1 encoders;
 5. ``metrics.json`` and ``history.csv`` (``runs``).
 
-Owns: ``train``, the order of the stages and the content of ``metrics.json``.
-Imports from this package: every module but ``cli``; must not import ``cli``. Calls ``inputs.*`` through the module (tests patch
-``inputs.build_feature_stores`` and friends there).
+Owns: ``train``, the order of the stages, the default run name (``default_run_name``) and the content of
+``metrics.json``.
+Imports from this package: every module but ``cli``; must not import ``cli``. Calls ``inputs.*`` through the
+module (tests patch ``inputs.build_feature_stores`` and friends there).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _train(tc: TrainConfig) -> RunResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
     loop.seed_everything(tc.seed)
     data = _load_inputs(tc)
-    run_name, run_dir = _open_run_dir(tc)
+    run_name, run_dir = _open_run_dir(tc, data.corpora)
 
     # --- stage 1: unimodal encoders (the baselines) -------------------------------------------------
     stores = data.stores
@@ -123,9 +124,26 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     return _Inputs(corpora, splits, stores, skipped, soft_table, weights)
 
 
-def _open_run_dir(tc: TrainConfig) -> tuple[str, Path]:
+def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolve: bool = True) -> str:
+    """``{model}[-sds..][-tug..][-ls..]-s{seed}-{hash}``; ``"all"`` is resolved to the corpus list *before*
+    hashing, so ``train_corpora="all"`` and the same corpora named one by one give one run (notebook 06's run is
+    reused by notebook 07). Without manifests to resolve against, the value is hashed as given."""
+    identity = tc.identity()
+    if corpora is None and resolve:
+        try:
+            corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
+        except FileNotFoundError:
+            corpora = None
+    if corpora is not None:
+        identity["train_corpora"] = list(corpora)
+    tags = [f"{short}{getattr(tc, key)}" for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"),
+                                                             ("ls_llm_p", "ls")) if getattr(tc, key)]
+    return "-".join([str(tc.model), *tags, f"s{tc.seed}", config_hash(identity)])
+
+
+def _open_run_dir(tc: TrainConfig, corpora: list[str]) -> tuple[str, Path]:
     """``(run name, run folder)``; rank 0 creates the folder and writes ``config.json``."""
-    run_name = tc.run_name or f"{tc.model}-s{tc.seed}-{config_hash(tc.identity())}"
+    run_name = tc.run_name or default_run_name(tc, corpora)
     run_dir = run_dirs(tc.workdir).train / run_name
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)

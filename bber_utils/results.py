@@ -1,0 +1,157 @@
+"""One results file for the README: notebook 08 writes the study table as Markdown, ``make reproduce`` publishes
+it (with the figures) to ``figures/`` and copies it into the README between two markers, so the README's table
+and the committed figures always come from the same run.
+
+- ``study_markdown(study, n_test)``: the study table (percent, mean ± 95 % CI over seeds, run count, a note where
+  a difference to BiFormer is within a few test clips).
+- ``publish(files, repo)``: copy ``08_*`` files to ``figures/`` (prefix dropped) and update the README block.
+- ``update_readme(readme, table)`` / ``bber readme [--check]``: the README block from ``figures/study_table.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from .paths import REPO_ROOT
+
+BEGIN = "<!-- study-table:begin (written by notebook 08 / `bber readme`; do not edit) -->"
+END = "<!-- study-table:end -->"
+TABLE_FILE = "study_table.md"
+SETTING_NAMES = {"audio_only": "audio only", "text_only": "text only", "biformer": "BiFormer",
+                 "bigraphformer": "BiGraphFormer", "bigatedformer": "BiGatedFormer",
+                 "bigatedgraphformer": "BiGatedGraphFormer", "bimamba": "BiMamba",
+                 "predictions_fusion": "prediction fusion", "biformer_withprob": "BiFormer WithProb"}
+AUGMENT_LABELS = {"sds_ratio": "SDS", "tug_ratio": "TUG", "ls_llm_p": "LS-LLM"}
+
+
+def _setting_label(study: str, setting: str) -> str:
+    if study != "augmentation":
+        return SETTING_NAMES.get(setting, setting)
+    if setting == "+all":
+        return "BiFormer + SDS + TUG + LS-LLM"
+    parts = []
+    for piece in setting.lstrip("+").split("+"):
+        key, _, value = piece.partition("=")
+        parts.append(f"{AUGMENT_LABELS.get(key, key)} ({value})" if value else piece)
+    return "BiFormer + " + " + ".join(parts)
+
+
+def _cell(mean: float, half: float) -> str:
+    if mean is None or mean != mean:
+        return "–"
+    return f"{100 * mean:.1f}" if half is None or half != half else f"{100 * mean:.1f} ± {100 * half:.1f}"
+
+
+def study_markdown(study, n_test: dict[str, int] | None = None, reference: tuple[str, str] = ("fusion", "biformer"),
+                   metrics: Iterable[str] = ("uar", "wf1"), synthetic: bool = True, clips: int = 3) -> str:
+    """The study table (``study.csv`` of notebook 07) as Markdown: one row per setting, per corpus the metrics as
+    mean ± 95 % CI half-width over seeds (percent), the number of seeds, and a note per corpus where the WAR
+    difference to ``reference`` is within ``clips`` test clips or inside the intervals."""
+    from .experiments import compare_to
+
+    metrics = list(metrics)
+    corpora = list(dict.fromkeys(study["corpus"]))
+    notes = {}
+    if n_test:
+        cmp = compare_to(study, reference, n_test, metric="war", clips=clips)
+        for r in cmp.itertuples(index=False):
+            if r.verdict not in ("better", "worse"):
+                notes.setdefault((r.study, r.setting), []).append(f"{r.corpus}: {r.verdict}")
+    header = ["study", "setting", "seeds"] + [f"{c} {m.upper()}" for c in corpora for m in metrics]
+    if n_test:
+        header.append(f"vs {SETTING_NAMES.get(reference[1], reference[1])}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (st, se), part in study.groupby(["study", "setting"], sort=False):
+        by_corpus = part.set_index("corpus")
+        seeds = int(part["n_seeds"].max()) if "n_seeds" in part else 1
+        row = [st, _setting_label(st, se), str(seeds)]
+        for c in corpora:
+            for m in metrics:
+                if c in by_corpus.index:
+                    r = by_corpus.loc[c]
+                    row.append(_cell(float(r[m]), float(r.get(f"{m}_ci95", math.nan))))
+                else:
+                    row.append("–")
+        if n_test:
+            row.append("reference" if (st, se) == reference else "; ".join(notes.get((st, se), [])) or "")
+        lines.append("| " + " | ".join(row) + " |")
+    what = "the synthetic demo corpus" if synthetic else "the corpora of this work folder"
+    n_seeds = int(study["n_seeds"].max()) if "n_seeds" in study and len(study) else 1
+    footer = (f"Test split of {what}, percent, mean ± 95 % confidence half-width over {n_seeds} seed(s) "
+              "(Student t; no interval with one seed).")
+    if n_test:
+        sizes = ", ".join(f"{c} {n}" for c, n in n_test.items())
+        footer += (f" Test clips: {sizes}; the last column flags a WAR difference to the reference smaller than "
+                   f"{clips} clips or inside the two intervals (not a finding).")
+    return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def paper_table_view(paper):
+    """The paper table for reading: our missing numbers as "–" (no run of that corpus here), not None/NaN."""
+    view = paper.copy()
+    for col in view.columns:
+        if col.startswith("ours"):
+            view[col] = view[col].map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+    return view
+
+
+def is_default_workdir(root: str | os.PathLike, profile: str) -> bool:
+    """True when ``root`` is the repository's ``runs/<profile>`` (only that run may write the published files)."""
+    return Path(root).resolve() == (REPO_ROOT / "runs" / str(profile)).resolve()
+
+
+def update_readme(readme: str | os.PathLike, table: str) -> bool:
+    """Replace the text between ``BEGIN`` and ``END`` in ``readme`` with ``table``; True when it changed."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme}: no study-table markers ({BEGIN!r} ... {END!r})")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = head + BEGIN + "\n" + table.strip("\n") + "\n" + END + tail
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def readme_block(readme: str | os.PathLike) -> str:
+    """The text between the markers (stripped)."""
+    text = Path(readme).read_text(encoding="utf-8")
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def publish(files: Iterable[str | os.PathLike], repo: str | os.PathLike = REPO_ROOT) -> Path:
+    """Copy notebook 08's files to ``<repo>/figures/`` (``08_`` prefix dropped) and refresh the README block from
+    the study table. Unchanged files are left untouched (same bytes: ``git status`` stays clean)."""
+    out = Path(repo) / "figures"
+    out.mkdir(exist_ok=True)
+    for path in map(Path, files):
+        dst = out / path.name.replace("08_", "", 1)
+        if not dst.exists() or dst.read_bytes() != path.read_bytes():
+            shutil.copyfile(path, dst)
+    if (out / TABLE_FILE).exists():
+        update_readme(Path(repo) / "README.md", (out / TABLE_FILE).read_text(encoding="utf-8"))
+    return out
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("readme", help="copy figures/study_table.md into the README's study block")
+    p.add_argument("--check", action="store_true", help="only check that the README block matches (exit 1 if not)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    table = (REPO_ROOT / "figures" / TABLE_FILE).read_text(encoding="utf-8")
+    readme = REPO_ROOT / "README.md"
+    if args.check:
+        same = readme_block(readme) == table.strip("\n")
+        print("README study block matches figures/study_table.md" if same else
+              "README study block differs from figures/study_table.md: run `bber readme`", file=sys.stdout)
+        return 0 if same else 1
+    print("README updated" if update_readme(readme, table) else "README already up to date")
+    return 0

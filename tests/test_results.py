@@ -1,0 +1,127 @@
+"""The README's study table, the published figures and notebook 08's results file cannot drift apart; PNGs are
+byte-identical for the same numbers; the course helpers (walk-through, widgets) work on their own."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from bber_utils import plots, results
+from bber_utils.paths import REPO_ROOT
+
+
+def test_readme_block_is_the_published_study_table():
+    """`make reproduce` writes figures/study_table.md and copies it into the README; a hand edit of either fails."""
+    table = (REPO_ROOT / "figures" / results.TABLE_FILE).read_text(encoding="utf-8")
+    assert results.readme_block(REPO_ROOT / "README.md") == table.strip("\n"), "run `bber readme`"
+
+
+def test_update_readme_replaces_only_the_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nbefore\n{results.BEGIN}\nold\n{results.END}\nafter\n", encoding="utf-8")
+    assert results.update_readme(readme, "| a |\n|---|\n")
+    assert readme.read_text(encoding="utf-8") == f"# x\nbefore\n{results.BEGIN}\n| a |\n|---|\n{results.END}\nafter\n"
+    assert not results.update_readme(readme, "| a |\n|---|\n")  # unchanged: not rewritten
+    with pytest.raises(ValueError, match="markers"):
+        results.update_readme(_write(tmp_path / "no_markers.md", "nothing"), "x")
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _study():
+    rows = []
+    for setting, study, war in (("biformer", "fusion", .700), ("+tug_ratio=0.5", "augmentation", .715),
+                                ("+sds_ratio=1.0", "augmentation", .800), ("audio_only", "modality", .400)):
+        for corpus in ("demo_en", "demo_ru"):
+            rows.append({"study": study, "setting": setting, "corpus": corpus, "n_seeds": 3,
+                         **{m: war for m in ("uar", "war", "mf1", "wf1", "mean")},
+                         **{f"{m}_ci95": .01 for m in ("uar", "war", "mf1", "wf1", "mean")}})
+    return pd.DataFrame(rows)
+
+
+def test_study_markdown_flags_differences_within_a_few_test_clips():
+    md = results.study_markdown(_study(), {"demo_en": 112, "demo_ru": 112})
+    lines = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| ")}
+    assert "within 3 test clips" in lines["BiFormer + TUG (0.5)"]  # 1.5 points = 1.7 clips of 112
+    assert "within" not in lines["BiFormer + SDS (1.0)"] and "overlap" not in lines["BiFormer + SDS (1.0)"]
+    assert "70.0 ± 1.0" in lines["BiFormer"] and "reference" in lines["BiFormer"]
+    assert "synthetic demo" in md and "3 seed(s)" in md
+
+
+def test_paper_table_shows_a_dash_not_none():
+    from bber_utils import experiments
+
+    view = results.paper_table_view(experiments.paper_table(pd.DataFrame(
+        [{"run": "r", "corpus": "meld", "split": s, "uar": .4, "war": .4, "mf1": .4, "wf1": .4, "mean": .4}
+         for s in ("dev", "test")])))
+    resd = view[view["corpus"] == "resd"]
+    assert (resd["ours (test, %)"] == "–").all() and (resd["ours: best run by dev"] == "–").all()
+    assert not view.isna().any().any()
+
+
+def test_figures_are_byte_identical_for_the_same_numbers(tmp_path):
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, .8, .7], "dev_mean": [.3, .5, .4]})
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    plots.learning_curves(hist, title="t", save_to=a)
+    plots.learning_curves(hist, title="t", save_to=b)
+    assert a.read_bytes() == b.read_bytes()
+    assert b"Matplotlib" not in a.read_bytes(), "software metadata makes PNGs differ between versions"
+
+
+def test_learning_curves_mark_the_best_epoch_and_label_units():
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, .8, .7], "dev_mean": [.3, .5, .4]})
+    fig = plots.learning_curves(hist)
+    for ax in fig.axes:
+        assert ax.get_ylabel() and "(" in ax.get_ylabel() and ax.get_xlabel() == "epoch"
+        assert any("best dev epoch (2)" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_publish_only_from_the_default_workdir(tmp_path):
+    assert results.is_default_workdir(REPO_ROOT / "runs" / "demo", "demo")
+    assert not results.is_default_workdir(tmp_path, "demo")
+
+
+def test_publish_leaves_unchanged_files_alone(tmp_path):
+    (tmp_path / "README.md").write_text(f"{results.BEGIN}\n{results.END}\n", encoding="utf-8")
+    src = _write(tmp_path / "08_study_table.md", "| t |\n")
+    fig = tmp_path / "08_x.png"
+    fig.write_bytes(b"png")
+    out = results.publish([src, fig], tmp_path)
+    stamp = (out / "x.png").stat().st_mtime_ns
+    results.publish([src, fig], tmp_path)
+    assert (out / "x.png").stat().st_mtime_ns == stamp and (out / "study_table.md").exists()
+    assert results.readme_block(tmp_path / "README.md") == "| t |"
+
+
+def test_walkthrough_traces_shapes_and_metrics():
+    from bber_utils import walkthrough
+    from bber_utils.models import build_model
+
+    model = build_model("bigraphformer", {"hidden_dim": 16, "num_heads": 2, "num_layers": 1, "mamba_layers": 1,
+                                          "out_features": 8}, 10, 12)
+    trace = walkthrough.shape_trace(model, walkthrough.example_batch(10, 12))
+    out = dict(zip(trace["module"], trace["output"]))
+    assert out["(model)"] == "(2, 7)" and out["cross"] == "(2, 48, 16), (2, 11, 16)" and "graph" in out
+    m = walkthrough.metrics_example()
+    bal, imb = m.iloc[0], m.iloc[1]
+    assert bal["uar"] == bal["war"] and bal["mf1"] == bal["wf1"]
+    assert imb["war"] > imb["uar"] + 30  # MELD's gap: WAR/WF1 high, UAR low
+    ex = walkthrough.validator_examples()
+    assert {"ok", "repaired", "rejected"} <= set(ex["status"])
+    assert set(walkthrough.FUSION_GLOSSARY) >= {"biformer", "bigraphformer", "bimamba", "predictions_fusion"}
+
+
+def test_ratio_explorer_shows_the_mix_and_follows_the_slider():
+    pytest.importorskip("ipywidgets")
+    from bber_utils import widgets
+
+    seen = []
+    box = widgets.ratio_explorer(lambda r: seen.append(r) or pd.DataFrame({"rows": [round(100 * r)]}), 0.5)
+    slider = box.children[0]
+    slider.value = 0.8
+    assert seen == [0.5, 0.8] and not math.isnan(slider.value)
