@@ -186,3 +186,23 @@ def test_e5_windows_steps_are_pooled_word_windows():
     assert x.shape == (6, 384)  # sentence + 5 windows
     want = np.asarray(load_e5().passage(["oh no you"])[0], np.float32)
     assert np.allclose(x[2], want, atol=1e-5) and enc.key["window"] == 3
+
+
+def test_e5_sentence_vectors_cached_once_per_text_and_equal_to_fresh(monkeypatch):
+    """Duplicate texts (frequent in MELD: "Okay.", "Yeah.") are embedded once; the cached vector is exact."""
+    from bber_utils.features import text_encoders as te
+
+    enc = te.build_text_encoder("e5-words")
+    model = te.load_e5()
+    texts = ["Okay.", "What a day!", "Okay."]
+    fresh = [np.asarray(model.passage([t])[0], np.float32) for t in texts]
+    te._E5_SENTENCES.clear()
+    calls = []
+    real = type(model).passage
+    monkeypatch.setattr(type(model), "passage", lambda self, ts: calls.append(list(ts)) or real(self, ts))
+    a = enc.encode(texts)
+    b = te.build_text_encoder("e5-windows").encode(texts[::-1])[::-1]
+    sentence_calls = [c for c in calls if set(c) & {"Okay.", "What a day!"}]
+    assert sentence_calls == [["Okay.", "What a day!"]]  # each distinct text once, across both encoders
+    for x, y, f in zip(a, b, fresh):
+        assert np.array_equal(x[0], f) and np.array_equal(y[0], f)
