@@ -97,6 +97,7 @@ class TrainConfig:
     soft_labels: str | None = None        # soft-label table; None = <workdir>/ls_llm/soft_labels.parquet
     label_smoothing: float = 0.0          # uniform smoothing of one-hot targets (the baseline to LS-LLM)
     balanced_sampling: bool = True        # multi-corpus: each corpus drawn equally often per epoch
+    class_weight_power: float = 1.0       # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
     # --- features ---
     audio_encoder: str = "logmel"         # bber_utils.features.build_audio_encoder spec (name, hub id, path)
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
@@ -164,7 +165,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"{key} must be >= 1 (got {getattr(self, key)!r})")
-        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio"):
+        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio", "class_weight_power"):
             if float(getattr(self, key)) < 0:
                 problems.append(f"{key} must be >= 0 (got {getattr(self, key)!r})")
         if not 0 <= self.ls_llm_p <= 1:
@@ -186,7 +187,10 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The keys that change the numbers (for run names and resume checks)."""
-        return {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
+        out = {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
+        if out.get("class_weight_power") == 1.0:  # the default leaves earlier run names unchanged
+            del out["class_weight_power"]
+        return out
 
 
 @dataclass
@@ -790,6 +794,8 @@ def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame
                 tc.balanced_sampling],
         "targets": [tc.ls_llm_p, tc.label_smoothing, soft_digest.hexdigest() if tc.ls_llm_p > 0 else None],
     }
+    if tc.class_weight_power != 1.0:  # only when set, so earlier cache keys stay valid
+        key["class_weight_power"] = float(tc.class_weight_power)
     return f"{modality}-{config_hash(key, 12)}"
 
 
@@ -1060,6 +1066,7 @@ def _train(tc: TrainConfig) -> RunResult:
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context))
     soft_table = soft_label_table(load_soft_labels_for(tc), "soft labels")
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
+    weights = (weights ** float(tc.class_weight_power)).astype(np.float32)
 
     run_name = tc.run_name or f"{tc.model}-s{tc.seed}-{config_hash(tc.identity())}"
     run_dir = run_dirs(tc.workdir).train / run_name

@@ -23,6 +23,7 @@ encoder, one seed); ``--plan full`` (default) runs everything.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,11 +49,16 @@ SIZES = {
 COLUMNS = ["step", "encoder", "size", "variant", "seed", "wf1", "uar", "war", "mf1", "seconds"]
 
 
-def plans(name: str) -> list[dict]:
-    """The training runs: ``{encoder, size, variant, overrides, seeds}``."""
+def plans(name: str, only: str | None = None) -> list[dict]:
+    """The training runs: ``{encoder, size, variant, overrides, seeds}``; ``only``: a regex on
+    ``"{encoder} {size} {variant}"`` keeps the matching runs."""
     seeds3 = [1, 2, 3]
-    runs = [dict(encoder=e, size=s, variant="one-hot", overrides={}, seeds=seeds3 if s == "demo" else [1])
-            for e in ENCODERS for s in SIZES]
+    # first the runs aimed at the issue's 58 (WF1 weighs classes by frequency; balanced loss weights favour UAR):
+    # square-root class weights (class_weight_power 0.5) without and with dialogue context
+    runs = [dict(encoder="e5-words", size="demo", variant=f"cw=0.5 text_context={k}",
+                 overrides={"class_weight_power": 0.5, "text_context": k}, seeds=seeds3) for k in (0, 1, 2, 4)]
+    runs += [dict(encoder=e, size=s, variant="one-hot", overrides={}, seeds=seeds3 if s == "demo" else [1])
+             for e in ENCODERS for s in SIZES]
     runs += [dict(encoder="e5-words", size="demo", variant=f"ls_llm_p={p}", overrides={"ls_llm_p": p},
                   seeds=seeds3) for p in (0.2, 0.5, 1.0)]
     runs += [dict(encoder="e5-words", size="demo", variant="label_smoothing=0.1",
@@ -63,6 +69,8 @@ def plans(name: str) -> list[dict]:
         keep = {("one-hot", "demo"), ("ls_llm_p=0.2", "demo"), ("text_context=2", "demo"),
                 ("label_smoothing=0.1", "demo")}
         runs = [dict(r, seeds=[1]) for r in runs if r["encoder"] == "e5-words" and (r["variant"], r["size"]) in keep]
+    if only:
+        runs = [r for r in runs if re.search(only, f"{r['encoder']} {r['size']} {r['variant']}")]
     return runs
 
 
@@ -155,6 +163,13 @@ def baselines(splits: dict, workdir: Path, encoders) -> list[dict]:
         lr = LogisticRegression(max_iter=3000, C=1.0, class_weight="balanced").fit(mean(fit_df), y_fit)
         rows.append(dict(step="mean+lr", encoder=enc, size="-", variant="-", seed=0,
                          **_scores(y, lr.predict(mean(test))), seconds=time.perf_counter() - t))
+        # the same with square-root class weights (balanced ** 0.5), the loss weighting of the cw=0.5 runs
+        t = time.perf_counter()
+        counts = np.bincount(y_fit, minlength=len(CLASSES))
+        sqrt_w = {c: float(np.sqrt(len(y_fit) / (len(CLASSES) * n))) for c, n in enumerate(counts) if n}
+        lr = LogisticRegression(max_iter=3000, C=1.0, class_weight=sqrt_w).fit(mean(fit_df), y_fit)
+        rows.append(dict(step="mean+lr", encoder=enc, size="-", variant="sqrt class weights", seed=0,
+                         **_scores(y, lr.predict(mean(test))), seconds=time.perf_counter() - t))
     return rows
 
 
@@ -225,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12, help="epochs per training run (bounded for a CPU)")
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--table-only", action="store_true", help="only rewrite the table and README from results")
+    ap.add_argument("--only", help="regex on '{encoder} {size} {variant}': run only the matching training runs")
+    ap.add_argument("--skip-baselines", action="store_true", help="no baselines in this call (e.g. a second worker)")
     args = ap.parse_args(argv)
     if args.table_only:
         print(write_outputs())
@@ -239,12 +256,13 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     splits = prepare(workdir)
     soft = soft_labels(workdir)
-    runs = plans(args.plan)
+    runs = plans(args.plan, args.only)
     encoders = sorted({r["encoder"] for r in runs}, key=ENCODERS.index)
     done = _done()
-    if ("majority", "-", "-", "-", "0") not in done:
+    if not args.skip_baselines and ("mean+lr", encoders[-1], "-", "sqrt class weights", "0") not in done:
         for row in baselines(splits, workdir, encoders):
-            _append(row)
+            if (row["step"], row["encoder"], row["size"], row["variant"], str(row["seed"])) not in done:
+                _append(row)
     for run in runs:
         for seed in run["seeds"]:
             if ("text_only mamba", run["encoder"], run["size"], run["variant"], str(seed)) in done:
