@@ -104,6 +104,7 @@ class TrainConfig:
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
     text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
+    text_context_mode: str = "steps"      # context utterances as all their steps, or "mean": one step each
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
     feature_device: str = "auto"          # where missing features are extracted
@@ -172,6 +173,8 @@ class TrainConfig:
             problems.append(f"ls_llm_p must be in [0, 1] (got {self.ls_llm_p!r})")
         if self.oof_folds < 2:
             problems.append(f"oof_folds must be >= 2 (got {self.oof_folds!r})")
+        if self.text_context_mode not in ("steps", "mean"):
+            problems.append(f"text_context_mode must be 'steps' or 'mean' (got {self.text_context_mode!r})")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -188,8 +191,9 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The keys that change the numbers (for run names and resume checks)."""
         out = {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
-        if out.get("class_weight_power") == 1.0:  # the default leaves earlier run names unchanged
-            del out["class_weight_power"]
+        for key, default in (("class_weight_power", 1.0), ("text_context_mode", "steps")):
+            if out.get(key) == default:  # a default added later leaves earlier run names unchanged
+                del out[key]
         return out
 
 
@@ -867,7 +871,7 @@ def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
     return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
                                         "text_trust_remote_code", "text_code_revision", "audio_pool",
-                                        "text_context")}
+                                        "text_context", "text_context_mode")}
 
 
 def _unimodal_model(tc: TrainConfig, modality: str, d_in: int):
@@ -1063,7 +1067,7 @@ def _train(tc: TrainConfig) -> RunResult:
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
         from .context import with_text_context
 
-        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context))
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft_table = soft_label_table(load_soft_labels_for(tc), "soft labels")
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
     weights = (weights ** float(tc.class_weight_power)).astype(np.float32)
