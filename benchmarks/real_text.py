@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--table-only", action="store_true", help="only rewrite the table and README from results")
     ap.add_argument("--only", help="regex on '{encoder} {size} {variant}': run only the matching training runs")
+    ap.add_argument("--seeds", help="comma-separated seeds: run only these seeds of each training run")
     ap.add_argument("--skip-baselines", action="store_true", help="no baselines in this call (e.g. a second worker)")
     args = ap.parse_args(argv)
     if args.table_only:
@@ -269,6 +270,8 @@ def main(argv=None) -> int:
                 _append(row)
     for run in runs:
         for seed in run["seeds"]:
+            if args.seeds and str(seed) not in args.seeds.split(","):
+                continue
             if ("text_only mamba", run["encoder"], run["size"], run["variant"], str(seed)) in done:
                 continue
             _append(train_run(workdir, run, seed, args.epochs, args.patience, soft))
