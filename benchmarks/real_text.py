@@ -10,14 +10,16 @@ never copied into the project) and scores on its ``dev`` dialogues only:
    is made on the numbers reported;
 2. text features with every offline encoder (``extract_all``; cached under ``runs/real_text``);
 3. majority class, TF-IDF word 1-2-grams + logistic regression, encoder mean + logistic regression;
-4. the package's ``text_only`` Mamba model per encoder at the demo and paper sizes, LS-LLM soft labels from the
-   file (``ls_llm_p``), uniform label smoothing and dialogue context (``text_context`` k = 0, 1, 2, 4).
+4. the package's ``text_only`` Mamba model: first square-root class weights (``class_weight_power`` 0.5) with
+   dialogue context k = 0, 1, 2, 4 (``text_context_mode`` mean), then per encoder at the demo and paper sizes,
+   LS-LLM soft labels from the file (``ls_llm_p``), uniform label smoothing and context in ``steps`` mode.
 
 Each result row (step, encoder, size, variant, seed, WF1, UAR, WAR, MF1, seconds) is appended to
 ``benchmarks/results/real_text.csv`` as soon as it exists (a rerun skips rows already there; training runs are
 also cached by the trainer), then ``benchmarks/results/real_text_table.md`` (mean ± sd over seeds) is written
 and the README's "Real text" table is regenerated from it. ``--plan quick`` runs a bounded subset (one
-encoder, one seed); ``--plan full`` (default) runs everything.
+encoder, one seed); ``--plan full`` (default) runs everything; ``--only REGEX`` / ``--seeds 1,2`` pick runs, so
+that several workers can share the results file.
 """
 
 from __future__ import annotations
