@@ -81,13 +81,30 @@ def with_flag(x: np.ndarray, own: bool) -> np.ndarray:
     return np.concatenate([x, np.full((len(x), 1), 1.0 if own else 0.0, np.float32)], axis=1)
 
 
-class ContextTextStore:
-    """A text store whose items carry the dialogue context: ``store[u]`` -> ``(T_ctx + T_u, D + 1)``."""
+CONTEXT_MODES = ("steps", "mean")
 
-    def __init__(self, store, contexts: dict[str, list[str]], k: int):
-        self.store, self.contexts, self.k = store, contexts, int(k)
+
+def context_steps(x: np.ndarray, mode: str = "steps") -> np.ndarray:
+    """A previous utterance's steps as context: all of them (``"steps"``, (T, D)) or their mean as one step
+    (``"mean"``, (1, D)): the utterance's own steps then dominate the model's mean pooling however long k is."""
+    x = np.asarray(x, dtype=np.float32)
+    if mode == "mean":
+        return x.mean(axis=0, keepdims=True)
+    if mode != "steps":
+        raise ValueError(f"text_context_mode must be one of {CONTEXT_MODES} (got {mode!r})")
+    return x
+
+
+class ContextTextStore:
+    """A text store whose items carry the dialogue context: ``store[u]`` -> ``(T_ctx + T_u, D + 1)``
+    (``T_ctx`` = the context utterances' steps, or one step each with ``mode="mean"``)."""
+
+    def __init__(self, store, contexts: dict[str, list[str]], k: int, mode: str = "steps"):
+        context_steps(np.zeros((1, 1), np.float32), mode)  # checks the mode
+        self.store, self.contexts, self.k, self.mode = store, contexts, int(k), mode
         self.dim = int(store.dim) + 1
-        self.path = Path(f"{getattr(store, 'path', 'text')}+context{self.k}")  # a distinct cache key
+        tag = f"+context{self.k}" + ("" if mode == "steps" else f"-{mode}")
+        self.path = Path(f"{getattr(store, 'path', 'text')}{tag}")  # a distinct cache key
 
     def __contains__(self, u) -> bool:
         return u in self.store
@@ -99,14 +116,14 @@ class ContextTextStore:
         return [c for c in self.contexts.get(u, []) if c in self.store]
 
     def __getitem__(self, u: str) -> np.ndarray:
-        parts = [with_flag(self.store[c], own=False) for c in self.context_of(u)]
+        parts = [with_flag(context_steps(self.store[c], self.mode), own=False) for c in self.context_of(u)]
         return np.concatenate(parts + [with_flag(self.store[u], own=True)], axis=0)
 
 
-def with_text_context(store, splits: dict[str, pd.DataFrame], k: int):
+def with_text_context(store, splits: dict[str, pd.DataFrame], k: int, mode: str = "steps"):
     """``store`` itself for ``k == 0``, else a ``ContextTextStore`` over ``splits`` (each split on its own)."""
     if not k:
         return store
     if int(k) < 0:
         raise ValueError(f"text_context must be >= 0 (got {k})")
-    return ContextTextStore(store, split_context_map(splits, int(k)), int(k))
+    return ContextTextStore(store, split_context_map(splits, int(k)), int(k), mode)

@@ -145,6 +145,17 @@ def _local_kernel_manager():
         def _transport_default(self):
             return "ipc"
 
+        @default("ip")
+        def _ip_default(self):
+            # a socket path of its own per kernel: jupyter_client's default ("kernel-ipc" in the working folder,
+            # ports counted up from 1) collides when 07 runs two notebooks at once, and messages cross
+            import uuid
+
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            os.makedirs(jupyter_runtime_dir(), exist_ok=True)
+            return os.path.join(jupyter_runtime_dir(), f"bber-{uuid.uuid4().hex[:12]}")
+
     return LocalKernelManager
 
 

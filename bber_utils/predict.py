@@ -322,7 +322,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
     import pandas as pd
     import torch
 
-    from .context import with_flag
+    from .context import context_steps, with_flag
     from .data import pad_sequences
     from .features.extract import encoders_from_params
     from .device import resolve_device
@@ -333,6 +333,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
         raise CheckpointError(f"{checkpoint}: predict_texts needs a text_only checkpoint, not {meta['model_name']!r}")
     spec = {**meta["config"], **meta.get("features", {})}
     k = int(spec.get("text_context") or 0)
+    mode = spec.get("text_context_mode") or "steps"
     _, encoder = encoders_from_params(spec)
     contexts = contexts if contexts is not None else [[] for _ in texts]
     if len(contexts) != len(texts):
@@ -342,7 +343,8 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
         chunk, ctx = list(texts[start:start + batch_size]), contexts[start:start + batch_size]
         feats = encoder.encode(chunk)
         if k:
-            feats = [np.concatenate([with_flag(x, own=False) for x in encoder.encode(list(c[-k:]))]
+            feats = [np.concatenate([with_flag(context_steps(x, mode), own=False)
+                                     for x in encoder.encode(list(c[-k:]))]
                                     + [with_flag(f, own=True)]) if c[-k:] else with_flag(f, own=True)
                      for f, c in zip(feats, ctx)]
         text, mask = pad_sequences([np.asarray(f, np.float32) for f in feats])

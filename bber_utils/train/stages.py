@@ -118,9 +118,10 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
         from ..context import with_text_context
 
-        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context))
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
+    weights = (weights ** float(tc.class_weight_power)).astype(np.float32)
     return _Inputs(corpora, splits, stores, skipped, soft_table, weights)
 
 

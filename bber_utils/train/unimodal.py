@@ -58,6 +58,8 @@ def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame
                 tc.balanced_sampling],
         "targets": [tc.ls_llm_p, tc.label_smoothing, soft_digest.hexdigest() if tc.ls_llm_p > 0 else None],
     }
+    if tc.class_weight_power != 1.0:  # only when set, so earlier cache keys stay valid
+        key["class_weight_power"] = float(tc.class_weight_power)
     return f"{modality}-{config_hash(key, 12)}"
 
 
