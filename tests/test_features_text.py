@@ -53,13 +53,11 @@ def test_e5_words_embeds_each_unique_word_once(monkeypatch):
     monkeypatch.setattr(text_encoders, "_E5_WORDS", {})  # the word cache is process-wide: start empty
     enc = E5WordsEncoder(sentence_vector=False, max_tokens=3)
     calls = []
-    real = enc._e5().passage
-    enc._e5().passage = lambda texts: calls.append(list(texts)) or real(texts)
-    try:
-        enc.encode(["happy happy day", "happy night"])
-        enc.encode(["happy day", "what a long sentence it is"])
-    finally:
-        enc._e5().passage = real
+    model = enc._e5()
+    real = type(model).passage  # patched on the class and undone by monkeypatch: no instance attribute left
+    monkeypatch.setattr(type(model), "passage", lambda self, texts: calls.append(list(texts)) or real(self, texts))
+    enc.encode(["happy happy day", "happy night"])
+    enc.encode(["happy day", "what a long sentence it is"])
     assert sorted(w for c in calls for w in c) == ["a", "day", "happy", "long", "night", "what"]
     assert [o.shape[0] for o in enc.encode(["what a long sentence it is", ""])] == [3, 1]
     assert E5WordsEncoder()._cache is enc._cache  # one word cache per variant, shared by every encoder

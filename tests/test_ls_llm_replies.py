@@ -253,15 +253,6 @@ def test_replies_imports_no_torch_pandas_or_io():
     assert "open" not in calls
 
 
-def test_no_function_of_the_package_is_longer_than_80_lines():
-    long = []
-    for f in sorted(PACKAGE.glob("*.py")):
-        for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
-                long.append(f"{f.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)")
-    assert not long
-
-
 def test_random_order_named_replies_match_a_seeded_sample():
     """A quick non-hypothesis cross-check: 200 seeded shuffles of the named form."""
     rng = random.Random(0)

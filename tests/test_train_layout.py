@@ -78,15 +78,6 @@ def test_every_module_says_what_it_owns_and_must_not_import():
             assert "Owns:" in doc and ("must not" in doc.lower()), p.name
 
 
-def test_no_function_of_the_package_is_longer_than_80_lines():
-    long = []
-    for f in sorted(PACKAGE.glob("*.py")):
-        for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
-                long.append(f"{f.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)")
-    assert not long
-
-
 def test_public_names_are_re_exported():
     import bber_utils.train as T
 

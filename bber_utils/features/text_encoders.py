@@ -142,8 +142,12 @@ class E5WordsEncoder:
                 cache[t] = np.asarray(v, dtype=np.float32)
         return [cache[t] for t in texts]
 
+    def _units(self, text: str) -> list[str]:
+        """The texts embedded one per step: the words (after the sentence vector's slot)."""
+        return words(text, self.lowercase)[: self.max_tokens - int(self.sentence_vector)]
+
     def encode(self, batch: list[str]) -> list[np.ndarray]:
-        tokenised = [words(t, self.lowercase)[: self.max_tokens - int(self.sentence_vector)] for t in batch]
+        tokenised = [self._units(t) for t in batch]
         new = sorted({w for ws in tokenised for w in ws} - self._cache.keys())
         if new:
             for w, v in zip(new, self._e5().passage(new)):
@@ -173,25 +177,10 @@ class E5WindowsEncoder(E5WordsEncoder):
         self.window = int(window)
         self.key = {**self.key, "name": "e5-windows", "kind": "e5-windows", "window": self.window}
 
-    def encode(self, batch: list[str]) -> list[np.ndarray]:
-        half = self.window // 2
-        tokenised = []
-        for t in batch:
-            ws = words(t, self.lowercase)[: self.max_tokens - int(self.sentence_vector)]
-            tokenised.append([" ".join(ws[max(0, i - half): i + half + 1]) for i in range(len(ws))])
-        new = sorted({w for ws in tokenised for w in ws} - self._cache.keys())
-        if new:
-            for w, v in zip(new, self._e5().passage(new)):
-                self._cache[w] = np.asarray(v, dtype=np.float32)
-        sentences = self._sentences(batch) if self.sentence_vector else None
-        out = []
-        for i, ws in enumerate(tokenised):
-            steps = [np.asarray(sentences[i], np.float32)] if sentences is not None else []
-            steps += [self._cache[w] for w in ws]
-            if not steps:
-                steps = [np.asarray(self._e5().passage([""])[0], np.float32)]
-            out.append(np.stack(steps))
-        return out
+    def _units(self, text: str) -> list[str]:
+        """One window of words per word: words ``i - window//2 .. i + window//2`` joined."""
+        ws, half = super()._units(text), self.window // 2
+        return [" ".join(ws[max(0, i - half): i + half + 1]) for i in range(len(ws))]
 
 
 class TransformersTextEncoder:
