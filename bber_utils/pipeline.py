@@ -137,8 +137,9 @@ def _engine_name() -> str:
 def _local_kernel_manager(log: Path | None = None):
     """A kernel manager whose kernels talk to the driver over local IPC sockets, not unencrypted TCP (so the
     kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line). With ``log``,
-    the kernel process's own stdout/stderr (its log lines, not the cells' outputs, which the notebook keeps) go
-    to that file instead of the terminal of ``bber reproduce``."""
+    the kernel process's own stderr (its log lines, not the cells' outputs, which the notebook keeps) goes to
+    that file instead of the terminal of ``bber reproduce``. Its stdout stays inherited: with stdout sent to a
+    file too, notebook 04's widget cell never finished (the client waited for ever on an idle kernel)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -162,7 +163,6 @@ def _local_kernel_manager(log: Path | None = None):
             if log is not None:
                 Path(log).parent.mkdir(parents=True, exist_ok=True)
                 self._bber_log = open(log, "ab")  # closed when the kernel is cleaned up
-                kw.setdefault("stdout", self._bber_log)
                 kw.setdefault("stderr", self._bber_log)
             return await super().start_kernel(**kw)
 
