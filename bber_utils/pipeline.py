@@ -95,7 +95,7 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
         pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
                             cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
                             engine_name=_engine_name(), bber_on_cell=on_cell, coalesce_streams=True,
-                            kernel_manager_class=_local_kernel_manager(dst.with_suffix(".kernel.log")),
+                            kernel_manager_class=_local_kernel_manager(),
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as exc:
         first = (exc.source or "").strip().splitlines()
@@ -134,12 +134,9 @@ def _engine_name() -> str:
     return _ENGINE
 
 
-def _local_kernel_manager(log: Path | None = None):
+def _local_kernel_manager():
     """A kernel manager whose kernels talk to the driver over local IPC sockets, not unencrypted TCP (so the
-    kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line). With ``log``,
-    the kernel process's own stderr (its log lines, not the cells' outputs, which the notebook keeps) goes to
-    that file instead of the terminal of ``bber reproduce``. Its stdout stays inherited: with stdout sent to a
-    file too, notebook 04's widget cell never finished (the client waited for ever on an idle kernel)."""
+    kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -158,18 +155,6 @@ def _local_kernel_manager(log: Path | None = None):
 
             os.makedirs(jupyter_runtime_dir(), exist_ok=True)
             return os.path.join(jupyter_runtime_dir(), f"bber-{uuid.uuid4().hex[:12]}")
-
-        async def start_kernel(self, **kw):
-            if log is not None:
-                Path(log).parent.mkdir(parents=True, exist_ok=True)
-                self._bber_log = open(log, "ab")  # closed when the kernel is cleaned up
-                kw.setdefault("stderr", self._bber_log)
-            return await super().start_kernel(**kw)
-
-        async def cleanup_resources(self, restart: bool = False):
-            await super().cleanup_resources(restart=restart)
-            if getattr(self, "_bber_log", None) is not None:
-                self._bber_log.close()
 
     return LocalKernelManager
 

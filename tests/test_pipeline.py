@@ -153,15 +153,3 @@ def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
     assert a.ip != b.ip
     assert not a.ip.startswith(str(REPO_ROOT)), "IPC sockets belong in the runtime folder, not the checkout"
 
-
-def test_kernel_log_lines_go_to_a_file_not_the_terminal(tmp_path, capfd):
-    """The kernel process's own log ("[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel" and the like)
-    lands in ``<notebook>.kernel.log`` beside the executed notebook, not in ``bber reproduce``'s terminal."""
-    src, dst = tmp_path / "01_probe.ipynb", tmp_path / "out" / "01_probe.ipynb"
-    _write_nb(src, ["from ipykernel.kernelapp import IPKernelApp\n"
-                    "IPKernelApp.instance().log.error('bber-kernel-log-probe')"])
-    dst.parent.mkdir()
-    pipeline.run_notebook(src, dst, {}, kernel="python3")
-    out, err = capfd.readouterr()
-    assert "bber-kernel-log-probe" not in out + err
-    assert "bber-kernel-log-probe" in dst.with_suffix(".kernel.log").read_text()
