@@ -378,7 +378,7 @@ def _run_chains(base, runs, seeds, workdir, runner, workers: int) -> None:
     """Parallel ``run_sweep``: one chain per unimodal group, the longest chains first (greedy LPT)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
+    from bber_utils.progress import tqdm
 
     runner = runner or (lambda p, wd: run_one(p, wd))
     chains: dict[tuple, list[dict]] = {}

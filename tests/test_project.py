@@ -231,3 +231,11 @@ def test_binder_postbuild_in_a_fresh_venv(tmp_path):
     run("bash", "binder/postBuild")
     run("python", "-m", "papermill", "--no-progress-bar", "notebooks/01_prepare_data.ipynb", str(tmp_path / "01.ipynb"))
     assert (clone / "runs" / "smoke" / "manifests").is_dir()
+
+
+def test_progress_bars_come_from_the_package_helper():
+    """``tqdm.auto`` saves a widget bar stuck at 0 % in executed notebooks; ``bber_utils.progress`` gives a text
+    bar there whose last state (100 %, final counts) is what the notebook keeps."""
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "bber_utils").rglob("*.py")
+                 if p.name != "progress.py" and "tqdm.auto" in p.read_text(encoding="utf-8")]
+    assert not offenders, offenders
