@@ -105,15 +105,16 @@ def is_default_workdir(root: str | os.PathLike, profile: str) -> bool:
     return Path(root).resolve() == (REPO_ROOT / "runs" / str(profile)).resolve()
 
 
-def update_readme(readme: str | os.PathLike, table: str) -> bool:
-    """Replace the text between ``BEGIN`` and ``END`` in ``readme`` with ``table``; True when it changed."""
+def update_readme(readme: str | os.PathLike, table: str, begin: str = BEGIN, end: str = END) -> bool:
+    """Replace the text between the markers ``begin`` and ``end`` (default: the study table's) in ``readme``
+    with ``table``; True when it changed. Unchanged text is not rewritten (``git status`` stays clean)."""
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme}: no study-table markers ({BEGIN!r} ... {END!r})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = head + BEGIN + "\n" + table.strip("\n") + "\n" + END + tail
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme}: no table markers ({begin!r} ... {end!r})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = head + begin + "\n" + table.strip("\n") + "\n" + end + tail
     if new != text:
         readme.write_text(new, encoding="utf-8")
     return new != text
