@@ -195,9 +195,12 @@ def test_fold_assignment_keeps_merged_rows_away_from_their_components():
             assert not _atoms(u, c) & seen, (k, u)
 
 
-def _add_sds_rows(monkeypatch):
-    """Stand-in for SDS: merged rows of two same-label train utterances, chained so that groups span rows."""
+def _add_sds_rows(monkeypatch, always=True):
+    """Stand-in for SDS: merged rows of two same-label train utterances, chained so that groups span rows
+    (whatever ``sds_ratio`` says, unless ``always=False``)."""
     def build(tc, train_df):
+        if not always and not tc.sds_ratio:
+            return train_df
         rows = []
         for (corpus, label), part in train_df.groupby(["corpus", "label"]):
             ids = part["utt_id"].tolist()
@@ -209,9 +212,45 @@ def _add_sds_rows(monkeypatch):
     monkeypatch.setattr(inputs, "build_train_manifest", build)
 
 
-def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, fake_features, monkeypatch):
+def test_augmentations_train_the_fusion_on_a_shared_unaugmented_stage_1(tmp_path, fake_features, monkeypatch):
+    """An augmented fusion run reuses the stage 1 of the unaugmented run of its seed (trained on the original
+    rows, one-hot), while its fusion stage trains on the augmented rows; ``augment_unimodal=True`` and a
+    unimodal chosen model train stage 1 on the augmented rows."""
+    _add_sds_rows(monkeypatch, always=False)
+    stage1_rows = {}
+    real_fit = loop.fit
+
+    def fit(model, train_ds, *a, desc="", **kw):
+        stage1_rows.setdefault(desc, []).append(set(train_ds.utt_ids))
+        return real_fit(model, train_ds, *a, desc=desc, **kw)
+
+    monkeypatch.setattr(loop, "fit", fit)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    originals = set(pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")["utt_id"])
+    base = T.train(_cfg(wd, epochs=1))
+    aug = T.train(_cfg(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1))
+    assert aug.metrics["unimodal_folders"] == base.metrics["unimodal_folders"]
+    assert len(stage1_rows["audio-only"]) == 1  # stage 1 trained once, on the originals
+    assert stage1_rows["audio-only"][0] == originals
+    assert stage1_rows["biformer"][1] > originals  # the fusion stage saw the SDS rows
+    both = T.train(_cfg(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1, augment_unimodal=True))
+    assert both.metrics["unimodal_folders"]["audio_only"] != base.metrics["unimodal_folders"]["audio_only"]
+    assert stage1_rows["audio-only"][1] > originals
+    assert both.run_dir.name != aug.run_dir.name
+    text = T.train(_cfg(wd, epochs=1, model="text_only", sds_ratio=1.0))
+    assert text.metrics["unimodal_folders"]["text_only"] != base.metrics["unimodal_folders"]["text_only"]
+    # the key changes no run name where it changes nothing
+    tc = T.TrainConfig.from_dict(_cfg(wd))
+    assert "augment_unimodal" not in tc.identity()
+    assert T.default_run_name(tc) == T.default_run_name(T.TrainConfig.from_dict(_cfg(wd, augment_unimodal=True)))
+
+
+@pytest.mark.parametrize("augmented", [False, True], ids=["stage1-on-sds-rows", "stage1-on-originals"])
+def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, fake_features, monkeypatch,
+                                                                      augmented):
     """Through the trainer, on a manifest with SDS rows: for every held-out row, neither it nor any of its
-    components is in (or part of a row in) the training data of the fold model that predicts it."""
+    components is in (or part of a row in) the training data of the fold model that predicts it. Also when
+    stage 1 trains on the original rows only (an augmented fusion run): its folds cover stage 2's rows."""
     _add_sds_rows(monkeypatch)
     trained, held = {}, {}
     real_fit, real_predict = loop.fit, loop.predict
@@ -229,8 +268,11 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
     monkeypatch.setattr(loop, "fit", fit)
     monkeypatch.setattr(loop, "predict", predict)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3))
+    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3,
+                 sds_ratio=1.0 if augmented else 0.0))
     assert len(trained) == len(held) == 6  # 3 folds x 2 modalities
+    if augmented:
+        assert not any("-sds-" in u for rows in trained.values() for u in rows["utt_id"])
     n_sds_held = 0
     for name, rows in held.items():
         modality, k = name.split(" held ")

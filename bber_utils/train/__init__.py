@@ -6,7 +6,10 @@
 2. the train manifest: original rows + SDS (``sds_ratio``) + TUG (``tug_ratio``); dev and test untouched;
 3. features for every row (``audio_encoder``, ``text_encoder`` ...), kept in ``<workdir>/features``;
 4. stage 1: the audio-only and text-only Mamba classifiers, trained on train, early-stopped on dev, cached
-   under ``<workdir>/train/_unimodal/<hash>/`` by a hash of everything that changes them. For prediction
+   under ``<workdir>/train/_unimodal/<hash>/`` by a hash of everything that changes them. For a fusion model
+   the augmentations train stage 2 only: stage 1 trains on the original rows with one-hot targets and is shared
+   by every augmentation setting of a seed (``augment_unimodal=True`` trains it on the augmented rows and
+   targets too; ``TrainConfig.stage1_config``). For prediction
    fusion and the *_withprob models, out-of-fold train logits by K-fold cross-fitting (``oof_folds``): the
    fusion never sees a logit from a unimodal model that was trained on that sample or on any part of it
    (SDS rows and their components share a fold, ``fold_assignment``; the reference's stacking leak, notes

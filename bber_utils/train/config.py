@@ -52,6 +52,7 @@ class TrainConfig:
     ls_llm_p: float = 0.0                 # LS-LLM: share of train samples whose target is the LLM distribution
     soft_labels: str | None = None        # soft-label table; None = <workdir>/ls_llm/soft_labels.parquet
     label_smoothing: float = 0.0          # uniform smoothing of one-hot targets (the baseline to LS-LLM)
+    augment_unimodal: bool = False        # also train stage 1 of a fusion model on the augmented rows and targets
     balanced_sampling: bool = True        # multi-corpus: each corpus drawn equally often per epoch
     class_weight_power: float = 1.0       # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
     # --- features ---
@@ -166,7 +167,27 @@ class TrainConfig:
         for key, default in (("class_weight_power", 1.0), ("text_context_mode", "steps")):
             if out.get(key) == default:  # a default added later leaves earlier run names unchanged
                 del out[key]
+        if not self.stage1_choice_matters():  # no run name changes where the key changes nothing
+            del out["augment_unimodal"]
         return out
+
+    def augmented(self) -> bool:
+        """True when the train rows or targets differ from the original one-hot ones."""
+        return any(float(getattr(self, k)) > 0 for k in ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing"))
+
+    def stage1_choice_matters(self) -> bool:
+        """True when ``augment_unimodal`` changes what stage 1 trains on: an augmented fusion model."""
+        return self.augmented() and self.model not in UNIMODAL_MODELS
+
+    def stage1_config(self) -> "TrainConfig":
+        """The config stage 1 trains with. Augmentations (SDS, TUG, LS-LLM, label smoothing) train the model
+        that was chosen: for ``audio_only``/``text_only`` that is stage 1 itself; for a fusion model, stage 2,
+        on top of unimodal encoders trained once on the original rows with one-hot targets (the reference's
+        protocol: its frozen unimodal models were trained without them), so every augmentation setting of a
+        seed shares one stage 1. ``augment_unimodal=True`` trains stage 1 on the augmented rows and targets."""
+        if self.augment_unimodal or not self.stage1_choice_matters():
+            return self
+        return dataclasses.replace(self, sds_ratio=0.0, tug_ratio=0.0, ls_llm_p=0.0, label_smoothing=0.0)
 
 
 def config_hash(obj: Any, n: int = 8) -> str:

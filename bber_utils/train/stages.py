@@ -2,7 +2,8 @@
 
 1. inputs (``inputs``): corpora, manifests, SDS/TUG rows, feature stores, soft labels, class weights;
 2. the run folder ``<workdir>/train/<run>/`` (``{model}-s{seed}-{hash of the config}`` unless ``run_name``);
-3. stage 1 (``unimodal``): the audio-only and text-only classifiers (cached), plus out-of-fold train logits;
+3. stage 1 (``unimodal``): the audio-only and text-only classifiers (cached), plus out-of-fold train logits; for
+   a fusion model on the original train rows unless ``augment_unimodal`` (``TrainConfig.stage1_config``);
 4. stage 2 (``fusion``): the chosen model on the stage-1 encoders;
 5. ``metrics.json`` and ``history.csv`` (``runs``).
 
@@ -56,6 +57,7 @@ class _Inputs:
 
     corpora: list[str]
     splits: dict[str, pd.DataFrame]        # train (augmented) / dev / test rows whose features exist
+    original_train: pd.DataFrame           # the train rows before SDS and TUG, whose features exist
     stores: tuple                          # (audio store or None, text store)
     skipped: dict[str, dict[str, int]]     # {split: {reason: count}}
     soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
@@ -82,8 +84,9 @@ def _train(tc: TrainConfig) -> RunResult:
     if stores[0] is None and tc.model != "text_only":
         raise ValueError(f"model {tc.model!r} needs audio, but no manifest row has any; use model=text_only")
     dims = (int(stores[0].dim) if stores[0] is not None else 1, int(stores[1].dim))
-    unimodal = {m: train_unimodal(tc, m, store, data.splits, data.soft_table, data.weights, device,
-                                  needs_oof(tc.model), dims)
+    tc1, splits1, weights1 = _stage1_inputs(tc, data)
+    unimodal = {m: train_unimodal(tc1, m, store, splits1, data.soft_table, weights1, device,
+                                  needs_oof(tc.model), dims, oof_train=data.splits["train"])
                 for m, store in zip(("audio", "text"), stores) if store is not None}
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
@@ -104,25 +107,47 @@ def _train(tc: TrainConfig) -> RunResult:
 
 def _load_inputs(tc: TrainConfig) -> _Inputs:
     """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
-    from ..data import class_weights, soft_label_table
+    from ..data import soft_label_table
 
     corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
     splits = inputs.load_splits(corpora, tc.workdir)
+    original = splits["train"]
     with rank_zero_first():  # rank 0 writes the SDS clips and extracts missing features; the others read them
-        splits["train"] = inputs.build_train_manifest(tc, splits["train"])
-        all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")], ignore_index=True)
-        stores = inputs.build_feature_stores(tc, all_rows)
+        splits["train"] = inputs.build_train_manifest(tc, original)
+        all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")] + [original], ignore_index=True)
+        stores = inputs.build_feature_stores(tc, all_rows.drop_duplicates("utt_id", ignore_index=True))
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
+    if tc.stage1_config() is tc:  # stage 1 trains on the (augmented) train split itself
+        original = splits["train"]
+    else:
+        original, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
         from ..context import with_text_context
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
-    weights = class_weights(np.array([CLASSES.index(lbl) for lbl in splits["train"]["label"]]))
-    weights = (weights ** float(tc.class_weight_power)).astype(np.float32)
-    return _Inputs(corpora, splits, stores, skipped, soft_table, weights)
+    return _Inputs(corpora, splits, original, stores, skipped, soft_table, _loss_weights(splits["train"], tc))
+
+
+def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
+    """(7,) class weights of the loss: balanced over ``train_df``'s labels, to the power ``class_weight_power``."""
+    from ..data import class_weights
+
+    weights = class_weights(np.array([CLASSES.index(lbl) for lbl in train_df["label"]]))
+    return (weights ** float(tc.class_weight_power)).astype(np.float32)
+
+
+def _stage1_inputs(tc: TrainConfig, data: _Inputs) -> tuple[TrainConfig, dict, np.ndarray]:
+    """What stage 1 trains on (``TrainConfig.stage1_config``): ``(config, splits, class weights)``. Without the
+    augmentations it is the original train rows with their own class weights, the same inputs as an
+    unaugmented run of that seed, so the cached stage 1 is shared."""
+    tc1 = tc.stage1_config()
+    if tc1 is tc:
+        return tc, data.splits, data.weights
+    splits = {**data.splits, "train": data.original_train}
+    return tc1, splits, _loss_weights(data.original_train, tc1)
 
 
 def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolve: bool = True) -> str:

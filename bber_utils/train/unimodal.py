@@ -73,8 +73,13 @@ def unimodal_model(tc: TrainConfig, modality: str, d_in: int):
 
 
 def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.DataFrame], soft_table: dict,
-                   weights: np.ndarray, device, need_oof: bool, dims: tuple[int, int]) -> UnimodalRun:
-    """Stage 1 for one modality: train (or reuse from the cache) the unimodal classifier and its logits."""
+                   weights: np.ndarray, device, need_oof: bool, dims: tuple[int, int],
+                   oof_train: pd.DataFrame | None = None) -> UnimodalRun:
+    """Stage 1 for one modality: train (or reuse from the cache) the unimodal classifier and its logits.
+
+    ``oof_train``: the rows that need out-of-fold logits (stage 2's train rows; default ``splits["train"]``).
+    When stage 1 trains on fewer rows (the originals of an augmented run), the folds are drawn over
+    ``oof_train`` and each fold model trains on the stage-1 rows outside its fold."""
     key = _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table)
     folder = run_dirs(tc.workdir).train / "_unimodal" / key
     stores = (store, None) if modality == "audio" else (None, store)
@@ -117,32 +122,37 @@ def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.D
                           res.best_epoch)
     if need_oof:
         run.oof = _out_of_fold_logits(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr,
-                                      epochs)
+                                      epochs, splits["train"] if oof_train is None else oof_train)
     return run
 
 
 def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_table, weights, device, meta, lr,
-                        epochs) -> dict:
-    """Cross-fitted train logits (cached as ``oof{K}.parquet`` beside the unimodal model)."""
+                        epochs, train_df: pd.DataFrame) -> dict:
+    """Cross-fitted logits of ``train_df``'s rows (cached as ``oof{K}[-{rows hash}].parquet`` beside the unimodal
+    model); the fold models train on the stage-1 rows (``splits["train"]``) outside their fold."""
     from ..data import EmotionDataset
 
-    path = run.folder / f"oof{tc.oof_folds}.parquet"
+    stage1_ids = set(splits["train"]["utt_id"].astype(str))
+    ids = train_df["utt_id"].astype(str)
+    tag = f"{tc.oof_folds}"
+    if set(ids) != stage1_ids:  # stage 2 trains on more rows than stage 1: these folds are its own
+        tag += "-" + config_hash(list(zip(ids, train_df["label"])), 8)
+    path = run.folder / f"oof{tag}.parquet"
     barrier()
     if path.exists():
         return logit_dict(pd.read_parquet(path))
-    train_df = splits["train"]
     folds = crossfit.fold_assignment(train_df, tc.oof_folds, tc.seed)
     dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
     frames = []
     for k in sorted(set(folds.tolist())):
-        fit_rows = crossfit.fold_training_rows(train_df, folds, k)
+        fit_rows = crossfit.fold_training_rows(train_df, folds, k) & ids.isin(stage1_ids).to_numpy()
         held = folds == k
         loop.seed_everything(tc.seed + 1 + k)
         model = unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
         train_ds = EmotionDataset(train_df.loc[fit_rows].reset_index(drop=True), *stores, soft_labels=soft_table,
                                   ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed,
                                   audio_pool=tc.audio_pool, name=f"{modality} fold {k}")
-        res = loop.fit(model, train_ds, dev_sets, tc=tc, ckpt_dir=run.folder / f"fold{k}of{tc.oof_folds}",
+        res = loop.fit(model, train_ds, dev_sets, tc=tc, ckpt_dir=run.folder / f"fold{k}of{tag}",
                        weights=weights, device=device, forward=loop.forward_batch, lr=lr, epochs=epochs,
                        checkpoint_meta={**meta, "fold": k}, desc=f"{modality}-only fold {k + 1}/{tc.oof_folds}")
         if not res.finished:
