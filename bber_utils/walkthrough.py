@@ -159,9 +159,10 @@ def validator_examples(true_label: str = "sad", policy: str = "swap"):
     return pd.DataFrame(rows).set_index("case")
 
 
-def convergence_table(histories: dict):
-    """Per run (name -> history table): epochs run, best dev epoch, best dev mean and the gain of the best dev
-    mean over the last five epochs (about 0: the curve has flattened; the cosine schedule anneals the lr to 0)."""
+def convergence_table(histories: dict, caps: dict | None = None):
+    """Per run (name -> history table): epochs run, best dev epoch, best dev mean, the gain of the best dev mean
+    over the last five epochs (about 0: the curve has flattened) and, given ``caps`` (name -> max epochs), what
+    ended it: early stopping (no dev gain for ``patience`` epochs, so the curve had converged) or the cap."""
     import pandas as pd
 
     rows = {}
@@ -172,4 +173,7 @@ def convergence_table(histories: dict):
         rows[name] = {"epochs run": len(h), "best dev epoch": int(h.loc[h["dev_mean"].idxmax(), "epoch"]),
                       "best dev mean": round(float(best.iloc[-1]), 3),
                       "gain in the last 5 epochs": round(float(best.iloc[-1] - best.iloc[max(len(h) - 6, 0)]), 3)}
+        if caps and caps.get(name):
+            rows[name]["ended by"] = ("the epoch cap" if len(h) >= int(caps[name])
+                                      else f"early stopping (cap {int(caps[name])})")
     return pd.DataFrame(rows).T

@@ -125,3 +125,17 @@ def test_ratio_explorer_shows_the_mix_and_follows_the_slider():
     slider = box.children[0]
     slider.value = 0.8
     assert seen == [0.5, 0.8] and not math.isnan(slider.value)
+
+
+def test_convergence_table_says_whether_early_stopping_or_the_cap_ended_a_run():
+    import pandas as pd
+
+    from bber_utils import walkthrough
+
+    rising = pd.DataFrame({"epoch": range(10), "dev_mean": [0.1 * i for i in range(10)]})
+    flat = pd.DataFrame({"epoch": range(8), "dev_mean": [0.1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]})
+    table = walkthrough.convergence_table({"rising": rising, "flat": flat}, {"rising": 10, "flat": 10})
+    assert table.loc["rising", "ended by"] == "the epoch cap"
+    assert table.loc["flat", "ended by"] == "early stopping (cap 10)"
+    assert table.loc["rising", "gain in the last 5 epochs"] > 0.4 and table.loc["flat", "gain in the last 5 epochs"] == 0
+    assert "ended by" not in walkthrough.convergence_table({"flat": flat}).columns
