@@ -1,9 +1,11 @@
-"""Experiments: the run registry, papermill sweeps, augmentation-ratio search and multi-seed summaries.
+"""Experiments: the run registry, sweeps, augmentation-ratio search and multi-seed summaries.
 
 - ``load_registry(workdir)`` reads every ``train/<run>/metrics.json`` into one tidy table: one row per run,
   corpus and split, with the four metrics, their mean and the run's settings.
-- ``run_sweep`` executes notebook 06 once per setting and seed with papermill, each as its own executed
-  notebook under ``train/<run>/``; finished runs (a ``metrics.json`` exists) are not redone.
+- ``run_sweep`` trains once per setting and seed (``run_one``: ``bber train`` in a child process, log in
+  ``train/<run>/train.log``; or, with ``study_runner="notebook"``, notebook 06 executed by papermill into
+  ``train/<run>/``); finished runs (a ``metrics.json`` exists) are not redone. ``run_study`` runs them in
+  parallel on a schedule that never trains one cached unimodal stage twice at once.
 - ``greedy_search`` / ``grid_search`` choose augmentation ratios per corpus on **dev only**; the test score
   of the chosen setting is reported afterwards, never used to choose.
 - ``summarize`` gives mean ± std and a 95 % confidence interval (Student t) over seeds. Runs are pooled only
