@@ -1,9 +1,11 @@
-"""Experiments: the run registry, papermill sweeps, augmentation-ratio search and multi-seed summaries.
+"""Experiments: the run registry, sweeps, augmentation-ratio search and multi-seed summaries.
 
 - ``load_registry(workdir)`` reads every ``train/<run>/metrics.json`` into one tidy table: one row per run,
   corpus and split, with the four metrics, their mean and the run's settings.
-- ``run_sweep`` executes notebook 06 once per setting and seed with papermill, each as its own executed
-  notebook under ``train/<run>/``; finished runs (a ``metrics.json`` exists) are not redone.
+- ``run_sweep`` trains once per setting and seed (``run_one``: ``bber train`` in a child process, log in
+  ``train/<run>/train.log``; or, with ``study_runner="notebook"``, notebook 06 executed by papermill into
+  ``train/<run>/``); finished runs (a ``metrics.json`` exists) are not redone. ``run_study`` runs them in
+  parallel on a schedule that never trains one cached unimodal stage twice at once.
 - ``greedy_search`` / ``grid_search`` choose augmentation ratios per corpus on **dev only**; the test score
   of the chosen setting is reported afterwards, never used to choose.
 - ``summarize`` gives mean ± std and a 95 % confidence interval (Student t) over seeds. Runs are pooled only
@@ -17,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -218,11 +221,31 @@ def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+STUDY_RUNNERS = ("process", "notebook")
+# Training processes of run_one's process runner still running (stopped on Ctrl-C by whoever catches it).
+_CHILDREN: set = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _check_study_runner(study_runner: str) -> None:
+    from .errors import unknown
+
+    if study_runner not in STUDY_RUNNERS:
+        raise unknown("study_runner", study_runner, STUDY_RUNNERS)
+
+
 def run_one(params: dict[str, Any], workdir: str | os.PathLike,
-            notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb") -> Path:
-    """Execute the training notebook for ``params`` unless its metrics already exist; return the run folder."""
+            notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb",
+            study_runner: str = "process") -> Path:
+    """Train ``params`` unless its metrics already exist; return the run folder ``train/<run>``.
+
+    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess, its output in
+    ``<run>/train.log``; ``"notebook"``: notebook 06 executed by papermill into ``<run>/06_train.ipynb``. Both
+    get the parameters notebook 06 declares (and the run name it would give them), so both train the same run.
+    """
     from .pipeline import declared_parameters, run_notebook
 
+    _check_study_runner(study_runner)
     dirs = run_dirs(workdir)
     declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
@@ -232,19 +255,95 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
     if (run_dir / "metrics.json").exists():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
+    if study_runner == "notebook":
+        run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
+    else:
+        keep = declared | {"workdir", "run_name"}
+        _train_process(name, run_dir, {**{k: v for k, v in params.items() if k in keep}, "progress": False})
     if not (run_dir / "metrics.json").exists():
-        raise RuntimeError(f"run {name}: the training notebook finished without writing {run_dir}/metrics.json")
+        raise RuntimeError(f"run {name}: training finished without writing {run_dir}/metrics.json")
     return run_dir
+
+
+def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:
+    """``bber train`` on ``cfg`` (written to ``run_dir/params.yaml``) in a child process, stdout and stderr in
+    ``run_dir/train.log``. A non-zero exit raises ``RuntimeError`` quoting the log's last lines; an interrupt
+    (Ctrl-C) stops the child first, then propagates."""
+    import subprocess
+
+    import yaml
+
+    from .fileio import atomic_write_text
+
+    config = atomic_write_text(run_dir / "params.yaml", yaml.safe_dump(cfg, sort_keys=True, allow_unicode=True))
+    log_path = run_dir / "train.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(_train_command(config), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT))
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(child)
+        try:
+            code = _wait(child)
+        except BaseException:  # KeyboardInterrupt: never leave a training process behind
+            _stop(child)
+            raise
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"run {name}: `bber train` exited with status {code}; the last lines of {log_path}:\n"
+                           + "\n".join(tail))
+
+
+def _train_command(config: Path) -> list[str]:
+    """``bber train --config CONFIG`` with this interpreter (the child imports this checkout: cwd is its root)."""
+    import sys
+
+    return [sys.executable, "-m", "bber_utils.cli", "train", "--config", str(config)]
+
+
+def _wait(child) -> int:
+    """``child.wait()`` in short slices, so that an interrupt of the main thread (a kernel's Ctrl-C,
+    ``_thread.interrupt_main``) is seen within a fraction of a second."""
+    import subprocess
+
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _stop(child) -> None:
+    """Terminate a child process and wait for it (killed after 10 s)."""
+    import subprocess
+
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _stop_children() -> None:
+    """Terminate every training process ``run_one`` started that is still running."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        _stop(child)
 
 
 def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
               workdir: str | os.PathLike, runner: Callable[[dict, Any], Path] | None = None,
-              progress: bool = True) -> list[Path]:
+              progress: bool = True, study_runner: str = "process") -> list[Path]:
     """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders."""
     from bber_utils.progress import tqdm
 
-    runner = runner or (lambda p, wd: run_one(p, wd))
+    _check_study_runner(study_runner)
+    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
     jobs = [{**base, **s, "seed": int(seed)} for s in settings for seed in seeds]
     folders = []
     for params in tqdm(jobs, desc="runs", disable=not progress):
@@ -267,19 +366,19 @@ def _dev_score(run_dirs_: list[Path], corpus: str | None) -> float:
 
 
 def grid_search(base: dict, space: dict[str, list], seeds: Iterable[int], workdir, corpus: str | None = None,
-                runner=None) -> tuple[dict, list[dict]]:
+                runner=None, study_runner: str = "process") -> tuple[dict, list[dict]]:
     """Try every combination of ``space``; choose by dev score of ``corpus`` (None = averaged)."""
     seeds = list(seeds)
     trials = []
     for setting in expand_grid(space):
-        runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False)
+        runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False, study_runner=study_runner)
         trials.append({**setting, "dev_score": _dev_score(runs, corpus)})
     best = max(trials, key=lambda t: t["dev_score"])
     return {k: best[k] for k in space}, trials
 
 
 def greedy_search(base: dict, space: dict[str, list], seeds: Iterable[int], workdir, corpus: str | None = None,
-                  runner=None) -> tuple[dict, list[dict]]:
+                  runner=None, study_runner: str = "process") -> tuple[dict, list[dict]]:
     """Coordinate ascent: tune one key at a time (in ``space`` order), keeping the best value on dev."""
     seeds = list(seeds)
     current = {k: base.get(k, values[0]) for k, values in space.items()}
@@ -289,7 +388,7 @@ def greedy_search(base: dict, space: dict[str, list], seeds: Iterable[int], work
     def evaluate(setting: dict) -> float:
         key = json.dumps(setting, sort_keys=True, default=str)
         if key not in seen:
-            runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False)
+            runs = run_sweep(base, [setting], seeds, workdir, runner, progress=False, study_runner=study_runner)
             seen[key] = _dev_score(runs, corpus)
             trials.append({**setting, "dev_score": seen[key]})
         return seen[key]
@@ -346,59 +445,128 @@ def paper_study(corpora: list[str], fusion_models: Iterable[str] = FUSION_MODELS
 
 
 def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
-              workdir: str | os.PathLike, runner=None, workers: int = 1):
+              workdir: str | os.PathLike, runner=None, workers: int = 1, study_runner: str = "process"):
     """Run every study setting for every seed (resumable) and return its summary table (test split).
 
-    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``. With
-    ``workers`` > 1 the runs go to that many parallel executions, in chains that never split runs sharing a
-    cached unimodal stage (same seed and same training data), so no stage is trained twice; each run is
-    deterministic on its own, so the numbers do not depend on ``workers``.
+    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``. Each run is
+    ``run_one`` (``study_runner``: ``bber train`` in a subprocess, or notebook 06 by papermill) unless
+    ``runner`` replaces it. ``workers`` runs go at once (``_run_scheduled``): runs sharing a cached unimodal
+    stage wait for the first of them, so no stage is trained twice; each run is deterministic on its own, so the
+    numbers do not depend on ``workers``.
     """
+    _check_study_runner(study_runner)
     out = run_dirs(workdir).root / "ablations"
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
-    if workers > 1:
-        _run_chains(base, runs, list(seeds), workdir, runner, workers)
-    else:
-        run_sweep(base, runs, seeds, workdir, runner)
+    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
+    jobs = []
+    for seed in seeds:
+        for r in runs:
+            params = {**base, **r, "seed": int(seed)}
+            params.pop("run_name", None)
+            jobs.append(params)
+    _run_scheduled(jobs, lambda p: runner(p, workdir), max(1, int(workers)))
     table = study_table(load_registry(workdir), settings)
     table.to_csv(out / "study.csv", index=False)
     return table
 
 
+UNIMODAL_ONLY = ("audio_only", "text_only")
+AUGMENT_KEYS = ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing")
+
+
 def _unimodal_group(params: dict[str, Any]) -> tuple:
-    """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data)."""
+    """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data).
+
+    Stage 1 trains on the augmented rows and targets only for ``augment_unimodal`` or a unimodal model;
+    otherwise it trains on the original rows, shared by every augmentation setting of that seed and data.
+    """
     corpora = params.get("train_corpora")
     corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
-    return (params.get("seed"), corpora, *(float(params.get(k) or 0) for k in ("sds_ratio", "tug_ratio", "ls_llm_p")))
+    if params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY:
+        return (params.get("seed"), corpora, *(float(params.get(k) or 0) for k in AUGMENT_KEYS))
+    return (params.get("seed"), corpora)
 
 
-def _run_chains(base, runs, seeds, workdir, runner, workers: int) -> None:
-    """Parallel ``run_sweep``: one chain per unimodal group, the longest chains first (greedy LPT)."""
-    from concurrent.futures import ThreadPoolExecutor
+class _Schedule:
+    """The ready queue of ``_run_scheduled``: the first run of each group (largest group first); a group's
+    other runs become ready once its first run has finished. The first error stops handing out runs."""
 
+    def __init__(self, groups: list[list[dict]]):
+        from collections import deque
+
+        self.ready = deque(g[0] for g in groups)
+        self.after = {id(g[0]): g[1:] for g in groups}
+        self.running = 0
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def take(self) -> dict | None:
+        """The next ready run (waits while runs that may free others are running); None when done."""
+        with self.cond:
+            while self.error is None and not self.ready and self.running:
+                self.cond.wait()
+            if self.error is not None or not self.ready:
+                return None
+            self.running += 1
+            return self.ready.popleft()
+
+    def done(self, job: dict, error: BaseException | None = None) -> None:
+        with self.cond:
+            self.running -= 1
+            if error is not None:
+                self.error = self.error or error
+            else:
+                self.ready.extend(self.after.pop(id(job), []))
+            self.cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self.cond:
+            self.error = self.error or error
+            self.cond.notify_all()
+
+
+def _run_scheduled(jobs: list[dict], run: Callable[[dict], Any], workers: int, progress: bool = True) -> None:
+    """Call ``run(params)`` for every job on ``workers`` threads, never starting two runs of one unimodal group
+    (``_unimodal_group``) before the group's first run has finished (its stage 1 is then cached). The first
+    error stops scheduling and is raised once the running runs have ended; Ctrl-C also stops their training
+    processes."""
     from bber_utils.progress import tqdm
 
-    runner = runner or (lambda p, wd: run_one(p, wd))
-    chains: dict[tuple, list[dict]] = {}
-    for seed in seeds:
-        for r in runs:
-            params = {**base, **r, "seed": int(seed)}
-            params.pop("run_name", None)
-            chains.setdefault(_unimodal_group(params), []).append(params)
-    ordered = sorted(chains.values(), key=len, reverse=True)
-    bar = tqdm(total=sum(map(len, ordered)), desc="runs")
+    groups: dict[tuple, list[dict]] = {}
+    for params in jobs:
+        groups.setdefault(_unimodal_group(params), []).append(params)
+    schedule = _Schedule(sorted(groups.values(), key=len, reverse=True))
+    bar = tqdm(total=len(jobs), desc="runs", disable=not progress)
 
-    def chain(jobs):
-        for params in jobs:
-            runner(params, workdir)
-            bar.update(1)
+    def worker() -> None:
+        while (job := schedule.take()) is not None:
+            try:
+                run(job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                schedule.done(job, exc)
+            else:
+                schedule.done(job)
+                bar.update(1)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(chain, jobs) for jobs in ordered]:
-            future.result()
-    bar.close()
+    threads = [threading.Thread(target=worker, name=f"study-run-{i}", daemon=True) for i in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():  # joined in slices, so that a Ctrl-C reaches the main thread at once
+                t.join(0.2)
+    except BaseException as exc:  # KeyboardInterrupt in the main thread
+        schedule.fail(exc)
+        _stop_children()
+        for t in threads:
+            t.join()
+        raise
+    finally:
+        bar.close()
+    if schedule.error is not None:
+        raise schedule.error
 
 
 def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
@@ -485,7 +653,7 @@ def register_cli(subparsers) -> None:
                         "metrics.json files or executed notebooks)")
     p.add_argument("--all", action="store_true", help="with --env: also the keys where both agree")
     p.set_defaults(func=_cli_results)
-    s = subparsers.add_parser("sweep", help="run notebook 06 over a grid of parameters and seeds (resumable)")
+    s = subparsers.add_parser("sweep", help="train over a grid of parameters and seeds (resumable)")
     s.add_argument("--profile", default="demo")
     s.add_argument("--workdir", help="default: the profile's workdir")
     s.add_argument("--seeds", nargs="+", type=int, default=[42])
