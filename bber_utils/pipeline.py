@@ -297,6 +297,10 @@ def validate_request(profile: str, from_: str | None, only: list[str] | None,
         raise unknown("--set key", bad[0], known_parameters(params, notebooks), "see bber reproduce --help")
     params.update(overrides or {})
     TrainConfig.from_dict(params)
+    if "study_runner" in params:  # notebook 07's runner, checked here rather than after notebooks 01-06
+        from .experiments import _check_study_runner
+
+        _check_study_runner(params["study_runner"])
     return params
 
 

@@ -48,6 +48,7 @@ def _one_line_error(capsys, rc, *needles):
     (["--set", "model=biformerr"], ["unknown model 'biformerr'", "did you mean 'biformer'"]),
     (["--set", "epochs=-3"], ["epochs must be >= 1 (got -3)"]),
     (["--set", "epochs"], ["'epochs' is not key=value"]),
+    (["--set", "study_runner=proces"], ["unknown study_runner 'proces'", "did you mean 'process'"]),
 ])
 def test_reproduce_rejects_typos_before_any_notebook_runs(argv, needles, no_notebooks, capsys, tmp_path):
     rc = cli.main(["reproduce", "--profile", "smoke", "--workdir", str(tmp_path / "w"), *argv])
