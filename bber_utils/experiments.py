@@ -600,18 +600,80 @@ def study_table(registry, settings: list[dict[str, Any]], split: str = "test"):
     runs = df[df["split"] == split].groupby(keys)["run"].agg(lambda r: ";".join(sorted(set(r))))
     dev = df[df["split"] == "dev"].drop_duplicates(["run", "corpus"]).groupby(keys)["mean"]
     extra = pd.DataFrame({"runs": runs, "dev_mean": dev.mean(), "dev_mean_std": dev.std()}).reset_index()
-    table = table.merge(extra, on=keys, how="left")
+    table = table.merge(extra, on=keys, how="left").merge(_by_seed(df[df["split"] == split], keys), on=keys,
+                                                          how="left")
     table["_order"] = [order[(a, b)] for a, b in zip(table["study"], table["setting"])]
     return table.sort_values(["_order", "corpus"]).drop(columns="_order").reset_index(drop=True)
 
 
-def compare_to(table, reference: tuple[str, str], n_test: dict[str, int], metric: str = "war", clips: int = 3):
-    """Each setting's difference to ``reference`` (study, setting) per corpus, in points and in test clips.
+def _by_seed(df, keys: list[str]):
+    """Per group of ``keys``: each metric's value per seed, as JSON ``{"42": 0.71, ...}`` (``{metric}_by_seed``),
+    so that two settings can be compared seed by seed (``compare_to``)."""
+    import pandas as pd
 
-    ``n_test``: test clips per corpus (one clip moves WAR by ``100 / n`` points). A difference smaller than
-    ``clips`` test clips, or one whose 95 % intervals overlap, is flagged: it is not a finding on this test set.
-    Returns columns ``study, setting, corpus, diff_pts, diff_clips, verdict``.
-    """
+    df = df.drop_duplicates([*keys, "seed"])
+    out = {}
+    for group, part in df.groupby(keys, sort=False):
+        out[group] = {f"{m}_by_seed": json.dumps({str(int(s)): float(v) for s, v in zip(part["seed"], part[m])},
+                                                 sort_keys=True) for m in METRICS}
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=keys)
+    return frame.reset_index()
+
+
+def paired_difference(values: str | dict | None, reference: str | dict | None) -> tuple[float, float, int]:
+    """Seed-by-seed difference of two settings (``{seed: value}`` or its JSON): ``(mean, 95 % half-width, n)``
+    over the seeds both have (Student t with n - 1 degrees of freedom; NaN half-width below 2 seeds). The runs of
+    one seed share their data order and, for a fusion model, their unimodal encoders, so the paired difference
+    leaves out what the seeds change in both and is the sharper test of the two settings' difference."""
+    def parse(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return {}
+        return json.loads(v) if isinstance(v, str) else dict(v)
+
+    a, b = parse(values), parse(reference)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return math.nan, math.nan, 0
+    mean, _std, half, n = confidence_interval([a[s] - b[s] for s in seeds])
+    return mean, half, n
+
+
+def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: int = 3) -> dict[str, Any]:
+    """The difference of two study rows (one setting and corpus each; mappings or pandas rows) on ``metric``:
+    ``diff_pts``, ``diff_clips`` (``n`` test clips: one clip moves WAR by ``100 / n`` points), ``diff_ci95``,
+    ``seeds_ahead`` / ``seeds_paired`` and ``verdict``. A difference smaller than ``clips`` test clips is
+    flagged, and so is one whose 95 % interval includes 0: the interval of the paired, seed-by-seed difference
+    where both settings ran the same seeds (``paired_difference``), else the two settings' own intervals
+    overlapping. A flagged difference is not a finding on this test set; the others are "better" / "worse"."""
+    get = (lambda r, k: r.get(k, math.nan)) if hasattr(row, "get") else (lambda r, k: getattr(r, k, math.nan))
+    diff = 100 * (get(row, metric) - get(base, metric))
+    diff_clips = diff * n / 100 if n else math.nan
+    a, b = get(row, f"{metric}_by_seed"), get(base, f"{metric}_by_seed")
+    _, half, paired = paired_difference(a, b)
+    ahead = 0
+    if paired:
+        a, b = (json.loads(v) if isinstance(v, str) else dict(v) for v in (a, b))
+        ahead = sum(a[s] > b[s] for s in set(a) & set(b))
+    if paired >= 2:
+        ci, overlap = 100 * half, "paired 95 % interval includes 0"
+    else:
+        ci = 100 * (_nz(get(row, f"{metric}_ci95")) + _nz(get(base, f"{metric}_ci95")))
+        overlap = "95 % intervals overlap"
+    if n and abs(diff_clips) < clips:
+        verdict = f"within {clips} test clips"
+    elif ci and abs(diff) <= ci:
+        verdict = overlap
+    else:
+        verdict = "better" if diff > 0 else "worse"
+    return {"diff_pts": round(diff, 1), "diff_clips": round(diff_clips, 1),
+            "diff_ci95": round(ci, 1) if ci else math.nan, "seeds_ahead": ahead, "seeds_paired": paired,
+            "verdict": verdict}
+
+
+def compare_to(table, reference: tuple[str, str], n_test: dict[str, int], metric: str = "war", clips: int = 3):
+    """Each setting's difference to ``reference`` (study, setting) per corpus (``compare_rows``): columns
+    ``study, setting, corpus, diff_pts, diff_clips, diff_ci95, verdict``."""
     import pandas as pd
 
     ref = table[(table["study"] == reference[0]) & (table["setting"] == reference[1])].set_index("corpus")
@@ -619,20 +681,11 @@ def compare_to(table, reference: tuple[str, str], n_test: dict[str, int], metric
     for r in table.itertuples(index=False):
         if (r.study, r.setting) == reference or r.corpus not in ref.index:
             continue
-        base = ref.loc[r.corpus]
-        diff = 100 * (getattr(r, metric) - base[metric])
-        n = n_test.get(r.corpus)
-        diff_clips = diff * n / 100 if n else math.nan
-        ci = 100 * (_nz(getattr(r, f"{metric}_ci95", math.nan)) + _nz(base.get(f"{metric}_ci95", math.nan)))
-        if n and abs(diff_clips) < clips:
-            verdict = f"within {clips} test clips"
-        elif ci and abs(diff) <= ci:
-            verdict = "95 % intervals overlap"
-        else:
-            verdict = "better" if diff > 0 else "worse"
-        rows.append({"study": r.study, "setting": r.setting, "corpus": r.corpus, "diff_pts": round(diff, 1),
-                     "diff_clips": round(diff_clips, 1), "verdict": verdict})
-    return pd.DataFrame(rows, columns=["study", "setting", "corpus", "diff_pts", "diff_clips", "verdict"])
+        c = compare_rows(r, ref.loc[r.corpus], metric, n_test.get(r.corpus), clips)
+        rows.append({"study": r.study, "setting": r.setting, "corpus": r.corpus,
+                     **{k: c[k] for k in ("diff_pts", "diff_clips", "diff_ci95", "verdict")}})
+    return pd.DataFrame(rows, columns=["study", "setting", "corpus", "diff_pts", "diff_clips", "diff_ci95",
+                                       "verdict"])
 
 
 def _nz(x) -> float:

@@ -51,7 +51,7 @@ def study_markdown(study, n_test: dict[str, int] | None = None, reference: tuple
                    metrics: Iterable[str] = ("uar", "wf1"), synthetic: bool = True, clips: int = 3) -> str:
     """The study table (``study.csv`` of notebook 07) as Markdown: one row per setting, per corpus the metrics as
     mean ± 95 % CI half-width over seeds (percent), the number of seeds, and a note per corpus where the WAR
-    difference to ``reference`` is within ``clips`` test clips or inside the intervals."""
+    difference to ``reference`` is within ``clips`` test clips or its 95 % interval includes 0 (``compare_to``)."""
     from .experiments import compare_to
 
     metrics = list(metrics)
@@ -87,7 +87,9 @@ def study_markdown(study, n_test: dict[str, int] | None = None, reference: tuple
     if n_test:
         sizes = ", ".join(f"{c} {n}" for c, n in n_test.items())
         footer += (f" Test clips: {sizes}; the last column flags a WAR difference to the reference smaller than "
-                   f"{clips} clips or inside the two intervals (not a finding).")
+                   f"{clips} clips, or whose 95 % interval includes 0 (not a finding): the interval of the "
+                   "seed-by-seed difference (the runs of a seed share their unimodal encoders and data order), "
+                   "or the two rows' own intervals where the seeds differ.")
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
 

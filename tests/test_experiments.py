@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from bber_utils import experiments as ex
@@ -166,3 +167,49 @@ def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
     assert len(table) == len(settings)  # each setting found exactly its own run (corpus x)
     plain = table[(table["study"] == "fusion") & (table["setting"] == "biformer")].iloc[0]
     assert plain["mean"] == pytest.approx(2 / 100)  # not mixed with the +sds / +ls runs of biformer
+
+
+def _two_settings(ref_by_seed: dict, other_by_seed: dict):
+    """A study table of BiFormer and one other setting with the given per-seed WAR (one corpus)."""
+    from bber_utils.experiments import confidence_interval
+
+    rows = []
+    for setting, by_seed in (("biformer", ref_by_seed), ("other", other_by_seed)):
+        mean, std, half, n = confidence_interval(list(by_seed.values()))
+        rows.append({"study": "fusion", "setting": setting, "corpus": "c", "war": mean, "war_ci95": half,
+                     "war_by_seed": json.dumps({str(k): v for k, v in by_seed.items()})})
+    return pd.DataFrame(rows)
+
+
+def test_compare_to_uses_the_seed_by_seed_difference():
+    """Seeds move both settings together (same encoders, same data order): the paired difference is what counts.
+    Here the other setting is 0.10 better on every seed while each setting's own interval is wide."""
+    ref = {42: 0.55, 43: 0.70, 44: 0.85}
+    consistent = _two_settings(ref, {s: v + 0.10 for s, v in ref.items()})
+    row = ex.compare_to(consistent, ("fusion", "biformer"), {"c": 100}).iloc[0]
+    assert row["verdict"] == "better" and row["diff_pts"] == 10.0
+    assert consistent["war_ci95"].iloc[0] * 2 > 0.10  # the two intervals overlap: the unpaired rule would flag it
+    # the same mean difference, but its sign changes with the seed: not a finding
+    noisy = _two_settings(ref, {42: 0.75, 43: 0.60, 44: 1.05})
+    row = ex.compare_to(noisy, ("fusion", "biformer"), {"c": 100}).iloc[0]
+    assert row["verdict"] == "paired 95 % interval includes 0"
+    # without per-seed values (an older study.csv) the two intervals decide, as before
+    old = consistent.drop(columns="war_by_seed")
+    assert ex.compare_to(old, ("fusion", "biformer"), {"c": 100}).iloc[0]["verdict"] == \
+        "95 % intervals overlap"
+
+
+def test_study_table_keeps_each_seeds_value(tmp_path):
+    from bber_utils.experiments import paired_difference
+
+    registry = pd.DataFrame([{"run": f"{m}-s{s}", "model": m, "seed": s, "corpus": "c", "split": "test",
+                              "uar": v, "war": v, "mf1": v, "wf1": v, "mean": v}
+                             for m, base in (("biformer", 0.6), ("audio_only", 0.4)) for s, v in
+                             ((42, base), (43, base + 0.05), (44, base + 0.1))])
+    settings = [{"study": "fusion", "setting": "biformer", "model": "biformer"},
+                {"study": "modality", "setting": "audio_only", "model": "audio_only"}]
+    table = ex.study_table(registry, settings)
+    by_seed = dict(zip(table["setting"], table["war_by_seed"]))
+    assert json.loads(by_seed["biformer"]) == {"42": 0.6, "43": 0.65, "44": 0.7}
+    mean, half, n = paired_difference(by_seed["biformer"], by_seed["audio_only"])
+    assert n == 3 and mean == pytest.approx(0.2) and half == pytest.approx(0.0)

@@ -156,6 +156,8 @@ def test_07_and_08_study_table_and_figures(smoke_run):
     outs = json.dumps(_outputs(dirs.notebooks / "08_results.ipynb"))
     assert "not published" in outs and "Conclusions" in nbformat.read(
         str(dirs.notebooks / "08_results.ipynb"), as_version=4).cells[-1].source
+    assert "**What fusion adds.** BiFormer − audio only" in outs and "seeds" in outs  # computed, not typed
+    assert "**Findings**" in table
 
 
 def test_07_reuses_the_run_of_notebook_06(smoke_run):

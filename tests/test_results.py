@@ -139,3 +139,42 @@ def test_convergence_table_says_whether_early_stopping_or_the_cap_ended_a_run():
     assert table.loc["flat", "ended by"] == "early stopping (cap 10)"
     assert table.loc["rising", "gain in the last 5 epochs"] > 0.4 and table.loc["flat", "gain in the last 5 epochs"] == 0
     assert "ended by" not in walkthrough.convergence_table({"flat": flat}).columns
+
+
+def _paired_study():
+    """BiFormer, audio only, SDS and TUG on one corpus, per-seed WAR: fusion is 20 points ahead on every seed,
+    TUG 1 point behind SDS (within a clip)."""
+    import json
+
+    from bber_utils.experiments import confidence_interval
+
+    base = {42: 0.60, 43: 0.70, 44: 0.80}
+    rows = []
+    for study, setting, shift in (("modality", "audio_only", -0.20), ("fusion", "biformer", 0.0),
+                                  ("augmentation", "+sds_ratio=1.0", 0.02), ("augmentation", "+tug_ratio=0.5", 0.01)):
+        values = [v + shift for v in base.values()]
+        mean, _, half, _ = confidence_interval(values)
+        rows.append({"study": study, "setting": setting, "corpus": "c", "n_seeds": 3, "war": mean, "war_ci95": half,
+                     "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
+                     "war_by_seed": json.dumps({str(s): v for s, v in zip(base, values)})})
+    return pd.DataFrame(rows)
+
+
+def test_findings_are_computed_seed_by_seed_and_name_the_control():
+    from bber_utils import findings
+
+    study = _paired_study()
+    questions = [(q, a[1], b[1]) for q, a, b in findings.study_comparisons(study)]
+    assert ("what fusion adds", "biformer", "audio_only") in questions
+    assert ("synthetic emotional rows or just more rows", "+tug_ratio=0.5", "+sds_ratio=1.0") in questions
+    table = findings.study_findings(study, {"c": 100}).set_index("comparison")
+    fusion = table.loc["BiFormer − audio only"]
+    assert fusion["diff_pts"] == 20.0 and fusion["seeds_ahead"] == 3 and fusion["verdict"] == "better"
+    assert study.set_index("setting").loc["biformer", "war_ci95"] > 0.10  # the unpaired intervals overlap
+    control = table.loc["BiFormer + TUG (0.5) − BiFormer + SDS (1.0)"]
+    assert control["diff_pts"] == -1.0 and control["verdict"] == "within 3 test clips"
+    text = findings.conclusions_markdown(findings.study_findings(study, {"c": 100}))
+    assert "**What fusion adds.** BiFormer − audio only: c +20.0 points, ahead on 3 of 3 seeds, a finding" in text
+    assert "not a finding (within 3 test clips)" in text
+    report = findings.study_report(study, {"c": 100})
+    assert report.startswith("| study | setting |") and "**Findings**" in report and "+20.0 (3/3 seeds ahead" in report
