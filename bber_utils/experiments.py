@@ -645,7 +645,8 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
     ``seeds_ahead`` / ``seeds_paired`` and ``verdict``. A difference smaller than ``clips`` test clips is
     flagged, and so is one whose 95 % interval includes 0: the interval of the paired, seed-by-seed difference
     where both settings ran the same seeds (``paired_difference``), else the two settings' own intervals
-    overlapping. A flagged difference is not a finding on this test set; the others are "better" / "worse"."""
+    overlapping; with one seed on each side there is no interval ("one seed: no interval"). A flagged difference
+    is not a finding on this test set; the others are "better" / "worse"."""
     get = (lambda r, k: r.get(k, math.nan)) if hasattr(row, "get") else (lambda r, k: getattr(r, k, math.nan))
     diff = 100 * (get(row, metric) - get(base, metric))
     diff_clips = diff * n / 100 if n else math.nan
@@ -655,19 +656,20 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
     if paired:
         a, b = (json.loads(v) if isinstance(v, str) else dict(v) for v in (a, b))
         ahead = sum(a[s] > b[s] for s in set(a) & set(b))
+    own = [get(r, f"{metric}_ci95") for r in (row, base)]
     if paired >= 2:
         ci, overlap = 100 * half, "paired 95 % interval includes 0"
-    else:
-        ci = 100 * (_nz(get(row, f"{metric}_ci95")) + _nz(get(base, f"{metric}_ci95")))
-        overlap = "95 % intervals overlap"
+    elif any(x == x and x is not None for x in own):
+        ci, overlap = 100 * (_nz(own[0]) + _nz(own[1])), "95 % intervals overlap"
+    else:  # one seed on each side: no interval, so no finding either way
+        ci, overlap = math.nan, "one seed: no interval"
     if n and abs(diff_clips) < clips:
         verdict = f"within {clips} test clips"
-    elif ci and abs(diff) <= ci:
+    elif ci != ci or abs(diff) <= ci:
         verdict = overlap
     else:
         verdict = "better" if diff > 0 else "worse"
-    return {"diff_pts": round(diff, 1), "diff_clips": round(diff_clips, 1),
-            "diff_ci95": round(ci, 1) if ci else math.nan, "seeds_ahead": ahead, "seeds_paired": paired,
+    return {"diff_pts": round(diff, 1), "diff_clips": round(diff_clips, 1), "diff_ci95": round(ci, 1), "seeds_ahead": ahead, "seeds_paired": paired,
             "verdict": verdict}
 
 
