@@ -484,9 +484,10 @@ def _unimodal_group(params: dict[str, Any]) -> tuple:
     """
     corpora = params.get("train_corpora")
     corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
-    if params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY:
-        return (params.get("seed"), corpora, *(float(params.get(k) or 0) for k in AUGMENT_KEYS))
-    return (params.get("seed"), corpora)
+    augment = tuple(float(params.get(k) or 0) for k in AUGMENT_KEYS)
+    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY):
+        return (params.get("seed"), corpora, *augment)
+    return (params.get("seed"), corpora)  # unaugmented stage 1: also audio_only/text_only's (no model in its key)
 
 
 class _Schedule:
