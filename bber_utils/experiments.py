@@ -87,6 +87,8 @@ def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                 if f.default is not dataclasses.MISSING}
+    if "augment_unimodal" not in cfg:  # an augmented fusion run from before the key trained stage 1 on the
+        cfg = {**cfg, "augment_unimodal": _old_stage1_augmented(cfg)}  # augmented rows; elsewhere it changes nothing
     out = {}
     for key, val in {**defaults, **cfg}.items():
         if key in CONTROL_KEYS or key == "seed":
@@ -97,6 +99,17 @@ def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             val = float(val)
         out[key] = val
     return out
+
+
+def _old_stage1_augmented(cfg: dict[str, Any]) -> bool:
+    """``TrainConfig.stage1_choice_matters`` of a config without ``augment_unimodal``: an augmented fusion model."""
+    def num(v) -> float:
+        try:
+            return float(v or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return cfg.get("model") not in UNIMODAL_ONLY and any(num(cfg.get(k)) > 0 for k in AUGMENT_KEYS)
 
 
 def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
@@ -646,23 +659,30 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
     ``seeds_ahead`` / ``seeds_paired`` and ``verdict``. A difference smaller than ``clips`` test clips is
     flagged, and so is one whose 95 % interval includes 0: the interval of the paired, seed-by-seed difference
     where both settings ran the same seeds (``paired_difference``), else the two settings' own intervals
-    overlapping. A flagged difference is not a finding on this test set; the others are "better" / "worse"."""
+    overlapping, and so is one with no interval at all (one seed each). A flagged difference is not a finding on
+    this test set; the others are "better" / "worse"."""
     get = (lambda r, k: r.get(k, math.nan)) if hasattr(row, "get") else (lambda r, k: getattr(r, k, math.nan))
     diff = 100 * (get(row, metric) - get(base, metric))
     diff_clips = diff * n / 100 if n else math.nan
     a, b = get(row, f"{metric}_by_seed"), get(base, f"{metric}_by_seed")
     _, half, paired = paired_difference(a, b)
-    ahead = 0
+    ahead, same_seeds = 0, False
     if paired:
         a, b = (json.loads(v) if isinstance(v, str) else dict(v) for v in (a, b))
         ahead = sum(a[s] > b[s] for s in set(a) & set(b))
-    if paired >= 2:
+        same_seeds = {s for s, v in a.items() if v == v} == {s for s, v in b.items() if v == v}
+    no_interval = False
+    if paired >= 2 and same_seeds:  # diff is then the mean of the paired differences
         ci, overlap = 100 * half, "paired 95 % interval includes 0"
-    else:
-        ci = 100 * (_nz(get(row, f"{metric}_ci95")) + _nz(get(base, f"{metric}_ci95")))
+    else:  # the seeds differ: diff is not the paired mean, so the two rows' own intervals decide
+        own = [get(row, f"{metric}_ci95"), get(base, f"{metric}_ci95")]
+        no_interval = all(x is None or x != x for x in own)
+        ci = 100 * (_nz(own[0]) + _nz(own[1]))
         overlap = "95 % intervals overlap"
     if n and abs(diff_clips) < clips:
         verdict = f"within {clips} test clips"
+    elif no_interval:
+        verdict = "one seed, no interval"
     elif ci and abs(diff) <= ci:
         verdict = overlap
     else:

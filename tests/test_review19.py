@@ -24,3 +24,63 @@ def test_unimodal_run_shares_group_with_unaugmented_fusion():
     # augmented fusion (stage 1 on the originals) shares it; an augmented unimodal run does not
     assert experiments._unimodal_group({**base, "model": "biformer", "sds_ratio": 0.5}) == fusion
     assert experiments._unimodal_group({**base, "model": "audio_only", "sds_ratio": 0.5}) != fusion
+
+
+def _row(setting: str, by_seed: dict, study: str = "fusion", corpus: str = "c") -> dict:
+    """One study-table row with the given per-seed WAR."""
+    mean, _, half, n = experiments.confidence_interval(list(by_seed.values()))
+    return {"study": study, "setting": setting, "corpus": corpus, "n_seeds": n, "war": mean, "war_ci95": half,
+            "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
+            "war_by_seed": json.dumps({str(k): v for k, v in by_seed.items()})}
+
+
+def test_paired_interval_only_where_both_settings_ran_the_same_seeds():
+    """The footer: the paired interval, "or the two rows' own intervals where the seeds differ". Here BiMamba's
+    11-point lead comes from its third seed alone (1 point ahead on the two shared seeds): not a finding."""
+    study = pd.DataFrame([_row("biformer", {42: .59, 43: .59}), _row("bimamba", {42: .60, 43: .602, 44: .90})])
+    row = experiments.compare_to(study, ("fusion", "biformer"), {"c": 1000}).iloc[0]
+    assert row["diff_pts"] == pytest.approx(11.1)
+    assert row["verdict"] == "95 % intervals overlap"
+    # the same seeds: the paired interval decides (unchanged)
+    same = pd.DataFrame([_row("biformer", {42: .59, 43: .59, 44: .60}), _row("bimamba", {42: .60, 43: .602, 44: .612})])
+    assert experiments.compare_to(same, ("fusion", "biformer"), {"c": 1000}).iloc[0]["verdict"] == "better"
+
+
+def test_one_seed_is_never_called_a_finding():
+    """One seed per setting: no interval, so "its interval excludes 0" cannot hold; the findings must not say
+    "a finding"."""
+    from bber_utils import findings
+
+    study = pd.DataFrame([_row("biformer", {42: .50}), _row("bimamba", {42: .60})])
+    verdict = experiments.compare_rows(study.iloc[1], study.iloc[0], "war", 100)["verdict"]
+    assert verdict not in ("better", "worse")
+    text = findings.conclusions_markdown(findings.study_findings(study, {"c": 100}))
+    assert "a finding" not in text.replace("not a finding", "")
+
+
+def test_findings_name_a_setting_with_two_rows():
+    """study_table gives one setting two rows when its runs differ in a key the setting does not fix (an older
+    work folder, a changed profile); the findings must say so, not crash inside pandas."""
+    from bber_utils import findings
+
+    study = pd.DataFrame([_row("biformer", {42: .5, 43: .6}), _row("biformer", {42: .52, 43: .61}),
+                          _row("bimamba", {42: .6, 43: .7})])
+    study.insert(3, "augment_unimodal", [False, True, False])
+    with pytest.raises(ValueError, match=r"fusion/biformer.*augment_unimodal"):
+        findings.study_findings(study, {"c": 100})
+
+
+def test_older_augmented_fusion_run_is_not_pooled_with_the_new_protocol():
+    """A run from before augment_unimodal (its metrics.json config has no such key) trained stage 1 on the
+    augmented rows: its setting must not equal the new default's (stage 1 on the originals), or study_table pools
+    the two and keeps either one of a seed's runs."""
+    from bber_utils.train import TrainConfig
+
+    old = {"model": "biformer", "sds_ratio": 0.5}
+    new = TrainConfig.from_dict(old).identity()
+    assert "augment_unimodal" in new and new["augment_unimodal"] is False
+    assert experiments.run_settings(old) != experiments.run_settings(new)
+    assert experiments.run_settings(old) == experiments.run_settings({**new, "augment_unimodal": True})
+    # where the key changes nothing, old and new runs stay one setting
+    for cfg in ({"model": "biformer"}, {"model": "audio_only", "sds_ratio": 0.5}):
+        assert experiments.run_settings(cfg) == experiments.run_settings(TrainConfig.from_dict(cfg).identity())
