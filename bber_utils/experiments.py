@@ -551,6 +551,8 @@ def _run_scheduled(jobs: list[dict], run: Callable[[dict], Any], workers: int, p
     groups: dict[tuple, list[dict]] = {}
     for params in jobs:
         groups.setdefault(_unimodal_group(params), []).append(params)
+    for g in groups.values():  # a text_only run trains no audio stage 1: never a group's first run if others can be
+        g.sort(key=lambda p: p.get("model") == "text_only")
     schedule = _Schedule(sorted(groups.values(), key=len, reverse=True))
     bar = tqdm(total=len(jobs), desc="runs", disable=not progress)
 

@@ -97,3 +97,12 @@ def test_augment_unimodal_given_as_text_is_refused(value):
         TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": value})
     assert TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": False}).stage1_config() \
         .sds_ratio == 0.0
+
+
+def test_a_groups_first_run_trains_every_stage_one_modality():
+    """text_only trains no audio stage 1 (no audio store); were it a group's first run, the group's fusion runs
+    would then run at once and all train the shared audio stage 1 together."""
+    jobs = [{"model": m, "seed": 1, "train_corpora": ["x"]} for m in ("text_only", "biformer", "bimamba")]
+    order = []
+    experiments._run_scheduled(jobs, lambda p: order.append(p["model"]), workers=1, progress=False)
+    assert order[0] != "text_only" and sorted(order) == ["biformer", "bimamba", "text_only"]
