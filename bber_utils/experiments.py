@@ -87,6 +87,8 @@ def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                 if f.default is not dataclasses.MISSING}
+    if "augment_unimodal" not in cfg:  # an augmented fusion run from before the key trained stage 1 on the
+        cfg = {**cfg, "augment_unimodal": _old_stage1_augmented(cfg)}  # augmented rows; elsewhere it changes nothing
     out = {}
     for key, val in {**defaults, **cfg}.items():
         if key in CONTROL_KEYS or key == "seed":
@@ -97,6 +99,17 @@ def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             val = float(val)
         out[key] = val
     return out
+
+
+def _old_stage1_augmented(cfg: dict[str, Any]) -> bool:
+    """``TrainConfig.stage1_choice_matters`` of a config without ``augment_unimodal``: an augmented fusion model."""
+    def num(v) -> float:
+        try:
+            return float(v or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return cfg.get("model") not in UNIMODAL_ONLY and any(num(cfg.get(k)) > 0 for k in AUGMENT_KEYS)
 
 
 def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
@@ -484,9 +497,10 @@ def _unimodal_group(params: dict[str, Any]) -> tuple:
     """
     corpora = params.get("train_corpora")
     corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
-    if params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY:
-        return (params.get("seed"), corpora, *(float(params.get(k) or 0) for k in AUGMENT_KEYS))
-    return (params.get("seed"), corpora)
+    augment = tuple(float(params.get(k) or 0) for k in AUGMENT_KEYS)
+    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY):
+        return (params.get("seed"), corpora, *augment)
+    return (params.get("seed"), corpora)  # unaugmented stage 1: also audio_only/text_only's (no model in its key)
 
 
 class _Schedule:
@@ -537,6 +551,8 @@ def _run_scheduled(jobs: list[dict], run: Callable[[dict], Any], workers: int, p
     groups: dict[tuple, list[dict]] = {}
     for params in jobs:
         groups.setdefault(_unimodal_group(params), []).append(params)
+    for g in groups.values():  # a text_only run trains no audio stage 1: never a group's first run if others can be
+        g.sort(key=lambda p: p.get("model") == "text_only")
     schedule = _Schedule(sorted(groups.values(), key=len, reverse=True))
     bar = tqdm(total=len(jobs), desc="runs", disable=not progress)
 
@@ -652,14 +668,15 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
     diff_clips = diff * n / 100 if n else math.nan
     a, b = get(row, f"{metric}_by_seed"), get(base, f"{metric}_by_seed")
     _, half, paired = paired_difference(a, b)
-    ahead = 0
+    ahead, same_seeds = 0, False
     if paired:
         a, b = (json.loads(v) if isinstance(v, str) else dict(v) for v in (a, b))
         ahead = sum(a[s] > b[s] for s in set(a) & set(b))
-    own = [get(r, f"{metric}_ci95") for r in (row, base)]
-    if paired >= 2:
+        same_seeds = {s for s, v in a.items() if v == v} == {s for s, v in b.items() if v == v}
+    own = [get(row, f"{metric}_ci95"), get(base, f"{metric}_ci95")]
+    if paired >= 2 and same_seeds:  # diff is then the mean of the paired differences
         ci, overlap = 100 * half, "paired 95 % interval includes 0"
-    elif any(x == x and x is not None for x in own):
+    elif any(x is not None and x == x for x in own):  # the seeds differ: the two rows' own intervals decide
         ci, overlap = 100 * (_nz(own[0]) + _nz(own[1])), "95 % intervals overlap"
     else:  # one seed on each side: no interval, so no finding either way
         ci, overlap = math.nan, "one seed: no interval"
@@ -669,8 +686,8 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
         verdict = overlap
     else:
         verdict = "better" if diff > 0 else "worse"
-    return {"diff_pts": round(diff, 1), "diff_clips": round(diff_clips, 1), "diff_ci95": round(ci, 1), "seeds_ahead": ahead, "seeds_paired": paired,
-            "verdict": verdict}
+    return {"diff_pts": round(diff, 1), "diff_clips": round(diff_clips, 1), "diff_ci95": round(ci, 1),
+            "seeds_ahead": ahead, "seeds_paired": paired, "verdict": verdict}
 
 
 def compare_to(table, reference: tuple[str, str], n_test: dict[str, int], metric: str = "war", clips: int = 3):

@@ -41,7 +41,18 @@ def study_findings(study, n_test: dict[str, int], metric: str = "war", clips: in
 
     from .experiments import compare_rows
 
-    rows = study.set_index(["study", "setting", "corpus"]).sort_index()
+    keys = ["study", "setting", "corpus"]
+    twice = study[study.duplicated(keys, keep=False)]
+    if len(twice):  # study_table split a setting: its runs differ in a key the setting does not fix
+        first = tuple(twice.iloc[0][keys])
+        part = twice[(twice[keys] == pd.Series(first, index=keys)).all(axis=1)]
+        differ = [c for c in part.columns if c not in keys and not c.startswith(("war", "uar", "wf1", "mf1", "mean"))
+                  and c not in ("n_seeds", "runs", "dev_mean", "dev_mean_std")
+                  and part[c].astype(str).nunique() > 1]
+        raise ValueError(f"the study table has {len(part)} rows for {first[0]}/{first[1]} on {first[2]} "
+                         f"({len(twice)} such rows in all): their runs differ in {', '.join(differ) or 'a key'}; "
+                         "move the runs of the other setting out of the work folder's train/ and rerun the study")
+    rows = study.set_index(keys).sort_index()
     out = []
     for question, a, b in study_comparisons(study):
         for corpus in dict.fromkeys(study["corpus"]):

@@ -132,6 +132,8 @@ class TrainConfig:
                 except (TypeError, ValueError):
                     raise ConfigError(f"{f.name} must be a number (got {v!r})") from None
         problems = []
+        if type(self.augment_unimodal).__name__ not in ("bool", "bool_"):  # the string "false" is truthy
+            problems.append(f"augment_unimodal must be true or false (got {self.augment_unimodal!r})")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler must be one of {SCHEDULERS} (got {self.scheduler!r})")
         if self.amp not in AMP_MODES:
