@@ -461,7 +461,9 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
               workdir: str | os.PathLike, runner=None, workers: int = 1, study_runner: str = "process"):
     """Run every study setting for every seed (resumable) and return its summary table (test split).
 
-    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``. Each run is
+    The settings are saved to ``<workdir>/ablations/settings.json`` and the table to ``study.csv``; the table
+    summarises the runs of this study only (an older run of a setting under other settings in the same work
+    folder, e.g. one made before a default changed, is left out). Each run is
     ``run_one`` (``study_runner``: ``bber train`` in a subprocess, or notebook 06 by papermill) unless
     ``runner`` replaces it. ``workers`` runs go at once (``_run_scheduled``): runs sharing a cached unimodal
     stage wait for the first of them, so no stage is trained twice; each run is deterministic on its own, so the
@@ -479,8 +481,12 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
             params = {**base, **r, "seed": int(seed)}
             params.pop("run_name", None)
             jobs.append(params)
-    _run_scheduled(jobs, lambda p: runner(p, workdir), max(1, int(workers)))
-    table = study_table(load_registry(workdir), settings)
+    folders: list = []  # list.append is atomic: the worker threads share it
+    _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
+    registry = load_registry(workdir)
+    if folders and all(f is not None for f in folders):  # this study's runs only, not every run in the folder
+        registry = registry[registry["run"].isin({Path(f).name for f in folders})]
+    table = study_table(registry, settings)
     table.to_csv(out / "study.csv", index=False)
     return table
 

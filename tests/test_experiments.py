@@ -221,3 +221,17 @@ def test_one_seed_is_never_a_finding():
     one["war_ci95"] = math.nan
     row = ex.compare_to(one, ("fusion", "biformer"), {"c": 100}).iloc[0]
     assert row["diff_pts"] == 30.0 and row["verdict"] == "one seed: no interval"
+
+
+def test_study_table_summarises_only_the_runs_of_this_study(tmp_path):
+    """A work folder may hold an older run of a setting made under other settings (e.g. before a default
+    changed): the study's table must not pool it with, or split the setting over, the study's own runs."""
+    _write_run(tmp_path, "stale-biformer-s1", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "lr": 0.1},
+               {("x", "dev"): .9, ("x", "test"): .99})
+    calls = []
+    settings = [{"study": "augmentation", "setting": "+sds_ratio=0.5", "model": "biformer", "sds_ratio": 0.5}]
+    table = ex.run_study({"model": "biformer", "lr": 0.01}, settings, [1, 2], tmp_path,
+                         runner=_fake_runner(tmp_path, calls))
+    assert len(calls) == 2 and len(table) == 1
+    assert table.iloc[0]["n_seeds"] == 2 and table.iloc[0]["war"] == pytest.approx(0.5)
+    assert "stale" not in table.iloc[0]["runs"]
