@@ -478,3 +478,30 @@ def test_train_on_real_feature_stores(tmp_path):
     assert res.metrics["skipped"] == {"train": {}, "dev": {}, "test": {}}
     ck = T.load_checkpoint(res.run_dir / "best.pt")
     assert ck["d_audio"] == 80 and ck["features"]["text_encoder"] == "hashgram"
+
+
+def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, fake_features, monkeypatch):
+    """With ``text_context`` a row's text is read as context by its dialogue's later turns, so a fold model
+    trained on those turns would have read the held-out row's text: the folds keep each dialogue together."""
+    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(6, 1, 1))
+    path = wd / "manifests" / "demo_en_train.parquet"
+    df = pd.read_parquet(path)
+    df["dialogue_id"] = [str(i // 6) for i in range(len(df))]  # dialogues of 6 turns across classes
+    df["utterance_id"] = [i % 6 for i in range(len(df))]
+    save_manifest(df, path)
+    seen = {}
+    real = crossfit.fold_assignment
+
+    def spy(train_df, k, seed, links=None):
+        folds = real(train_df, k, seed, links)
+        seen["folds"] = dict(zip(train_df["utt_id"], folds))
+        return folds
+
+    monkeypatch.setattr(crossfit, "fold_assignment", spy)
+    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3, text_context=2))
+    dialogue = dict(zip(df["utt_id"], df["dialogue_id"]))
+    per_dialogue = {}
+    for u, f in seen["folds"].items():
+        per_dialogue.setdefault(dialogue[u], set()).add(int(f))
+    assert len(per_dialogue) == 7 and all(len(f) == 1 for f in per_dialogue.values()), per_dialogue
+    assert len({f for fs in per_dialogue.values() for f in fs}) == 3  # and every fold is used

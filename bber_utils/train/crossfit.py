@@ -32,12 +32,14 @@ def _components(value) -> list[str]:
     return [s] if s else []
 
 
-def fold_assignment(train_df: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+def fold_assignment(train_df: pd.DataFrame, k: int, seed: int, links: dict[str, str] | None = None) -> np.ndarray:
     """Cross-fitting folds for the out-of-fold logits, by groups: ``fold (N,)``.
 
     Every row that shares audio or text with another through SDS components (a merged row and each of its
-    components, transitively: union-find over ``components``) is in one group, and a group is never split
-    across folds. The fold-``k`` model trains on the rows of the other folds only (``fold_training_rows``), so
+    components, transitively: union-find over ``components``) is in one group, and so are the rows that
+    ``links`` (``{utt_id: key}``) gives the same key: the turns of one dialogue when the text branch reads the
+    previous turns (``text_context``), so no fold model reads a held-out row's text as another row's context.
+    A group is never split across folds. The fold-``k`` model trains on the rows of the other folds only (``fold_training_rows``), so
     no fold model has seen any part of a row it predicts. Groups are assigned to folds stratified by the label
     of the group's first row (``StratifiedGroupKFold``), or by a seeded round-robin when a class is too rare.
     """
@@ -59,6 +61,13 @@ def fold_assignment(train_df: pd.DataFrame, k: int, seed: int) -> np.ndarray:
             ru, rc = find(u), find(c)
             if ru != rc:
                 parent[rc] = ru
+    for u, key in (links or {}).items():
+        if u in parent:
+            node = f"\0link:{key}"  # one shared node per key
+            parent.setdefault(node, node)
+            ru, rn = find(u), find(node)
+            if ru != rn:
+                parent[rn] = ru
     roots = [find(u) for u in ids]
     group = pd.factorize(pd.Series(roots))[0]
     n_groups = int(group.max()) + 1 if len(ids) else 0
