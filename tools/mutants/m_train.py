@@ -1,4 +1,5 @@
-"""Mutants for the trainer defects fixed in issue 20 (items 1, 2, 5, 6, 8): each puts the old behaviour back."""
+"""Mutants for the trainer defects fixed in issue 20 (items 1, 2, 5, 6, 8) and issue 19 (dialogue folds, the shared
+stage 1): each puts the old behaviour back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def _oof_first_component_fold(mp):
 
     from bber_utils.train import crossfit as T
 
-    def fold_assignment(train_df, k, seed):
+    def fold_assignment(train_df, k, seed, links=None):
         from sklearn.model_selection import StratifiedKFold
 
         comps = [T._components(v) for v in train_df["components"]] if "components" in train_df \
@@ -109,6 +110,34 @@ def _ff4_everywhere(mp):
     mp.setattr(blocks.CrossAttentionBlock, "__init__", __init__)
 
 
+# issue 19: with dialogue context, folds ignore the dialogues (a fold model reads held-out rows' text as context) -----
+def _oof_dialogues_split(mp):
+    from bber_utils.train import crossfit as T
+
+    real = T.fold_assignment
+
+    def fold_assignment(train_df, k, seed, links=None):
+        return real(train_df, k, seed)
+
+    mp.setattr(T, "fold_assignment", fold_assignment)
+
+
+# issue 19: stage 1 of an augmented fusion run trains on the augmented rows (nothing shared across settings) ---------
+def _stage1_always_augmented(mp):
+    from bber_utils.train.config import TrainConfig
+
+    mp.setattr(TrainConfig, "stage1_config", lambda self: self)
+
+
+# issue 19: settings compared by their own intervals only (the seed-by-seed pairing ignored) ------------------------
+def _unpaired_comparison(mp):
+    import math
+
+    from bber_utils import experiments
+
+    mp.setattr(experiments, "paired_difference", lambda values, reference: (math.nan, math.nan, 0))
+
+
 MUTANTS = [
     Mutant("fix1-oof-sds-first-component", "issue 20.1: an SDS row takes its first component's fold; the fold model "
            "that predicts it trains on its other components",
@@ -130,4 +159,18 @@ MUTANTS = [
     Mutant("fix8-ff4-cross-layers", "issue 20.8: every cross-modal layer has a 4H feed-forward, so the paper "
            "profile is not the reference's model size",
            ("tests/test_models.py::test_paper_profile_has_the_reference_cross_modal_layers",), _ff4_everywhere),
+    Mutant("fix19-oof-dialogues-split", "issue 19: with text_context, cross-fitting folds split dialogues, so a fold "
+           "model reads a held-out row's text as a later turn's context",
+           ("tests/test_train.py::test_with_dialogue_context_a_dialogue_is_never_split_across_folds",),
+           _oof_dialogues_split),
+    Mutant("fix19-stage1-always-augmented", "issue 19: an augmented fusion run retrains stage 1 on its augmented "
+           "rows (augment_unimodal ignored; no stage 1 shared across the settings of a seed)",
+           ("tests/test_train.py::test_augmentations_train_the_fusion_on_a_shared_unaugmented_stage_1",
+            "tests/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
+           _stage1_always_augmented),
+    Mutant("fix19-unpaired-comparison", "issue 19: two settings are compared by their own 95 % intervals only, not "
+           "seed by seed (the runs of a seed share encoders and data order)",
+           ("tests/test_experiments.py::test_compare_to_uses_the_seed_by_seed_difference",
+            "tests/test_results.py::test_findings_are_computed_seed_by_seed_and_name_the_control"),
+           _unpaired_comparison),
 ]
