@@ -75,6 +75,35 @@ def metric_bars(summary, x: str, metric: str = "wf1", hue: str = "corpus", title
     return _finish(fig, save_to)
 
 
+def findings_forest(findings, clips_pts: dict[str, float] | None = None, title: str = "", save_to=None):
+    """The study's findings (``findings.study_findings``) as a forest plot: per comparison and corpus the
+    difference in WAR points with its 95 % interval (seed by seed where paired), a line at 0 and, from
+    ``clips_pts`` ({corpus: points of 3 test clips}), the band a difference must leave to count."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    comparisons = list(dict.fromkeys(findings["comparison"]))
+    corpora = list(dict.fromkeys(findings["corpus"]))
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(comparisons) + 1.4))
+    step = 0.8 / max(len(corpora), 1)
+    for j, corpus in enumerate(corpora):
+        part = findings[findings["corpus"] == corpus].set_index("comparison").reindex(comparisons)
+        y = np.arange(len(comparisons)) + (j - (len(corpora) - 1) / 2) * step
+        err = part["diff_ci95"].fillna(0).to_numpy()
+        ax.errorbar(part["diff_pts"], y, xerr=err, fmt="o", capsize=3, label=corpus, color=f"C{j}")
+    band = max((clips_pts or {}).values(), default=0)
+    if band:
+        ax.axvspan(-band, band, color="0.85", zorder=0, label="within 3 test clips")
+    ax.axvline(0, color="0.3", lw=1)
+    ax.set_yticks(np.arange(len(comparisons)), comparisons)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in WAR (percentage points), 95 % interval")
+    ax.set_title(title or "Findings: each difference with its interval")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, save_to)
+
+
 def ratio_curves(trials, ratio: str, score: str = "dev_score", group: str | None = None, title: str = "",
                  save_to=None):
     """Dev score against an augmentation ratio (one line per ``group``, e.g. corpus)."""

@@ -178,3 +178,19 @@ def test_findings_are_computed_seed_by_seed_and_name_the_control():
     assert "not a finding (within 3 test clips)" in text
     report = findings.study_report(study, {"c": 100})
     assert report.startswith("| study | setting |") and "**Findings**" in report and "+20.0 (3/3 seeds ahead" in report
+
+
+def test_findings_forest_plots_each_difference_with_its_interval(tmp_path):
+    from bber_utils import findings
+
+    table = findings.study_findings(_paired_study(), {"c": 100})
+    fig = plots.findings_forest(table, {"c": 3.0}, save_to=tmp_path / "f.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(table["comparison"])
+    points = ax.containers[0].lines[0]  # the errorbar's markers, one per comparison of corpus "c"
+    assert list(points.get_xdata()) == table["diff_pts"].tolist()
+    left, right = (cap.get_xdata() for cap in ax.containers[0].lines[1])  # the interval ends
+    ci = table["diff_ci95"].fillna(0)
+    assert list(left) == pytest.approx((table["diff_pts"] - ci).tolist())
+    assert list(right) == pytest.approx((table["diff_pts"] + ci).tolist())
+    assert "percentage points" in ax.get_xlabel() and (tmp_path / "f.png").stat().st_size > 5000
