@@ -176,6 +176,11 @@ def test_ctrl_c_is_one_line_and_exit_130(command, target, argv, capsys, monkeypa
     assert f"bber {command}: interrupted" in err and "rerun" in err
 
 
+def _default_sigint() -> None:
+    """``preexec_fn``: the child reacts to SIGINT even when this test run was started with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
     """A real SIGINT to a real process (the notebook run replaced by a sleep)."""
     code = ("import time, bber_utils.pipeline as p\n"
@@ -185,7 +190,7 @@ def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
             f"raise SystemExit(main(['reproduce', '--profile', 'smoke', '--only', '01', '--workdir', {str(tmp_path)!r}]))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                            text=True, env=env, cwd=tmp_path, preexec_fn=_default_sigint)
     line = proc.stdout.readline()  # "bber reproduce: profile smoke, 1 notebooks, ..."
     assert "bber reproduce" in line, proc.stderr.read()
     time.sleep(0.5)
