@@ -731,12 +731,34 @@ def register_cli(subparsers) -> None:
                         "metrics.json files or executed notebooks)")
     p.add_argument("--all", action="store_true", help="with --env: also the keys where both agree")
     p.set_defaults(func=_cli_results)
-    s = subparsers.add_parser("sweep", help="train over a grid of parameters and seeds (resumable)")
-    s.add_argument("--profile", default="demo")
+    import argparse
+
+    s = subparsers.add_parser("sweep", help="train over a grid of parameters and seeds (resumable)",
+                              description="Train every combination of the values given, for every seed, on a "
+                                          "profile's work folder (finished runs are reused), then print the test "
+                                          "summary. Relative paths typed here (--workdir, path values) are taken "
+                                          "from the current folder.",
+                              epilog=_sweep_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--profile", default="demo", help="a profile name in configs/ or a YAML file")
     s.add_argument("--workdir", help="default: the profile's workdir")
     s.add_argument("--seeds", nargs="+", type=int, default=[42])
     s.add_argument("grid", nargs="+", metavar="key=v1,v2,…", help="values to sweep, e.g. model=biformer,bimamba")
     s.set_defaults(func=_cli_sweep)
+
+
+def _sweep_keys() -> set[str]:
+    """The keys a sweep can vary: the parameters notebook 06 declares (what ``run_one`` passes to a run)."""
+    from .pipeline import declared_parameters
+
+    return declared_parameters(REPO_ROOT / "notebooks" / "06_train.ipynb") - {"workdir", "run_name", "profile"}
+
+
+def _sweep_keys_help() -> str:
+    from .train import config_key_descriptions
+
+    desc = config_key_descriptions()
+    keys = sorted(_sweep_keys())
+    return "keys a sweep can vary:\n" + "\n".join(f"  {k:<22} {desc.get(k, '')}" for k in keys)
 
 
 def _cli_results(args) -> int:
@@ -774,15 +796,28 @@ def _cli_env(args) -> int:
 def _cli_sweep(args) -> int:
     import yaml
 
-    from .config import load_profile
+    from .config import load_profile, resolve_cli_paths
+    from .errors import ConfigError, unknown
+    from .train import TrainConfig
 
     base = load_profile(args.profile)
-    grid = {}
+    keys, grid = _sweep_keys(), {}
     for item in args.grid:
-        key, _, values = item.partition("=")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values.strip(","):
+            raise ConfigError(f"{item!r} is not key=v1,v2,… (e.g. model=biformer,bimamba)")
+        if key not in keys:
+            raise unknown("sweep key", key, keys, "see bber sweep --help")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",") if v != ""]
+    settings = [resolve_cli_paths(g) for g in expand_grid(grid)]
+    for setting in settings:  # every bad value in one line, before any run
+        TrainConfig.from_dict({**base, **setting})
     workdir = args.workdir or base["workdir"]
-    run_sweep(base, expand_grid(grid), args.seeds, workdir)
+    folders = run_sweep(base, settings, args.seeds, workdir) or []
     reg = load_registry(workdir)
-    print(summarize(reg, list(grid), split="test").round(4).to_string(index=False))
+    reg = reg[reg["run"].isin({Path(f).name for f in folders})]  # this sweep's runs only
+    if reg.empty:
+        print(f"no finished run of this sweep in {workdir}")
+        return 1
+    print(summarize(reg, [k for k in grid if k in reg], split="test").round(4).to_string(index=False))
     return 0

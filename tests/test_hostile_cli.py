@@ -198,3 +198,35 @@ def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["epoch=5"], ["unknown sweep key 'epoch'", "did you mean 'epochs'"]),
+    (["model=biformerr,bimamba"], ["unknown model 'biformerr'", "did you mean 'biformer'"]),
+    (["epochs"], ["'epochs' is not key=v1,v2"]),
+    (["epochs=,"], ["'epochs=,' is not key=v1,v2"]),
+    (["epochs=-1,2"], ["epochs must be >= 1 (got -1)"]),
+])
+def test_sweep_rejects_typos_before_any_run(argv, needles, capsys, monkeypatch):
+    """A misspelt sweep key used to be passed on and ignored by the trainer: a sweep that varied nothing."""
+    from bber_utils import experiments
+
+    runs = []
+    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    rc = cli.main(["sweep", "--profile", "smoke", *argv])
+    _one_line_error(capsys, rc, *needles)
+    assert runs == []
+
+
+def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    from bber_utils import experiments
+
+    seen = {}
+    monkeypatch.setattr(experiments, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
+        settings=settings, workdir=workdir))
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["sweep", "--profile", "smoke", "--workdir", "mywork", "soft_labels=a.parquet", "epochs=1,2"])
+    assert rc == 1 and "no finished run of this sweep" in capsys.readouterr().out  # run_sweep is a stand-in
+    assert seen["workdir"] == str(tmp_path / "mywork")
+    assert {s["soft_labels"] for s in seen["settings"]} == {str(tmp_path / "a.parquet")}
+    assert sorted(s["epochs"] for s in seen["settings"]) == [1, 2]
