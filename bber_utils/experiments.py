@@ -103,13 +103,22 @@ def run_settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _old_stage1_augmented(cfg: dict[str, Any]) -> bool:
     """``TrainConfig.stage1_choice_matters`` of a config without ``augment_unimodal``: an augmented fusion model."""
+    from .train.config import UNIMODAL_MODELS
+
+    return cfg.get("model") not in UNIMODAL_MODELS and any(_augment_values(cfg))
+
+
+def _augment_values(params: dict[str, Any]) -> tuple[float, ...]:
+    """The values of ``AUGMENT_KEYS`` in a parameter dict (missing or unreadable: 0)."""
+    from .train.config import AUGMENT_KEYS
+
     def num(v) -> float:
         try:
             return float(v or 0)
         except (TypeError, ValueError):
             return 0.0
 
-    return cfg.get("model") not in UNIMODAL_ONLY and any(num(cfg.get(k)) > 0 for k in AUGMENT_KEYS)
+    return tuple(num(params.get(k)) for k in AUGMENT_KEYS)
 
 
 def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
@@ -357,12 +366,16 @@ def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
 
     _check_study_runner(study_runner)
     runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
+    jobs = _jobs(base, settings, [int(seed) for seed in seeds])
+    return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
+
+
+def _jobs(base: dict[str, Any], settings: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """One parameter dict per setting and seed (settings outer), without a fixed ``run_name``."""
     jobs = [{**base, **s, "seed": int(seed)} for s in settings for seed in seeds]
-    folders = []
-    for params in tqdm(jobs, desc="runs", disable=not progress):
+    for params in jobs:
         params.pop("run_name", None)
-        folders.append(runner(params, workdir))
-    return folders
+    return jobs
 
 
 def _dev_score(run_dirs_: list[Path], corpus: str | None) -> float:
@@ -475,12 +488,7 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
     runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
-    jobs = []
-    for seed in seeds:
-        for r in runs:
-            params = {**base, **r, "seed": int(seed)}
-            params.pop("run_name", None)
-            jobs.append(params)
+    jobs = [job for seed in seeds for job in _jobs(base, runs, [int(seed)])]  # seeds outer: each seed's group early
     folders: list = []  # list.append is atomic: the worker threads share it
     _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
     registry = load_registry(workdir)
@@ -491,10 +499,6 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     return table
 
 
-UNIMODAL_ONLY = ("audio_only", "text_only")
-AUGMENT_KEYS = ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing")
-
-
 def _unimodal_group(params: dict[str, Any]) -> tuple:
     """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data).
 
@@ -503,8 +507,10 @@ def _unimodal_group(params: dict[str, Any]) -> tuple:
     """
     corpora = params.get("train_corpora")
     corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
-    augment = tuple(float(params.get(k) or 0) for k in AUGMENT_KEYS)
-    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_ONLY):
+    from .train.config import UNIMODAL_MODELS
+
+    augment = _augment_values(params)
+    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_MODELS):
         return (params.get("seed"), corpora, *augment)
     return (params.get("seed"), corpora)  # unaugmented stage 1: also audio_only/text_only's (no model in its key)
 
@@ -643,17 +649,19 @@ def _by_seed(df, keys: list[str]):
     return frame.reset_index()
 
 
+def _seed_values(v: str | dict | None) -> dict:
+    """``{seed: value}`` from a ``{metric}_by_seed`` cell (JSON, a mapping, or missing: ``{}``)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return {}
+    return json.loads(v) if isinstance(v, str) else dict(v)
+
+
 def paired_difference(values: str | dict | None, reference: str | dict | None) -> tuple[float, float, int]:
     """Seed-by-seed difference of two settings (``{seed: value}`` or its JSON): ``(mean, 95 % half-width, n)``
     over the seeds both have (Student t with n - 1 degrees of freedom; NaN half-width below 2 seeds). The runs of
     one seed share their data order and, for a fusion model, their unimodal encoders, so the paired difference
     leaves out what the seeds change in both and is the sharper test of the two settings' difference."""
-    def parse(v):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return {}
-        return json.loads(v) if isinstance(v, str) else dict(v)
-
-    a, b = parse(values), parse(reference)
+    a, b = _seed_values(values), _seed_values(reference)
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return math.nan, math.nan, 0
@@ -672,13 +680,10 @@ def compare_rows(row, base, metric: str = "war", n: int | None = None, clips: in
     get = (lambda r, k: r.get(k, math.nan)) if hasattr(row, "get") else (lambda r, k: getattr(r, k, math.nan))
     diff = 100 * (get(row, metric) - get(base, metric))
     diff_clips = diff * n / 100 if n else math.nan
-    a, b = get(row, f"{metric}_by_seed"), get(base, f"{metric}_by_seed")
+    a, b = _seed_values(get(row, f"{metric}_by_seed")), _seed_values(get(base, f"{metric}_by_seed"))
     _, half, paired = paired_difference(a, b)
-    ahead, same_seeds = 0, False
-    if paired:
-        a, b = (json.loads(v) if isinstance(v, str) else dict(v) for v in (a, b))
-        ahead = sum(a[s] > b[s] for s in set(a) & set(b))
-        same_seeds = {s for s, v in a.items() if v == v} == {s for s, v in b.items() if v == v}
+    ahead = sum(a[s] > b[s] for s in set(a) & set(b))
+    same_seeds = paired > 0 and {s for s, v in a.items() if v == v} == {s for s, v in b.items() if v == v}
     own = [get(row, f"{metric}_ci95"), get(base, f"{metric}_ci95")]
     if paired >= 2 and same_seeds:  # diff is then the mean of the paired differences
         ci, overlap = 100 * half, "paired 95 % interval includes 0"
@@ -721,6 +726,8 @@ def _nz(x) -> float:
 # ------------------------------------------------------------------------------------------------- cli
 
 def register_cli(subparsers) -> None:
+    import argparse
+
     p = subparsers.add_parser("results", help="print the tidy results table of a work folder's runs")
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--split", default="test")
@@ -731,8 +738,6 @@ def register_cli(subparsers) -> None:
                         "metrics.json files or executed notebooks)")
     p.add_argument("--all", action="store_true", help="with --env: also the keys where both agree")
     p.set_defaults(func=_cli_results)
-    import argparse
-
     s = subparsers.add_parser("sweep", help="train over a grid of parameters and seeds (resumable)",
                               description="Train every combination of the values given, for every seed, on a "
                                           "profile's work folder (finished runs are reused), then print the test "

@@ -10,8 +10,6 @@ study as a comparison of two settings, per corpus, seed by seed, and the sentenc
 
 from __future__ import annotations
 
-import math
-
 from .results import SETTING_NAMES, _setting_label
 
 REFERENCE = ("fusion", "biformer")
@@ -42,16 +40,7 @@ def study_findings(study, n_test: dict[str, int], metric: str = "war", clips: in
     from .experiments import compare_rows
 
     keys = ["study", "setting", "corpus"]
-    twice = study[study.duplicated(keys, keep=False)]
-    if len(twice):  # study_table split a setting: its runs differ in a key the setting does not fix
-        first = tuple(twice.iloc[0][keys])
-        part = twice[(twice[keys] == pd.Series(first, index=keys)).all(axis=1)]
-        differ = [c for c in part.columns if c not in keys and not c.startswith(("war", "uar", "wf1", "mf1", "mean"))
-                  and c not in ("n_seeds", "runs", "dev_mean", "dev_mean_std")
-                  and part[c].astype(str).nunique() > 1]
-        raise ValueError(f"the study table has {len(part)} rows for {first[0]}/{first[1]} on {first[2]} "
-                         f"({len(twice)} such rows in all): their runs differ in {', '.join(differ) or 'a key'}; "
-                         "move the runs of the other setting out of the work folder's train/ and rerun the study")
+    _check_one_row_per_setting(study, keys)
     rows = study.set_index(keys).sort_index()
     out = []
     for question, a, b in study_comparisons(study):
@@ -62,6 +51,24 @@ def study_findings(study, n_test: dict[str, int], metric: str = "war", clips: in
             out.append({"question": question, "comparison": f"{_label(a)} − {_label(b)}", "corpus": corpus, **c})
     return pd.DataFrame(out, columns=["question", "comparison", "corpus", "diff_pts", "diff_clips", "diff_ci95",
                                       "seeds_ahead", "seeds_paired", "verdict"])
+
+
+def _check_one_row_per_setting(study, keys: list[str]) -> None:
+    """``ValueError`` naming the setting and the differing columns when ``study_table`` split a setting in two
+    (its runs differ in a key the setting does not fix, e.g. runs from before a default changed)."""
+    import pandas as pd
+
+    twice = study[study.duplicated(keys, keep=False)]
+    if not len(twice):
+        return
+    first = tuple(twice.iloc[0][keys])
+    part = twice[(twice[keys] == pd.Series(first, index=keys)).all(axis=1)]
+    summary = ("n_seeds", "runs", "dev_mean", "dev_mean_std")
+    differ = [c for c in part.columns if c not in keys and c not in summary
+              and not c.startswith(("war", "uar", "wf1", "mf1", "mean")) and part[c].astype(str).nunique() > 1]
+    raise ValueError(f"the study table has {len(part)} rows for {first[0]}/{first[1]} on {first[2]} "
+                     f"({len(twice)} such rows in all): their runs differ in {', '.join(differ) or 'a key'}; "
+                     "move the runs of the other setting out of the work folder's train/ and rerun the study")
 
 
 def _label(key: tuple[str, str]) -> str:
@@ -106,18 +113,16 @@ def conclusions_markdown(findings) -> str:
 
 
 def _seeds(r) -> str:
-    if not r.seeds_paired or (isinstance(r.seeds_paired, float) and math.isnan(r.seeds_paired)):
-        return "seeds not paired"
-    return f"ahead on {r.seeds_ahead} of {r.seeds_paired} seeds"
+    return f"ahead on {r.seeds_ahead} of {r.seeds_paired} seeds" if r.seeds_paired else "seeds not paired"
 
 
-def study_report(study, n_test: dict[str, int], synthetic: bool = True) -> str:
+def study_report(study, n_test: dict[str, int], synthetic: bool = True, findings=None) -> str:
     """The published Markdown (``figures/study_table.md`` and the README block): the study table, then the
-    findings table with how to read it."""
+    findings table (``findings``: ``study_findings``'s table when already computed) with how to read it."""
     from .results import study_markdown
 
     report = study_markdown(study, n_test, synthetic=synthetic)
-    table = findings_markdown(study_findings(study, n_test))
+    table = findings_markdown(study_findings(study, n_test) if findings is None else findings)
     if table:
         report += ("\n**Findings**, seed by seed (`bber_utils.findings`): each cell is the difference in WAR points, "
                    "how many seeds it is ahead on, and the 95 % interval of the paired difference; a difference is "

@@ -257,14 +257,16 @@ def _stored_code_cell_number(executed: Path) -> int:
 
 
 def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned at the top level of the notebook's ``parameters`` cell."""
+    """Names assigned at the top level of the notebook's ``parameters`` cell (the .ipynb read as plain JSON:
+    importing nbformat costs a second, and ``bber --help`` and every study run ask for this)."""
+    import json
     import re
 
-    import nbformat
-
-    for cell in nbformat.read(str(notebook), as_version=4).cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", cell.source, re.M))
+    for cell in json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else source
+            return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, re.M))
     return set()
 
 

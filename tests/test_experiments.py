@@ -215,13 +215,6 @@ def test_study_table_keeps_each_seeds_value(tmp_path):
     assert n == 3 and mean == pytest.approx(0.2) and half == pytest.approx(0.0)
 
 
-def test_one_seed_is_never_a_finding():
-    """One seed per setting gives no interval: a big difference is reported, but not called a finding."""
-    one = _two_settings({42: 0.50}, {42: 0.80})
-    one["war_ci95"] = math.nan
-    row = ex.compare_to(one, ("fusion", "biformer"), {"c": 100}).iloc[0]
-    assert row["diff_pts"] == 30.0 and row["verdict"] == "one seed: no interval"
-
 
 def test_study_table_summarises_only_the_runs_of_this_study(tmp_path):
     """A work folder may hold an older run of a setting made under other settings (e.g. before a default

@@ -52,8 +52,8 @@ def test_one_seed_is_never_called_a_finding():
     from bber_utils import findings
 
     study = pd.DataFrame([_row("biformer", {42: .50}), _row("bimamba", {42: .60})])
-    verdict = experiments.compare_rows(study.iloc[1], study.iloc[0], "war", 100)["verdict"]
-    assert verdict not in ("better", "worse")
+    compared = experiments.compare_rows(study.iloc[1], study.iloc[0], "war", 100)
+    assert compared["diff_pts"] == pytest.approx(10.0) and compared["verdict"] == "one seed: no interval"
     text = findings.conclusions_markdown(findings.study_findings(study, {"c": 100}))
     assert "a finding" not in text.replace("not a finding", "")
 

@@ -2,8 +2,8 @@
 that do (``identity``) or do not (``CONTROL_KEYS``) change a run's numbers, the run hash, and the text of
 ``bber train --help``.
 
-Owns: ``TrainConfig``, ``CONTROL_KEYS``, ``MODEL_KEYS``, ``UNIMODAL_MODEL_KEYS``, ``config_hash``, ``feature_spec``,
-``config_key_descriptions``, ``config_keys_help``.
+Owns: ``TrainConfig``, ``AUGMENT_KEYS``, ``CONTROL_KEYS``, ``MODEL_KEYS``, ``UNIMODAL_MODEL_KEYS``,
+``config_hash``, ``feature_spec``, ``config_key_descriptions``, ``config_keys_help``.
 Must not import: torch, or any other module of ``bber_utils.train`` (they all import this one).
 """
 
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 UNIMODAL_MODELS = ("audio_only", "text_only")
+# Keys that change the train rows or targets (SDS, TUG, LS-LLM, label smoothing): ``TrainConfig.augmented``.
+AUGMENT_KEYS = ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing")
 SCHEDULERS = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Keys that do not change a run's numbers: left out of the run hash.
@@ -175,7 +177,7 @@ class TrainConfig:
 
     def augmented(self) -> bool:
         """True when the train rows or targets differ from the original one-hot ones."""
-        return any(float(getattr(self, k)) > 0 for k in ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing"))
+        return any(float(getattr(self, k)) > 0 for k in AUGMENT_KEYS)
 
     def stage1_choice_matters(self) -> bool:
         """True when ``augment_unimodal`` changes what stage 1 trains on: an augmented fusion model."""

@@ -39,9 +39,10 @@ def fold_assignment(train_df: pd.DataFrame, k: int, seed: int, links: dict[str, 
     components, transitively: union-find over ``components``) is in one group, and so are the rows that
     ``links`` (``{utt_id: key}``) gives the same key: the turns of one dialogue when the text branch reads the
     previous turns (``text_context``), so no fold model reads a held-out row's text as another row's context.
-    A group is never split across folds. The fold-``k`` model trains on the rows of the other folds only (``fold_training_rows``), so
-    no fold model has seen any part of a row it predicts. Groups are assigned to folds stratified by the label
-    of the group's first row (``StratifiedGroupKFold``), or by a seeded round-robin when a class is too rare.
+    A group is never split across folds. The fold-``k`` model trains on the rows of the other folds only
+    (``fold_training_rows``), so no fold model has seen any part of a row it predicts. Groups are assigned to
+    folds stratified by the label of the group's first row (``StratifiedGroupKFold``), or by a seeded round-robin
+    when a class is too rare.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -55,19 +56,18 @@ def fold_assignment(train_df: pd.DataFrame, k: int, seed: int, links: dict[str, 
             u = parent[u]
         return u
 
+    def union(u: str, other: str) -> None:
+        parent.setdefault(other, other)  # a node outside this manifest still links the rows that share it
+        ru, ro = find(u), find(other)
+        if ru != ro:
+            parent[ro] = ru
+
     for u, cs in zip(ids, comps):
         for c in cs:
-            parent.setdefault(c, c)  # a component outside this manifest still links the rows that share it
-            ru, rc = find(u), find(c)
-            if ru != rc:
-                parent[rc] = ru
+            union(u, c)
     for u, key in (links or {}).items():
         if u in parent:
-            node = f"\0link:{key}"  # one shared node per key
-            parent.setdefault(node, node)
-            ru, rn = find(u), find(node)
-            if ru != rn:
-                parent[rn] = ru
+            union(u, f"\0link:{key}")  # one shared node per key
     roots = [find(u) for u in ids]
     group = pd.factorize(pd.Series(roots))[0]
     n_groups = int(group.max()) + 1 if len(ids) else 0

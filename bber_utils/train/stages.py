@@ -57,7 +57,7 @@ class _Inputs:
 
     corpora: list[str]
     splits: dict[str, pd.DataFrame]        # train (augmented) / dev / test rows whose features exist
-    original_train: pd.DataFrame           # the train rows before SDS and TUG, whose features exist
+    stage1_train: pd.DataFrame             # the rows stage 1 trains on: the original ones unless it is augmented
     stores: tuple                          # (audio store or None, text store)
     skipped: dict[str, dict[str, int]]     # {split: {reason: count}}
     soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
@@ -119,16 +119,15 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
-    if tc.stage1_config() is tc:  # stage 1 trains on the (augmented) train split itself
-        original = splits["train"]
-    else:
-        original, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
+    stage1_train = splits["train"]  # stage 1 trains on the (augmented) train split itself ...
+    if tc.stage1_config() is not tc:  # ... or on the original rows (TrainConfig.stage1_config)
+        stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
         from ..context import with_text_context
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
-    return _Inputs(corpora, splits, original, stores, skipped, soft_table, _loss_weights(splits["train"], tc))
+    return _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, _loss_weights(splits["train"], tc))
 
 
 def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
@@ -146,8 +145,7 @@ def _stage1_inputs(tc: TrainConfig, data: _Inputs) -> tuple[TrainConfig, dict, n
     tc1 = tc.stage1_config()
     if tc1 is tc:
         return tc, data.splits, data.weights
-    splits = {**data.splits, "train": data.original_train}
-    return tc1, splits, _loss_weights(data.original_train, tc1)
+    return tc1, {**data.splits, "train": data.stage1_train}, _loss_weights(data.stage1_train, tc1)
 
 
 def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolve: bool = True) -> str:

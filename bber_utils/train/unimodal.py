@@ -137,18 +137,17 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
     tag = f"{tc.oof_folds}"
     if set(ids) != stage1_ids:  # stage 2 trains on more rows than stage 1: these folds are its own
         tag += "-" + config_hash(list(zip(ids, train_df["label"])), 8)
-    if tc.text_context:  # folds grouped by dialogue (below); earlier caches had folds without that grouping
-        tag += "-dialogues"
-    path = run.folder / f"oof{tag}.parquet"
-    barrier()
-    if path.exists():
-        return logit_dict(pd.read_parquet(path))
     links = None
     if tc.text_context:  # a row's text is the context of its dialogue's later turns: one dialogue, one fold
         from ..context import dialogue_positions
 
         pos = dialogue_positions(train_df)
         links = dict(zip(pos["utt_id"], pos["dialogue"]))
+        tag += "-dialogues"  # earlier caches had folds without that grouping
+    path = run.folder / f"oof{tag}.parquet"
+    barrier()
+    if path.exists():
+        return logit_dict(pd.read_parquet(path))
     folds = crossfit.fold_assignment(train_df, tc.oof_folds, tc.seed, links)
     dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
     frames = []
