@@ -95,6 +95,13 @@ def context_steps(x: np.ndarray, mode: str = "steps") -> np.ndarray:
     return x
 
 
+def with_context(own: np.ndarray, previous: list[np.ndarray], mode: str = "steps") -> np.ndarray:
+    """One utterance's text input with its context: each previous utterance's steps (``context_steps``, flag
+    0.0), oldest first, then its own (T, D) steps (flag 1.0) -> ``(T_ctx + T, D + 1)``."""
+    parts = [with_flag(context_steps(x, mode), own=False) for x in previous]
+    return np.concatenate(parts + [with_flag(own, own=True)], axis=0)
+
+
 class ContextTextStore:
     """A text store whose items carry the dialogue context: ``store[u]`` -> ``(T_ctx + T_u, D + 1)``
     (``T_ctx`` = the context utterances' steps, or one step each with ``mode="mean"``)."""
@@ -116,8 +123,7 @@ class ContextTextStore:
         return [c for c in self.contexts.get(u, []) if c in self.store]
 
     def __getitem__(self, u: str) -> np.ndarray:
-        parts = [with_flag(context_steps(self.store[c], self.mode), own=False) for c in self.context_of(u)]
-        return np.concatenate(parts + [with_flag(self.store[u], own=True)], axis=0)
+        return with_context(self.store[u], [self.store[c] for c in self.context_of(u)], self.mode)
 
 
 def with_text_context(store, splits: dict[str, pd.DataFrame], k: int, mode: str = "steps"):

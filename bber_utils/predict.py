@@ -14,15 +14,24 @@ consecutive windows instead: each window's probabilities are kept (``extra["wind
 clip's probabilities are their mean, weighted by window length. Every window gets the clip's transcript when one
 is given, else its own ASR transcript.
 
+Dialogue context: a model trained with ``text_context: k`` reads the previous turns of the clip's dialogue before
+its transcript, as in training (``bber_utils.context``): ``--context TURN`` (repeatable, oldest first; every clip),
+a CSV ``context`` column (one turn, or a JSON list of turns) or ``Predictor.predict(..., contexts=)``; the last k
+are used, and none is needed.
+
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
-file cannot run code on load.
+file cannot run code on load. The settings stored in a checkpoint are data, checked before use; remote code of
+its text encoder runs only with ``--trust-remote-code`` (``trust_remote_code=True``), never because the file
+asks for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -54,6 +63,7 @@ class Prediction:
     text_probs: list[float] | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    context: list[str] = field(default_factory=list)  # previous turns of the dialogue, oldest first
 
     def as_row(self) -> dict[str, Any]:
         """A flat row: path, text, language, label, error and ``{fused,audio,text}_{class}`` probabilities."""
@@ -89,23 +99,75 @@ def find_checkpoint(spec: str | os.PathLike | None = None, workdir: str | os.Pat
     return (bimodal or found)[0]
 
 
+def _int_at_least(lo: int):
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v >= lo
+
+
+# What a checkpoint may store about how its inputs were made (bber_utils.train.feature_spec): key -> (what the
+# value must be, its check). None is always allowed (the default).
+STORED_SETTINGS = {
+    "audio_encoder": ("a built-in encoder, folder or owner/name hub id", lambda v: isinstance(v, str)),
+    "text_encoder": ("a built-in encoder, folder or owner/name hub id", lambda v: isinstance(v, str)),
+    "audio_layer": ("an integer", _int_at_least(-1000)),
+    "text_max_tokens": ("an integer >= 1", _int_at_least(1)),
+    "text_trust_remote_code": ("true or false", lambda v: isinstance(v, bool)),
+    "text_code_revision": ("a commit, tag or branch name",
+                           lambda v: isinstance(v, str) and re.fullmatch(r"[\w.\-/]{1,100}", v) is not None),
+    "audio_pool": ("an integer >= 1", _int_at_least(1)),
+    "text_context": ("an integer >= 0", _int_at_least(0)),
+    "text_context_mode": ("'steps' or 'mean'", lambda v: v in ("steps", "mean")),
+}
+
+
+def stored_settings(state: dict, checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The input settings a checkpoint stores (``features``, else the same keys of ``config``), checked as data:
+    known keys, types and ranges, encoder specs (``errors.check_model_spec``). -> every key of
+    ``STORED_SETTINGS`` (None where not stored). ``text_trust_remote_code`` is only what the file asks for:
+    ``checkpoint_encoders`` grants it only when the user does. Raises ``CheckpointError`` (one line)."""
+    from .errors import ConfigError, check_model_spec
+    from .features.text_encoders import OFFLINE_TEXT_ENCODERS
+
+    features, config = state.get("features") or {}, state.get("config") or {}
+    if not isinstance(features, dict) or not isinstance(config, dict):
+        raise CheckpointError(f"{checkpoint}: its stored settings (features, config) are not key-value maps")
+    extra = sorted(str(k) for k in features if k not in STORED_SETTINGS)
+    if extra:
+        raise CheckpointError(f"{checkpoint}: unknown stored feature setting(s) {extra}; a checkpoint may store "
+                              f"{sorted(STORED_SETTINGS)}")
+    spec = {k: features.get(k, config.get(k)) for k in STORED_SETTINGS}
+    for key, (what, ok) in STORED_SETTINGS.items():
+        if spec[key] is not None and not ok(spec[key]):
+            raise CheckpointError(f"{checkpoint}: stored setting {key}={spec[key]!r:.80} is not {what}")
+    try:
+        check_model_spec(spec["audio_encoder"], ("logmel",), "audio encoder")
+        check_model_spec(spec["text_encoder"], OFFLINE_TEXT_ENCODERS, "text encoder")
+    except ConfigError as exc:
+        raise CheckpointError(f"{checkpoint}: its stored {exc}") from None
+    return spec
+
+
 def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
-    """(model in eval mode, meta) from a trainer checkpoint, on ``device``; checks the configuration."""
+    """(model in eval mode, meta) from a trainer checkpoint (or a run folder's ``best.pt``), on ``device``; checks
+    the configuration and the stored settings (``meta["settings"]``, see ``stored_settings``). Runs no code from
+    the file or its settings."""
     import torch
 
     from .models import MODEL_NAMES, build_model
     from .models.config import ModelConfig
 
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a run folder
+        checkpoint = checkpoint / "best.pt"
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # no code runs from the file
     except Exception as exc:  # a truncated or foreign file, or one holding objects other than weights
-        raise CheckpointError(f"{checkpoint}: not a readable checkpoint ({exc})") from exc
+        raise CheckpointError(f"{checkpoint}: not a readable checkpoint ({_load_failure(exc, checkpoint)})") from exc
     if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
         raise CheckpointError(f"{checkpoint}: not a BBER training checkpoint (no model / model_name)")
     name = state["model_name"]
     if name not in MODEL_NAMES:
-        raise CheckpointError(f"{checkpoint}: unknown model {name!r}")
+        raise CheckpointError(f"{checkpoint}: unknown model {name!r:.80}")
+    settings = stored_settings(state, checkpoint)
     cfg = ModelConfig.from_dict(state.get("model_config", {}))
     d_in = state.get("d_in")
     d_audio = state.get("d_audio", d_in if name == "audio_only" else 1)
@@ -118,16 +180,69 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
                               f"({str(exc).splitlines()[0]})") from exc
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
     meta.setdefault("config", {})
+    meta["settings"] = settings
     return model.to(device).eval(), meta
+
+
+def _load_failure(exc: Exception, path: Path) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in one short line."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds Python objects besides weights ({found.group(1)}), and loading them could run code"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # a zip (torch.save) or a legacy pickle
+        return "not a PyTorch checkpoint: the file is of another kind"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"truncated or damaged: {first[:120]}"
+
+
+def checkpoint_encoders(checkpoint: str | os.PathLike, settings: dict[str, Any], trust_remote_code: bool = False,
+                        text_code_revision: str | None = None) -> tuple[object, object]:
+    """The (audio, text) encoders a checkpoint was trained with, from its checked ``settings``.
+
+    Remote code is the user's decision, never the file's: a stored ``text_trust_remote_code: true`` is refused
+    (``CheckpointError``, one line naming the model and how to allow it) unless ``trust_remote_code``;
+    ``text_code_revision`` (the user's pin) replaces the stored one."""
+    from .features.extract import encoders_from_params
+    from .features.text_encoders import OFFLINE_TEXT_ENCODERS
+
+    spec = dict(settings)
+    model = spec.get("text_encoder")
+    asks = bool(spec.get("text_trust_remote_code")) and model not in (None, *OFFLINE_TEXT_ENCODERS)
+    revision = text_code_revision or spec.get("text_code_revision")
+    if asks and not trust_remote_code:
+        local = Path(os.path.expanduser(str(model))).is_dir()
+        pin = ("the code in that folder would run" if local else
+               f"its code is pinned to revision {revision}" if revision else
+               "pin its code with --text-code-revision COMMIT")
+        raise CheckpointError(
+            f"{checkpoint}: its text encoder {model!r} runs code of its own, and a checkpoint cannot allow that "
+            f"(text_trust_remote_code in its stored settings): only if you trust {model!r}, rerun with "
+            f"--trust-remote-code (Python: trust_remote_code=True); {pin}")
+    spec.update(text_trust_remote_code=asks, text_code_revision=revision)
+    try:
+        return encoders_from_params(spec)
+    except ValueError as exc:
+        raise CheckpointError(f"{checkpoint}: its stored encoder settings: {str(exc).splitlines()[0]}") from None
 
 
 # ------------------------------------------------------------------------------------------- predictor
 
 class Predictor:
-    """Scores audio clips with a trained checkpoint: ``Predictor(ckpt).predict(paths, texts)``."""
+    """Scores audio clips with a trained checkpoint: ``Predictor(ckpt).predict(paths, texts)``.
+
+    ``trust_remote_code``: allow the text encoder's own code when the checkpoint was trained with one that needs
+    it (the user's decision: a checkpoint's settings never grant it); ``text_code_revision`` pins that code."""
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", asr: str | None = None,
-                 batch_size: int = 16):
+                 batch_size: int = 16, trust_remote_code: bool = False, text_code_revision: str | None = None):
         from .device import resolve_device
 
         self.device = resolve_device(device)
@@ -136,21 +251,31 @@ class Predictor:
         self.name = self.meta["model_name"]
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
-        from .features.extract import encoders_from_params
-
-        # the same encoders (and store keys) and frame pooling the run was trained with
-        spec = {**self.meta["config"], **self.meta.get("features", {})}
-        self.audio_encoder, self.text_encoder = encoders_from_params(spec)
-        self.audio_pool = int(spec.get("audio_pool") or 1)
+        # the same encoders (and store keys), frame pooling and dialogue context the run was trained with
+        settings = self.meta["settings"]
+        self.audio_encoder, self.text_encoder = checkpoint_encoders(self.checkpoint, settings, trust_remote_code,
+                                                                    text_code_revision)
+        self.audio_pool = int(settings["audio_pool"] or 1)
+        self.context_k = int(settings["text_context"] or 0)
+        self.context_mode = settings["text_context_mode"] or "steps"
         checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
-            dim = getattr(self.audio_encoder if what == "audio" else self.text_encoder, "dim", None)
-            if what == "text" and dim and spec.get("text_context"):
+            dim = self._encoder_dim(what)
+            if what == "text" and dim and self.context_k:
                 dim = int(dim) + 1  # the context flag column (bber_utils.context)
             if want and dim and int(dim) != int(want):
                 raise CheckpointError(f"{self.checkpoint}: the model expects {what} features of width {want} "
                                       f"but its {what} encoder gives {dim}")
+
+    def _encoder_dim(self, what: str) -> int | None:
+        encoder = self.audio_encoder if what == "audio" else self.text_encoder
+        try:
+            return getattr(encoder, "dim", None)
+        except Exception as exc:  # a model folder or hub id that cannot be read (or needs code not allowed)
+            reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise CheckpointError(f"{self.checkpoint}: cannot load its {what} encoder "
+                                  f"{getattr(encoder, 'model_spec', what)!r} ({reason[:160]})") from exc
 
     @property
     def uses_text(self) -> bool:
@@ -167,21 +292,28 @@ class Predictor:
         return self._asr.transcribe(wavs)
 
     def predict(self, paths: Iterable[str | os.PathLike], texts: Iterable[str | None] | None = None,
-                language: str = "auto", progress: bool = False, window_s: float | None = None) -> list[Prediction]:
+                language: str = "auto", progress: bool = False, window_s: float | None = None,
+                contexts: Iterable[Iterable[str] | str | None] | None = None) -> list[Prediction]:
         """One ``Prediction`` per path, in order; failures are recorded in ``error``. ``window_s``: clips longer
-        than that are scored in windows of ``window_s`` seconds (see the module docstring)."""
+        than that are scored in windows of ``window_s`` seconds (see the module docstring). ``contexts[i]``: the
+        previous turns of clip i's dialogue, oldest first (a string is one turn); a model trained with
+        ``text_context: k`` reads the last k, another model none (with a warning)."""
         from bber_utils.progress import tqdm
 
         from .audio import AudioError, load_audio
 
         paths = [str(p) for p in paths]
         texts = list(texts) if texts is not None else [None] * len(paths)
-        if len(texts) != len(paths):
-            raise ValueError(f"{len(paths)} clips but {len(texts)} transcripts")
-        if window_s is not None and window_s < 1.0:
-            raise ValueError(f"window must be at least 1 s (got {window_s})")
-        preds = [Prediction(path=p, text=t or "", language="" if language == "auto" else language)
-                 for p, t in zip(paths, texts)]
+        contexts = [[c] if isinstance(c, str) else list(c or []) for c in contexts] if contexts is not None \
+            else [[] for _ in paths]
+        if len(texts) != len(paths) or len(contexts) != len(paths):
+            raise ValueError(f"{len(paths)} clips but {len(texts)} transcripts and {len(contexts)} contexts")
+        check_window(window_s)
+        if any(contexts) and not self.context_k and self.uses_text:
+            warnings.warn(f"{self.checkpoint}: this model was trained without dialogue context (text_context: 0); "
+                          f"the previous turns given are not used", stacklevel=2)
+        preds = [Prediction(path=p, text=t or "", language="" if language == "auto" else language, context=c)
+                 for p, t, c in zip(paths, texts, contexts)]
         # (row to fill, waveform, parent index, window start s); a window row is a child of its clip
         good: list[tuple[Prediction, np.ndarray, int, float | None]] = []
         for i, pred in enumerate(preds):
@@ -198,8 +330,8 @@ class Predictor:
                 for start in range(0, len(wav), step):
                     piece = wav[start:start + step]
                     if len(piece) >= MIN_SECONDS * 16000:
-                        good.append((Prediction(path=pred.path, text=pred.text, language=pred.language), piece, i,
-                                     start / 16000))
+                        good.append((Prediction(path=pred.path, text=pred.text, language=pred.language,
+                                                context=pred.context), piece, i, start / 16000))
                 continue
             if seconds > LONG_SECONDS:
                 warnings.warn(f"{pred.path}: {seconds:.0f} s long (> {LONG_SECONDS:g} s); the models were trained "
@@ -235,7 +367,9 @@ class Predictor:
         batch: dict[str, Any] = {}
         frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
         audio, batch["audio_mask"] = pad_sequences(frames)
-        text, batch["text_mask"] = pad_sequences(self.text_encoder.encode([p.text for p in preds]))
+        text, batch["text_mask"] = pad_sequences(text_features(self.text_encoder, [p.text for p in preds],
+                                                               [p.context for p in preds], self.context_k,
+                                                               self.context_mode))
         batch["audio"], batch["text"] = audio.float(), text.float()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with torch.no_grad():
@@ -253,6 +387,13 @@ class Predictor:
                 p.text_probs = p.fused
             if "audio" in uni:
                 p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+
+
+def check_window(window_s: float | None) -> None:
+    """``ValueError`` unless ``window_s`` is None or a finite number of seconds >= 1 (nan and inf are refused)."""
+    if window_s is not None and not (isinstance(window_s, (int, float)) and math.isfinite(window_s)
+                                     and window_s >= 1.0):
+        raise ValueError(f"--window must be a finite number of seconds >= 1 (got {window_s})")
 
 
 def _merge_windows(pred: Prediction, parts: list[tuple[Prediction, float, float]]) -> None:
@@ -278,30 +419,83 @@ def _merge_windows(pred: Prediction, parts: list[tuple[Prediction, float, float]
 # ------------------------------------------------------------------------------------------ input lists
 
 def collect_inputs(items: Iterable[str | os.PathLike]) -> tuple[list[str], list[str | None]]:
-    """Expand folders (audio files inside, sorted) and CSVs (a ``path`` column, optional ``text``; relative
-    paths are taken from the CSV's folder) into (paths, transcripts)."""
-    import pandas as pd
+    """(paths, transcripts) of ``collect_clips``."""
+    paths, texts, _ = collect_clips(items)
+    return paths, texts
 
+
+def collect_clips(items: Iterable[str | os.PathLike]) -> tuple[list[str], list[str | None], list[list[str]]]:
+    """Expand folders (audio files inside, sorted) and CSVs (a ``path`` column, optional ``text`` and
+    ``context``: the previous turn, or a JSON list of previous turns oldest first; relative paths are taken
+    from the CSV's folder) into (paths, transcripts, contexts). ``ValueError`` (one line) for an empty path, a
+    folder without audio files or a CSV without a ``path`` column."""
     paths: list[str] = []
     texts: list[str | None] = []
+    contexts: list[list[str]] = []
     for item in items:
+        if not str(item).strip():
+            raise ValueError(f"an empty path ({str(item)!r}) was given: name audio files, folders or CSVs")
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise ValueError(f"{p}: no audio files in this folder (looked for "
+                                 f"{', '.join(sorted(AUDIO_SUFFIXES))})")
             paths += [str(q) for q in found]
             texts += [None] * len(found)
+            contexts += [[] for _ in found]
         elif p.suffix.lower() == ".csv":
-            df = pd.read_csv(p, keep_default_na=False)
-            if "path" not in df.columns:
-                raise ValueError(f"{p}: a CSV of clips needs a 'path' column (found {list(df.columns)})")
-            for _, row in df.iterrows():
-                q = Path(str(row["path"]))
-                paths.append(str(q if q.is_absolute() else p.parent / q))
-                texts.append(str(row["text"]) if "text" in df.columns and str(row["text"]).strip() else None)
+            for path, text, context in _csv_clips(p):
+                paths.append(path)
+                texts.append(text)
+                contexts.append(context)
         else:
             paths.append(str(p))
             texts.append(None)
-    return paths, texts
+            contexts.append([])
+    return paths, texts, contexts
+
+
+def _csv_clips(csv: Path) -> list[tuple[str, str | None, list[str]]]:
+    """(path, transcript or None, previous turns) of each row of a CSV of clips."""
+    import pandas as pd
+
+    df = pd.read_csv(csv, keep_default_na=False, dtype=str)
+    if "path" not in df.columns:
+        raise ValueError(f"{csv}: a CSV of clips needs a 'path' column (found {list(df.columns)})")
+    out = []
+    for i, row in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
+        q = Path(row["path"])
+        text = row.get("text", "")
+        out.append((str(q if q.is_absolute() else csv.parent / q), text if text.strip() else None,
+                    _context_cell(row.get("context", ""), f"{csv}: row {i}")))
+    return out
+
+
+def _context_cell(cell: str, where: str) -> list[str]:
+    """A CSV ``context`` cell: ``""`` (none), a JSON list of turns oldest first, or else one turn (so a turn such
+    as ``[laughs] fine`` stays one turn). ``ValueError`` for a JSON list holding something other than text."""
+    if not cell.strip():
+        return []
+    try:
+        turns = json.loads(cell) if cell.lstrip().startswith("[") else None
+    except json.JSONDecodeError:
+        turns = None
+    if not isinstance(turns, list):
+        return [cell]
+    if not all(isinstance(t, str) for t in turns):
+        raise ValueError(f"{where}: context {cell[:60]!r} is a JSON list but not of texts (one previous turn, "
+                         f"or [\"older turn\", \"previous turn\"])")
+    return turns
+
+
+def manifest_contexts(df, k: int) -> list[list[str]]:
+    """Each manifest row's previous turns (texts, oldest first, at most ``k``; ``bber_utils.context``)."""
+    from .context import context_map
+
+    previous = context_map(df, int(k))
+    text_of = dict(zip(df["utt_id"].astype(str), df["text"].astype(str)))
+    return [[text_of[c] for c in previous.get(str(u), [])] for u in df["utt_id"]]
 
 
 def predictions_table(preds: list[Prediction]):
@@ -313,41 +507,35 @@ def predictions_table(preds: list[Prediction]):
 # ------------------------------------------------------------------------------------------------- cli
 
 def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: list[list[str]] | None = None,
-                  device: str = "auto", batch_size: int = 64):
+                  device: str = "auto", batch_size: int = 64, trust_remote_code: bool = False,
+                  text_code_revision: str | None = None):
     """Text-only inference, no audio: a ``text_only`` checkpoint's probabilities for each transcript.
 
     ``contexts[i]``: the previous utterances of text i's dialogue, oldest first (used when the run was trained
-    with ``text_context: k``; only the last k are read). Returns a DataFrame ``text, label, {class}...``.
+    with ``text_context: k``; only the last k are read). ``trust_remote_code`` / ``text_code_revision``: as for
+    ``Predictor``. Returns a DataFrame ``text, label, {class}...``.
     """
     import pandas as pd
     import torch
 
-    from .context import context_steps, with_flag
     from .data import pad_sequences
-    from .features.extract import encoders_from_params
     from .device import resolve_device
 
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, str(dev))
     if meta["model_name"] != "text_only":
         raise CheckpointError(f"{checkpoint}: predict_texts needs a text_only checkpoint, not {meta['model_name']!r}")
-    spec = {**meta["config"], **meta.get("features", {})}
-    k = int(spec.get("text_context") or 0)
-    mode = spec.get("text_context_mode") or "steps"
-    _, encoder = encoders_from_params(spec)
+    settings = meta["settings"]
+    _, encoder = checkpoint_encoders(checkpoint, settings, trust_remote_code, text_code_revision)
     contexts = contexts if contexts is not None else [[] for _ in texts]
     if len(contexts) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")
     rows = []
     for start in range(0, len(texts), batch_size):
-        chunk, ctx = list(texts[start:start + batch_size]), contexts[start:start + batch_size]
-        feats = encoder.encode(chunk)
-        if k:
-            feats = [np.concatenate([with_flag(context_steps(x, mode), own=False)
-                                     for x in encoder.encode(list(c[-k:]))]
-                                    + [with_flag(f, own=True)]) if c[-k:] else with_flag(f, own=True)
-                     for f, c in zip(feats, ctx)]
-        text, mask = pad_sequences([np.asarray(f, np.float32) for f in feats])
+        chunk = list(texts[start:start + batch_size])
+        feats = text_features(encoder, chunk, contexts[start:start + batch_size], int(settings["text_context"] or 0),
+                              settings["text_context_mode"] or "steps")
+        text, mask = pad_sequences(feats)
         batch = {"text": text.float().to(dev), "text_mask": mask.to(dev)}
         with torch.no_grad():
             probs = torch.softmax(model(batch).float(), -1).cpu().numpy()
@@ -356,16 +544,39 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
     return pd.DataFrame(rows)
 
 
+def text_features(encoder, texts: list[str], contexts: list[list[str]] | None, k: int,
+                  mode: str = "steps") -> list[np.ndarray]:
+    """The text branch's inputs: each text's (T, D) features, or with ``k > 0`` (a run trained with
+    ``text_context: k``) the last k of ``contexts[i]`` (previous turns, oldest first; blank ones dropped) before
+    it with the flag column -> (T_ctx + T, D + 1), as in training (``bber_utils.context``)."""
+    from .context import with_context
+
+    feats = [np.asarray(f, np.float32) for f in encoder.encode(list(texts))]
+    if not k:
+        return feats
+    previous = [[str(c) for c in (ctx or []) if str(c).strip()][-k:] for ctx in (contexts or [[]] * len(texts))]
+    encoded = iter(encoder.encode([c for ctx in previous for c in ctx]) if any(previous) else [])
+    return [with_context(f, [next(encoded) for _ in ctx], mode) for f, ctx in zip(feats, previous)]
+
+
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("predict", help="emotions of audio files (audio-only, text-only and fused)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", help="audio files, folders of audio files, or CSVs with path[,text]")
+    p.add_argument("paths", nargs="+", help="audio files, folders of audio files, or CSVs with path[,text,context]")
     p.add_argument("--text", action="append", help="transcript (once per clip, in order); else ASR")
+    p.add_argument("--context", action="append", metavar="TURN",
+                   help="a previous turn of the dialogue (repeat for several, oldest first), given to every clip: "
+                        "read by models trained with text_context (the last k); per clip: a CSV context column")
     p.add_argument("--checkpoint", help="best.pt or a run folder (default: the newest demo run)")
     p.add_argument("--workdir", default="runs/demo", help="where to look for the default checkpoint")
-    p.add_argument("--lang", default="auto", choices=["auto", "en", "ru"])
+    p.add_argument("--lang", default="auto", type=str.lower, choices=["auto", "en", "ru"])
     p.add_argument("--asr", default=None, help="Whisper hub id / folder for clips without a transcript")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the checkpoint's text encoder to run its own code (e.g. jina-v3); a checkpoint's "
+                        "stored settings never allow it")
+    p.add_argument("--text-code-revision", default=None, metavar="COMMIT",
+                   help="pin that code to a commit (default: the one stored in the checkpoint)")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help=f"score clips longer than this in windows of SECONDS (per-window probabilities with --json, "
                         f"and their mean); clips over {LONG_SECONDS:g} s without it get a warning")
@@ -373,22 +584,29 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=_cli)
 
 
+def _prepare(args) -> tuple[Predictor, list[str], list, list]:
+    """(predictor, paths, transcripts, contexts) from the arguments; ``ValueError`` / ``CheckpointError``."""
+    check_window(args.window)
+    paths, texts, contexts = collect_clips(args.paths)
+    if not paths:
+        raise ValueError(f"no clips to score in {' '.join(map(str, args.paths))}")
+    if args.text:
+        if len(args.text) != len(paths):
+            raise ValueError(f"{len(paths)} clips but {len(args.text)} --text values")
+        texts = args.text
+    if args.context:
+        contexts = [list(args.context) for _ in paths]
+    predictor = Predictor(find_checkpoint(args.checkpoint, args.workdir), args.device, args.asr,
+                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision)
+    return predictor, paths, texts, contexts
+
+
 def _cli(args) -> int:
     try:
-        paths, texts = collect_inputs(args.paths)
-        if args.text:
-            if len(args.text) != len(paths):
-                print(f"error: {len(paths)} clips but {len(args.text)} --text values", file=sys.stderr)
-                return 2
-            texts = args.text
-        predictor = Predictor(find_checkpoint(args.checkpoint, args.workdir), args.device, args.asr)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
+        predictor, paths, texts, contexts = _prepare(args)
         preds = predictor.predict(paths, texts, args.lang, progress=not args.json and len(paths) > 8,
-                                  window_s=args.window)
-    except ValueError as exc:
+                                  window_s=args.window, contexts=contexts)
+    except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in preds:

@@ -71,6 +71,7 @@ def _train(tc: TrainConfig) -> RunResult:
     if tc.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {tc.model!r}; choose one of {list(MODEL_NAMES)}")
     device = init_distributed(resolve_device(tc.device))  # torchrun: join the process group, cuda:LOCAL_RANK
+    resolve_device(tc.feature_device, allow_mps=True)  # a typo fails now, not when features are missing
     if device.type == "cpu":
         import torch
 
