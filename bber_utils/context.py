@@ -9,6 +9,8 @@ split's manifest (never across splits). Works for every model that reads the tex
 
 Dialogue structure comes from the manifest: ``dialogue_id`` + ``utterance_id`` columns (``bber prepare table``),
 else a MELD ``native_id`` ``dia{D}_utt{U}``. Rows without it (RESD, SDS merges, TUG rows) get no context.
+Numeric utterance ids order a dialogue; a dialogue with any id that is not a number (or empty) keeps the
+manifest's row order, which is the table's (``row_ordered_dialogues``).
 RESD's names (``{NN}_{emo1}_{emo2}_{x}_{NNN}``) start with a dialogue number, but they also name the dialogue's
 two emotions and their order within a dialogue is not documented, so the RESD reader gives no dialogue columns.
 """
@@ -35,7 +37,9 @@ def dialogue_positions(df: pd.DataFrame) -> pd.DataFrame:
     if "dialogue_id" in df.columns and "utterance_id" in df.columns:
         d = df["dialogue_id"].fillna("").astype(str).str.strip()
         p = pd.to_numeric(df["utterance_id"], errors="coerce")
-        ok = (d != "") & p.notna()
+        by_row = _row_ordered(df).to_numpy()
+        p[by_row] = np.arange(n, dtype=float)[by_row]
+        ok = d != ""
         dia[ok], pos[ok] = d[ok], p[ok]
     if "native_id" in df.columns:
         m = df["native_id"].fillna("").astype(str).str.extract(_MELD_NATIVE)
@@ -47,6 +51,24 @@ def dialogue_positions(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"utt_id": df["utt_id"].astype(str), "dialogue": df["corpus"].astype(str) + "/"
                         + df["split"].astype(str) + "/" + dia.astype(str), "position": pos})
     return out[keep.to_numpy()].reset_index(drop=True)
+
+
+def _row_ordered(df: pd.DataFrame) -> pd.Series:
+    """True on the rows of a dialogue (per corpus and split) with an ``utterance_id`` that is not a number."""
+    col = lambda c: df[c].fillna("").astype(str) if c in df.columns else pd.Series("", index=df.index)  # noqa: E731
+    d = col("dialogue_id").str.strip()
+    key = col("corpus") + "/" + col("split") + "/" + d
+    turn = (d != "") & (col("source").isin(["original", ""]))
+    bad = turn & pd.to_numeric(df["utterance_id"], errors="coerce").isna()
+    return turn & key.isin(set(key[bad]))
+
+
+def row_ordered_dialogues(df: pd.DataFrame) -> list[str]:
+    """The ``dialogue_id`` values with an ``utterance_id`` that is not a number: their turns keep the manifest's
+    row order. ``[]`` without both columns."""
+    if "dialogue_id" not in df.columns or "utterance_id" not in df.columns:
+        return []
+    return sorted(set(df["dialogue_id"].fillna("").astype(str).str.strip()[_row_ordered(df)]))
 
 
 def context_map(df: pd.DataFrame, k: int) -> dict[str, list[str]]:

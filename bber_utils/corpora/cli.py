@@ -17,7 +17,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="work folder (e.g. runs/paper)")
     p.add_argument("--limit", type=int, default=0, help="keep at most N utterances per split (0 = all)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dev-fraction", type=float, default=0.15, help="RESD dev split drawn from train")
+    p.add_argument("--dev-fraction", type=float, default=0.15,
+                   help="RESD: dev split drawn from train; table without split column: dialogues to dev [0, 1)")
     p.add_argument("--demo-per-class", type=int, default=40, help="demo corpus size per class")
     p.add_argument("--force", action="store_true", help="rebuild even if manifests with these options exist")
     t = p.add_argument_group("table (any corpus from one CSV/Parquet, audio optional: bber_utils.corpora.table)")
@@ -26,9 +27,11 @@ def register_cli(subparsers) -> None:
     t.add_argument("--label-map", default=None, help="raw=class pairs ('joy=happy,exc=happy') or a JSON file")
     t.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                    help="the table's column for a role (text, audio_path, label, split, dialogue_id, "
-                        "utterance_id, language, start_s, end_s), e.g. --column text=Utterance")
+                        "utterance_id, language, start_s, end_s), e.g. --column text=Utterance; the column must "
+                        "exist. Numeric utterance ids order a dialogue's context, else the table's row order")
     t.add_argument("--language", default="en", help="language of rows without a language column (en | ru)")
-    t.add_argument("--test-fraction", type=float, default=0.15, help="table without split: dialogues to test")
+    t.add_argument("--test-fraction", type=float, default=0.15,
+                   help="table without split column: dialogues to test [0, 1); dev + test below 1")
     p.set_defaults(func=run_prepare)
 
 
@@ -36,7 +39,13 @@ def run_prepare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import counts_table, load_skips, prepare
+    from .table import check_fractions
 
+    try:
+        check_fractions(args.dev_fraction, args.test_fraction if args.dataset == "table" else 0.0)
+    except ValueError as exc:
+        print(f"bber prepare: error: {exc}")
+        return 2
     if args.dataset == "table":
         return _run_table(args)
     meld_root = resd_root = None
@@ -73,11 +82,7 @@ def _run_table(args: argparse.Namespace) -> int:
         print("bber prepare: error: 'table' needs --csv FILE")
         return 2
     try:
-        columns = dict(c.split("=", 1) for c in args.column)
-    except ValueError:
-        print(f"bber prepare: error: --column takes ROLE=NAME (got {args.column})")
-        return 2
-    try:
+        columns = _parse_columns(args.column)
         frames, report = prepare_table(args.csv, args.out, corpus=args.corpus, force=args.force, columns=columns,
                                        label_map=args.label_map, language=args.language,
                                        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
@@ -94,3 +99,17 @@ def _run_table(args: argparse.Namespace) -> int:
         if len(skips):
             print(skips["reason"].str.replace(r"^.* row \d+: ", "", regex=True).value_counts().to_string())
     return 0
+
+
+def _parse_columns(specs: list[str]) -> dict[str, str]:
+    """``["text=Utterance", ...]`` -> ``{"text": "Utterance"}``; ``ValueError`` for a spec without ``=`` or a
+    name, or a role given twice (roles are checked by ``read_table``)."""
+    columns: dict[str, str] = {}
+    for spec in specs:
+        role, eq, name = (part.strip() for part in spec.partition("="))
+        if not eq or not role or not name:
+            raise ValueError(f"--column takes ROLE=NAME, e.g. --column text=Utterance (got {spec!r})")
+        if role in columns:
+            raise ValueError(f"--column {role} given twice ({columns[role]!r} and {name!r})")
+        columns[role] = name
+    return columns

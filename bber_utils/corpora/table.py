@@ -7,9 +7,16 @@ Columns (names configurable with ``columns={"text": "Utterance", ...}``):
     label         the corpus's own label, mapped to the 7 classes with ``label_map`` (+ the built-in synonyms)
     split         optional: train | dev | test (also val / valid / validation -> dev); absent: drawn by dialogue
     dialogue_id   optional: conversation id (enables ``text_context``)
-    utterance_id  optional: position within the dialogue (order of the context)
+    utterance_id  optional: position within the dialogue (order of the context), see below
     language      optional: en | ru (else the ``language`` argument)
     start_s, end_s  optional: offsets into the audio file, seconds
+
+A role named in ``columns`` must be a column of the table (``TableError`` naming the role, the table's columns
+and the closest one); an unnamed role is used when the table has a column of its default name.
+
+The file: CSV in UTF-8 (with or without BOM), cp1252 lines, UTF-16 or UTF-32 (``text_clean.decode_table``), or
+Parquet (by suffix or content); cells of any length (a transcript longer than an encoder reads is kept whole;
+the encoder truncates it).
 
 A row without audio gets ``audio_path = ""`` and ``duration_s = NaN``: a text-only manifest row, which
 ``extract`` gives text features only and ``model=text_only`` trains on. A row with an audio path whose file is
@@ -17,11 +24,19 @@ missing or unreadable, an unmapped label, a bad split or language, a duplicate i
 skipped and reported in ``manifests/skips.csv``; ``TableReport.unmapped`` counts the unmapped raw labels.
 
 Without a ``split`` column the rows are split by dialogue (or by row without one), seeded:
-``dev_fraction`` and ``test_fraction`` of the groups go to dev and test.
+``dev_fraction`` and ``test_fraction`` of the groups go to dev and test (each in [0, 1), their sum < 1; at least
+one group stays in train). An empty train split, or an empty dev/test split that was asked for (a fraction > 0, or
+rows whose split column says so), is a ``TableError`` naming the cause (e.g. every row's label unmapped).
+
+Dialogue order (``text_context``): numeric ``utterance_id`` values order a dialogue's turns. A dialogue where any
+id is not a number (``u2``, ``Ses01F_M003``, empty) or a table with ``dialogue_id`` but no ``utterance_id`` keeps
+the table's row order, which a transcript usually follows (natural order of such ids is often wrong: IEMOCAP's
+``F000, M000`` ids interleave two speakers); ``TableReport.summary`` says how many dialogues that concerns.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -32,10 +47,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError, did_you_mean, unknown
 from ..labels import CLASSES, CORPUS_LABEL_MAPS
 from .manifest import LANGUAGES, MANIFEST_COLUMNS, SPLITS, make_utt_id
 from .skips import skip_row, skips_frame
-from .text_clean import TableError, read_csv_robust, repair_text
+from .text_clean import TableError, csv_frame, read_table_bytes, repair_text
 
 COLUMN_ROLES = ("text", "audio_path", "label", "split", "dialogue_id", "utterance_id", "language", "start_s",
                 "end_s")
@@ -51,17 +67,21 @@ SYNONYMS: dict[str, str] = {
     "dis": "disgust", "disgusted": "disgust", "fea": "fear", "fearful": "fear", "afraid": "fear",
 }
 _ID_SAFE = re.compile(r"[^\w.\-]+")
+_ROW_PREFIX = re.compile(r"^.*? row \d+: ")
 
 
 @dataclass
 class TableReport:
-    """What ``read_table`` kept and left out: rows per split, unmapped raw labels and their counts."""
+    """What ``read_table`` kept and left out: rows per split, unmapped raw labels and their counts, dialogues
+    whose context follows the table's row order (non-numeric utterance ids) with one example id."""
 
     rows: int = 0
     kept: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
     unmapped: dict[str, int] = field(default_factory=dict)
     text_only: int = 0
+    row_order_dialogues: int = 0
+    row_order_example: str = ""
 
     def summary(self) -> str:
         lines = [f"{self.rows} row(s) read; kept {sum(self.kept.values())} {self.kept}; "
@@ -69,19 +89,39 @@ class TableReport:
         if self.unmapped:
             lines.append("unmapped labels (skipped): " + ", ".join(f"{k!r}: {v}" for k, v in
                                                                sorted(self.unmapped.items())))
+        if self.row_order_dialogues:
+            ids = (f"utterance ids that are not numbers (e.g. {self.row_order_example!r})" if self.row_order_example
+                   else "no utterance ids")
+            lines.append(f"{self.row_order_dialogues} dialogue(s) have {ids}: their dialogue context follows the "
+                         f"table's row order")
         return "\n".join(lines)
+
+
+def _label_map_file(path: Path) -> dict:
+    """The JSON object of a label map file; ``ValueError`` naming the file when missing or not an object."""
+    if not path.is_file():
+        raise ValueError(f"label map file not found: {path}")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"label map file {path}: not readable JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"label map file {path}: must hold a JSON object {{\"raw\": \"class\"}} (got "
+                         f"{type(spec).__name__})")
+    return spec
 
 
 def parse_label_map(spec: Any) -> dict[str, str]:
     """A label map from a dict, ``"joy=happy,sadness=sad"``, or a JSON file path; keys lower-cased.
 
     A target of ``""`` or ``"drop"`` leaves that label out deliberately (still counted as unmapped).
-    Raises ``ValueError`` for a target that is not one of the 7 classes.
+    Raises ``ValueError`` for a target that is not one of the 7 classes, or a ``.json`` file that is missing or
+    not a JSON object.
     """
     if spec in (None, "", {}):
         return {}
-    if isinstance(spec, (str, os.PathLike)) and Path(spec).suffix == ".json" and Path(spec).is_file():
-        spec = json.loads(Path(spec).read_text(encoding="utf-8"))
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and Path(spec).suffix.lower() == ".json"):
+        spec = _label_map_file(Path(spec).expanduser())
     if isinstance(spec, str):
         pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
         bad = [p for p in pairs if len(p) != 2]
@@ -92,7 +132,8 @@ def parse_label_map(spec: Any) -> dict[str, str]:
     for k, v in dict(spec).items():
         v = str(v).strip().lower()
         if v not in CLASSES and v not in ("", "drop"):
-            raise ValueError(f"label map: {k!r} -> {v!r}: the target must be one of {CLASSES} (or 'drop')")
+            raise ValueError(f"label map: {k!r} -> {v!r}: the target must be one of {CLASSES} (or 'drop')"
+                             f"{did_you_mean(v, CLASSES)}")
         out[str(k).strip().lower()] = v
     return out
 
@@ -106,19 +147,30 @@ def map_table_label(raw: Any, label_map: dict[str, str]) -> str | None:
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A CSV (any mix of UTF-8 / cp1252) or Parquet table, all columns as strings; ``TableError`` naming it."""
+    """A CSV (UTF-8 / cp1252 / UTF-16 / UTF-32) or Parquet table (by suffix or content), all columns as strings;
+    ``TableError`` naming it."""
     path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        if not path.is_file():
-            raise TableError(f"{path}: file not found")
-        try:
-            df = pd.read_parquet(path)
-        except Exception as exc:
-            raise TableError(f"{path}: not a readable Parquet file ({exc})") from exc
-        if df.empty:
-            raise TableError(f"{path}: the table has no rows")
-        return df.astype(object).where(df.notna(), "").astype(str)
-    return read_csv_robust(path)
+    data = read_table_bytes(path)
+    if path.suffix.lower() not in (".parquet", ".pq") and not data.startswith(b"PAR1"):
+        return csv_frame(data, path)
+    try:
+        df = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise TableError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from exc
+    if df.empty:
+        raise TableError(f"{path}: the table has no rows")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df.astype(object).where(df.notna(), "").astype(str)
+
+
+def check_fractions(dev_fraction: float, test_fraction: float) -> None:
+    """``ConfigError`` unless both fractions are in [0, 1) and their sum is below 1 (train keeps some rows)."""
+    for name, f in (("--dev-fraction", dev_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= f < 1:  # NaN fails too
+            raise ConfigError(f"{name} {f}: must be in [0, 1)")
+    if dev_fraction + test_fraction >= 1:
+        raise ConfigError(f"--dev-fraction {dev_fraction} + --test-fraction {test_fraction} = "
+                          f"{dev_fraction + test_fraction:g}: the sum must be below 1 (the rest is train)")
 
 
 def _native_id(dialogue: str, utterance: str, row: int) -> str:
@@ -128,13 +180,15 @@ def _native_id(dialogue: str, utterance: str, row: int) -> str:
 
 
 def _draw_splits(groups: pd.Series, dev_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """Seeded split per group (dialogue): whole groups go to train, dev or test."""
+    """Seeded split per group (dialogue): whole groups go to train, dev or test; at least one stays in train."""
     uniq = np.array(sorted(set(groups)))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(uniq))
     n_dev, n_test = int(round(dev_fraction * len(uniq))), int(round(test_fraction * len(uniq)))
     if len(uniq) >= 3:
         n_dev, n_test = max(n_dev, 1 if dev_fraction > 0 else 0), max(n_test, 1 if test_fraction > 0 else 0)
+    while n_dev + n_test >= len(uniq) > 0:
+        n_dev, n_test = (n_dev - 1, n_test) if n_dev >= n_test else (n_dev, n_test - 1)
     split = {}
     for rank, i in enumerate(order):
         split[uniq[i]] = "dev" if rank < n_dev else "test" if rank < n_dev + n_test else "train"
@@ -148,6 +202,114 @@ def _audio_duration(path: Path) -> float:
     return info.frames / float(info.samplerate)
 
 
+def _role_columns(columns: dict[str, str] | None) -> dict[str, str]:
+    """``{role: the table's column name}``: defaults, then ``columns``; ``ConfigError`` for an unknown role."""
+    for role in columns or {}:
+        if role not in COLUMN_ROLES:
+            raise unknown("column role", role, COLUMN_ROLES)
+    return {**{r: r for r in COLUMN_ROLES}, **{k: str(v) for k, v in (columns or {}).items() if v}}
+
+
+def _check_columns(df: pd.DataFrame, cols: dict[str, str], named: dict[str, str], path: Path) -> dict[str, bool]:
+    """``{role: the table has its column}``; ``TableError`` for a named column the table lacks, or no label, or
+    neither text nor audio."""
+    found = list(df.columns)
+    for role, name in named.items():
+        if name and name not in found:
+            raise TableError(f"{path}: column role {role}: the table has no column {name!r}"
+                             f"{did_you_mean(name, found)}; its columns: {found}")
+    has = {r: cols[r] in found for r in COLUMN_ROLES}
+    if not has["label"]:
+        raise TableError(f"{path}: no label column {cols['label']!r}{did_you_mean(cols['label'], found)}; "
+                         f"found {found}")
+    if not (has["text"] or has["audio_path"]):
+        raise TableError(f"{path}: needs a text column {cols['text']!r} or an audio column "
+                         f"{cols['audio_path']!r}; found {found}")
+    return has
+
+
+def _assign_splits(df, col, has, dev_fraction, test_fraction, seed) -> tuple[pd.Series, dict[str, str]]:
+    """Each row's split (NaN for an unknown value) and, per split asked for, how it was asked
+    (``"column"`` or ``"drawn from N dialogue(s)"``)."""
+    if has["split"]:
+        split = col("split").str.lower().map(SPLIT_ALIASES)
+        return split, {sp: "column" for sp in set(split.dropna())} | {"train": "column"}
+    dialogue = col("dialogue_id")
+    unit = "dialogue" if has["dialogue_id"] else "row"
+    groups = dialogue.where(dialogue != "", "row" + pd.Series(range(len(df)), index=df.index).astype(str))
+    how = f"drawn from {groups.nunique()} {unit}(s)"
+    asked = {"train": how} | {sp: f"{how}, --{sp}-fraction {f}" for sp, f in
+                               (("dev", dev_fraction), ("test", test_fraction)) if f > 0}
+    return _draw_splits(groups, dev_fraction, test_fraction, seed), asked
+
+
+def _reasons(skips: list[dict], split: str | None = None) -> str:
+    """``"unmapped label 'foo' 12, missing audio file 3"``: the skip reasons (of one split), most frequent first."""
+    counts = pd.Series([_ROW_PREFIX.sub("", s["reason"]) for s in skips if split is None or s["split"] == split],
+                       dtype=object).value_counts()
+    more = f" and {len(counts) - 4} more reason(s)" if len(counts) > 4 else ""
+    return ", ".join(f"{r} {n}" for r, n in counts.head(4).items()) + more
+
+
+def _check_not_empty(path: Path, frames: dict, skips: list[dict], report: TableReport, asked: dict) -> None:
+    """``TableError`` naming the cause when no row is kept, train is empty, or a split asked for is empty."""
+    hint = ("; give --label-map RAW=CLASS (classes: " + ", ".join(CLASSES) + ")") if report.unmapped else ""
+    if not any(len(f) for f in frames.values()):
+        raise TableError(f"{path}: no usable row: all {report.rows} rows were skipped: {_reasons(skips)}{hint}")
+    for sp in SPLITS:
+        if sp not in asked or len(frames[sp]):
+            continue
+        n = sum(s["split"] == sp for s in skips)
+        if n:
+            raise TableError(f"{path}: the {sp} split is empty: all {n} row(s) of it were skipped: "
+                             f"{_reasons(skips, sp)}{hint}")
+        if asked[sp] == "column":
+            raise TableError(f"{path}: the {sp} split is empty: no row's split column says {sp}")
+        raise TableError(f"{path}: the {sp} split is empty ({asked[sp]} rounds to none); give more rows, a "
+                         f"split column, or --{sp}-fraction 0")
+
+
+def _table_row(i: int, c: dict[str, str], sp: Any, lmap: dict, language: str, base: Path, check_audio: bool,
+               corpus: str, path: Path) -> tuple[dict | None, str, str | None, Path]:
+    """One table row -> (manifest row or None, utt_id, skip reason or None, the path the skip names)."""
+    where = f"{path.name} row {i}"
+    native = _ID_SAFE.sub("_", _native_id(c["dialogue_id"], c["utterance_id"], i))
+    utt_id = make_utt_id(corpus, sp if isinstance(sp, str) else "none", native)
+    if not isinstance(sp, str):
+        return None, utt_id, f"{where}: split {c['split']!r} is not one of train/dev/test", path
+    raw = c["label"]
+    label = map_table_label(raw, lmap)
+    if label is None:
+        return None, utt_id, f"{where}: unmapped label {raw!r}", path
+    lang = (c["language"] or language).lower()
+    if lang not in LANGUAGES:
+        return None, utt_id, f"{where}: language {lang!r} not in {LANGUAGES}", path
+    text, audio = repair_text(c["text"]), c["audio_path"]
+    if not text.strip() and not audio:
+        return None, utt_id, f"{where}: neither text nor audio", path
+    start = pd.to_numeric(c["start_s"], errors="coerce") if c["start_s"] else 0.0
+    end = pd.to_numeric(c["end_s"], errors="coerce") if c["end_s"] else float("nan")
+    duration, audio_path = float("nan"), ""
+    if audio:
+        ap = Path(audio).expanduser()
+        ap = ap if ap.is_absolute() else base / ap
+        if check_audio:
+            if not ap.is_file():
+                return None, utt_id, f"{where}: missing audio file", ap
+            try:
+                duration = _audio_duration(ap)
+            except Exception as exc:
+                return None, utt_id, f"{where}: unreadable audio ({exc})", ap
+        if np.isfinite(end):
+            duration = float(end) - float(start or 0.0)
+        audio_path = str(ap.resolve())
+    return ({"utt_id": utt_id, "corpus": corpus, "language": lang, "split": sp, "audio_path": audio_path,
+             "start_s": float(start) if start == start else 0.0, "end_s": float(end), "duration_s": duration,
+             "text": text, "label": label, "source": "original", "native_id": native,
+             "dialogue_id": c["dialogue_id"], "utterance_id": c["utterance_id"], "emotion_raw": str(raw)},
+            utt_id, None, path)
+
+
 def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str, str] | None = None,
                label_map: Any = None, language: str = "en", dev_fraction: float = 0.15,
                test_fraction: float = 0.15, seed: int = 42, audio_root: str | os.PathLike | None = None,
@@ -159,102 +321,69 @@ def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str
     given, else the utterance id, else ``row{N}`` (N = 0-based data row). Extra columns: ``native_id,
     dialogue_id, utterance_id, emotion_raw``. ``limit`` keeps the first N rows per split (dialogues stay whole
     only if they fit). ``check_audio`` reads each audio file's header (duration; missing/unreadable -> skip).
+    ``ValueError`` (``TableError`` for the file) for bad options, a bad table or an empty split (module doc).
     """
     path = Path(path)
     if not _ID_SAFE.sub("", corpus) == corpus or not corpus:
         raise ValueError(f"corpus name {corpus!r}: use letters, digits, '_', '-' or '.'")
     if language not in LANGUAGES:
         raise ValueError(f"language {language!r} is not one of {LANGUAGES}")
-    cols = {r: r for r in COLUMN_ROLES}
-    cols.update({k: v for k, v in (columns or {}).items() if v})
-    unknown_roles = sorted(set(columns or {}) - set(COLUMN_ROLES))
-    if unknown_roles:
-        raise ValueError(f"unknown column role(s) {unknown_roles}; roles: {COLUMN_ROLES}")
+    check_fractions(dev_fraction, test_fraction)
+    if limit < 0:
+        raise ConfigError(f"--limit {limit}: must be >= 0 (0 = all rows)")
+    cols = _role_columns(columns)
     lmap = parse_label_map(label_map)
     df = load_table(path)
-    has = {r: cols[r] in df.columns for r in COLUMN_ROLES}
-    if not has["label"]:
-        raise TableError(f"{path}: no label column {cols['label']!r}; found {list(df.columns)}")
-    if not (has["text"] or has["audio_path"]):
-        raise TableError(f"{path}: needs a text column {cols['text']!r} or an audio column "
-                         f"{cols['audio_path']!r}; found {list(df.columns)}")
-    col = lambda role: (df[cols[role]].astype(str).str.strip() if has[role]  # noqa: E731
-                        else pd.Series([""] * len(df), index=df.index))
-    dialogue, utterance = col("dialogue_id"), col("utterance_id")
-    if has["split"]:
-        split = col("split").str.lower().map(SPLIT_ALIASES)
-    else:
-        groups = dialogue.where(dialogue != "", "row" + pd.Series(range(len(df)), index=df.index).astype(str))
-        split = _draw_splits(groups, dev_fraction, test_fraction, seed)
+    has = _check_columns(df, cols, {k: str(v) for k, v in (columns or {}).items() if v}, path)
+    cells = {r: (df[cols[r]].astype(str).str.strip() if has[r] else pd.Series([""] * len(df), index=df.index))
+             for r in COLUMN_ROLES}
+    split, asked = _assign_splits(df, cells.__getitem__, has, dev_fraction, test_fraction, seed)
     base = Path(audio_root) if audio_root else path.parent
     report, skips, rows, seen = TableReport(rows=len(df)), [], [], set()
-    texts, audios, labels, langs = col("text"), col("audio_path"), col("label"), col("language")
-    starts, ends = col("start_s"), col("end_s")
-    for i in range(len(df)):
-        where = f"{path.name} row {i}"
+    for i, c in enumerate(dict(zip(cells, vals)) for vals in zip(*(s.tolist() for s in cells.values()))):
         sp = split.iloc[i]
-        native = _ID_SAFE.sub("_", _native_id(dialogue.iloc[i], utterance.iloc[i], i))
-        utt_id = make_utt_id(corpus, sp if isinstance(sp, str) else "none", native)
-        if not isinstance(sp, str):
-            skips.append(skip_row(corpus, "", utt_id, path, f"{where}: split {col('split').iloc[i]!r} is not one "
-                                                            f"of train/dev/test"))
+        row, utt_id, reason, where = _table_row(i, c, sp, lmap, language, base, check_audio, corpus, path)
+        if row is not None and utt_id in seen:
+            row, reason = None, f"{path.name} row {i}: duplicate id {row['native_id']!r}"
+        if row is None:
+            if reason.endswith(f"unmapped label {c['label']!r}"):
+                report.unmapped[c["label"]] = report.unmapped.get(c["label"], 0) + 1
+            skips.append(skip_row(corpus, sp if isinstance(sp, str) else "", utt_id, where, reason))
             continue
-        raw = labels.iloc[i]
-        label = map_table_label(raw, lmap)
-        if label is None:
-            report.unmapped[raw] = report.unmapped.get(raw, 0) + 1
-            skips.append(skip_row(corpus, sp, utt_id, path, f"{where}: unmapped label {raw!r}"))
-            continue
-        lang = (langs.iloc[i] or language).lower()
-        if lang not in LANGUAGES:
-            skips.append(skip_row(corpus, sp, utt_id, path, f"{where}: language {lang!r} not in {LANGUAGES}"))
-            continue
-        if utt_id in seen:
-            skips.append(skip_row(corpus, sp, utt_id, path, f"{where}: duplicate id {native!r}"))
-            continue
-        text, audio = repair_text(texts.iloc[i]), audios.iloc[i]
-        if not text.strip() and not audio:
-            skips.append(skip_row(corpus, sp, utt_id, path, f"{where}: neither text nor audio"))
-            continue
-        start = pd.to_numeric(starts.iloc[i], errors="coerce") if starts.iloc[i] else 0.0
-        end = pd.to_numeric(ends.iloc[i], errors="coerce") if ends.iloc[i] else float("nan")
-        duration = float("nan")
-        audio_path = ""
-        if audio:
-            ap = Path(audio).expanduser()
-            ap = ap if ap.is_absolute() else base / ap
-            if check_audio:
-                if not ap.is_file():
-                    skips.append(skip_row(corpus, sp, utt_id, ap, f"{where}: missing audio file"))
-                    continue
-                try:
-                    duration = _audio_duration(ap)
-                except Exception as exc:
-                    skips.append(skip_row(corpus, sp, utt_id, ap, f"{where}: unreadable audio ({exc})"))
-                    continue
-            if np.isfinite(end):
-                duration = float(end) - float(start or 0.0)
-            audio_path = str(ap.resolve())
-        else:
-            report.text_only += 1
+        report.text_only += row["audio_path"] == ""
         seen.add(utt_id)
-        rows.append({"utt_id": utt_id, "corpus": corpus, "language": lang, "split": sp, "audio_path": audio_path,
-                     "start_s": float(start) if start == start else 0.0, "end_s": float(end), "duration_s": duration,
-                     "text": text, "label": label, "source": "original", "native_id": native,
-                     "dialogue_id": dialogue.iloc[i], "utterance_id": utterance.iloc[i],
-                     "emotion_raw": str(raw)})
-    out = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_COLUMNS)
+        rows.append(row)
+    frames = _split_frames(pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_COLUMNS), limit, report)
+    report.skipped = len(skips)
+    _check_not_empty(path, frames, skips, report, asked)
+    _note_row_order(frames, report)
+    return frames, skips_frame(skips), report
+
+
+def _split_frames(out: pd.DataFrame, limit: int, report: TableReport) -> dict[str, pd.DataFrame]:
+    """``{split: its rows}``, the first ``limit`` of each (0 = all); ``report.kept`` and ``text_only`` updated."""
     frames = {}
     for sp in SPLITS:
         part = out[out["split"] == sp].reset_index(drop=True)
         if limit and len(part) > limit:
-            dropped = part.iloc[limit:]
-            report.text_only -= int((dropped["audio_path"] == "").sum())
+            report.text_only -= int((part.iloc[limit:]["audio_path"] == "").sum())
             part = part.iloc[:limit]
         frames[sp] = part
         report.kept[sp] = len(part)
-    report.skipped = len(skips)
-    return frames, skips_frame(skips), report
+    return frames
+
+
+def _note_row_order(frames: dict[str, pd.DataFrame], report: TableReport) -> None:
+    """Count the dialogues whose context follows the row order (``context.row_ordered_dialogues``)."""
+    from ..context import row_ordered_dialogues
+
+    for df in frames.values():
+        ordered = row_ordered_dialogues(df)
+        if ordered:
+            report.row_order_dialogues += len(ordered)
+            ids = df.loc[df["dialogue_id"].isin(ordered), "utterance_id"]
+            named = ids[(ids != "") & pd.to_numeric(ids, errors="coerce").isna()]
+            report.row_order_example = report.row_order_example or (named.iloc[0] if len(named) else "")
 
 
 def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: str = "table",
@@ -263,31 +392,33 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
     options file (like ``corpora.prepare``: the same options read the manifests back). Returns
     ``({corpus: {split: DataFrame}}, TableReport | None)``; the report is None when read back."""
     from . import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
-    from ..paths import run_dirs
+    from ..fileio import atomic_write, atomic_write_text
+    from ..paths import run_dirs, workdir_path
     from .manifest import save_manifest
     from .skips import SKIP_COLUMNS
 
-    dirs = run_dirs(workdir)
+    root = workdir_path(workdir)  # nothing is created before the table is read and found usable
     lm = kwargs.get("label_map")
     options = {"format": 1, "dataset": "table", "corpora": [corpus], "table": str(Path(table).resolve()),
                "mtime": Path(table).stat().st_mtime if Path(table).exists() else None,
                **{k: (parse_label_map(lm) if k == "label_map" else v) for k, v in sorted(kwargs.items())}}
     options = json.loads(json.dumps(options, default=str))
-    options_path = dirs.manifests / OPTIONS_FILE
-    expected = [dirs.manifest(corpus, s) for s in SPLITS]
+    options_path = root / "manifests" / OPTIONS_FILE
+    expected = [root / "manifests" / f"{corpus}_{s}.parquet" for s in SPLITS]
     if not force and options_path.exists() and all(p.exists() for p in expected):
         try:
             if json.loads(options_path.read_text()) == options:
-                return {corpus: load_corpus(dirs.root, corpus)}, None
+                return {corpus: load_corpus(root, corpus)}, None
         except ValueError:
             pass
     frames, skips, report = read_table(table, corpus=corpus, **kwargs)
+    dirs = run_dirs(root)
     options_path.unlink(missing_ok=True)
     for old in dirs.manifests.glob("*.parquet"):
         if old not in expected and _split_of(old) is not None:
             old.unlink()
     for sp, df in frames.items():
         save_manifest(df, dirs.manifest(corpus, sp))
-    skips[SKIP_COLUMNS].to_csv(dirs.manifests / SKIPS_FILE, index=False)
-    options_path.write_text(json.dumps(options, indent=2))
+    atomic_write(dirs.manifests / SKIPS_FILE, lambda tmp: skips[SKIP_COLUMNS].to_csv(tmp, index=False))
+    atomic_write_text(options_path, json.dumps(options, indent=2))
     return {corpus: frames}, report

@@ -11,10 +11,14 @@ The published MELD CSVs mix three accidents of encoding:
 control characters back to punctuation and normalises quotes to ASCII; ``read_csv_robust`` combines both
 with clear errors for empty files and missing columns. ftfy does the same in general; this is the small part
 of it these corpora need, and it leaves correct text (Russian, accented Latin) unchanged.
+
+``decode_table`` also reads UTF-16 and UTF-32 tables (a byte-order mark, or UTF-16 without one, recognised by
+the NUL bytes of its header line) and names a zip (Excel) file; cells may be as long as the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import os
@@ -154,12 +158,56 @@ class TableError(ValueError):
     """A corpus table that cannot be used; the message names the file (and row)."""
 
 
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+              (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def _bomless_utf16(data: bytes, path: str | os.PathLike) -> str | None:
+    """``"utf-16-le"``/``"utf-16-be"`` for a file without byte-order mark whose header line has NUL bytes at odd
+    / even offsets only (ASCII in UTF-16), None when the header line has none (a NUL in a UTF-8 cell is just a
+    character); ``TableError`` for NULs at both (UTF-32 without mark, or a binary file)."""
+    end = data.find(b"\n")
+    line = data if end < 0 else data[:end]  # the header line (with UTF-16-BE's NUL before its newline)
+    even, odd = line[0::2].count(0), line[1::2].count(0)
+    if not even and not odd:
+        return None
+    if even and odd:
+        raise TableError(f"{path}: NUL bytes in the header line: not a UTF-8 or UTF-16 CSV (UTF-32 without "
+                         f"byte-order mark, or a binary file?); save it as CSV (UTF-8) or Parquet")
+    return "utf-16-le" if odd else "utf-16-be"
+
+
+def decode_table(data: bytes, path: str | os.PathLike) -> str:
+    """The text of a table file: UTF-32/UTF-16 (byte-order mark, or UTF-16 recognised by its NUL bytes), else
+    UTF-8 with cp1252 lines (``decode_mixed``). ``TableError`` for a zip (Excel) file or invalid UTF-16/32."""
+    if data.startswith(b"PK\x03\x04"):
+        raise TableError(f"{path}: a zip file (an Excel workbook?), not a CSV; save it as CSV (UTF-8) or Parquet")
+    enc, start = next(((e, len(b)) for b, e in _WIDE_BOMS if data.startswith(b)), (None, 0))
+    enc = enc or (_bomless_utf16(data, path) if b"\x00" in data else None)
+    if enc is None:
+        return decode_mixed(data, where=str(path))[0]
+    try:
+        return data[start:].decode(enc)
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{path}: looks like {enc.upper()} but byte {start + exc.start} is not valid {enc.upper()} "
+                         f"(truncated or mixed file?); convert it, e.g. iconv -f {enc.upper()} -t UTF-8") from None
+
+
 def check_field_counts(text: str, path: str | os.PathLike) -> None:
     """Raise ``TableError`` naming the first line whose field count differs from the header's (e.g. times
     written with unquoted commas): pandas would otherwise shift such rows into the index, silently."""
     import csv
 
     reader = csv.reader(io.StringIO(text))
+    # a cell may be as long as the file (a long transcript is a valid row); the limit is process-wide: restored
+    old_limit = csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
+    try:
+        _check_rows(csv, reader, path)
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _check_rows(csv, reader, path) -> None:
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
@@ -175,26 +223,44 @@ def check_field_counts(text: str, path: str | os.PathLike) -> None:
         raise TableError(f"{path} line {line}: not a readable CSV row ({exc})") from None
 
 
-def read_csv_robust(path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()):
-    """Read a corpus CSV whatever its mix of UTF-8 and cp1252; all columns as strings.
-
-    Raises ``TableError`` naming the file for a missing, empty or unparsable file, or missing columns.
-    Column names are stripped of spaces and a byte-order mark.
-    """
-    import pandas as pd
-
-    path = Path(path)
+def read_table_bytes(path: Path) -> bytes:
+    """The bytes of a table file; ``TableError`` for a missing file, a folder or an unreadable file."""
+    if path.is_dir():
+        raise TableError(f"{path}: is a folder, not a table file (give the CSV or Parquet file inside it)")
     if not path.is_file():
         raise TableError(f"{path}: file not found")
-    raw = path.read_bytes()
-    if not raw.strip():
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TableError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not data.strip():
         raise TableError(f"{path}: the file is empty")
-    text, _ = decode_mixed(raw, where=str(path))
+    return data
+
+
+def read_csv_robust(path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()):
+    """Read a corpus CSV whatever its mix of UTF-8 and cp1252 (or UTF-16/32: ``decode_table``); all columns as
+    strings, cells of any length.
+
+    Raises ``TableError`` naming the file for a missing, empty or unparsable file, a folder, or missing columns.
+    Column names are stripped of spaces and a byte-order mark.
+    """
+    path = Path(path)
+    return csv_frame(read_table_bytes(path), path, required)
+
+
+def csv_frame(data: bytes, path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()):
+    """The bytes of a CSV file as a DataFrame of strings (``read_csv_robust`` once the file is read)."""
+    import pandas as pd
+
+    text = decode_table(data, path)
+    if not text.strip():
+        raise TableError(f"{path}: the file is empty")
     check_field_counts(text, path)
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises several parser errors
-        raise TableError(f"{path}: not a readable CSV ({exc})") from exc
+        raise TableError(f"{path}: not a readable CSV ({' '.join(str(exc).split())})") from exc
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
