@@ -78,6 +78,41 @@ def test_train_config_errors_are_one_line_exit_2(argv, needles, capsys, monkeypa
     _one_line_error(capsys, cli.main(["train", *argv]), *needles)
 
 
+@pytest.mark.parametrize("argv, needles", [
+    (["epochs=.inf"], ["epochs must be an integer (got inf)"]),
+    (["epochs=.nan"], ["epochs must be an integer (got nan)"]),
+    (["seed=1.5"], ["seed must be an integer (got 1.5)"]),
+    (["batch_size=1e9"], ["batch_size must be an integer (got '1e9')"]),
+    (["train_corpora=[]"], ["train_corpora must be all, a corpus name or a non-empty list"]),
+    (["hidden_dim=10", "num_heads=3"], ["hidden_dim 10 is not divisible by num_heads 3"]),
+    (["dropout=1.5"], ["dropout must be in [0, 1) (got 1.5)"]),
+    (["lr=-1"], ["lr must be > 0 (got -1)"]),
+    (["label_smoothing=1.0"], ["label_smoothing must be in [0, 1) (got 1.0)"]),
+    (["text_context=-1"], ["text_context must be >= 0 (got -1)"]),
+    (["epochs=2.5"], ["epochs must be an integer (got 2.5)"]),
+    (["epochs=.inf", "lr=-1", "seed=1.5", "dropout=1.5"],
+     ["epochs must be an integer", "lr must be > 0", "seed must be an integer", "dropout must be in [0, 1)"]),
+])
+def test_train_values_out_of_range_are_one_line_exit_2(argv, needles, capsys, monkeypatch):
+    """Issue 25: these passed the up-front check (or crashed in it) and failed later with a traceback."""
+    from bber_utils.train import stages
+
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("training started"))
+    _one_line_error(capsys, cli.main(["train", "--config", "smoke", *argv]), *needles)
+
+
+def test_train_on_an_empty_train_split_is_one_line_exit_2(tmp_path, capsys):
+    import pandas as pd
+
+    from bber_utils.corpora.manifest import MANIFEST_COLUMNS, save_manifest
+
+    wd = tmp_path / "wd"
+    for split in ("train", "dev", "test"):
+        save_manifest(pd.DataFrame(columns=MANIFEST_COLUMNS), wd / "manifests" / f"demo_en_{split}.parquet")
+    rc = cli.main(["train", "--config", "smoke", f"workdir={wd}", "device=cpu", "progress=false"])
+    _one_line_error(capsys, rc, "split 'train' of ['demo_en'] is empty", "demo_en_train.parquet")
+
+
 def test_extract_with_a_misspelt_encoder_stops_before_any_download(tmp_path, capsys, monkeypatch):
     from bber_utils.features import audio_encoders
 

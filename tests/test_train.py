@@ -420,7 +420,7 @@ def test_errors_name_the_problem(tmp_path, fake_features):
         T.train(_cfg(wd, model="nope"))
     with pytest.raises(FileNotFoundError, match="train_corpora \\['meld'\\]"):
         T.train(_cfg(wd, train_corpora=["meld"]))
-    with pytest.raises(ValueError, match="scheduler must be one of"):
+    with pytest.raises(ValueError, match="unknown scheduler .step.; choose one of"):
         T.TrainConfig.from_dict({"scheduler": "step"})
     with pytest.raises(FileNotFoundError, match="run notebook 01"):
         T.train(_cfg(tmp_path / "empty"))

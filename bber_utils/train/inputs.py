@@ -41,19 +41,22 @@ def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
 def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
     """``{"train"|"dev"|"test": manifest of all corpora}`` read from ``<workdir>/manifests``."""
     from ..corpora.manifest import concat_manifests, load_manifest
+    from ..errors import ConfigError
 
     dirs = run_dirs(workdir)
     out = {}
     for split in ("train", "dev", "test"):
-        frames = []
+        frames, paths = [], []
         for c in corpora:
             path = dirs.manifest(c, split)
             if not path.exists():
                 raise FileNotFoundError(f"manifest {path} is missing (corpus {c!r}, split {split!r})")
             frames.append(load_manifest(path))
+            paths.append(str(path))
         out[split] = concat_manifests(frames)
         if len(out[split]) == 0 and split != "test":  # a corpus without a test split is scored on dev
-            raise ValueError(f"split {split!r} of {corpora} is empty")
+            raise ConfigError(f"split {split!r} of {corpora} is empty (no rows in {', '.join(paths)}); "
+                              f"prepare the data again or choose other train_corpora")
     return out
 
 

@@ -119,6 +119,11 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
+    for split in ("train", "dev"):
+        if len(splits[split]) == 0:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"no {split} row has features (skipped: {skipped[split]}); see the warnings above")
     stage1_train = splits["train"]  # stage 1 trains on the (augmented) train split itself ...
     if tc.stage1_config() is not tc:  # ... or on the original rows (TrainConfig.stage1_config)
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
