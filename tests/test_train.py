@@ -163,7 +163,36 @@ def test_soft_labels_are_used_and_missing_ones_counted(tmp_path, fake_features, 
     soft = pd.DataFrame({"utt_id": train_ids, **{c: probs[:, i] for i, c in enumerate(CLASSES)}}).iloc[:20]
     monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
     res = T.train(_cfg(wd, epochs=1, ls_llm_p=0.5))
-    assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "p": 0.5}
+    assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "stale": 0, "p": 0.5}
+
+
+@pytest.mark.parametrize("with_label_column", [True, False])
+def test_soft_labels_made_for_another_label_are_dropped_and_counted(tmp_path, fake_features, monkeypatch,
+                                                                    with_label_column):
+    """Issue 25: after re-preparing with another label map, a row labelled anger was trained on a soft target
+    made for happy. The table's ``label`` column (or, without one, its top class: a valid LS-LLM target puts its
+    highest value on the true label) is compared with the manifest's; a mismatch falls back to one-hot."""
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    train = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")
+    made_for = train["label"].tolist()
+    stale = int(np.flatnonzero(train["label"] == "anger")[0])
+    made_for[stale] = "happy"  # the label the table was made for, before the label map changed
+    probs = np.full((len(train), 7), 0.05)
+    probs[np.arange(len(train)), [CLASSES.index(lbl) for lbl in made_for]] = 0.7
+    soft = pd.DataFrame({"utt_id": train["utt_id"], **{c: probs[:, i] for i, c in enumerate(CLASSES)}})
+    if with_label_column:
+        soft["label"] = made_for
+    monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
+    seen = []
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda model, train_ds, *a, **k: seen.append(train_ds) or real_fit(
+        model, train_ds, *a, **k))
+    with pytest.warns(UserWarning, match="1 of .* soft labels were made for another label"):
+        res = T.train(_cfg(wd, model="text_only", epochs=1, unimodal_epochs=1, ls_llm_p=1.0))
+    assert res.metrics["soft_labels"] == {"used": len(train) - 1, "missing": 1, "stale": 1, "p": 1.0}
+    ds = seen[0]
+    i = ds.utt_ids.index(train["utt_id"][stale])
+    np.testing.assert_array_equal(ds.target(i), np.eye(7, dtype=np.float32)[CLASSES.index("anger")])
 
 
 def test_missing_soft_label_table_is_a_clear_error(tmp_path, fake_features):

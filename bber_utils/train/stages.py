@@ -61,6 +61,7 @@ class _Inputs:
     stores: tuple                          # (audio store or None, text store)
     skipped: dict[str, dict[str, int]]     # {split: {reason: count}}
     soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
+    soft_stale: int                        # soft labels dropped: made for another label than the manifest's
     weights: np.ndarray                    # (7,) class weights of the train rows
 
 
@@ -107,7 +108,7 @@ def _train(tc: TrainConfig) -> RunResult:
 
 def _load_inputs(tc: TrainConfig) -> _Inputs:
     """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
-    from ..data import soft_label_table
+    from ..data import matching_soft_labels, soft_label_table
 
     corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
     splits = inputs.load_splits(corpora, tc.workdir)
@@ -131,8 +132,9 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         from ..context import with_text_context
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
-    soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
-    return _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, _loss_weights(splits["train"], tc))
+    soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
+    return _Inputs(corpora, splits, stage1_train, stores, skipped, soft_label_table(soft, "soft labels"), stale,
+                   _loss_weights(splits["train"], tc))
 
 
 def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
@@ -192,7 +194,7 @@ def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict,
         "run": run_name, "model": tc.model, "seed": tc.seed, "config": tc.to_dict(), "git_commit": git_commit(),
         "wall_time_s": time.perf_counter() - t_start, "best_epoch": int(best_epoch),
         "soft_labels": {"used": n_soft, "missing": len(train_df) - n_soft if tc.ls_llm_p > 0 else 0,
-                        "p": tc.ls_llm_p},
+                        "stale": data.soft_stale, "p": tc.ls_llm_p},
         "metrics": metrics,
         "unimodal": {f"{m}_only": run.metrics for m, run in unimodal.items()},
         "unimodal_folders": {f"{m}_only": str(r.folder) for m, r in unimodal.items()},
