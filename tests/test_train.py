@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,12 @@ class FakeStore(dict):
 
 
 def _features(ids, labels, dim, seed, modality):
-    """Class-dependent means, so that the task is learnable; each modality sees only part of the classes well."""
-    rng = np.random.default_rng(seed)
+    """Class-dependent means, so that the task is learnable; each modality sees only part of the classes well.
+    An utterance's features depend on it alone (as a real store's do), not on the other rows asked for."""
     centers = np.random.default_rng(1 if modality == "audio" else 2).standard_normal((7, dim)) * 1.5
     out = {}
     for u, y in zip(ids, labels):
+        rng = np.random.default_rng([seed, zlib.crc32(u.encode())])
         t = int(rng.integers(2, 9))
         out[u] = (centers[y] + rng.standard_normal((t, dim))).astype(np.float32)
     return out
@@ -89,7 +91,8 @@ def test_train_writes_the_run_folder(tmp_path, fake_features):
             assert np.array(s["confusion"]).shape == (7, 7)
             assert np.array(s["confusion"]).sum() == 7  # every utterance of that corpus and split, no other
         assert set(m["unimodal"]["audio_only"][corpus]) == {"dev", "test"}
-    assert m["soft_labels"] == {"used": 0, "missing": 0, "p": 0.0}
+    assert m["soft_labels"] == {"used": 0, "missing": 0, "stale": 0, "p": 0.0}
+    assert len(m["data"]) == 16  # the fingerprint of what the run read
     hist = pd.read_csv(res.run_dir / "history.csv")
     assert list(hist["epoch"]) == [0, 1, 2]
     assert {"train_loss", "dev_mean", "lr", "dev_demo_en_uar", "dev_demo_ru_mean"} <= set(hist.columns)

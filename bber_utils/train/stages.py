@@ -63,6 +63,7 @@ class _Inputs:
     soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
     soft_stale: int                        # soft labels dropped: made for another label than the manifest's
     weights: np.ndarray                    # (7,) class weights of the train rows
+    fingerprint: str = ""                  # what stage 2 reads (``_data_fingerprint``)
 
 
 def _train(tc: TrainConfig) -> RunResult:
@@ -92,7 +93,8 @@ def _train(tc: TrainConfig) -> RunResult:
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
-            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity()}
+            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity(),
+            "data": data.fingerprint}
     if tc.model in UNIMODAL_MODELS:
         history, best_epoch, metrics = reuse_unimodal(unimodal[tc.model.split("_")[0]], run_dir)
     else:
@@ -133,8 +135,21 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
-    return _Inputs(corpora, splits, stage1_train, stores, skipped, soft_label_table(soft, "soft labels"), stale,
+    soft_table = soft_label_table(soft, "soft labels")
+    data = _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, stale,
                    _loss_weights(splits["train"], tc))
+    data.fingerprint = _data_fingerprint(tc, data)
+    return data
+
+
+def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
+    """16 hex digits over what the run reads: its rows and their features' content (``inputs.data_fingerprint``)
+    and the LS-LLM targets it uses. Kept in ``metrics.json`` and the checkpoints: a run whose data changed is
+    trained again in its folder (``loop.fit``), never reported from the old model."""
+    fingerprint = inputs.data_fingerprint(data.splits, data.stores)
+    if tc.ls_llm_p > 0:
+        fingerprint = config_hash([fingerprint, inputs.soft_digest(data.soft_table)], 16)
+    return fingerprint
 
 
 def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
@@ -195,6 +210,7 @@ def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict,
         "wall_time_s": time.perf_counter() - t_start, "best_epoch": int(best_epoch),
         "soft_labels": {"used": n_soft, "missing": len(train_df) - n_soft if tc.ls_llm_p > 0 else 0,
                         "stale": data.soft_stale, "p": tc.ls_llm_p},
+        "data": data.fingerprint,
         "metrics": metrics,
         "unimodal": {f"{m}_only": run.metrics for m, run in unimodal.items()},
         "unimodal_folders": {f"{m}_only": str(r.folder) for m, r in unimodal.items()},
