@@ -77,11 +77,11 @@ def test_changed_transcripts_train_again(tmp_path):
     save_manifest(df, path)  # re-preparing with fixed transcripts: same ids, same labels, new texts
     with pytest.warns(UserWarning, match="the data changed since this model was trained"):
         r2 = T.train(_real_cfg(wd))
-    assert r2.run_dir == r1.run_dir  # the run keeps its name ...
-    assert r2.metrics["data"] != r1.metrics["data"]  # ... and is trained again on the new data
     f1, f2 = r1.metrics["unimodal_folders"], r2.metrics["unimodal_folders"]
     assert f2["text_only"] != f1["text_only"]  # a new stage-1 entry for the new texts
     assert f2["audio_only"] == f1["audio_only"]  # the audio did not change
+    assert r2.run_dir == r1.run_dir  # the run keeps its name ...
+    assert r2.metrics["data"] != r1.metrics["data"]  # ... and is trained again on the new data
     assert Path(f1["text_only"], "done.json").exists()  # the old entry stays, for the old data
     _assert_fusion_uses(r2, "text")
     # the same data again: nothing retrains, the same numbers
