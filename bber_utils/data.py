@@ -158,9 +158,6 @@ class EmotionDataset:
         self.utt_ids: list[str] = self.manifest["utt_id"].astype(str).tolist()
         self.corpora: list[str] = self.manifest["corpus"].astype(str).tolist()
         self.labels = np.array([label_index(str(lbl)) for lbl in self.manifest["label"]], dtype=np.int64)
-        self.soft_stale = 0
-        if isinstance(soft_labels, pd.DataFrame) and ls_llm_p > 0:
-            soft_labels, self.soft_stale = matching_soft_labels(soft_labels, self.manifest, name)
         table = soft_labels if isinstance(soft_labels, Mapping) else soft_label_table(soft_labels, name)
         self.soft: dict[str, np.ndarray] = dict(table) if ls_llm_p > 0 else {}
         self.has_soft = np.array([u in self.soft for u in self.utt_ids], dtype=bool)
