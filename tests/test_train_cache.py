@@ -212,3 +212,32 @@ def test_cache_files_are_written_atomically():
                 line = src[: m.start()].count("\n") + 1
                 context = src.splitlines()[line - 1]
                 assert "tmp" in context, f"{py.name}:{line}: {context.strip()}"
+
+
+def test_out_of_fold_logits_of_changed_augmented_rows_are_computed_again(tmp_path, text_features, monkeypatch):
+    """Stage 1 trains on the original rows only (``sds_ratio`` > 0, fusion model), but the WithProb fusion needs
+    out-of-fold logits for the synthetic rows too: when only those changed (a new TUG text), stage 1 is reused
+    and the out-of-fold file is computed again, not read back from the old rows."""
+    extra = {"text": "first synthetic text"}
+
+    def build(tc, train_df):
+        rows = [{**r, "utt_id": f"{r['utt_id']}-synthetic", "text": f"{extra['text']} {i}", "source": "tug"}
+                for i, r in enumerate(train_df.to_dict("records"))]
+        return pd.concat([train_df, pd.DataFrame(rows)], ignore_index=True) if tc.sds_ratio else train_df
+
+    monkeypatch.setattr(inputs, "build_train_manifest", build)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    cfg = _cfg(wd, epochs=1, unimodal_epochs=1, model="biformer_withprob", oof_folds=2, sds_ratio=0.5)
+    r1 = T.train(cfg)
+    folder = Path(r1.metrics["unimodal_folders"]["text_only"])
+    (oof,) = folder.glob("oof2-*.parquet")
+    before = pd.read_parquet(oof).set_index("utt_id")
+    extra["text"] = "second synthetic text"
+    with pytest.warns(UserWarning, match="made from other data"):
+        r2 = T.train(cfg)
+    assert r2.metrics["unimodal_folders"] == r1.metrics["unimodal_folders"]  # stage 1 itself is reused
+    after = pd.read_parquet(oof).set_index("utt_id")
+    synthetic = [u for u in before.index if u.endswith("-synthetic")]
+    originals = [u for u in before.index if not u.endswith("-synthetic")]
+    assert not np.allclose(after.loc[synthetic].to_numpy(), before.loc[synthetic].to_numpy())
+    np.testing.assert_allclose(after.loc[originals].to_numpy(), before.loc[originals].to_numpy(), rtol=1e-5)

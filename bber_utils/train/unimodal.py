@@ -19,6 +19,7 @@ Must not import: ``fusion``, ``stages``, ``cli``. Calls ``loop.fit`` / ``loop.pr
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import pandas as pd
 from ..paths import run_dirs
 from . import crossfit, inputs, loop
 from .config import UNIMODAL_MODEL_KEYS, TrainConfig, config_hash, feature_spec
-from .distributed import barrier
+from .distributed import barrier, is_main_process
 from .inputs import split_datasets, store_key
 from .runs import (Interrupted, load_checkpoint, load_parquet, logit_dict, logit_frame, read_cache, read_history,
                    save_json, save_parquet, write_history)
@@ -195,8 +196,11 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
     cached = read_cache(load_parquet, path) if path.exists() else None
     if cached is not None and cached[1] in (None, fingerprint):  # None: written before data fingerprints
         return logit_dict(cached[0])
-    if cached is not None:
+    if cached is not None:  # the fold models were trained on other data too: start them over
         warnings.warn(f"{path}: made from other data; computing it again", stacklevel=3)
+        if is_main_process():
+            for old in run.folder.glob(f"fold*of{tag}"):
+                shutil.rmtree(old, ignore_errors=True)
     folds = crossfit.fold_assignment(train_df, tc.oof_folds, tc.seed, links)
     dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
     frames = []
