@@ -747,7 +747,9 @@ def register_cli(subparsers) -> None:
     s.add_argument("--profile", default="demo", help="a profile name in configs/ or a YAML file")
     s.add_argument("--workdir", help="default: the profile's workdir")
     s.add_argument("--seeds", nargs="+", type=int, default=[42])
-    s.add_argument("grid", nargs="+", metavar="key=v1,v2,…", help="values to sweep, e.g. model=biformer,bimamba")
+    s.add_argument("grid", nargs="+", metavar="key=v1,v2,…",
+                   help="values to sweep, e.g. model=biformer,bimamba; a list value in brackets: "
+                        "train_corpora=[meld,resd],meld")
     s.set_defaults(func=_cli_sweep)
 
 
