@@ -537,3 +537,19 @@ def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, 
         per_dialogue.setdefault(dialogue[u], set()).add(int(f))
     assert len(per_dialogue) == 7 and all(len(f) == 1 for f in per_dialogue.values()), per_dialogue
     assert len({f for fs in per_dialogue.values() for f in fs}) == 3  # and every fold is used
+
+
+def test_a_train_split_without_features_is_one_clear_error(tmp_path, monkeypatch):
+    """Every train row skipped (no features): one line naming the skip reasons, not a crash inside training."""
+    from bber_utils.errors import ConfigError
+
+    def build(tc, manifest):
+        keep = manifest[~manifest["utt_id"].str.contains("-train-")]
+        ids, y = keep["utt_id"].tolist(), [CLASSES.index(lbl) for lbl in keep["label"]]
+        return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
+                FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
+
+    monkeypatch.setattr(inputs, "build_feature_stores", build)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    with pytest.raises(ConfigError, match=r"no train row has features \(skipped: \{'no audio features': 21\}\)"):
+        T.train(_cfg(wd, epochs=1))
