@@ -61,6 +61,42 @@ def soft_label_table(soft: pd.DataFrame | None, where: str = "soft labels") -> d
     return {str(u): p.astype(np.float32) for u, p in zip(soft["utt_id"].astype(str), probs)}
 
 
+def stale_soft_labels(soft: pd.DataFrame, labels: Mapping[str, str]) -> np.ndarray:
+    """``(len(soft),)`` bool: the rows made for another label than ``labels[utt_id]`` (the manifest's).
+
+    The table's ``label`` column (the true label each row was made for) where it has one; else its
+    distribution: a valid LS-LLM target puts its highest value on the true label (``validate_distribution``),
+    so a row whose manifest label is below its top value was made for another label. Rows of utterances not in
+    ``labels`` are not stale (nothing trains on them).
+    """
+    ids = soft["utt_id"].astype(str)
+    want = ids.map(labels)
+    known = want.notna().to_numpy()
+    if "label" in soft.columns:
+        return known & (soft["label"].astype(str).to_numpy() != want.astype(str).to_numpy())
+    probs = soft[list(CLASSES)].to_numpy(dtype=np.float64)
+    col = np.array([CLASSES.index(lbl) if lbl in CLASSES else 0 for lbl in want.fillna(CLASSES[0])])
+    own = probs[np.arange(len(soft)), col] if len(soft) else np.zeros(0)
+    return known & (own < probs.max(axis=1, initial=0.0) - 1e-6)
+
+
+def matching_soft_labels(soft: pd.DataFrame | None, manifest: pd.DataFrame,
+                         where: str = "soft labels") -> tuple[pd.DataFrame | None, int]:
+    """``(soft without its stale rows, how many were stale)`` for the rows of ``manifest``
+    (``stale_soft_labels``); those rows fall back to one-hot. One warning line when any is stale."""
+    if soft is None or len(soft) == 0:
+        return soft, 0
+    labels = dict(zip(manifest["utt_id"].astype(str), manifest["label"].astype(str)))
+    stale = stale_soft_labels(soft, labels)
+    n = int(stale.sum())
+    if n:
+        first = soft["utt_id"].astype(str).to_numpy()[stale][0]
+        warnings.warn(f"{where}: {n} of {int(soft['utt_id'].astype(str).isin(labels).sum())} soft labels were made "
+                      f"for another label than the manifest's (e.g. {first!r}: {labels[first]!r} now); they train "
+                      f"on one-hot targets (label the data again: bber label)", stacklevel=2)
+    return soft.loc[~stale].reset_index(drop=True), n
+
+
 class EmotionDataset:
     """Manifest rows with their features, labels and training targets.
 

@@ -747,7 +747,9 @@ def register_cli(subparsers) -> None:
     s.add_argument("--profile", default="demo", help="a profile name in configs/ or a YAML file")
     s.add_argument("--workdir", help="default: the profile's workdir")
     s.add_argument("--seeds", nargs="+", type=int, default=[42])
-    s.add_argument("grid", nargs="+", metavar="key=v1,v2,…", help="values to sweep, e.g. model=biformer,bimamba")
+    s.add_argument("grid", nargs="+", metavar="key=v1,v2,…",
+                   help="values to sweep, e.g. model=biformer,bimamba; a list value in brackets: "
+                        "train_corpora=[meld,resd],meld")
     s.set_defaults(func=_cli_sweep)
 
 
@@ -798,12 +800,73 @@ def _cli_env(args) -> int:
     return 0
 
 
-def _cli_sweep(args) -> int:
+def split_sweep_values(text: str) -> list[str]:
+    """``"a,[b,c],'d,e'"`` -> ``["a", "[b,c]", "'d,e'"]``: the values of ``bber sweep key=v1,v2,…`` are separated
+    by the commas outside YAML brackets (``[]``, ``{}``) and quotes (a quote opens only where a YAML scalar
+    starts: ``it's`` is plain text). Empty values are dropped; unbalanced brackets or quotes raise
+    ``ConfigError``."""
+    from .errors import ConfigError
+
+    items, depth, quote, start, prev = [], 0, "", 0, ","
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1  # an escaped character inside double quotes
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"" and prev in ",[{:":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"unbalanced {ch!r} in the sweep values {text!r}")
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+        if not ch.isspace():
+            prev = ch
+        i += 1
+    if quote or depth:
+        raise ConfigError(f"unbalanced {'quote' if quote else 'bracket'} in the sweep values {text!r}")
+    items.append(text[start:])
+    return [v for v in items if v != ""]
+
+
+def _yaml_value(text: str, item: str):
+    """One sweep value parsed as YAML (``ConfigError`` naming the item when it is not valid YAML)."""
     import yaml
 
+    from .errors import ConfigError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{item!r}: {text!r} is not a valid value ({str(exc).splitlines()[0]})") from None
+
+
+def _check_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: list[int], workdir) -> None:
+    """Every combination of a sweep checked before any run starts: its config (``TrainConfig.check``, one line
+    with every bad value) and the manifests of its corpora in ``workdir`` (``FileNotFoundError``)."""
+    from .train import TrainConfig
+    from .train.inputs import load_splits, resolve_corpora
+
+    checked = set()
+    for setting in settings:
+        for seed in seeds or [base.get("seed", 42)]:
+            tc = TrainConfig.from_dict({**base, **setting, "seed": seed, "workdir": str(workdir)})
+        corpora = tuple(resolve_corpora(tc.train_corpora, workdir))
+        if corpora not in checked:  # every split's manifest exists and train / dev have rows
+            load_splits(list(corpora), workdir)
+            checked.add(corpora)
+
+
+def _cli_sweep(args) -> int:
     from .config import load_profile, resolve_cli_paths
     from .errors import ConfigError, unknown
-    from .train import TrainConfig
 
     base = load_profile(args.profile)
     keys, grid = _sweep_keys(), {}
@@ -813,11 +876,10 @@ def _cli_sweep(args) -> int:
             raise ConfigError(f"{item!r} is not key=v1,v2,… (e.g. model=biformer,bimamba)")
         if key not in keys:
             raise unknown("sweep key", key, keys, "see bber sweep --help")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",") if v != ""]
+        grid[key] = [_yaml_value(v, item) for v in split_sweep_values(values)]
     settings = [resolve_cli_paths(g) for g in expand_grid(grid)]
-    for setting in settings:  # every bad value in one line, before any run
-        TrainConfig.from_dict({**base, **setting})
     workdir = args.workdir or base["workdir"]
+    _check_sweep(base, settings, args.seeds, workdir)
     folders = run_sweep(base, settings, args.seeds, workdir) or []
     reg = load_registry(workdir)
     reg = reg[reg["run"].isin({Path(f).name for f in folders})]  # this sweep's runs only

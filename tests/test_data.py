@@ -301,3 +301,24 @@ def test_audio_pool_averages_frames_and_keeps_the_tail():
     a[m.utt_id[0]] = np.ones((9, 3), np.float32)
     ds = EmotionDataset(m, a, t, audio_pool=4)
     assert ds[0]["audio"].shape == (3, 3) and np.allclose(ds[0]["audio"], 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=7, max_size=7), st.sampled_from(CLASSES), st.booleans())
+def test_a_valid_ls_llm_row_is_stale_exactly_for_another_label(values, label, with_label_column):
+    """``stale_soft_labels``: a row that passed ``validate_distribution`` for ``label`` is never stale for that
+    label, and always for any other (its true label is strictly highest), with or without a label column."""
+    from hypothesis import assume
+
+    from bber_utils.augment.ls_llm import validate_distribution
+    from bber_utils.data import stale_soft_labels
+
+    dist, _, _ = validate_distribution(values, label, "swap")
+    assume(dist is not None)
+    soft = pd.DataFrame({"utt_id": ["u", "not-in-the-manifest"], **{c: [dist[i]] * 2 for i, c in enumerate(CLASSES)}})
+    if with_label_column:
+        soft["label"] = label
+    assert stale_soft_labels(soft, {"u": label}).tolist() == [False, False]
+    for other in CLASSES:
+        if other != label:
+            assert stale_soft_labels(soft, {"u": other}).tolist() == [True, False]

@@ -228,3 +228,40 @@ def test_study_table_summarises_only_the_runs_of_this_study(tmp_path):
     assert len(calls) == 2 and len(table) == 1
     assert table.iloc[0]["n_seeds"] == 2 and table.iloc[0]["war"] == pytest.approx(0.5)
     assert "stale" not in table.iloc[0]["runs"]
+
+
+# ------------------------------------------------------------------------------ sweep values (issue 25)
+from hypothesis import given, strategies as st  # noqa: E402
+
+_PLAIN = st.from_regex(r"[A-Za-z0-9_.\-]{1,8}", fullmatch=True)
+_ITEM = st.one_of(
+    _PLAIN,
+    st.lists(_PLAIN, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"),            # a YAML flow list
+    st.lists(_PLAIN, min_size=1, max_size=3).map(lambda xs: "'" + ",".join(xs) + "'"),  # a quoted string
+    st.lists(_PLAIN, min_size=1, max_size=2).map(lambda xs: "{a: [" + ",".join(xs) + "]}"),
+)
+
+
+@given(st.lists(_ITEM, min_size=1, max_size=5))
+def test_sweep_values_split_on_the_commas_outside_brackets_and_quotes(items):
+    assert ex.split_sweep_values(",".join(items)) == items
+
+
+@pytest.mark.parametrize("text, values", [
+    ("biformer,bimamba", ["biformer", "bimamba"]),
+    ("[a,b],[c]", ["[a,b]", "[c]"]),
+    ("[a, b]", ["[a, b]"]),
+    ('"x,y",z', ['"x,y"', "z"]),
+    ("it's,b", ["it's", "b"]),                # an apostrophe inside a plain value is not a quote
+    ("1,2,", ["1", "2"]),
+])
+def test_sweep_values_examples(text, values):
+    assert ex.split_sweep_values(text) == values
+
+
+@pytest.mark.parametrize("text", ["[a,b", "a]", "'a,b", "{a: [1}"])
+def test_unbalanced_sweep_values_are_refused(text):
+    from bber_utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unbalanced"):
+        ex.split_sweep_values(text)

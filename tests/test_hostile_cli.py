@@ -16,6 +16,7 @@ import pytest
 from bber_utils import cli, pipeline
 from bber_utils.config import profile_path
 from bber_utils.paths import REPO_ROOT
+from test_train import make_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,41 @@ def test_train_config_errors_are_one_line_exit_2(argv, needles, capsys, monkeypa
 
     monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("training started"))
     _one_line_error(capsys, cli.main(["train", *argv]), *needles)
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["epochs=.inf"], ["epochs must be an integer (got inf)"]),
+    (["epochs=.nan"], ["epochs must be an integer (got nan)"]),
+    (["seed=1.5"], ["seed must be an integer (got 1.5)"]),
+    (["batch_size=1e9"], ["batch_size must be an integer (got '1e9')"]),
+    (["train_corpora=[]"], ["train_corpora must be all, a corpus name or a non-empty list"]),
+    (["hidden_dim=10", "num_heads=3"], ["hidden_dim 10 is not divisible by num_heads 3"]),
+    (["dropout=1.5"], ["dropout must be in [0, 1) (got 1.5)"]),
+    (["lr=-1"], ["lr must be > 0 (got -1)"]),
+    (["label_smoothing=1.0"], ["label_smoothing must be in [0, 1) (got 1.0)"]),
+    (["text_context=-1"], ["text_context must be >= 0 (got -1)"]),
+    (["epochs=2.5"], ["epochs must be an integer (got 2.5)"]),
+    (["epochs=.inf", "lr=-1", "seed=1.5", "dropout=1.5"],
+     ["epochs must be an integer", "lr must be > 0", "seed must be an integer", "dropout must be in [0, 1)"]),
+])
+def test_train_values_out_of_range_are_one_line_exit_2(argv, needles, capsys, monkeypatch):
+    """Issue 25: these passed the up-front check (or crashed in it) and failed later with a traceback."""
+    from bber_utils.train import stages
+
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("training started"))
+    _one_line_error(capsys, cli.main(["train", "--config", "smoke", *argv]), *needles)
+
+
+def test_train_on_an_empty_train_split_is_one_line_exit_2(tmp_path, capsys):
+    import pandas as pd
+
+    from bber_utils.corpora.manifest import MANIFEST_COLUMNS, save_manifest
+
+    wd = tmp_path / "wd"
+    for split in ("train", "dev", "test"):
+        save_manifest(pd.DataFrame(columns=MANIFEST_COLUMNS), wd / "manifests" / f"demo_en_{split}.parquet")
+    rc = cli.main(["train", "--config", "smoke", f"workdir={wd}", "device=cpu", "progress=false"])
+    _one_line_error(capsys, rc, "split 'train' of ['demo_en'] is empty", "demo_en_train.parquet")
 
 
 def test_extract_with_a_misspelt_encoder_stops_before_any_download(tmp_path, capsys, monkeypatch):
@@ -225,8 +261,55 @@ def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder
     monkeypatch.setattr(experiments, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
         settings=settings, workdir=workdir))
     monkeypatch.chdir(tmp_path)
-    rc = cli.main(["sweep", "--profile", "smoke", "--workdir", "mywork", "soft_labels=a.parquet", "epochs=1,2"])
+    make_workdir(tmp_path)  # tmp_path/wd/manifests
+    rc = cli.main(["sweep", "--profile", "smoke", "--workdir", "wd", "soft_labels=a.parquet", "epochs=1,2"])
     assert rc == 1 and "no finished run of this sweep" in capsys.readouterr().out  # run_sweep is a stand-in
-    assert seen["workdir"] == str(tmp_path / "mywork")
+    assert seen["workdir"] == str(tmp_path / "wd")
     assert {s["soft_labels"] for s in seen["settings"]} == {str(tmp_path / "a.parquet")}
     assert sorted(s["epochs"] for s in seen["settings"]) == [1, 2]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["hidden_dim=10", "num_heads=3"], ["hidden_dim 10 is not divisible by num_heads 3"]),
+    (["epochs=.inf,2"], ["epochs must be an integer (got inf)"]),
+    (["num_heads=3,4", "hidden_dim=8"], ["hidden_dim 8 is not divisible by num_heads 3"]),
+    (["train_corpora=[demo_en,demo_ru"], ["unbalanced"]),
+])
+def test_sweep_checks_every_combination_before_any_run(argv, needles, capsys, monkeypatch, tmp_path):
+    """Issue 25: a heads/width mismatch or epochs=.inf used to start the runs and give a traceback per run."""
+    from bber_utils import experiments
+
+    runs = []
+    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    wd = make_workdir(tmp_path)
+    _one_line_error(capsys, cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd), *argv]), *needles)
+    assert runs == []
+
+
+def test_sweep_list_values_keep_their_commas(tmp_path, monkeypatch, capsys):
+    """``train_corpora=[a,b]`` is one value, a list (it used to be split into "[a" and "b]")."""
+    from bber_utils import experiments
+
+    seen = {}
+    monkeypatch.setattr(experiments, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
+        settings=settings))
+    wd = make_workdir(tmp_path)
+    rc = cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd),
+                   "train_corpora=[demo_en,demo_ru],demo_ru,[demo_en]"])
+    assert rc == 1, capsys.readouterr()  # run_sweep is a stand-in: nothing finished
+    assert [s["train_corpora"] for s in seen["settings"]] == [["demo_en", "demo_ru"], "demo_ru", ["demo_en"]]
+
+
+@pytest.mark.parametrize("grid", [["epochs=1,2"], ["train_corpora=[demo_en,nosuch]"]])
+def test_sweep_without_manifests_stops_before_any_run(grid, tmp_path, capsys, monkeypatch):
+    """Issue 25: a work folder without (some of) the manifests used to spawn every run, each failing."""
+    from bber_utils import experiments
+
+    runs = []
+    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    wd = tmp_path / "empty" if grid == ["epochs=1,2"] else make_workdir(tmp_path)
+    rc = cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd), *grid])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "manifests" in err, err
+    assert runs == []

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,12 @@ class FakeStore(dict):
 
 
 def _features(ids, labels, dim, seed, modality):
-    """Class-dependent means, so that the task is learnable; each modality sees only part of the classes well."""
-    rng = np.random.default_rng(seed)
+    """Class-dependent means, so that the task is learnable; each modality sees only part of the classes well.
+    An utterance's features depend on it alone (as a real store's do), not on the other rows asked for."""
     centers = np.random.default_rng(1 if modality == "audio" else 2).standard_normal((7, dim)) * 1.5
     out = {}
     for u, y in zip(ids, labels):
+        rng = np.random.default_rng([seed, zlib.crc32(u.encode())])
         t = int(rng.integers(2, 9))
         out[u] = (centers[y] + rng.standard_normal((t, dim))).astype(np.float32)
     return out
@@ -89,7 +91,8 @@ def test_train_writes_the_run_folder(tmp_path, fake_features):
             assert np.array(s["confusion"]).shape == (7, 7)
             assert np.array(s["confusion"]).sum() == 7  # every utterance of that corpus and split, no other
         assert set(m["unimodal"]["audio_only"][corpus]) == {"dev", "test"}
-    assert m["soft_labels"] == {"used": 0, "missing": 0, "p": 0.0}
+    assert m["soft_labels"] == {"used": 0, "missing": 0, "stale": 0, "p": 0.0}
+    assert len(m["data"]) == 16  # the fingerprint of what the run read
     hist = pd.read_csv(res.run_dir / "history.csv")
     assert list(hist["epoch"]) == [0, 1, 2]
     assert {"train_loss", "dev_mean", "lr", "dev_demo_en_uar", "dev_demo_ru_mean"} <= set(hist.columns)
@@ -163,7 +166,36 @@ def test_soft_labels_are_used_and_missing_ones_counted(tmp_path, fake_features, 
     soft = pd.DataFrame({"utt_id": train_ids, **{c: probs[:, i] for i, c in enumerate(CLASSES)}}).iloc[:20]
     monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
     res = T.train(_cfg(wd, epochs=1, ls_llm_p=0.5))
-    assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "p": 0.5}
+    assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "stale": 0, "p": 0.5}
+
+
+@pytest.mark.parametrize("with_label_column", [True, False])
+def test_soft_labels_made_for_another_label_are_dropped_and_counted(tmp_path, fake_features, monkeypatch,
+                                                                    with_label_column):
+    """Issue 25: after re-preparing with another label map, a row labelled anger was trained on a soft target
+    made for happy. The table's ``label`` column (or, without one, its top class: a valid LS-LLM target puts its
+    highest value on the true label) is compared with the manifest's; a mismatch falls back to one-hot."""
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    train = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")
+    made_for = train["label"].tolist()
+    stale = int(np.flatnonzero(train["label"] == "anger")[0])
+    made_for[stale] = "happy"  # the label the table was made for, before the label map changed
+    probs = np.full((len(train), 7), 0.05)
+    probs[np.arange(len(train)), [CLASSES.index(lbl) for lbl in made_for]] = 0.7
+    soft = pd.DataFrame({"utt_id": train["utt_id"], **{c: probs[:, i] for i, c in enumerate(CLASSES)}})
+    if with_label_column:
+        soft["label"] = made_for
+    monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
+    seen = []
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda model, train_ds, *a, **k: seen.append(train_ds) or real_fit(
+        model, train_ds, *a, **k))
+    with pytest.warns(UserWarning, match="1 of .* soft labels were made for another label"):
+        res = T.train(_cfg(wd, model="text_only", epochs=1, unimodal_epochs=1, ls_llm_p=1.0))
+    assert res.metrics["soft_labels"] == {"used": len(train) - 1, "missing": 1, "stale": 1, "p": 1.0}
+    ds = seen[0]
+    i = ds.utt_ids.index(train["utt_id"][stale])
+    np.testing.assert_array_equal(ds.target(i), np.eye(7, dtype=np.float32)[CLASSES.index("anger")])
 
 
 def test_missing_soft_label_table_is_a_clear_error(tmp_path, fake_features):
@@ -420,7 +452,7 @@ def test_errors_name_the_problem(tmp_path, fake_features):
         T.train(_cfg(wd, model="nope"))
     with pytest.raises(FileNotFoundError, match="train_corpora \\['meld'\\]"):
         T.train(_cfg(wd, train_corpora=["meld"]))
-    with pytest.raises(ValueError, match="scheduler must be one of"):
+    with pytest.raises(ValueError, match="unknown scheduler .step.; choose one of"):
         T.TrainConfig.from_dict({"scheduler": "step"})
     with pytest.raises(FileNotFoundError, match="run notebook 01"):
         T.train(_cfg(tmp_path / "empty"))
@@ -505,3 +537,19 @@ def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, 
         per_dialogue.setdefault(dialogue[u], set()).add(int(f))
     assert len(per_dialogue) == 7 and all(len(f) == 1 for f in per_dialogue.values()), per_dialogue
     assert len({f for fs in per_dialogue.values() for f in fs}) == 3  # and every fold is used
+
+
+def test_a_train_split_without_features_is_one_clear_error(tmp_path, monkeypatch):
+    """Every train row skipped (no features): one line naming the skip reasons, not a crash inside training."""
+    from bber_utils.errors import ConfigError
+
+    def build(tc, manifest):
+        keep = manifest[~manifest["utt_id"].str.contains("-train-")]
+        ids, y = keep["utt_id"].tolist(), [CLASSES.index(lbl) for lbl in keep["label"]]
+        return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
+                FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
+
+    monkeypatch.setattr(inputs, "build_feature_stores", build)
+    wd = make_workdir(tmp_path, corpora=("demo_en",))
+    with pytest.raises(ConfigError, match=r"no train row has features \(skipped: \{'no audio features': 21\}\)"):
+        T.train(_cfg(wd, epochs=1))

@@ -18,6 +18,15 @@
    once per utterance and their outputs cached, so each epoch trains only the fusion layers;
 6. ``<workdir>/train/<run>/``: ``metrics.json``, ``history.csv``, ``best.pt``, ``last.pt``, ``config.json``.
 
+What a run reads is fingerprinted (``inputs.data_fingerprint``: its rows, labels and the feature store's content
+hash of every utterance's text or audio, plus the LS-LLM targets), and the fingerprint is kept in the stage-1
+cache's ``done.json``, the checkpoints and ``metrics.json`` (``data``); run names and cache names do not carry it,
+so they are those of earlier versions. After re-preparing with changed transcripts, clips or labels, ``train``
+trains again: stage 1 into a new cache entry (``{hash}-{fingerprint}``; the old one stays for the old data),
+stage 2 from scratch in the same run folder, with one warning line. LS-LLM rows made for another label than the
+manifest's are dropped to one-hot and counted (``metrics.json`` ``soft_labels.stale``). A cache file that cannot
+be read back (truncated) is computed again with one warning line.
+
 Loss: soft-target cross-entropy, each sample weighted by its true class's weight (``data.soft_cross_entropy``).
 AdamW with parameter groups (``optimizer_param_groups``: no weight decay on biases, norms, Mamba's ``A_log`` and
 ``D``, embeddings); warm-up + cosine (or plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1)

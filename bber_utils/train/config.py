@@ -12,6 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,48 +114,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
-        """Build from a profile / notebook parameter dict; keys that are not parameters here are ignored."""
+        """Build from a profile / notebook parameter dict; keys that are not parameters here are ignored. A float
+        key written as text (YAML 1.1 reads ``1e-4`` as a string) is taken as that number."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in {**dict(d or {}), **overrides}.items() if k in names}
-        tc = cls(**values)
+        tc = cls(**_numbers_from_text(values))
         tc.check()
         return tc
 
     def check(self) -> None:
-        """Raise ``ConfigError`` (one line: every bad key, its value and the valid choices)."""
-        from ..errors import ConfigError, check_model_spec, unknown
-        from ..models import MODEL_NAMES
+        """Raise ``ConfigError`` (one line: every bad key, its value and the valid range or choices): the type,
+        range or choice of every key, and the model sizes as ``ModelConfig`` builds them (``None`` = its
+        default), before any data is read."""
+        from ..errors import ConfigError
 
-        if self.model not in MODEL_NAMES:
-            raise unknown("model", self.model, MODEL_NAMES)
-        check_model_spec(self.audio_encoder, ("logmel",), "audio_encoder")
-        check_model_spec(self.text_encoder, ("e5-words", "hashgram"), "text_encoder")
-        for f in dataclasses.fields(self):  # numbers given as text ("epochs=ten")
-            v = getattr(self, f.name)
-            if f.type in ("int", "float", "int | None", "float | None") and v is not None:
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{f.name} must be a number (got {v!r})") from None
-        problems = []
-        if type(self.augment_unimodal).__name__ not in ("bool", "bool_"):  # the string "false" is truthy
-            problems.append(f"augment_unimodal must be true or false (got {self.augment_unimodal!r})")
-        if self.scheduler not in SCHEDULERS:
-            problems.append(f"scheduler must be one of {SCHEDULERS} (got {self.scheduler!r})")
-        if self.amp not in AMP_MODES:
-            problems.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
-        for key in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, key)) < 1:
-                problems.append(f"{key} must be >= 1 (got {getattr(self, key)!r})")
-        for key in ("sds_ratio", "tug_ratio", "ls_llm_p", "warmup_ratio", "class_weight_power"):
-            if float(getattr(self, key)) < 0:
-                problems.append(f"{key} must be >= 0 (got {getattr(self, key)!r})")
-        if not 0 <= self.ls_llm_p <= 1:
-            problems.append(f"ls_llm_p must be in [0, 1] (got {self.ls_llm_p!r})")
-        if self.oof_folds < 2:
-            problems.append(f"oof_folds must be >= 2 (got {self.oof_folds!r})")
-        if self.text_context_mode not in ("steps", "mean"):
-            problems.append(f"text_context_mode must be 'steps' or 'mean' (got {self.text_context_mode!r})")
+        bad = _check_types(self)  # {key: problem}; the other checks look at well-typed keys only
+        bad.update(_check_ranges(self, bad))
+        bad.update(_check_choices(self, bad))
+        if not set(bad) & set(MODEL_KEYS):
+            bad.update(_check_model_sizes(self))
+        problems = list(bad.values())
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -192,6 +174,149 @@ class TrainConfig:
         if self.augment_unimodal or not self.stage1_choice_matters():
             return self
         return dataclasses.replace(self, sds_ratio=0.0, tug_ratio=0.0, ls_llm_p=0.0, label_smoothing=0.0)
+
+
+# Ranges of the numeric keys: (low, low included, high, high included); ``None`` values (where allowed) and the
+# model sizes (``ModelConfig`` checks them) are not listed.
+_INF = float("inf")
+_RANGES = {
+    "seed": (0, True, 2**32, False), "text_max_tokens": (1, True, _INF, True), "text_context": (0, True, _INF, True),
+    "feature_batch_size": (1, True, _INF, True), "audio_pool": (1, True, _INF, True), "epochs": (1, True, _INF, True),
+    "batch_size": (1, True, _INF, True), "eval_batch_size": (1, True, _INF, True), "patience": (1, True, _INF, True),
+    "unimodal_epochs": (0, True, _INF, True), "oof_folds": (2, True, _INF, True),
+    "interrupt_after": (0, True, _INF, True), "num_threads": (0, True, _INF, True),
+    "sds_ratio": (0, True, 1, True), "sds_target_seconds": (0, False, _INF, True),
+    "sds_max_seconds": (0, False, _INF, True), "tug_ratio": (0, True, _INF, True), "ls_llm_p": (0, True, 1, True),
+    "label_smoothing": (0, True, 1, False), "class_weight_power": (0, True, _INF, True), "lr": (0, False, _INF, True),
+    "weight_decay": (0, True, _INF, True), "warmup_ratio": (0, True, 1, True), "grad_clip": (0, True, _INF, True),
+    "unimodal_lr": (0, True, _INF, True),
+}
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _numbers_from_text(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the float keys given as numeric text (``"1e-4"``) turned into floats."""
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out = dict(values)
+    for k, v in values.items():
+        if kinds.get(k, "").startswith("float") and isinstance(v, str):
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass  # the check names it
+    return out
+
+
+def _type_problem(name: str, kind: str, v: Any) -> str | None:
+    """Why ``v`` is not of the field type ``kind`` ("int", "float | None", "bool", "str", "Any" ...), or None."""
+    base, optional = kind.split(" | ")[0], kind.endswith("| None")
+    null = " (or null)" if optional else ""
+    if v is None:
+        return None if optional or base == "Any" else f"{name} must be set (got null)"
+    is_bool = type(v).__name__ in ("bool", "bool_")  # numpy's bool too; the string "false" is truthy
+    if base == "bool":
+        return None if is_bool else f"{name} must be true or false{null} (got {v!r})"
+    if base == "str":
+        ok = isinstance(v, (str, os.PathLike)) if name in ("workdir", "soft_labels") else isinstance(v, str)
+        return None if ok else f"{name} must be a string{null} (got {v!r})"
+    if base not in ("int", "float"):
+        return None
+    if is_bool or not isinstance(v, numbers.Real):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return f"{name} must be a number{null} (got {v!r})"
+        return f"{name} must be {'an integer' if base == 'int' else 'a number'}{null} (got {v!r})"
+    if base == "int" and not isinstance(v, numbers.Integral):
+        return f"{name} must be an integer{null} (got {v!r})"
+    if not math.isfinite(v):
+        return f"{name} must be a finite number (got {v!r})"
+    return None
+
+
+def _check_types(tc: TrainConfig) -> dict[str, str]:
+    """``{key: problem}`` of the keys that are not of their field's type (integers, flags ...)."""
+    return {f.name: p for f in dataclasses.fields(tc) if (p := _type_problem(f.name, f.type, getattr(tc, f.name)))}
+
+
+def _range_text(lo, lo_in, hi, hi_in) -> str:
+    if hi == _INF:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _check_ranges(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
+    """The numeric keys (but those in ``bad``) in their ranges (``_RANGES``); ``sds_max_seconds >=
+    sds_target_seconds``."""
+    problems = {}
+    for key, (lo, lo_in, hi, hi_in) in _RANGES.items():
+        v = getattr(tc, key)
+        if v is None or key in bad:
+            continue
+        if not ((v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)):
+            problems[key] = f"{key} must be {_range_text(lo, lo_in, hi, hi_in)} (got {v!r})"
+    seconds = ("sds_max_seconds", "sds_target_seconds")
+    if not (set(bad) | set(problems)) & set(seconds) and tc.sds_max_seconds < tc.sds_target_seconds:
+        problems["sds_max_seconds"] = (f"sds_max_seconds ({tc.sds_max_seconds}) must be >= sds_target_seconds "
+                                       f"({tc.sds_target_seconds})")
+    return problems
+
+
+def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
+    """Names from a list (model, scheduler ...), devices, encoders, folders and the corpus list (the keys not
+    in ``bad``)."""
+    from ..augment.tug import MIX_MODES
+    from ..errors import ConfigError, check_model_spec, unknown
+    from ..models import MODEL_NAMES
+
+    problems = {}
+    for key, choices in (("model", MODEL_NAMES), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
+                         ("text_context_mode", ("steps", "mean")), ("tug_mode", MIX_MODES)):
+        if getattr(tc, key) not in choices:
+            problems[key] = str(unknown(key, getattr(tc, key), choices))
+    for key in ("device", "feature_device"):
+        if getattr(tc, key) and not _DEVICE.match(getattr(tc, key)):
+            problems[key] = f"{key} must be auto, cpu, cuda, cuda:N or mps (got {getattr(tc, key)!r})"
+    for key, known in (("audio_encoder", ("logmel",)), ("text_encoder", ("e5-words", "hashgram"))):
+        try:
+            check_model_spec(getattr(tc, key), known, key)
+        except ConfigError as exc:
+            problems[key] = str(exc)
+    if tc.audio_layer is not None and tc.audio_encoder == "logmel":
+        problems["audio_layer"] = f"audio_layer={tc.audio_layer}: the logmel encoder has no layers (leave it null)"
+    for key in ("workdir", "soft_labels", "text_code_revision"):
+        if getattr(tc, key) is not None and not str(getattr(tc, key)).strip():
+            problems[key] = f"{key} must not be empty (got {getattr(tc, key)!r})"
+    name = tc.run_name
+    if name is not None and (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")):
+        problems["run_name"] = f"run_name must be a folder name under <workdir>/train (got {name!r})"
+    corpora = _check_corpora(tc.train_corpora)
+    if corpora:
+        problems["train_corpora"] = corpora
+    return {k: p for k, p in problems.items() if k not in bad}
+
+
+def _check_corpora(value: Any) -> str | None:
+    """Why ``train_corpora`` is not "all" (or null), one name, or a non-empty list of distinct names."""
+    names = [value] if isinstance(value, str) else value
+    if value is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(c, str) and c.strip()
+                                                                    for c in names):
+        return f"train_corpora must be all, a corpus name or a non-empty list of names (got {value!r})"
+    if len(set(names)) != len(names):
+        return f"train_corpora names a corpus twice (got {value!r})"
+    return None
+
+
+def _check_model_sizes(tc: TrainConfig) -> dict[str, str]:
+    """The model sizes as ``ModelConfig`` builds them (``None`` = its default): hidden_dim divisible by
+    num_heads, dropout in [0, 1) ..."""
+    try:
+        tc.model_config()
+    except ValueError as exc:
+        return {"model sizes": str(exc).removeprefix("invalid model config: ")}
+    return {}
 
 
 def config_hash(obj: Any, n: int = 8) -> str:

@@ -3,13 +3,15 @@ manifest with SDS merges and TUG synthetic rows, the feature stores (extracting 
 soft-label table, the rows whose features exist, and one dataset per corpus and split.
 
 Owns: ``resolve_corpora``, ``load_splits``, ``build_train_manifest``, ``load_soft_labels_for``,
-``build_feature_stores``, ``store_key``, ``filter_available``, ``split_datasets``.
+``build_feature_stores``, ``store_key``, ``filter_available``, ``split_datasets``, and the fingerprints of what a
+run reads (``content_ids``, ``data_fingerprint``, ``soft_digest``).
 Imports from this package: ``config``, ``distributed``. Must not import: ``loop``, ``runs``, ``crossfit`` or the
 stages (nothing here trains).
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,19 +43,22 @@ def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
 def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
     """``{"train"|"dev"|"test": manifest of all corpora}`` read from ``<workdir>/manifests``."""
     from ..corpora.manifest import concat_manifests, load_manifest
+    from ..errors import ConfigError
 
     dirs = run_dirs(workdir)
     out = {}
     for split in ("train", "dev", "test"):
-        frames = []
+        frames, paths = [], []
         for c in corpora:
             path = dirs.manifest(c, split)
             if not path.exists():
                 raise FileNotFoundError(f"manifest {path} is missing (corpus {c!r}, split {split!r})")
             frames.append(load_manifest(path))
+            paths.append(str(path))
         out[split] = concat_manifests(frames)
         if len(out[split]) == 0 and split != "test":  # a corpus without a test split is scored on dev
-            raise ValueError(f"split {split!r} of {corpora} is empty")
+            raise ConfigError(f"split {split!r} of {corpora} is empty (no rows in {', '.join(paths)}); "
+                              f"prepare the data again or choose other train_corpora")
     return out
 
 
@@ -128,6 +133,47 @@ def store_key(store) -> str:
     """What identifies a store's numbers (its folder name carries the encoder key hash)."""
     path = getattr(store, "path", None)
     return Path(path).name if path is not None else getattr(store, "key", type(store).__name__)
+
+
+def content_ids(store, ids: list[str]) -> list[str]:
+    """What identifies each utterance's features in ``store``: the feature store's per-utterance content hash
+    (a hash of its input: the text, or the audio file's bytes and span; ``features.store``), joined with those
+    of its context utterances for a dialogue-context store (``context.ContextTextStore``); for a store without
+    an index (the tests' dict stores) a hash of the features themselves."""
+    if hasattr(store, "context_of") and hasattr(store, "store"):  # text_context: the context's texts count too
+        contexts = {u: store.context_of(u) for u in ids}
+        every = sorted(set(ids).union(*contexts.values()))
+        inner = dict(zip(every, content_ids(store.store, every)))
+        return [inner[u] + "<" + ",".join(inner[c] for c in contexts[u]) for u in ids]
+    index = getattr(store, "index", None)
+    if isinstance(index, pd.DataFrame) and "content_hash" in index.columns:
+        known = dict(zip(index["utt_id"].astype(str), index["content_hash"].astype(str)))
+        return [known.get(u, "") for u in ids]
+    return [hashlib.blake2b(np.ascontiguousarray(store[u], dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+            for u in ids]
+
+
+def data_fingerprint(splits: dict[str, pd.DataFrame], stores: tuple) -> str:
+    """16 hex digits over what a model reads: each split's rows in order (``utt_id``, corpus, label) and the
+    content of their features in each store (``content_ids``). Changes when re-preparing changes a transcript,
+    a clip or a label; stays the same for the same data."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(splits):
+        df = splits[name]
+        ids = df["utt_id"].astype(str).tolist()
+        columns = [content_ids(store, ids) for store in stores if store is not None]
+        h.update(f"\x1d{name}".encode())
+        for row in zip(ids, df["corpus"].astype(str), df["label"].astype(str), *columns):
+            h.update(("\x1f".join(row) + "\x1e").encode())
+    return h.hexdigest()[:16]
+
+
+def soft_digest(soft_table: dict) -> str:
+    """16 hex digits over an LS-LLM table ``{utt_id: (7,)}`` (sorted by utt_id)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for u in sorted(soft_table):
+        digest.update(u.encode() + np.asarray(soft_table[u], np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def filter_available(df: pd.DataFrame, stores: tuple, where: str) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from ..metrics import METRIC_NAMES, mean_over_corpora, score_logits
 from .config import TrainConfig
 from .distributed import (barrier, broadcast_from_main, dist_info, dist_sum, forward_module, is_main_process,
                           unwrap_model, wrap_model)
-from .runs import load_checkpoint, save_checkpoint
+from .runs import load_checkpoint, read_cache, save_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -206,7 +207,8 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     """Train ``model`` on ``train_ds``, early-stopped on the mean dev score of ``dev_sets``.
 
     Writes ``ckpt_dir/last.pt`` (everything needed to resume) after every epoch and ``ckpt_dir/best.pt`` at
-    every improvement; with ``tc.resume`` an existing ``last.pt`` with the same ``checkpoint_meta`` is continued.
+    every improvement; with ``tc.resume`` an existing ``last.pt`` with the same ``checkpoint_meta`` is continued
+    (``_resume``: one trained on other data, or one that cannot be read, is trained again from scratch).
     """
     from bber_utils.progress import tqdm
 
@@ -214,15 +216,14 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     tr = _build_trainer(model, train_ds, tc, weights, device, forward, lr, epochs, desc)
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     barrier()  # every rank sees the same last.pt
-    state, done = _LoopState(), False
-    if tc.resume and last_path.exists():
-        state, done = _resume(tr, last_path, checkpoint_meta)
-        if done:
-            best = load_checkpoint(best_path)
-            return FitResult(best["model"], state.best_epoch, state.best_score, pd.DataFrame(state.rows), True)
-    elif main and ckpt_dir.exists():
-        for p in (last_path, best_path):
-            p.unlink(missing_ok=True)
+    state = _resume(tr, last_path, best_path, checkpoint_meta) if tc.resume and last_path.exists() else None
+    if isinstance(state, FitResult):  # a finished run: its best weights
+        return state
+    if state is None:  # a fresh start: no checkpoint, resume=False, other data or an unreadable one
+        state = _LoopState()
+        if main and ckpt_dir.exists():
+            for p in (last_path, best_path):
+                p.unlink(missing_ok=True)
     barrier()  # no rank starts before rank 0 has cleared old checkpoints
 
     bar = tqdm(total=epochs, initial=state.start_epoch, desc=desc, disable=not (tc.progress and main), leave=True)
@@ -283,19 +284,37 @@ def _build_trainer(model, train_ds, tc: TrainConfig, weights, device, forward, l
     return _Trainer(model, train_model, params, optimizer, scheduler, scaler, batches, w, amp_dtype, world)
 
 
-def _resume(tr: _Trainer, last_path: Path, checkpoint_meta: dict) -> tuple[_LoopState, bool]:
-    """Load ``last.pt`` into the model, optimiser, scheduler and scaler: ``(loop state, finished)``."""
-    state = load_checkpoint(last_path)
-    if state.get("meta") != json.loads(json.dumps(checkpoint_meta, default=str)):
+def _resume(tr: _Trainer, last_path: Path, best_path: Path, checkpoint_meta: dict) -> _LoopState | FitResult | None:
+    """Continue from ``last.pt``: its loop state (model, optimiser, scheduler and scaler loaded), or the
+    ``FitResult`` of a finished run, or None to start over (one warning line) when ``last.pt`` or the finished
+    run's ``best.pt`` cannot be read, or when ``last.pt`` was trained on other data (``checkpoint_meta["data"]``,
+    the fingerprint of what the model reads; a checkpoint written without one is taken as it is). Another
+    configuration is an error."""
+    state = read_cache(load_checkpoint, last_path)
+    if state is None:
+        return None
+    want = json.loads(json.dumps(checkpoint_meta, default=str))
+    have = state.get("meta")
+    if have is None or {k: v for k, v in have.items() if k != "data"} != {k: v for k, v in want.items()
+                                                                         if k != "data"}:
         raise ValueError(f"{last_path} was written with another configuration; use another run_name or "
                          f"resume=False to start over")
+    if "data" in have and "data" in want and have["data"] != want["data"]:
+        warnings.warn(f"{last_path.parent}: the data changed since this model was trained (data {have['data']} -> "
+                      f"{want['data']}); training it again from scratch", stacklevel=3)
+        return None
+    loop = _LoopState(state["epoch"] + 1, state["best_score"], state["best_epoch"], state["bad_epochs"],
+                      state["history"])
+    if state.get("finished"):
+        best = read_cache(load_checkpoint, best_path) if best_path.exists() else None
+        if best is None:
+            return None
+        return FitResult(best["model"], loop.best_epoch, loop.best_score, pd.DataFrame(loop.rows), True)
     unwrap_model(tr.model).load_state_dict(state["model"])
     tr.optimizer.load_state_dict(state["optimizer"])
     tr.scheduler.load_state_dict(state["scheduler"])
     tr.scaler.load_state_dict(state["scaler"])
-    loop = _LoopState(state["epoch"] + 1, state["best_score"], state["best_epoch"], state["bad_epochs"],
-                      state["history"])
-    return loop, bool(state.get("finished"))
+    return loop
 
 
 def _train_epoch(tr: _Trainer, train_ds, epoch: int, tc: TrainConfig, device) -> float:

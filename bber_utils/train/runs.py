@@ -3,8 +3,12 @@
 ``load_run``. Every file is written by rank 0 only, through ``fileio.atomic_write``; checkpoints are read with
 ``weights_only=True`` (a crafted pickle cannot run code).
 
+A cache file that cannot be read back (truncated, corrupt) is reported in one warning line and computed again
+(``read_cache``), never a crash on every rerun.
+
 Owns: ``RunResult``, ``load_run``, ``Interrupted``, ``save_json``, ``save_checkpoint``, ``load_checkpoint``,
-``write_history``, ``logit_frame``, ``logit_dict``, ``git_commit``.
+``write_history``, ``read_history``, ``save_parquet``, ``load_parquet``, ``read_cache``, ``logit_frame``,
+``logit_dict``, ``git_commit``.
 Imports from this package: ``distributed`` only. Must not import: ``loop``, ``inputs``, the stages.
 """
 
@@ -12,10 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -113,6 +120,55 @@ def write_history(df: pd.DataFrame, path: Path) -> None:
     """``history.csv``: one row per epoch (rank 0 only)."""
     if is_main_process():
         atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def save_parquet(df: pd.DataFrame, path: Path, data: str | None = None) -> None:
+    """``df`` as Parquet, atomically (rank 0 only); ``data``: the fingerprint of the data it was computed from,
+    kept in the file's metadata (``load_parquet``)."""
+    if not is_main_process():
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if data is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"bber_data": data.encode()})
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def load_parquet(path: Path) -> tuple[pd.DataFrame, str | None]:
+    """``(table, data fingerprint or None)`` of a ``save_parquet`` file (None: written without one)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    data = (table.schema.metadata or {}).get(b"bber_data")
+    return table.to_pandas(), data.decode() if data else None
+
+
+# What reading a truncated or corrupt JSON, CSV, Parquet or torch file raises.
+CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError,
+                zipfile.BadZipFile)
+
+
+def read_cache(read: Callable[[Path], Any], path: Path) -> Any | None:
+    """``read(path)``, or None with one warning line when the file cannot be read back (truncated, corrupt): it
+    is removed (rank 0) and the caller computes it again."""
+    try:
+        return read(path)
+    except CACHE_ERRORS as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"{path}: unreadable ({type(exc).__name__}: {first}); computing it again", stacklevel=2)
+        if is_main_process():
+            Path(path).unlink(missing_ok=True)
+        return None
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """``history.csv`` back; ``ValueError`` when it lacks its ``epoch`` / ``dev_mean`` columns (a cut file)."""
+    df = pd.read_csv(path)
+    if not {"epoch", "dev_mean"} <= set(df.columns):
+        raise ValueError(f"not a complete history (columns {list(df.columns)[:4]} …)")
+    return df
 
 
 def logit_frame(utt_ids, logits) -> pd.DataFrame:

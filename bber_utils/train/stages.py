@@ -61,7 +61,9 @@ class _Inputs:
     stores: tuple                          # (audio store or None, text store)
     skipped: dict[str, dict[str, int]]     # {split: {reason: count}}
     soft_table: dict                       # {utt_id: (7,)} LS-LLM targets (empty when ls_llm_p = 0)
+    soft_stale: int                        # soft labels dropped: made for another label than the manifest's
     weights: np.ndarray                    # (7,) class weights of the train rows
+    fingerprint: str = ""                  # what stage 2 reads (``_data_fingerprint``)
 
 
 def _train(tc: TrainConfig) -> RunResult:
@@ -92,7 +94,8 @@ def _train(tc: TrainConfig) -> RunResult:
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
-            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity()}
+            "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity(),
+            "data": data.fingerprint}
     if tc.model in UNIMODAL_MODELS:
         history, best_epoch, metrics = reuse_unimodal(unimodal[tc.model.split("_")[0]], run_dir)
     else:
@@ -108,7 +111,7 @@ def _train(tc: TrainConfig) -> RunResult:
 
 def _load_inputs(tc: TrainConfig) -> _Inputs:
     """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
-    from ..data import soft_label_table
+    from ..data import matching_soft_labels, soft_label_table
 
     corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
     splits = inputs.load_splits(corpora, tc.workdir)
@@ -120,6 +123,11 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
+    for split in ("train", "dev"):
+        if len(splits[split]) == 0:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"no {split} row has features (skipped: {skipped[split]}); see the warnings above")
     stage1_train = splits["train"]  # stage 1 trains on the (augmented) train split itself ...
     if tc.stage1_config() is not tc:  # ... or on the original rows (TrainConfig.stage1_config)
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
@@ -127,8 +135,22 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         from ..context import with_text_context
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
-    soft_table = soft_label_table(inputs.load_soft_labels_for(tc), "soft labels")
-    return _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, _loss_weights(splits["train"], tc))
+    soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
+    soft_table = soft_label_table(soft, "soft labels")
+    data = _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, stale,
+                   _loss_weights(splits["train"], tc))
+    data.fingerprint = _data_fingerprint(tc, data)
+    return data
+
+
+def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
+    """16 hex digits over what the run reads: its rows and their features' content (``inputs.data_fingerprint``)
+    and the LS-LLM targets it uses. Kept in ``metrics.json`` and the checkpoints: a run whose data changed is
+    trained again in its folder (``loop.fit``), never reported from the old model."""
+    fingerprint = inputs.data_fingerprint(data.splits, data.stores)
+    if tc.ls_llm_p > 0:
+        fingerprint = config_hash([fingerprint, inputs.soft_digest(data.soft_table)], 16)
+    return fingerprint
 
 
 def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
@@ -188,7 +210,8 @@ def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict,
         "run": run_name, "model": tc.model, "seed": tc.seed, "config": tc.to_dict(), "git_commit": git_commit(),
         "wall_time_s": time.perf_counter() - t_start, "best_epoch": int(best_epoch),
         "soft_labels": {"used": n_soft, "missing": len(train_df) - n_soft if tc.ls_llm_p > 0 else 0,
-                        "p": tc.ls_llm_p},
+                        "stale": data.soft_stale, "p": tc.ls_llm_p},
+        "data": data.fingerprint,
         "metrics": metrics,
         "unimodal": {f"{m}_only": run.metrics for m, run in unimodal.items()},
         "unimodal_folders": {f"{m}_only": str(r.folder) for m, r in unimodal.items()},
