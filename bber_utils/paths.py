@@ -75,10 +75,15 @@ class RunDirs:
         return self.manifests / f"{corpus}_{split}.parquet"
 
 
-def run_dirs(workdir: str | os.PathLike) -> RunDirs:
-    """The folder layout for ``workdir`` (relative paths are taken from the repository root)."""
+def workdir_path(workdir: str | os.PathLike) -> Path:
+    """``workdir`` as an absolute path (relative paths are taken from the repository root); creates nothing,
+    for readers of finished work."""
     p = Path(workdir)
-    if not p.is_absolute():
-        p = REPO_ROOT / p
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
+def run_dirs(workdir: str | os.PathLike) -> RunDirs:
+    """The folder layout for ``workdir`` (relative paths are taken from the repository root); creates it."""
+    p = workdir_path(workdir)
     p.mkdir(parents=True, exist_ok=True)
-    return RunDirs(p.resolve())
+    return RunDirs(p)
