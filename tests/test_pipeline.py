@@ -74,6 +74,49 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002], ids=oct)
+def test_atomic_write_gives_the_permissions_of_a_normal_write(tmp_path, umask):
+    """``mkstemp`` makes 0600 files; renamed, manifests, shards, indexes and checkpoints stayed 0600 under umask
+    022 (unreadable to the group and to a web server that serves the figures)."""
+    import os
+    import stat
+
+    import numpy as np
+    import torch
+
+    from bber_utils.corpora.manifest import save_manifest
+    from bber_utils.fileio import atomic_write, atomic_write_text, current_umask
+    from bber_utils.train.runs import save_checkpoint
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        written = [atomic_write_text(tmp_path / "a.txt", "x"),
+                   atomic_write(tmp_path / "b.npy", lambda f: np.save(f, np.zeros(3)), fileobj=True, fsync=True),
+                   save_manifest(_manifest_frame(), tmp_path / "m.parquet")]
+        save_checkpoint({"w": torch.zeros(2)}, tmp_path / "c.pt")
+        for p in [*written, tmp_path / "c.pt"]:
+            assert mode(p) == mode(plain) == 0o666 & ~umask, (p.name, oct(mode(p)))
+        os.chmod(written[0], 0o640)  # an existing file keeps its own mode, as open(path, "w") would leave it
+        atomic_write_text(written[0], "y")
+        assert mode(written[0]) == 0o640
+    finally:
+        os.umask(old)
+
+
+def _manifest_frame():
+    from bber_utils.corpora.manifest import MANIFEST_COLUMNS
+
+    row = dict(utt_id="c-train-1", corpus="c", language="en", split="train", audio_path="", start_s=0.0,
+               end_s=float("nan"), duration_s=1.0, text="hi", label="neutral", source="original")
+    return pd.DataFrame([{c: row.get(c) for c in MANIFEST_COLUMNS}])
+
+
 def _two_notebooks(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
