@@ -322,6 +322,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     executed notebook's metadata; ``progress`` shows the running notebook and cell (default: on stderr)."""
     import pandas as pd
 
+    from .fileio import atomic_write_text, check_writable
+
     _kernel_environment()
     validate_request(profile, from_, only, overrides)
     params = load_profile(profile, **(overrides or {}))
@@ -329,6 +331,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
         params["workdir"] = str(workdir)
     dirs = run_dirs(params.get("workdir", f"runs/{params.get('profile', profile)}"))
     params["workdir"] = str(dirs.root)
+    check_writable(dirs.root, "the notebooks write their results there; make it writable or choose another "
+                              "--workdir")
     notebooks = select_notebooks(list_notebooks(), from_, only)
     kernel = _kernel_name()
     runs: list[NotebookRun] = []
@@ -336,7 +340,6 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     t_all = time.perf_counter()
     log(f"bber reproduce: profile {params.get('profile', profile)}, {len(notebooks)} notebooks, "
         f"workdir {dirs.root}")
-    from .fileio import atomic_write_text
     from .provenance import environment
 
     env = environment()

@@ -593,3 +593,17 @@ def test_cached_replies_read_by_an_older_parser_are_read_again(tmp_path):
     table = label_utterances(df, lab, tmp_path, progress=False)
     assert table.attrs["computed"] == 0  # nothing asked again: the raw reply is re-read
     assert table.loc[0, list(CLASSES)].to_numpy(dtype=float) == pytest.approx([0.6, 0.05, 0.04, 0.03, 0.03, 0.05, 0.2])
+
+
+def test_label_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback (the cache could not be created)."""
+    from bber_utils import cli
+
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    before = read_only.snapshot(wd)
+    read_only(wd)
+    rc = cli.main(["label", "--workdir", str(wd), "--backend", "lexicon"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {wd / 'ls_llm'}: read-only (Permission denied); labelling writes" in err
+    assert read_only.snapshot(wd) == before

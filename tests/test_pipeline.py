@@ -196,3 +196,31 @@ def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
     assert a.ip != b.ip
     assert not a.ip.startswith(str(REPO_ROOT)), "IPC sockets belong in the runtime folder, not the checkout"
 
+
+
+def test_reproduce_into_a_read_only_workdir_says_so_in_one_line(tmp_path, monkeypatch, capsys, read_only):
+    from bber_utils import cli
+
+    ran = []
+    monkeypatch.setattr(pipeline, "run_notebook", lambda src, *a, **k: ran.append(src.name))
+    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    (tmp_path / "w").mkdir()
+    read_only(tmp_path / "w")
+    rc = cli.main(["reproduce", "--profile", "smoke", "--only", "01", "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {tmp_path / 'w'}: read-only (Permission denied)" in err and ran == []
+    assert list((tmp_path / "w").iterdir()) == []
+
+
+def test_any_other_permission_error_is_one_line(monkeypatch, capsys, tmp_path):
+    """What no up-front check foresaw (a file made read-only inside a writable folder) is still one line."""
+    from bber_utils import cli, experiments
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.parquet"))
+
+    monkeypatch.setattr(experiments, "_cli_results", denied)
+    rc = cli.main(["results", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"cannot access {tmp_path / 'x.parquet'}: Permission denied" in err

@@ -505,3 +505,17 @@ def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, 
         per_dialogue.setdefault(dialogue[u], set()).add(int(f))
     assert len(per_dialogue) == 7 and all(len(f) == 1 for f in per_dialogue.values()), per_dialogue
     assert len({f for fs in per_dialogue.values() for f in fs}) == 3  # and every fold is used
+
+
+def test_train_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback (the feature store's lock, then the run folder)."""
+    from bber_utils import cli
+
+    wd = make_workdir(tmp_path)
+    before = read_only.snapshot(wd)
+    read_only(wd)
+    rc = cli.main(["train", "--config", "smoke", f"workdir={wd}", "epochs=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {wd / 'train'}: read-only (Permission denied); training writes" in err
+    assert read_only.snapshot(wd) == before

@@ -90,14 +90,17 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
 
     from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
     from ..features.store import check_shard
+    from ..fileio import check_writable
     from ..labels import CLASSES
-    from ..paths import run_dirs
+    from ..paths import run_dirs, workdir_path
     from .templates import compose_utterances, strip_tags
     from .tts import build_tts
     from .tug_llm import resolve_templates, stable_int
 
     if per_class < 0:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
+    check_writable(workdir_path(workdir) / "tug", "TUG writes its wavs and manifests there; make it writable or "
+                                                  "choose another --workdir")
     shard = check_shard(shard)
     emotions = tuple(CLASSES if emotions is None else emotions)
     if isinstance(template_source, str):

@@ -263,6 +263,7 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
     options file (like ``corpora.prepare``: the same options read the manifests back). Returns
     ``({corpus: {split: DataFrame}}, TableReport | None)``; the report is None when read back."""
     from . import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
+    from ..fileio import check_writable
     from ..paths import run_dirs
     from .manifest import save_manifest
     from .skips import SKIP_COLUMNS
@@ -281,6 +282,7 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
                 return {corpus: load_corpus(dirs.root, corpus)}, None
         except ValueError:
             pass
+    check_writable(dirs.manifests, "prepare writes the manifests there; make it writable or choose another --out")
     frames, skips, report = read_table(table, corpus=corpus, **kwargs)
     options_path.unlink(missing_ok=True)
     for old in dirs.manifests.glob("*.parquet"):

@@ -161,12 +161,14 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
     writes the table.
     """
     from ...features.store import check_shard
-
-    shard = check_shard(shard)
+    from ...fileio import check_writable
     from ...paths import run_dirs
 
+    shard = check_shard(shard)
     dirs = run_dirs(workdir)
     df = train_manifests(workdir, corpora)
+    check_writable(dirs.root / "ls_llm", "labelling writes its cache and soft-label table there; make it "
+                                         "writable or choose another --workdir")
     if limit and limit > 0:
         df = df.groupby("corpus", sort=False).head(int(limit)).reset_index(drop=True)
     labeller = labeller or build_labeller(backend, model, mode, batch_size=batch_size, **backend_kwargs)
