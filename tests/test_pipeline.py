@@ -224,3 +224,20 @@ def test_any_other_permission_error_is_one_line(monkeypatch, capsys, tmp_path):
     rc = cli.main(["results", "--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and f"cannot access {tmp_path / 'x.parquet'}: Permission denied" in err
+
+
+def test_a_kernel_interrupted_mid_cell_is_recorded_as_interrupted(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside the kernel (Jupyter's interrupt, ``kill -INT`` of the kernel) stops the run as
+    Ctrl-C does, not as a failed notebook; the kernel's empty log file is not left behind."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_stop.ipynb", ["raise KeyboardInterrupt"])
+    _write_nb(nbdir / "02_never.ipynb", ["x = 1"])
+    monkeypatch.setattr(pipeline, "list_notebooks", lambda d=nbdir: sorted(nbdir.glob("*.ipynb")))
+    with pytest.raises(pipeline.Interrupted) as exc:
+        pipeline.reproduce("smoke", workdir=tmp_path / "wd", log=lambda m: None, progress=_Recorder())
+    assert exc.value.line().startswith("bber reproduce: interrupted (Ctrl-C) in 01_stop; no notebook finished")
+    assert "rerun with --from 01 to continue" in exc.value.line()
+    out = tmp_path / "wd" / "notebooks"
+    assert list(pd.read_csv(out / "summary.csv")["status"]) == ["interrupted"]
+    assert not list(out.glob("*.kernel.log"))
