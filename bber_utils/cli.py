@@ -5,6 +5,8 @@ Every subcommand shares three behaviours (``main``):
 * a bad value (``ConfigError``: unknown key, profile, model, encoder, a value out of range, a key without
   ``=``) prints one line naming it and the valid choices, no traceback, and exits with status 2;
 * a missing or malformed input file (``FileNotFoundError``, ``TableError``) prints one line naming it, exit 1;
+* a folder it must write into that is read-only prints one line naming it ("cannot write to X: read-only"), exit
+  2, checked before the work starts (``fileio.check_writable``); any other permission error also gives one line;
 * Ctrl-C prints one line saying what was saved and how to resume, and exits with status 130;
 * relative paths typed on the command line (``--workdir``, ``--out``, ``--root``, ``--checkpoint`` …) are taken
   from the current folder; the defaults (``runs/demo``) and the profiles' values are repository-relative.
@@ -128,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     except _data_errors() as exc:  # a missing or malformed input file: the message names it
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        from .fileio import READ_ONLY_ERRNOS
+
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise
+        print(f"bber {args.command}: error: cannot access {exc.filename}: {exc.strerror} (a read-only folder? "
+              f"make it writable or choose another --workdir)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = INTERRUPT_HINTS.get(args.command, "rerun the same command to continue")
         print(f"\nbber {args.command}: interrupted (Ctrl-C); {hint}.", file=sys.stderr)

@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A bad value of a parameter, option or key; the message names the value and the valid choices."""
 
 
+class ReadOnlyError(ConfigError):
+    """A folder a command must write into is read-only (``fileio.check_writable``); the message names it."""
+
+
 def did_you_mean(value: object, choices: Iterable[object]) -> str:
     """``" (did you mean 'epochs'?)"`` for the closest choice, or ``""`` when none is close."""
     names = [str(c) for c in choices]

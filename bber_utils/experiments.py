@@ -52,8 +52,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
         raise ValueError(f"{path}: not a readable metrics.json ({exc})") from exc
+    if not isinstance(m, dict) or not isinstance(m.get("config", {}), dict) \
+            or not isinstance(m.get("metrics") or {}, dict):
+        raise ValueError(f"{path}: not a metrics.json of bber train (no object with config and metrics)")
     cfg = m.get("config", {})
     base = {"run": m.get("run", path.parent.name), "seed": m.get("seed", cfg.get("seed")),
             "wall_time_s": m.get("wall_time_s"), "best_epoch": m.get("best_epoch"),
@@ -70,7 +73,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
                                   sort_keys=True, default=str)
     rows = []
     for corpus, splits in (m.get("metrics") or {}).items():
-        for split, vals in splits.items():
+        for split, vals in (splits.items() if isinstance(splits, dict) else ()):
             if not isinstance(vals, dict):
                 continue
             rows.append({**base, "corpus": corpus, "split": split, **{k: vals.get(k) for k in METRICS}})
@@ -122,11 +125,14 @@ def _augment_values(params: dict[str, Any]) -> tuple[float, ...]:
 
 
 def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
-    """Every run of ``<workdir>/train`` as a tidy DataFrame (unreadable files are listed in ``skipped``)."""
+    """Every run of ``<workdir>/train`` as a tidy DataFrame; creates nothing. With a list ``skipped``, an
+    unreadable ``metrics.json`` is appended to it as ``(path, reason)`` and skipped; without, it raises."""
     import pandas as pd
 
+    from .paths import workdir_path
+
     rows: list[dict[str, Any]] = []
-    for path in sorted(run_dirs(workdir).train.glob("*/metrics.json")):
+    for path in sorted((workdir_path(workdir) / "train").glob("*/metrics.json")):
         if path.parent.name.startswith("_"):  # internal stages (e.g. cached unimodal encoders)
             continue
         try:
@@ -768,13 +774,45 @@ def _sweep_keys_help() -> str:
     return "keys a sweep can vary:\n" + "\n".join(f"  {k:<22} {desc.get(k, '')}" for k in keys)
 
 
+def _cli_registry(workdir: str | os.PathLike):
+    """``load_registry`` for a command: an unreadable ``metrics.json`` is skipped, counted and named in one line
+    on stderr."""
+    import sys
+
+    skipped: list = []
+    reg = load_registry(workdir, skipped=skipped)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable metrics.json: " + "; ".join(why for _, why in skipped),
+              file=sys.stderr)
+    return reg
+
+
+def _check_results_request(reg, split: str, by: list[str]) -> None:
+    """``--split`` and ``--by`` against what the registry holds (one line with a "did you mean")."""
+    from .errors import unknown
+
+    splits = set(reg["split"].dropna().astype(str))
+    if split not in splits:
+        raise unknown("--split", split, splits or {"dev", "test"})
+    columns = [c for c in reg.columns if c not in (*METRICS, "settings")]
+    for col in by:
+        if col not in columns:
+            raise unknown("--by column", col, columns)
+
+
 def _cli_results(args) -> int:
+    from .errors import ConfigError
+    from .paths import workdir_path
+
+    if not workdir_path(args.workdir).is_dir():  # nothing to read, and nothing is created
+        raise ConfigError(f"no such work folder {workdir_path(args.workdir)}")
     if args.env:
         return _cli_env(args)
-    reg = load_registry(args.workdir)
+    reg = _cli_registry(args.workdir)
     if reg.empty:
-        print(f"no runs with metrics.json under {run_dirs(args.workdir).train}")
+        print(f"no runs with metrics.json under {workdir_path(args.workdir) / 'train'}")
         return 1
+    _check_results_request(reg, args.split, args.by)
     print(summarize(reg, args.by, split=args.split).round(4).to_string(index=False))
     return 0
 
@@ -881,7 +919,7 @@ def _cli_sweep(args) -> int:
     workdir = args.workdir or base["workdir"]
     _check_sweep(base, settings, args.seeds, workdir)
     folders = run_sweep(base, settings, args.seeds, workdir) or []
-    reg = load_registry(workdir)
+    reg = _cli_registry(workdir)
     reg = reg[reg["run"].isin({Path(f).name for f in folders})]  # this sweep's runs only
     if reg.empty:
         print(f"no finished run of this sweep in {workdir}")

@@ -32,7 +32,7 @@ class RunDirs:
 
     def _sub(self, name: str) -> Path:
         p = self.root / name
-        p.mkdir(parents=True, exist_ok=True)
+        _make(p)
         return p
 
     @property
@@ -76,7 +76,8 @@ class RunDirs:
 
 
 def workdir_path(workdir: str | os.PathLike) -> Path:
-    """``workdir`` as an absolute path (relative paths are taken from the repository root); creates nothing."""
+    """``workdir`` as an absolute path (relative paths are taken from the repository root); creates nothing,
+    for readers of finished work."""
     p = Path(workdir)
     return (p if p.is_absolute() else REPO_ROOT / p).resolve()
 
@@ -84,5 +85,17 @@ def workdir_path(workdir: str | os.PathLike) -> Path:
 def run_dirs(workdir: str | os.PathLike) -> RunDirs:
     """The folder layout for ``workdir`` (relative paths are taken from the repository root); creates it."""
     p = workdir_path(workdir)
-    p.mkdir(parents=True, exist_ok=True)
+    _make(p)
     return RunDirs(p)
+
+
+def _make(folder: Path) -> None:
+    """Create ``folder``; in a read-only place leave it missing (readers find nothing there; a writer checks
+    first with ``fileio.check_writable`` and says so in one line)."""
+    from .fileio import READ_ONLY_ERRNOS
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise

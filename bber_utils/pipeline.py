@@ -2,15 +2,21 @@
 
 Each notebook is executed with the profile's parameters into ``<workdir>/notebooks/``; a summary table
 (notebook, status, seconds, peak memory) is written next to them as ``summary.csv``. A failing notebook stops
-the run with a message naming the notebook and the cell, and its executed copy is kept for inspection.
+the run with a message naming the notebook and the cell, and its executed copy is kept for inspection. Ctrl-C
+stops it with one line (what finished, and ``--from NN`` to continue) and records the notebook as
+``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,20 @@ KERNEL_NAME = "bber"
 
 class NotebookFailed(RuntimeError):
     """A notebook stopped with an error; names the notebook, the cell and the kept executed copy."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``reproduce`` in ``notebook`` (``NN_name``) after the notebooks of ``finished``."""
+
+    def __init__(self, notebook: str, finished: list[str], summary: Path):
+        super().__init__(notebook)
+        self.notebook, self.finished, self.summary = notebook, finished, summary
+
+    def line(self) -> str:
+        """One line: where it stopped, what finished, and the command that continues."""
+        done = f"finished: {', '.join(self.finished)}" if self.finished else "no notebook finished"
+        return (f"bber reproduce: interrupted (Ctrl-C) in {self.notebook}; {done} (see {self.summary}); rerun "
+                f"with --from {self.notebook[:2]} to continue")
 
 
 @dataclass
@@ -80,7 +100,8 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that
     declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
-    not counted, as in the failure message)."""
+    not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
+    ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -89,20 +110,68 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     parameters = {k: v for k, v in parameters.items() if k in declared}
     if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
         parameters["profile_params"] = full
+    kernel_log = dst.with_name(f"{dst.stem}.kernel.log")
     try:
         # kernels over local IPC sockets, not TCP, so the kernel never warns "running over TCP without
         # encryption"; log level ERROR keeps any other start-up chatter out of the cell outputs of 07 (it runs 06)
-        pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
-                            cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
-                            engine_name=_engine_name(), bber_on_cell=on_cell, coalesce_streams=True,
-                            kernel_manager_class=_local_kernel_manager(),
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        with _quiet_after_ctrl_c():
+            pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=kernel or _kernel_name(),
+                                cwd=str(REPO_ROOT), progress_bar=False, log_output=False,
+                                engine_name=_engine_name(), bber_on_cell=on_cell, coalesce_streams=True,
+                                kernel_manager_class=_local_kernel_manager(kernel_log),
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except KeyboardInterrupt:
+        kernel_log.unlink(missing_ok=True)  # it holds only the noise of the interrupted kernel's shutdown
+        raise
     except PapermillExecutionError as exc:
+        if exc.ename == "KeyboardInterrupt":  # the kernel itself was interrupted
+            raise KeyboardInterrupt(f"{src.name} interrupted") from None
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(
             f"{src.name} failed in code cell {_stored_code_cell_number(dst)} "
             f"starting {first[0][:80] if first else ''!r}: {exc.ename}: {exc.evalue}\n"
             f"The executed notebook is kept at {dst}") from None
+    finally:
+        if kernel_log.exists() and kernel_log.stat().st_size == 0:
+            kernel_log.unlink()
+
+
+_CTRL_C = threading.Event()  # set by Ctrl-C while a notebook runs; cleared as the next one starts
+
+
+class _AfterCtrlC(logging.Filter):
+    """Drops every record once Ctrl-C stopped a notebook: papermill's "Kernel died while waiting for execute
+    reply" and asyncio's "Task exception was never retrieved ... DeadKernelError" describe the kernel that the
+    interruption shut down mid-cell, not a fault (the user gets one line from ``bber``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _CTRL_C.is_set()
+
+
+@contextlib.contextmanager
+def _quiet_after_ctrl_c():
+    """Run a notebook so that Ctrl-C still raises ``KeyboardInterrupt`` (the default handler is wrapped, in the
+    main thread only) and, from then on, the driver's log records are dropped (``_AfterCtrlC``: on the
+    papermill and asyncio loggers and on logging's last-resort stderr handler; the filter stays, since a dead
+    task is reported when it is garbage-collected)."""
+    _CTRL_C.clear()
+    for target in (logging.getLogger("papermill"), logging.getLogger("asyncio"), logging.lastResort):
+        if target is not None and not any(isinstance(f, _AfterCtrlC) for f in target.filters):
+            target.addFilter(_AfterCtrlC())
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        _CTRL_C.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _ENGINE = "bber"
@@ -134,13 +203,22 @@ def _engine_name() -> str:
     return _ENGINE
 
 
-def _local_kernel_manager():
+def _local_kernel_manager(kernel_log: Path | None = None):
     """A kernel manager whose kernels talk to the driver over local IPC sockets, not unencrypted TCP (so the
-    kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line)."""
+    kernel has nothing to warn about: no "Kernel is running over TCP without encryption" line), and write their
+    own stderr to ``kernel_log``: on Ctrl-C the kernel, interrupted and shut down at once, logs a ZMQError
+    traceback there instead of on the user's terminal."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class LocalKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if kernel_log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            kernel_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(kernel_log, "ab") as log:  # the kernel gets its own descriptor of the file
+                return await super()._async_launch_kernel(kernel_cmd, stderr=log, **kw)
+
         @default("transport")
         def _transport_default(self):
             return "ipc"
@@ -322,6 +400,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     executed notebook's metadata; ``progress`` shows the running notebook and cell (default: on stderr)."""
     import pandas as pd
 
+    from .fileio import atomic_write_text, check_writable
+
     _kernel_environment()
     validate_request(profile, from_, only, overrides)
     params = load_profile(profile, **(overrides or {}))
@@ -329,6 +409,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
         params["workdir"] = str(workdir)
     dirs = run_dirs(params.get("workdir", f"runs/{params.get('profile', profile)}"))
     params["workdir"] = str(dirs.root)
+    check_writable(dirs.root, "the notebooks write their results there; make it writable or choose another "
+                              "--workdir")
     notebooks = select_notebooks(list_notebooks(), from_, only)
     kernel = _kernel_name()
     runs: list[NotebookRun] = []
@@ -336,7 +418,6 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     t_all = time.perf_counter()
     log(f"bber reproduce: profile {params.get('profile', profile)}, {len(notebooks)} notebooks, "
         f"workdir {dirs.root}")
-    from .fileio import atomic_write_text
     from .provenance import environment
 
     env = environment()
@@ -351,6 +432,9 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
             try:
                 run_notebook(nb, dst, params, kernel, on_cell=progress.on_cell)
                 status = "ok"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise Interrupted(nb.stem, [r.notebook for r in runs if r.status == "ok"], summary) from None
             finally:
                 progress.stop()
                 if dst.exists():
@@ -405,4 +489,7 @@ def _cli(args) -> int:
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"\n{exc.line()}", file=sys.stderr)
+        return 130
     return 0

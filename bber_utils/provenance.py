@@ -186,10 +186,10 @@ def run_environment(run: str | os.PathLike, workdir: str | os.PathLike = "runs/d
     """The environment recorded by a run: ``run`` is a run name under ``<workdir>/train``, a run folder, a
     ``metrics.json``, an executed notebook or a reproduce ``environment.json``. Raises ValueError naming the
     file when none is recorded."""
-    from .paths import run_dirs
+    from .paths import workdir_path
 
     p = Path(run)
-    candidates = [p, p / "metrics.json", run_dirs(workdir).train / str(run) / "metrics.json"]
+    candidates = [p, p / "metrics.json", workdir_path(workdir) / "train" / str(run) / "metrics.json"]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise ValueError(f"no run {run!r}: looked for {', '.join(str(c) for c in candidates[1:])}")

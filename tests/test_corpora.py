@@ -430,3 +430,23 @@ def test_prepare_real_demo_corpus_when_available(tmp_path):
     for frames in out.values():
         for df in frames.values():
             validate_manifest(df)
+
+
+def test_prepare_in_a_read_only_folder_reads_back_finished_work_and_refuses_new_work(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback; manifests prepared before are read back."""
+    from bber_utils import cli
+
+    resd = build_resd_hub(tmp_path / "resd", n_train=3, n_test=1)
+    argv = ["prepare", "resd", "--root", str(resd), "--out"]
+    assert cli.main([*argv, str(tmp_path / "done")]) == 0
+    (tmp_path / "empty").mkdir()
+    before = read_only.snapshot(tmp_path)
+    read_only(tmp_path / "done")
+    read_only(tmp_path / "empty")
+    capsys.readouterr()
+    assert cli.main([*argv, str(tmp_path / "done")]) == 0 and "surprise" in capsys.readouterr().out
+    rc = cli.main([*argv, str(tmp_path / "empty")])
+    out = "".join(capsys.readouterr())
+    assert rc == 2 and out.count("\n") == 1 and "Traceback" not in out, out
+    assert f"cannot write to {tmp_path / 'empty'}: read-only (Permission denied); prepare writes" in out
+    assert read_only.snapshot(tmp_path) == before

@@ -45,6 +45,59 @@ def test_unreadable_metrics_are_reported_not_fatal(tmp_path):
     assert ex.load_registry(tmp_path, skipped=skipped).empty and skipped[0][0].endswith("metrics.json")
 
 
+def _two_runs_one_corrupt(workdir):
+    _write_run(workdir, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
+    for name, text in [("truncated", '{"run": "t", "metrics": {"x"'), ("a_list", "[1, 2]"),
+                       ("bad_splits", '{"config": {}, "metrics": {"x": [0.5]}}')]:
+        d = run_dirs(workdir).train / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(text)
+
+
+def test_results_skip_a_corrupt_metrics_json_and_name_it(tmp_path, capsys):
+    """One truncated metrics.json used to hide every run behind a traceback."""
+    from bber_utils import cli
+
+    _two_runs_one_corrupt(tmp_path)
+    rc = cli.main(["results", "--workdir", str(tmp_path), "--by", "model"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "biformer" in out, err
+    assert err.count("\n") == 1 and "skipped 2 unreadable metrics.json" in err, err
+    assert "truncated" in err and "a_list" in err and "Traceback" not in err
+    assert "bad_splits" not in err  # an odd split entry is ignored, the file's other rows are read
+
+
+def test_results_on_a_missing_workdir_create_nothing(tmp_path, capsys):
+    from bber_utils import cli
+
+    missing = tmp_path / "no" / "such"
+    for argv in (["results"], ["results", "--env", "a", "b"]):
+        rc = cli.main([*argv, "--workdir", str(missing)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"no such work folder {missing}" in err, err
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["results", "--workdir", str(tmp_path / "empty")]) == 1
+    assert list((tmp_path / "empty").iterdir()) == []  # no train/ made by a reader
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--split", "tset"], ["unknown --split 'tset'", "did you mean 'test'", "'dev'"]),
+    (["--by", "nosuchcol"], ["unknown --by column 'nosuchcol'", "'model'", "'sds_ratio'"]),
+    (["--by", "model", "tug_ration"], ["'tug_ration'", "did you mean 'tug_ratio'"]),
+])
+def test_results_refuse_an_unknown_split_or_column(tmp_path, capsys, argv, needles):
+    """``--split tset`` printed an empty table and ``--by nosuchcol`` was a KeyError traceback."""
+    from bber_utils import cli
+
+    _write_run(tmp_path, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
+    rc = cli.main(["results", "--workdir", str(tmp_path), *argv])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err and out == "", err
+    for n in needles:
+        assert n in err, err
+
+
 def test_confidence_interval_matches_student_t():
     mean, std, half, n = ex.confidence_interval([0.5, 0.6, 0.7])
     assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(0.1)

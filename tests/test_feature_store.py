@@ -208,3 +208,52 @@ def test_a_bad_shard_is_a_clear_error(tmp_path, shard):
     with pytest.raises(ValueError, match="shard"):
         ensure_features(_manifest(tmp_path, seconds=(0.3,)), "audio", build_audio_encoder("logmel"),
                         tmp_path / "s", progress=False, shard=shard)
+
+
+@pytest.mark.parametrize("lock_file", ["kept", "absent"])
+def test_a_complete_store_in_a_read_only_folder_is_read_without_writing(tmp_path, read_only, lock_file):
+    """A complete store could not be read from a read-only folder: ``ensure_features`` opened ``.lock`` for
+    writing first. Nothing is missing, so nothing is written (a shared lock where ``.lock`` can be opened)."""
+    df = _manifest(tmp_path)
+    enc = CountingEncoder(build_audio_encoder("logmel"))
+    first = ensure_features(df, "audio", enc, tmp_path / "store", progress=False)
+    if lock_file == "absent":  # a copy of the store without its lock file
+        (first.path / ".lock").unlink()
+    before = read_only.snapshot(tmp_path / "store")
+    read_only(tmp_path / "store")
+    again = ensure_features(df, "audio", enc, tmp_path / "store", progress=False)
+    assert again.stats["cached"] == len(df) and again.stats["extracted"] == 0 and enc.utterances == len(df)
+    np.testing.assert_array_equal(again["demo_en-train-2"], first["demo_en-train-2"])
+    assert read_only.snapshot(tmp_path / "store") == before
+
+
+def test_a_read_only_store_that_lacks_rows_says_so_in_one_line(tmp_path, read_only):
+    from bber_utils.errors import ReadOnlyError
+
+    df = _manifest(tmp_path)
+    ensure_features(df.iloc[:3], "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)
+    read_only(tmp_path / "store")
+    with pytest.raises(ReadOnlyError, match=r"cannot write to .*store.*: read-only \(Permission denied\); some "
+                                            r"audio features are not in the store yet") as exc:
+        ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_reader_waits_for_a_writer_of_the_store(tmp_path):
+    """The shared lock: a complete store is read only once the writer holding ``.lock`` lets go."""
+    import threading
+    import time
+
+    from bber_utils.fileio import locked
+
+    df = _manifest(tmp_path, seconds=(0.3, 0.2))
+    store = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)
+    done = []
+    with locked(store.path / ".lock"):
+        reader = threading.Thread(target=lambda: done.append(ensure_features(
+            df, "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)))
+        reader.start()
+        time.sleep(0.5)
+        assert done == []
+    reader.join(10)
+    assert done and done[0].stats["cached"] == 2

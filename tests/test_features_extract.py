@@ -112,3 +112,21 @@ def test_paper_profile_names_the_papers_encoders_without_loading_them(monkeypatc
     assert audio.key["model"] == "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim" and audio._model is None
     assert text.key["model"] == "jinaai/jina-embeddings-v3" and text.trust_remote_code and text._model is None
     assert text.key["max_tokens"] == 95 and text.key["code_revision"] == "da863dd04a4e5dce6814c6625adfba87b83838aa"
+
+
+def test_extract_in_a_read_only_workdir_reads_finished_work_and_refuses_new_work(tmp_path, read_only, capsys):
+    """Extraction ended in an OSError traceback in a read-only folder, even with nothing to do."""
+    from bber_utils import cli
+
+    dirs = _workdir(tmp_path)
+    extract_all(dirs.root, "logmel", "hashgram", progress=False)
+    before = read_only.snapshot(dirs.root)
+    read_only(dirs.root)
+    argv = ["extract", "--workdir", str(dirs.root), "--text-encoder", "hashgram", "--quiet"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "text_cached" in capsys.readouterr().out and read_only.snapshot(dirs.root) == before
+    rc = cli.main([*argv, "--fp16"])  # another store key: everything is missing
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {dirs.features}" in err and ": read-only (Permission denied);" in err, err
+    assert read_only.snapshot(dirs.root) == before

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bber_utils import cli, pipeline
@@ -218,22 +219,42 @@ def _default_sigint() -> None:
 
 
 def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
-    """A real SIGINT to a real process (the notebook run replaced by a sleep)."""
-    code = ("import time, bber_utils.pipeline as p\n"
-            "p.run_notebook = lambda *a, **k: time.sleep(60)\n"
-            "p._kernel_name = lambda: 'python3'\n"
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, while a real kernel runs notebook 02
+    (two tiny notebooks stand in for the project's). This test once replaced the notebook run by a sleep and
+    signalled one pid, so it missed the kernel's ZMQError traceback on stderr and the summary's "failed"."""
+    import nbformat
+
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    started = tmp_path / "started"
+    for name, code in [("01_quick", "x = 1"),
+                       ("02_sleep", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)")]:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("workdir = 'x'")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(code)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+    code = ("import bber_utils.pipeline as p\nfrom pathlib import Path\n"
+            f"p.list_notebooks = lambda d=None: sorted(Path({str(nbdir)!r}).glob('*.ipynb'))\n"
             "from bber_utils.cli import main\n"
-            f"raise SystemExit(main(['reproduce', '--profile', 'smoke', '--only', '01', '--workdir', {str(tmp_path)!r}]))\n")
+            f"raise SystemExit(main(['reproduce', '--profile', 'smoke', '--workdir', {str(tmp_path / 'w')!r}]))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path, preexec_fn=_default_sigint)
-    line = proc.stdout.readline()  # "bber reproduce: profile smoke, 1 notebooks, ..."
-    assert "bber reproduce" in line, proc.stderr.read()
+                            text=True, env=env, cwd=tmp_path, preexec_fn=_default_sigint, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), proc.communicate(timeout=30)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: every process of the foreground group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and "ZMQError" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted (Ctrl-C) in 02_sleep; finished: 01_quick" in err and "--from 02 to continue" in err, err
+    summary = pd.read_csv(tmp_path / "w" / "notebooks" / "summary.csv")
+    assert list(summary["status"]) == ["ok", "interrupted"]
+    assert not list((tmp_path / "w" / "notebooks").glob("*.kernel.log"))
 
 
 @pytest.mark.parametrize("argv, needles", [

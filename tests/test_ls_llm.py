@@ -593,3 +593,85 @@ def test_cached_replies_read_by_an_older_parser_are_read_again(tmp_path):
     table = label_utterances(df, lab, tmp_path, progress=False)
     assert table.attrs["computed"] == 0  # nothing asked again: the raw reply is re-read
     assert table.loc[0, list(CLASSES)].to_numpy(dtype=float) == pytest.approx([0.6, 0.05, 0.04, 0.03, 0.03, 0.05, 0.2])
+
+
+def test_label_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback (the cache could not be created)."""
+    from bber_utils import cli
+
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    before = read_only.snapshot(wd)
+    read_only(wd)
+    rc = cli.main(["label", "--workdir", str(wd), "--backend", "lexicon"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {wd / 'ls_llm'}: read-only (Permission denied); labelling writes" in err
+    assert read_only.snapshot(wd) == before
+
+
+# ================================================================================================ concurrency
+
+
+def test_two_runs_at_once_ask_each_utterance_once(tmp_path, capsys):
+    """Two ``label_workdir`` at once (threads, each with its own labeller and cache object: what two processes
+    have; the lock is ``flock`` on the cache's own lock file, which also excludes two descriptors of one
+    process) used to ask every utterance twice. The labeller's first call waits up to 2 s for the other run's
+    first call: without a lock both arrive and both ask everything."""
+    import threading
+
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    both_asking = threading.Barrier(2)
+
+    class Meeting(CountingLabeller):
+        def label(self, requests):
+            if not self.asked:
+                try:
+                    both_asking.wait(timeout=2)
+                except threading.BrokenBarrierError:
+                    pass
+            return super().label(requests)
+
+    labellers, tables = [Meeting(), Meeting()], {}
+    runs = [threading.Thread(target=lambda i=i: tables.update({i: label_workdir(
+        wd, labeller=labellers[i], batch_size=2, progress=False)})) for i in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    asked = labellers[0].asked + labellers[1].asked
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 10  # each of the 10 utterances once
+    assert sorted(t.attrs["computed"] for t in tables.values()) == [0, 10]
+    assert (tables[0]["status"] == "ok").all() and tables[0].equals(tables[1])
+    assert "another run is labelling into" in capsys.readouterr().err
+
+
+def test_two_label_processes_at_once_send_each_request_once(openai_stub, tmp_path):
+    """Two real ``bber label`` processes against a counting OpenAI-compatible stub: 10 utterances, 10 requests
+    (it was 20: paid API calls doubled). The stub holds its first reply until a second request comes (at most
+    3 s), so without a lock both processes are asking at once."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    second = threading.Event()
+
+    def answer(body):
+        if len(openai_stub.requests) > 1:
+            second.set()
+        else:
+            second.wait(3)
+        return StubReply.text("0.7, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05")
+
+    openai_stub.responder = answer
+    argv = [sys.executable, "-m", "bber_utils.cli", "label", "--workdir", str(wd), "--backend", "openai",
+            "--model", "stub-model", "--base-url", openai_stub.url, "--batch-size", "2", "--concurrency", "1",
+            "--policy", "swap"]
+    env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(openai_stub.requests) == 10  # the 10 train utterances of the two corpora, once each
+    assert sorted("10 asked now" in out for out, _ in outs) == [False, True], outs

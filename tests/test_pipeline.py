@@ -74,6 +74,49 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["a.txt"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002], ids=oct)
+def test_atomic_write_gives_the_permissions_of_a_normal_write(tmp_path, umask):
+    """``mkstemp`` makes 0600 files; renamed, manifests, shards, indexes and checkpoints stayed 0600 under umask
+    022 (unreadable to the group and to a web server that serves the figures)."""
+    import os
+    import stat
+
+    import numpy as np
+    import torch
+
+    from bber_utils.corpora.manifest import save_manifest
+    from bber_utils.fileio import atomic_write, atomic_write_text, current_umask
+    from bber_utils.train.runs import save_checkpoint
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        written = [atomic_write_text(tmp_path / "a.txt", "x"),
+                   atomic_write(tmp_path / "b.npy", lambda f: np.save(f, np.zeros(3)), fileobj=True, fsync=True),
+                   save_manifest(_manifest_frame(), tmp_path / "m.parquet")]
+        save_checkpoint({"w": torch.zeros(2)}, tmp_path / "c.pt")
+        for p in [*written, tmp_path / "c.pt"]:
+            assert mode(p) == mode(plain) == 0o666 & ~umask, (p.name, oct(mode(p)))
+        os.chmod(written[0], 0o640)  # an existing file keeps its own mode, as open(path, "w") would leave it
+        atomic_write_text(written[0], "y")
+        assert mode(written[0]) == 0o640
+    finally:
+        os.umask(old)
+
+
+def _manifest_frame():
+    from bber_utils.corpora.manifest import MANIFEST_COLUMNS
+
+    row = dict(utt_id="c-train-1", corpus="c", language="en", split="train", audio_path="", start_s=0.0,
+               end_s=float("nan"), duration_s=1.0, text="hi", label="neutral", source="original")
+    return pd.DataFrame([{c: row.get(c) for c in MANIFEST_COLUMNS}])
+
+
 def _two_notebooks(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
@@ -153,3 +196,48 @@ def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
     assert a.ip != b.ip
     assert not a.ip.startswith(str(REPO_ROOT)), "IPC sockets belong in the runtime folder, not the checkout"
 
+
+
+def test_reproduce_into_a_read_only_workdir_says_so_in_one_line(tmp_path, monkeypatch, capsys, read_only):
+    from bber_utils import cli
+
+    ran = []
+    monkeypatch.setattr(pipeline, "run_notebook", lambda src, *a, **k: ran.append(src.name))
+    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    (tmp_path / "w").mkdir()
+    read_only(tmp_path / "w")
+    rc = cli.main(["reproduce", "--profile", "smoke", "--only", "01", "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {tmp_path / 'w'}: read-only (Permission denied)" in err and ran == []
+    assert list((tmp_path / "w").iterdir()) == []
+
+
+def test_any_other_permission_error_is_one_line(monkeypatch, capsys, tmp_path):
+    """What no up-front check foresaw (a file made read-only inside a writable folder) is still one line."""
+    from bber_utils import cli, experiments
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.parquet"))
+
+    monkeypatch.setattr(experiments, "_cli_results", denied)
+    rc = cli.main(["results", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"cannot access {tmp_path / 'x.parquet'}: Permission denied" in err
+
+
+def test_a_kernel_interrupted_mid_cell_is_recorded_as_interrupted(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside the kernel (Jupyter's interrupt, ``kill -INT`` of the kernel) stops the run as
+    Ctrl-C does, not as a failed notebook; the kernel's empty log file is not left behind."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _write_nb(nbdir / "01_stop.ipynb", ["raise KeyboardInterrupt"])
+    _write_nb(nbdir / "02_never.ipynb", ["x = 1"])
+    monkeypatch.setattr(pipeline, "list_notebooks", lambda d=nbdir: sorted(nbdir.glob("*.ipynb")))
+    with pytest.raises(pipeline.Interrupted) as exc:
+        pipeline.reproduce("smoke", workdir=tmp_path / "wd", log=lambda m: None, progress=_Recorder())
+    assert exc.value.line().startswith("bber reproduce: interrupted (Ctrl-C) in 01_stop; no notebook finished")
+    assert "rerun with --from 01 to continue" in exc.value.line()
+    out = tmp_path / "wd" / "notebooks"
+    assert list(pd.read_csv(out / "summary.csv")["status"]) == ["interrupted"]
+    assert not list(out.glob("*.kernel.log"))

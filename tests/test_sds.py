@@ -183,3 +183,19 @@ def test_applying_twice_adds_no_duplicates(tmp_path):
     validate_manifest(twice)
     assert twice["utt_id"].is_unique and set(once["utt_id"]) <= set(twice["utt_id"])
     assert twice.attrs["sds"]["eligible"] == 2  # the merged rows are not merged again
+
+
+def test_sds_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback."""
+    from bber_utils import cli
+    from bber_utils.paths import run_dirs
+
+    work = run_dirs(tmp_path / "w")
+    save_manifest(manifest(tmp_path, [("happy", 1.0), ("happy", 3.5)], corpus="meld"), work.manifest("meld", "train"))
+    before = read_only.snapshot(work.root)
+    read_only(work.root)
+    rc = cli.main(["sds", "--workdir", str(work.root), "--ratio", "1"])
+    out = "".join(capsys.readouterr())
+    assert rc == 2 and out.count("\n") == 1 and "Traceback" not in out, out
+    assert f"cannot write to {work.root / 'sds'}: read-only (Permission denied)" in out
+    assert read_only.snapshot(work.root) == before

@@ -553,3 +553,17 @@ def test_a_train_split_without_features_is_one_clear_error(tmp_path, monkeypatch
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     with pytest.raises(ConfigError, match=r"no train row has features \(skipped: \{'no audio features': 21\}\)"):
         T.train(_cfg(wd, epochs=1))
+
+
+def test_train_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
+    """A read-only work folder ended in an OSError traceback (the feature store's lock, then the run folder)."""
+    from bber_utils import cli
+
+    wd = make_workdir(tmp_path)
+    before = read_only.snapshot(wd)
+    read_only(wd)
+    rc = cli.main(["train", "--config", "smoke", f"workdir={wd}", "epochs=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write to {wd / 'train'}: read-only (Permission denied); training writes" in err
+    assert read_only.snapshot(wd) == before

@@ -228,3 +228,35 @@ def test_merge_speaks_what_no_shard_did(tmp_path):
     assert len(merged) == 6 and len(merger.spoken) == 4 and int(merged["reused"].sum()) == 2
     with pytest.raises(ValueError, match="shard"):
         build_synthetic_corpus(tmp_path, "en", 2, tts=FakeTTS(), shard=(3, 3), **kw)
+
+
+def test_two_runs_at_once_speak_each_utterance_once(tmp_path, capsys):
+    """Two ``build_synthetic_corpus`` at once (threads with a TTS each; the lock is ``flock``, which also
+    excludes two descriptors of one process) used to speak everything twice. Each TTS's first call waits up to
+    2 s for the other's: without a lock both speak at once."""
+    import threading
+
+    sets = resolve_templates(tmp_path, ["en"], "builtin", emotions=EMOTIONS)
+    both = threading.Barrier(2)
+
+    class Meeting(FakeTTS):
+        def _generate(self, texts, *args, **kwargs):
+            if not self.spoken:
+                try:
+                    both.wait(timeout=2)
+                except threading.BrokenBarrierError:
+                    pass
+            return super()._generate(texts, *args, **kwargs)
+
+    voices, frames = [Meeting(), Meeting()], {}
+    runs = [threading.Thread(target=lambda i=i: frames.update({i: build_synthetic_corpus(
+        tmp_path, "en", 3, tts=voices[i], template_source=sets, seed=5, emotions=EMOTIONS, progress=False)}))
+        for i in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    assert sorted(len(v.spoken) for v in voices) == [0, 9]  # 3 emotions x 3 utterances, spoken once
+    assert frames[0]["utt_id"].tolist() == frames[1]["utt_id"].tolist() and len(frames[0]) == 9
+    assert sorted(int(f["reused"].sum()) for f in frames.values()) == [0, 9]
+    assert "another run is speaking into" in capsys.readouterr().err

@@ -217,3 +217,31 @@ def test_transformers_source_loads_a_local_model_by_path(tmp_path):
         sets = resolve_templates(tmp_path, ["en"], "transformers", llm_model=str(tmp_path / "no_such_model"),
                                  emotions=("sad",))
     assert sets[("en", "sad")].note.startswith("LLM unavailable")
+
+
+def test_two_runs_at_once_ask_the_llm_once_per_emotion(openai_stub, tmp_path):
+    """Two ``resolve_templates`` at once (threads, each with its own client) asked the LLM twice per emotion.
+    The stub holds its first reply until a second request comes (at most 2 s): without a lock both ask."""
+    import threading
+
+    second = threading.Event()
+
+    def answer(body):
+        if len(openai_stub.requests) > 1:
+            second.set()
+        else:
+            second.wait(2)
+        return StubReply.json(VALID)
+
+    openai_stub.responder = answer
+    results = {}
+    runs = [threading.Thread(target=lambda i=i: results.update({i: resolve_templates(
+        tmp_path, ["en"], "openai", llm_model="stub-model", base_url=openai_stub.url, emotions=("happy", "sad"),
+        backoff_s=0)})) for i in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    assert len(openai_stub.requests) == 2  # one per emotion
+    sources = sorted(ts.source for r in results.values() for ts in r.values())
+    assert sources == ["openai:stub-model"] * 2 + ["openai:stub-model (cached)"] * 2

@@ -257,12 +257,15 @@ def apply_sds_to_workdir(workdir, ratio: float, seed: int = 42, target_seconds: 
     ``sds/{corpus}_train_sds_skips.csv``; returns ``{corpus: DataFrame}``."""
     from ..corpora import available_corpora, load_corpus
     from ..corpora.manifest import save_manifest
+    from ..fileio import check_writable
     from ..paths import run_dirs
 
     dirs = run_dirs(workdir)
     corpora = available_corpora(workdir)
     if not corpora:
         raise FileNotFoundError(f"no manifests in {dirs.manifests}; run prepare (notebook 01) first")
+    check_writable(dirs.root / "sds", "SDS writes its merged wavs and manifests there; make it writable or "
+                                      "choose another --workdir")
     out = {}
     for corpus in corpora:
         df = apply_sds(load_corpus(workdir, corpus)["train"], ratio, seed, dirs.sds, target_seconds, max_seconds,

@@ -86,18 +86,20 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     """
     import numpy as np
     import pandas as pd
-    from bber_utils.progress import tqdm
 
     from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
     from ..features.store import check_shard
+    from ..fileio import check_writable, locked
     from ..labels import CLASSES
-    from ..paths import run_dirs
+    from ..paths import run_dirs, workdir_path
     from .templates import compose_utterances, strip_tags
     from .tts import build_tts
     from .tug_llm import resolve_templates, stable_int
 
     if per_class < 0:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
+    check_writable(workdir_path(workdir) / "tug", "TUG writes its wavs and manifests there; make it writable or "
+                                                  "choose another --workdir")
     shard = check_shard(shard)
     emotions = tuple(CLASSES if emotions is None else emotions)
     if isinstance(template_source, str):
@@ -144,6 +146,36 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
                     rows.append({**row, "reused": True})
         taken = {r["utt_id"] for r in rows}
         jobs = [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    lock = wav_dir / (".lock" if shard is None else f".part-{shard[0]:03d}-of-{shard[1]:03d}.lock")
+    with locked(lock, waiting=f"bber tug: another run is speaking into {wav_dir}; waiting for it (its wavs are "
+                              "reused)"):  # one speaker at a time: the second run finds the first one's wavs
+        _speak(backend, jobs, language, voice, rows, dropped, progress)
+    extra = ["tts_text", "tts", "template_source", "reused"]
+    rows.sort(key=lambda r: position[r["utt_id"]])  # the composer's order, wherever a row came from
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
+    df["duration_s"] = df["duration_s"].astype(np.float64)
+    manifest_path, dropped_csv = synthetic_manifest_path(workdir, language), dropped_path(workdir, language)
+    if shard is not None:
+        manifest_path, dropped_csv = _part_paths(workdir, language, shard)
+    save_manifest(df.drop(columns="reused"), manifest_path)
+    pd.DataFrame(dropped, columns=DROPPED_COLUMNS).to_csv(dropped_csv, index=False)
+    if shard is None:
+        for part in _part_files(workdir, language):
+            part.unlink()
+    n_failed = sum(1 for d in dropped if d["utt_id"])
+    if n_failed:
+        warnings.warn(f"TUG {language}: {n_failed} syntheses failed and were dropped (see "
+                      f"{dropped_path(workdir, language)})", stacklevel=2)
+    return df
+
+
+def _speak(backend: Any, jobs: list[tuple[str, list[dict]]], language: str, voice: str, rows: list[dict],
+           dropped: list[dict], progress: bool) -> None:
+    """Speak every job's utterances (``(emotion, items)``, 64 at a time; valid wavs on disk are reused): manifest
+    rows of the spoken ones go to ``rows``, the failed ones with their reason to ``dropped``."""
+    from bber_utils.progress import tqdm
+
     bar = tqdm(total=sum(len(items) for _, items in jobs), desc=f"TUG {language} ({backend.name})",
                disable=not progress)
     for emotion, items in jobs:
@@ -164,23 +196,6 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
                                         reason=res.reason or "synthesis failed"))
             bar.update(len(chunk))
     bar.close()
-    extra = ["tts_text", "tts", "template_source", "reused"]
-    rows.sort(key=lambda r: position[r["utt_id"]])  # the composer's order, wherever a row came from
-    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
-    df["duration_s"] = df["duration_s"].astype(np.float64)
-    manifest_path, dropped_csv = synthetic_manifest_path(workdir, language), dropped_path(workdir, language)
-    if shard is not None:
-        manifest_path, dropped_csv = _part_paths(workdir, language, shard)
-    save_manifest(df.drop(columns="reused"), manifest_path)
-    pd.DataFrame(dropped, columns=DROPPED_COLUMNS).to_csv(dropped_csv, index=False)
-    if shard is None:
-        for part in _part_files(workdir, language):
-            part.unlink()
-    n_failed = sum(1 for d in dropped if d["utt_id"])
-    if n_failed:
-        warnings.warn(f"TUG {language}: {n_failed} syntheses failed and were dropped (see "
-                      f"{dropped_path(workdir, language)})", stacklevel=2)
-    return df
 
 
 def _part_paths(workdir: str | os.PathLike, language: str, shard: tuple[int, int]) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ gives valid templates, the built-in templates are used and the reason is kept (`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -272,6 +273,7 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
     cache miss, once; if it is unavailable every remaining emotion falls back
     to the built-in templates with the reason in ``TemplateSet.note`` (and one warning).
     """
+    from ..fileio import locked
     from ..llm import LLMUnavailable, build_llm
     from .templates import validate_templates
 
@@ -290,40 +292,46 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
                 continue
             label = f"{source}:{model}"
             cache = template_cache_path(workdir, model, emotion, language)
-            cached = _read_cache(cache)
-            if cached is not None:
-                out[(language, emotion)] = TemplateSet(language, emotion, cached, f"{label} (cached)",
-                                                       validate_templates(cached))
-                continue
-            if unavailable:
-                out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
-                continue
-            try:
-                if llm is None:
-                    llm = build_llm(source, llm_model, base_url=base_url, api_key=api_key, timeout=timeout,
-                                    **llm_kwargs)
-                if train_texts is None:
-                    train_texts = load_train_texts(workdir)
-                examples = corpus_examples(workdir, language, emotion, seed=seed, train_texts=train_texts)
-                result = generate_templates(llm, emotion, language, examples, max_attempts=max_attempts,
-                                            backoff_s=backoff_s, max_new_tokens=max_new_tokens,
-                                            temperature=temperature, seed=seed)
-            except LLMUnavailable as exc:
-                unavailable = f"LLM unavailable: {exc}"
-                warnings.warn(f"TUG templates: {unavailable}; using the built-in templates", stacklevel=2)
-                out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
-                continue
-            if result.templates is not None:
-                _write_cache(cache, result.templates, dict(
-                    backend=source, model=model, prompt_version=PROMPT_VERSION, emotion=emotion,
-                    language=language, examples=examples, attempts=result.attempts))
-                out[(language, emotion)] = TemplateSet(language, emotion, result.templates, label, result.report,
-                                                       attempts=result.attempts)
-                continue
-            last = "; ".join(result.errors[-1][:3]) if result.errors else "no reply"
-            note = f"no valid templates after {result.attempts} attempts (last: {last})"
-            warnings.warn(f"TUG templates {language}/{emotion}: {note}; using the built-in ones", stacklevel=2)
-            out[(language, emotion)] = _builtin_set(language, emotion, note=note, attempts=result.attempts)
+            with contextlib.ExitStack() as held:
+                cached = _read_cache(cache)
+                if cached is None and not unavailable:  # one writer per language; a run that waited reads
+                    cache.parent.mkdir(parents=True, exist_ok=True)  # what the other one wrote
+                    held.enter_context(locked(cache.parent / ".lock", waiting=f"bber tug: another run is writing the "
+                                                                              f"{language} templates; waiting"))
+                    cached = _read_cache(cache)
+                if cached is not None:
+                    out[(language, emotion)] = TemplateSet(language, emotion, cached, f"{label} (cached)",
+                                                           validate_templates(cached))
+                    continue
+                if unavailable:
+                    out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
+                    continue
+                try:
+                    if llm is None:
+                        llm = build_llm(source, llm_model, base_url=base_url, api_key=api_key, timeout=timeout,
+                                        **llm_kwargs)
+                    if train_texts is None:
+                        train_texts = load_train_texts(workdir)
+                    examples = corpus_examples(workdir, language, emotion, seed=seed, train_texts=train_texts)
+                    result = generate_templates(llm, emotion, language, examples, max_attempts=max_attempts,
+                                                backoff_s=backoff_s, max_new_tokens=max_new_tokens,
+                                                temperature=temperature, seed=seed)
+                except LLMUnavailable as exc:
+                    unavailable = f"LLM unavailable: {exc}"
+                    warnings.warn(f"TUG templates: {unavailable}; using the built-in templates", stacklevel=2)
+                    out[(language, emotion)] = _builtin_set(language, emotion, note=unavailable)
+                    continue
+                if result.templates is not None:
+                    _write_cache(cache, result.templates, dict(
+                        backend=source, model=model, prompt_version=PROMPT_VERSION, emotion=emotion,
+                        language=language, examples=examples, attempts=result.attempts))
+                    out[(language, emotion)] = TemplateSet(language, emotion, result.templates, label, result.report,
+                                                           attempts=result.attempts)
+                    continue
+                last = "; ".join(result.errors[-1][:3]) if result.errors else "no reply"
+                note = f"no valid templates after {result.attempts} attempts (last: {last})"
+                warnings.warn(f"TUG templates {language}/{emotion}: {note}; using the built-in ones", stacklevel=2)
+                out[(language, emotion)] = _builtin_set(language, emotion, note=note, attempts=result.attempts)
     return out
 
 

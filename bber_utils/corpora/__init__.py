@@ -92,6 +92,7 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
     ``demo_kwargs`` go to ``build_demo_corpus`` for ``demo``. ``limit`` keeps at most N utterances per split.
     ``force=True`` rebuilds even when the stored options match (cached wavs are still reused).
     """
+    from ..fileio import check_writable
     from ..paths import run_dirs
     from .manifest import SPLITS, save_manifest, validate_manifest
     from .skips import SKIP_COLUMNS, skips_frame
@@ -131,6 +132,7 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
             print(f"prepare: the input files changed since the last prepare ({describe_changes(old, listing)}); "
                   f"rebuilding the manifests and the skip report")
 
+    check_writable(dirs.root, "prepare writes the manifests and wavs there; make it writable or choose another --out")
     roots = _corpus_roots(dataset, dirs.data, meld_root, resd_root, demo_per_class, seed, demo_kwargs)
     result, skip_tables = {}, []
     for corpus in corpora:

@@ -29,11 +29,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE, AudioError
+from ..fileio import atomic_write
 from ..labels import UnknownLabelError, map_label
 from .manifest import MANIFEST_COLUMNS, make_utt_id
 from .skips import skip_row, skips_frame
@@ -96,20 +96,15 @@ def extract_wav(src: Path, dst: Path, sr: int = SAMPLE_RATE) -> Path:
         raise AudioError(src, "missing clip")
     if shutil.which("ffmpeg") is None:
         raise AudioError(src, "ffmpeg is needed to read mp4 clips; install it (apt-get install ffmpeg)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=".wav")
-    os.close(fd)
-    try:
+
+    def decode(tmp: str) -> None:
         cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-vn", "-ac", "1", "-ar", str(sr),
                "-c:a", "pcm_s16le", "-f", "wav", tmp]
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode != 0:
-            msg = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise AudioError(src, f"corrupt clip: ffmpeg could not decode it ({msg[-1] if msg else 'no message'})")
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            raise AudioError(src, f"corrupt clip: ffmpeg could not decode it ({_ffmpeg_error(proc)})")
+
+    atomic_write(dst, decode, suffix=".wav")
     return dst
 
 

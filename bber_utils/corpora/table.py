@@ -392,7 +392,7 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
     options file (like ``corpora.prepare``: the same options read the manifests back). Returns
     ``({corpus: {split: DataFrame}}, TableReport | None)``; the report is None when read back."""
     from . import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
-    from ..fileio import atomic_write, atomic_write_text
+    from ..fileio import atomic_write, atomic_write_text, check_writable
     from ..paths import run_dirs, workdir_path
     from .manifest import save_manifest
     from .skips import SKIP_COLUMNS
@@ -411,6 +411,7 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
                 return {corpus: load_corpus(root, corpus)}, None
         except ValueError:
             pass
+    check_writable(root / "manifests", "prepare writes the manifests there; make it writable or choose another --out")
     frames, skips, report = read_table(table, corpus=corpus, **kwargs)
     dirs = run_dirs(root)
     options_path.unlink(missing_ok=True)

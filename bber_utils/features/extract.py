@@ -84,6 +84,7 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
     without ``shard`` to merge them. ASR rewrites the manifests, so it must run unsharded first.
     """
     from ..corpora.manifest import load_manifest, save_manifest
+    from ..fileio import check_writable
     from ..paths import run_dirs
     from .asr import build_asr, fill_missing_text
     from .store import FeatureStore, check_shard, ensure_features
@@ -112,6 +113,8 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
             raise ValueError(f"{name}: {n_missing} utterance(s) need ASR, which rewrites the manifest: run the "
                              f"extraction once without shard (it transcribes them), then shard it")
         if asr is not None and n_missing:
+            check_writable(path.parent, f"ASR writes {n_missing} transcripts back into {path.name}; make it "
+                                        "writable or choose another --workdir")
             df = fill_missing_text(df, asr, cache_path=dirs.features / "asr_transcripts.parquet",
                                    device=device, progress=progress)
             save_manifest(df, path)

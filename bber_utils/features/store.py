@@ -42,7 +42,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_writable, locked
 
 FEATURE_VERSION = 1
 INDEX_COLUMNS = ["utt_id", "shard", "offset", "length", "content_hash", "src_hash", "src_size", "src_mtime_ns"]
@@ -80,20 +80,6 @@ def store_dir_name(modality: str, key: dict) -> str:
     """``<modality>-<readable name>-<hash of the key without its name>``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(key.get("name", "encoder")))[-40:].strip("_.") or "encoder"
     return f"{modality}-{name}-{short_hash({k: v for k, v in key.items() if k != 'name'})}"
-
-
-# ------------------------------------------------------------------------------------------ atomic I/O
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock on ``path`` (one writer per store at a time)."""
-    import fcntl
-
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -261,7 +247,7 @@ def merge_parts(path: str | os.PathLike) -> int:
         return 0
     merged = 0
     for part in sorted(p for p in parts_root.iterdir() if p.is_dir()):
-        with _locked(part / ".lock"):
+        with locked(part / ".lock"):
             part_index = _read_index(part)
             if len(part_index):
                 shard_dir = path / "shards"
@@ -364,9 +350,14 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
     key = {**encoder.key, "modality": modality, "store_dtype": store_dtype, "feature_version": FEATURE_VERSION}
     main_path = Path(store_root) / store_dir_name(modality, key)
     path = main_path if shard is None else part_dir(main_path, shard)  # where this call writes
-    path.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
-    with _locked(path / ".lock"):
+    if shard is None and _complete(manifest_df, modality, main_path, skipped):  # nothing to write: no write lock
+        return _result(path, manifest_df, modality, skipped, 0, 0, len(skipped), t0)
+    skipped.clear()
+    check_writable(path, f"some {modality} features are not in the store yet; make it writable or choose "
+                         "another --workdir")
+    path.mkdir(parents=True, exist_ok=True)
+    with locked(path / ".lock"):
         for folder in {main_path, path}:
             if not (folder / "key.json").exists():
                 meta = {"key": key, "modality": modality, "store_dtype": store_dtype, "dim": int(encoder.dim)}
@@ -375,38 +366,69 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
         if shard is None:
             merge_parts(path)
         index = _read_index(path)
-        known = {}
-        for idx in ([_read_index(main_path)] if shard is not None else []) + [index]:  # a shard skips the main rows
-            known.update({u: (str(h), str(sh), int(sz), int(mt)) for u, h, sh, sz, mt in
-                          zip(idx["utt_id"], idx["content_hash"], idx["src_hash"], idx["src_size"],
-                              idx["src_mtime_ns"])})
-
-        # What is missing: no entry, or an entry whose input hash changed.
-        todo: list[tuple[Any, tuple[str, str, int, int]]] = []
-        for row in manifest_df.itertuples(index=False):
-            try:
-                source = _row_source(row, modality, known)
-            except OSError as exc:
-                skipped.append((row.utt_id, f"cannot read {row.audio_path}: {exc.strerror or exc}"))
-                continue
-            old = known.get(row.utt_id)
-            if old is None or old[0] != source[0]:
-                todo.append((row, source))
-
+        known = _known(_read_index(main_path), index) if shard is not None else _known(index)  # a shard skips
+        todo = _todo(manifest_df, modality, known, skipped)                                  # the main rows
         n_unreadable = len(skipped)
         writer = _Writer(path, store_dtype, index)
         if todo:
             _extract(todo, modality, encoder, writer, batch_size, device, on_error, flush_every,
                      flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}",
                      flush_seconds)
+    return _result(path, manifest_df, modality, skipped, writer.written, len(todo), n_unreadable, t0)
+
+
+def _known(*indexes: pd.DataFrame) -> dict[str, tuple[str, str, int, int]]:
+    """``utt_id -> (content_hash, src_hash, src_size, src_mtime_ns)`` of the stores' indexes (later ones win)."""
+    known = {}
+    for idx in indexes:
+        known.update({u: (str(h), str(sh), int(sz), int(mt)) for u, h, sh, sz, mt in
+                      zip(idx["utt_id"], idx["content_hash"], idx["src_hash"], idx["src_size"],
+                          idx["src_mtime_ns"])})
+    return known
+
+
+def _todo(manifest_df: pd.DataFrame, modality: str, known: dict, skipped: list,
+          first_only: bool = False) -> list[tuple[Any, tuple[str, str, int, int]]]:
+    """The rows to extract: no entry, or an entry whose input hash changed (``first_only``: stop at the first).
+    A row whose file cannot be read is appended to ``skipped`` instead."""
+    todo = []
+    for row in manifest_df.itertuples(index=False):
+        old = known.get(row.utt_id)
+        if old is None and first_only:
+            return [(row, None)]
+        try:
+            source = _row_source(row, modality, known)
+        except OSError as exc:
+            skipped.append((row.utt_id, f"cannot read {row.audio_path}: {exc.strerror or exc}"))
+            continue
+        if old is None or old[0] != source[0]:
+            todo.append((row, source))
+            if first_only:
+                break
+    return todo
+
+
+def _complete(manifest_df: pd.DataFrame, modality: str, path: Path, skipped: list) -> bool:
+    """True when the store at ``path`` holds every row of ``manifest_df`` (unreadable ones go to ``skipped``) and
+    no shard part waits to be merged; read under a shared lock where ``.lock`` can be opened, so nothing is
+    written (a complete store in a read-only folder can be read)."""
+    if not (path / "key.json").exists() or (path / "parts").is_dir():
+        return False
+    with locked(path / ".lock", shared=True):
+        return not _todo(manifest_df, modality, _known(_read_index(path)), skipped, first_only=True)
+
+
+def _result(path: Path, manifest_df: pd.DataFrame, modality: str, skipped: list, written: int, n_todo: int,
+            n_unreadable: int, t0: float) -> FeatureStore:
+    """The store at ``path`` with ``stats`` and ``skipped`` of this call (skipped rows also warned about)."""
     if skipped:
         shown = "; ".join(f"{u}: {r}" for u, r in skipped[:3])
         warnings.warn(f"{len(skipped)} utterance(s) skipped for {modality} features ({shown}"
-                      f"{' …' if len(skipped) > 3 else ''}); see store.skipped", stacklevel=2)
+                      f"{' …' if len(skipped) > 3 else ''}); see store.skipped", stacklevel=3)
     store = FeatureStore(path)
     store.skipped = pd.DataFrame(skipped, columns=["utt_id", "reason"])
-    store.stats = {"requested": len(manifest_df), "extracted": writer.written,
-                   "cached": len(manifest_df) - len(todo) - n_unreadable, "skipped": len(skipped),
+    store.stats = {"requested": len(manifest_df), "extracted": written,
+                   "cached": len(manifest_df) - n_todo - n_unreadable, "skipped": len(skipped),
                    "seconds": time.perf_counter() - t0}
     return store
 

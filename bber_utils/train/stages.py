@@ -25,7 +25,8 @@ import pandas as pd
 
 from ..device import resolve_device
 from ..labels import CLASSES
-from ..paths import run_dirs
+from ..fileio import check_writable
+from ..paths import run_dirs, workdir_path
 from . import inputs, loop
 from .config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
 from .distributed import barrier, init_distributed, is_main_process, rank_zero_first
@@ -78,6 +79,8 @@ def _train(tc: TrainConfig) -> RunResult:
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
+    check_writable(workdir_path(tc.workdir) / "train", "training writes its run folder there; make it writable "
+                                                       "or choose another workdir=")
     loop.seed_everything(tc.seed)
     data = _load_inputs(tc)
     run_name, run_dir = _open_run_dir(tc, data.corpora)

@@ -1,17 +1,20 @@
 """LS-LLM cache: one append-only JSON-lines file of answers per (backend, model, prompt version, mode, settings).
 
-Owns :class:`LabelCache` (resume after an interruption, shard parts and their merge) and :func:`request_key`.
+Owns :class:`LabelCache` (resume after an interruption, shard parts and their merge), :func:`open_for_writing`
+(one writer per cache file: concurrent runs wait, then reuse the answers) and :func:`request_key`.
 Knows nothing of parsing, validation or tables; imports no torch and no pandas.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
+from ...fileio import locked
 from .labellers import LabelRequest, Labeller
 
 
@@ -32,7 +35,8 @@ class LabelCache:
     short by an interrupted run is skipped (and counted in ``.bad_lines``).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, labeller: Labeller, shard: tuple[int, int] | None = None):
+    def __init__(self, cache_dir: str | os.PathLike, labeller: Labeller, shard: tuple[int, int] | None = None,
+                 load: bool = True):
         ident = json.dumps([labeller.backend, labeller.model, labeller.prompt_version, labeller.mode,
                             labeller.settings])
         h = hashlib.sha1(ident.encode()).hexdigest()[:10]
@@ -46,6 +50,12 @@ class LabelCache:
         self.settings = labeller.settings
         self.entries: dict[str, dict] = {}
         self.bad_lines = 0
+        if load:
+            self.load()
+
+    def load(self) -> None:
+        """(Re)read the main cache and every shard part into ``entries``."""
+        self.entries, self.bad_lines = {}, 0
         for path in [p for p in (self.path, *self.part_paths()) if p.exists()]:  # what every shard finished
             with open(path, encoding="utf-8") as f:
                 for line in f:
@@ -67,15 +77,20 @@ class LabelCache:
         Killed midway, the next merge appends a part again: repeated lines of a key are harmless (last wins)."""
         merged = 0
         for part in self.part_paths():
-            lines = [line for line in part.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
-            if lines and not lines[-1].endswith("\n"):
-                lines = lines[:-1]  # a line cut short by a killed shard: dropped (asked again next time)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.writelines(lines)
-                f.flush()
-                os.fsync(f.fileno())
-            part.unlink()
-            merged += len(lines)
+            with locked(_lock_path(part), waiting=f"bber label: waiting for the shard writing {part.name}"):
+                if not part.exists():  # merged by another run meanwhile
+                    continue
+                lines = [line for line in part.read_text(encoding="utf-8").splitlines(keepends=True)
+                         if line.strip()]
+                if lines and not lines[-1].endswith("\n"):
+                    lines = lines[:-1]  # a line cut short by a killed shard: dropped (asked again next time)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.writelines(lines)
+                    f.flush()
+                    os.fsync(f.fileno())
+                part.unlink()
+                _lock_path(part).unlink(missing_ok=True)  # the part is gone (a rerun of its shard makes a new one)
+                merged += len(lines)
         return merged
 
     def __contains__(self, key: str) -> bool:
@@ -93,3 +108,22 @@ class LabelCache:
             os.fsync(f.fileno())
 
 
+def _lock_path(cache_file: Path) -> Path:
+    """``.<name>.lock`` beside a cache file or shard part: held by the one run that appends to it."""
+    return cache_file.with_name(f".{cache_file.stem}.lock")
+
+
+@contextlib.contextmanager
+def open_for_writing(cache_dir: str | os.PathLike, labeller: Labeller, shard: tuple[int, int] | None = None):
+    """The cache (``shard``: its part) loaded under its writer lock, which is held until the block ends: a second
+    run over the same cache waits for the first (saying so on stderr), then finds the first one's answers cached
+    and asks only what is still missing, so two ``bber label`` at once ask each utterance once. A call without
+    ``shard`` merges the shard parts first (each under its part's lock)."""
+    cache = LabelCache(cache_dir, labeller, shard, load=False)
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(_lock_path(cache.write_path), waiting=f"bber label: another run is labelling into "
+                                                      f"{cache.write_path}; waiting for it (its answers are reused)"):
+        if shard is None:
+            cache.merge_parts()
+        cache.load()
+        yield cache

@@ -13,7 +13,7 @@ import os
 from typing import Any, Iterable
 
 from ...labels import CLASSES, NUM_CLASSES
-from .cache import LabelCache, request_key
+from .cache import LabelCache, open_for_writing, request_key
 from .labellers import LabelRequest, Labeller, build_labeller
 from .replies import USABLE_STATUSES, read_reply, validate_distribution
 from .tables import EXTRA_COLUMNS, SOFT_LABEL_COLUMNS, SOFT_LABELS_FILE, save_soft_labels
@@ -53,12 +53,10 @@ def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch
     if shard is not None:
         df = df.iloc[shard[0]::shard[1]]
     requests = _requests(df)
-    if shard is None:
-        LabelCache(cache_dir, labeller).merge_parts()
-    cache = LabelCache(cache_dir, labeller, shard)
-    todo = [r for r in requests if request_key(r) not in cache]
-    todo = list({request_key(r): r for r in todo}.values())  # a duplicated row is asked once
-    errors = _ask(labeller, todo, cache, batch_size, policy, progress)
+    with open_for_writing(cache_dir, labeller, shard) as cache:  # a concurrent run over this cache waits
+        todo = [r for r in requests if request_key(r) not in cache]
+        todo = list({request_key(r): r for r in todo}.values())  # a duplicated row is asked once
+        errors = _ask(labeller, todo, cache, batch_size, policy, progress)
     rows = [_row(r, cache, labeller, policy, errors) for r in requests]
     out = pd.DataFrame(rows)
     if "corpus" in df.columns:
@@ -161,12 +159,14 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
     writes the table.
     """
     from ...features.store import check_shard
-
-    shard = check_shard(shard)
+    from ...fileio import check_writable
     from ...paths import run_dirs
 
+    shard = check_shard(shard)
     dirs = run_dirs(workdir)
     df = train_manifests(workdir, corpora)
+    check_writable(dirs.root / "ls_llm", "labelling writes its cache and soft-label table there; make it "
+                                         "writable or choose another --workdir")
     if limit and limit > 0:
         df = df.groupby("corpus", sort=False).head(int(limit)).reset_index(drop=True)
     labeller = labeller or build_labeller(backend, model, mode, batch_size=batch_size, **backend_kwargs)
