@@ -44,7 +44,7 @@ def _run(args) -> int:
     from .extract import extract_all
 
     check_model_spec(args.audio_encoder, ("logmel",), "--audio-encoder")  # typos fail before anything is read
-    check_model_spec(args.text_encoder, ("e5-words", "hashgram"), "--text-encoder")
+    check_model_spec(args.text_encoder, ("e5-words", "e5-windows", "hashgram"), "--text-encoder")
     resolve_device(args.device, allow_mps=True)  # "gpu", or cuda without CUDA: one line, before any work
     result = extract_all(args.workdir, audio_spec=args.audio_encoder, text_spec=args.text_encoder,
                          extra_manifests=args.manifest, asr_model=args.asr_model, audio_layer=args.audio_layer,

@@ -277,5 +277,5 @@ def build_text_encoder(spec: str = "e5-words", **opts):
         raise ValueError("no text encoder given: use 'e5-words', 'hashgram', a hub id or a local folder")
     from ..errors import check_model_spec
 
-    check_model_spec(spec, ("e5-words", "hashgram"), "text encoder")  # a typo is not a hub id
+    check_model_spec(spec, OFFLINE_TEXT_ENCODERS, "text encoder")  # a typo is not a hub id
     return TransformersTextEncoder(str(spec), **opts)

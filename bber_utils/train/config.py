@@ -266,6 +266,8 @@ def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
     """Names from a list (model, scheduler ...), devices, encoders, folders and the corpus list (the keys not
     in ``bad``)."""
     from ..augment.tug import MIX_MODES
+    from ..device import DEVICE_CHOICES
+    from ..features.text_encoders import OFFLINE_TEXT_ENCODERS
     from ..errors import ConfigError, check_model_spec, unknown
     from ..models import MODEL_NAMES
 
@@ -276,8 +278,8 @@ def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
             problems[key] = str(unknown(key, getattr(tc, key), choices))
     for key in ("device", "feature_device"):
         if getattr(tc, key) and not _DEVICE.match(getattr(tc, key)):
-            problems[key] = f"{key} must be auto, cpu, cuda, cuda:N or mps (got {getattr(tc, key)!r})"
-    for key, known in (("audio_encoder", ("logmel",)), ("text_encoder", ("e5-words", "hashgram"))):
+            problems[key] = f"{key} {getattr(tc, key)!r} is not a device: use {DEVICE_CHOICES}"
+    for key, known in (("audio_encoder", ("logmel",)), ("text_encoder", OFFLINE_TEXT_ENCODERS)):
         try:
             check_model_spec(getattr(tc, key), known, key)
         except ConfigError as exc:
