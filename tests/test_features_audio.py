@@ -44,3 +44,13 @@ def test_options_are_checked_and_keyed():
         build_audio_encoder("logmel", layer=3)
     assert build_audio_encoder("logmel", layer=None).key == LogMelEncoder().key
     assert LogMelEncoder(n_mels=64).key != LogMelEncoder().key
+
+
+def test_a_layer_for_the_logmel_encoder_is_one_line_exit_2(tmp_path, capsys):
+    """``bber extract --audio-layer 0`` with the logmel encoder ended in a ValueError traceback."""
+    from bber_utils.cli import main
+
+    (tmp_path / "manifests").mkdir()
+    assert main(["extract", "--workdir", str(tmp_path), "--audio-layer", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the logmel encoder has no layers" in err, err

@@ -545,5 +545,5 @@ def test_resd_negative_dev_fraction_is_refused_before_reading(tmp_path, capsys):
 
     assert main(["prepare", "resd", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "w"),
                  "--dev-fraction", "-0.2"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # errors go to stderr
     assert out.strip().count("\n") == 0 and "--dev-fraction -0.2" in out and not (tmp_path / "w").exists()

@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import math
 import os
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,7 +297,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         result = apply_sds_to_workdir(args.workdir, args.ratio, args.seed, args.target_seconds, args.max_seconds,
                                       args.gap_seconds, args.mode)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"bber sds: error: {exc}")
+        print(f"bber sds: error: {exc}", file=sys.stderr)
         return 2
     for corpus, df in result.items():
         s = df.attrs["sds"]

@@ -161,9 +161,11 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
     import pandas as pd
 
     skips = pd.concat([t for t in skip_tables if len(t)] or [skips_frame([])], ignore_index=True)
-    skips[SKIP_COLUMNS].to_csv(dirs.manifests / SKIPS_FILE, index=False)
-    inputs_path.write_text(json.dumps(listing))
-    options_path.write_text(json.dumps(options, indent=2))
+    from ..fileio import atomic_write, atomic_write_text
+
+    atomic_write(dirs.manifests / SKIPS_FILE, lambda tmp: skips[SKIP_COLUMNS].to_csv(tmp, index=False))
+    atomic_write_text(inputs_path, json.dumps(listing))
+    atomic_write_text(options_path, json.dumps(options, indent=2))  # last: it says the manifests are complete
     return result
 
 

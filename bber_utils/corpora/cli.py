@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register_cli(subparsers) -> None:
@@ -44,7 +45,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     try:
         check_fractions(args.dev_fraction, args.test_fraction if args.dataset == "table" else 0.0)
     except ValueError as exc:
-        print(f"bber prepare: error: {exc}")
+        print(f"bber prepare: error: {exc}", file=sys.stderr)
         return 2
     if args.dataset == "table":
         return _run_table(args)
@@ -60,7 +61,7 @@ def run_prepare(args: argparse.Namespace) -> int:
                          seed=args.seed, demo_per_class=args.demo_per_class, dev_fraction=args.dev_fraction,
                          force=args.force)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"bber prepare: error: {exc}")
+        print(f"bber prepare: error: {exc}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(counts_table(frames).to_string(index=False))
@@ -88,7 +89,7 @@ def _run_table(args: argparse.Namespace) -> int:
                                        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
                                        seed=args.seed, limit=args.limit)
     except (ValueError, FileNotFoundError, TableError) as exc:
-        print(f"bber prepare: error: {exc}")
+        print(f"bber prepare: error: {exc}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(counts_table(frames).to_string(index=False))
@@ -97,7 +98,7 @@ def _run_table(args: argparse.Namespace) -> int:
         skips = load_skips(args.out)
         print(f"\nskipped {len(skips)} utterance(s)")
         if len(skips):
-            print(skips["reason"].str.replace(r"^.* row \d+: ", "", regex=True).value_counts().to_string())
+            print(skips["reason"].str.replace(r"^.*? row \d+: ", "", regex=True).value_counts().to_string())
     return 0
 
 

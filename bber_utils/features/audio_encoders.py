@@ -208,7 +208,9 @@ def build_audio_encoder(spec: str = "logmel", **opts):
     opts = {k: v for k, v in opts.items() if v is not None}
     if spec in (None, "", "logmel"):
         if "layer" in opts:
-            raise ValueError("the logmel encoder has no layers; leave audio_layer unset (null)")
+            from ..errors import ConfigError
+
+            raise ConfigError("the logmel encoder has no layers; leave audio_layer unset (null)")
         return LogMelEncoder(**opts)
     from ..errors import check_model_spec
 

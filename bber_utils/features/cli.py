@@ -40,10 +40,12 @@ def _run(args) -> int:
     import pandas as pd
 
     from ..device import resolve_device
-    from ..errors import check_model_spec
+    from ..errors import ConfigError, check_model_spec
     from .extract import extract_all
 
     check_model_spec(args.audio_encoder, ("logmel",), "--audio-encoder")  # typos fail before anything is read
+    if args.audio_layer is not None and args.audio_encoder == "logmel":
+        raise ConfigError("--audio-layer: the logmel encoder has no layers (a layer is for a transformers model)")
     check_model_spec(args.text_encoder, ("e5-words", "e5-windows", "hashgram"), "--text-encoder")
     resolve_device(args.device, allow_mps=True)  # "gpu", or cuda without CUDA: one line, before any work
     result = extract_all(args.workdir, audio_spec=args.audio_encoder, text_spec=args.text_encoder,

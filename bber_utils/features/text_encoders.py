@@ -269,7 +269,9 @@ def build_text_encoder(spec: str = "e5-words", **opts):
     opts = {k: v for k, v in opts.items() if v is not None}
     if spec in OFFLINE_TEXT_ENCODERS:
         if "layer" in opts:
-            raise ValueError(f"the {spec} encoder has no layers; leave the layer unset (null)")
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the {spec} encoder has no layers; leave the layer unset (null)")
         for k in ("trust_remote_code", "revision", "code_revision", "dtype"):
             opts.pop(k, None)
         return {"e5-words": E5WordsEncoder, "e5-windows": E5WindowsEncoder, "hashgram": HashGramEncoder}[spec](**opts)
