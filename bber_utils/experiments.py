@@ -280,17 +280,44 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
     name = params.get("run_name") or run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
     params["run_name"] = name
     run_dir = dirs.train / name
-    if (run_dir / "metrics.json").exists():
+    keep = declared | {"workdir", "run_name"}
+    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    if _finished_with_this_data(run_dir, cfg):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if study_runner == "notebook":
         run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
     else:
-        keep = declared | {"workdir", "run_name"}
-        _train_process(name, run_dir, {**{k: v for k, v in params.items() if k in keep}, "progress": False})
+        _train_process(name, run_dir, cfg)
     if not (run_dir / "metrics.json").exists():
         raise RuntimeError(f"run {name}: training finished without writing {run_dir}/metrics.json")
     return run_dir
+
+
+def _finished_with_this_data(run_dir: Path, cfg: dict[str, Any]) -> bool:
+    """``run_dir`` holds a ``metrics.json`` made from the data the run reads now (its ``data`` fingerprint, see
+    ``train.stages.data_fingerprint_for``). A run whose transcripts, clips, labels or soft labels changed since
+    is trained again (the trainer retrains it in its folder), never reported from the old model. A
+    ``metrics.json`` written before fingerprints existed is taken as it is."""
+    import warnings
+
+    from .train.stages import data_fingerprint_for
+
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return False
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable: train it again
+    if not stored:
+        return True
+    with warnings.catch_warnings():  # the trainer repeats them if it runs
+        warnings.simplefilter("ignore")
+        current = data_fingerprint_for(cfg)
+    if current != stored:
+        warnings.warn(f"run {run_dir.name}: the data changed since it was trained; training it again", stacklevel=3)
+    return current == stored
 
 
 def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:

@@ -241,3 +241,31 @@ def test_out_of_fold_logits_of_changed_augmented_rows_are_computed_again(tmp_pat
     originals = [u for u in before.index if not u.endswith("-synthetic")]
     assert not np.allclose(after.loc[synthetic].to_numpy(), before.loc[synthetic].to_numpy())
     np.testing.assert_allclose(after.loc[originals].to_numpy(), before.loc[originals].to_numpy(), rtol=1e-5)
+
+
+def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, monkeypatch):
+    """``run_one`` (``bber sweep``, notebook 07) reused any run with a ``metrics.json``: after re-preparing with fixed
+    transcripts a sweep reported the old model. It now compares the run's data fingerprint with the data's."""
+    from bber_utils import experiments
+
+    wd = _real_workdir(tmp_path)
+    trained = []
+
+    def in_process(name, run_dir, cfg):
+        trained.append(name)
+        T.train(cfg)
+
+    monkeypatch.setattr(experiments, "_train_process", in_process)
+    params = {k: v for k, v in _real_cfg(wd).items() if k != "workdir"}
+    first = experiments.run_one(params, wd)
+    experiments.run_one(params, wd)
+    assert len(trained) == 1, "a finished run with unchanged data is reused"
+    path = wd / "manifests" / "demo_en_train.parquet"
+    df = pd.read_parquet(path)
+    df["text"] = [f"fixed transcript {i} {lbl}" for i, lbl in enumerate(df["label"])]
+    save_manifest(df, path)
+    old = json.loads((first / "metrics.json").read_text())["data"]
+    with pytest.warns(UserWarning, match="the data changed since it was trained"):
+        again = experiments.run_one(params, wd)
+    assert again == first and len(trained) == 2
+    assert json.loads((again / "metrics.json").read_text())["data"] != old

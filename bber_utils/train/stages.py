@@ -146,6 +146,13 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     return data
 
 
+def data_fingerprint_for(cfg: dict[str, Any] | TrainConfig) -> str:
+    """The fingerprint of the data a run of ``cfg`` reads now (``metrics.json``'s ``data``), without training
+    (missing features are extracted, as training would): a study reuses a finished run only when it matches."""
+    tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    return _load_inputs(tc).fingerprint
+
+
 def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
     """16 hex digits over what the run reads: its rows and their features' content (``inputs.data_fingerprint``)
     and the LS-LLM targets it uses. Kept in ``metrics.json`` and the checkpoints: a run whose data changed is
