@@ -6,6 +6,7 @@ digest per file: ``metrics.json`` (wall time, environment and git commit left ou
 ``seconds`` column left out), every parquet table (manifests, logits, soft labels, study tables), every feature
 shard, and every tensor of every checkpoint (``best.pt``, ``last.pt``, fold models).
 
+``python -m tools.bitcheck digest OUT.json --workdir DIR`` digests a work folder a snapshot already filled.
 ``python -m tools.bitcheck compare A.json B.json`` prints the files whose digests differ, and exits 1 if any does.
 Run both snapshots on the same machine with ``MKL_CBWR=COMPATIBLE`` (``make`` sets it).
 """
@@ -75,7 +76,7 @@ def _digest_checkpoint(path: Path) -> dict[str, str]:
     def walk(obj, key: str):
         if torch.is_tensor(obj):
             t = obj.detach().cpu().contiguous()
-            out[key] = _sha(f"{t.dtype}{tuple(t.shape)}".encode() + t.view(torch.uint8).numpy().tobytes()
+            out[key] = _sha(f"{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
                             if t.numel() else f"{t.dtype}{tuple(t.shape)}".encode())
         elif isinstance(obj, dict):
             for k, v in obj.items():
@@ -111,6 +112,13 @@ def digest_workdir(workdir: Path) -> dict[str, object]:
     return out
 
 
+def write_digest(out: Path, workdir: Path) -> None:
+    digests = digest_workdir(workdir)
+    out.write_text(json.dumps({"workdir": str(workdir), "files": digests}, indent=1, sort_keys=True))
+    n_tensors = sum(len(v) for v in digests.values() if isinstance(v, dict))
+    print(f"{len(digests)} files ({n_tensors} checkpoint tensors) digested from {workdir} into {out}")
+
+
 def snapshot(out: Path, workdir: Path | None) -> None:
     env = {**os.environ, "MKL_CBWR": os.environ.get("MKL_CBWR", "COMPATIBLE")}
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bitcheck-"))
@@ -119,10 +127,7 @@ def snapshot(out: Path, workdir: Path | None) -> None:
     for extra in EXTRA_RUNS:
         subprocess.run([*bber, "train", "--config", "smoke", f"workdir={workdir}", "progress=false", *extra],
                        check=True, env=env, stdout=subprocess.DEVNULL)
-    digests = digest_workdir(workdir)
-    out.write_text(json.dumps({"workdir": str(workdir), "files": digests}, indent=1, sort_keys=True))
-    n_tensors = sum(len(v) for v in digests.values() if isinstance(v, dict))
-    print(f"{len(digests)} files ({n_tensors} checkpoint tensors) digested from {workdir} into {out}")
+    write_digest(out, workdir)
 
 
 def compare(a: Path, b: Path) -> int:
@@ -145,12 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("snapshot")
     s.add_argument("out", type=Path)
     s.add_argument("--workdir", type=Path, default=None)
+    d = sub.add_parser("digest")
+    d.add_argument("out", type=Path)
+    d.add_argument("--workdir", type=Path, required=True)
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "snapshot":
         snapshot(args.out, args.workdir)
+        return 0
+    if args.cmd == "digest":
+        write_digest(args.out, args.workdir)
         return 0
     return compare(args.a, args.b)
 
