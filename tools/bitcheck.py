@@ -62,7 +62,7 @@ def _digest_table(path: Path, workdir: str) -> str:
     import pandas as pd
 
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    df = df.drop(columns=[c for c in ("seconds",) if c in df.columns])
+    df = df.drop(columns=[c for c in ("seconds", "src_mtime_ns") if c in df.columns])  # wall times, file times
     text = df.to_csv(index=False, float_format="%.17g")
     return _sha(text.replace(workdir, "<workdir>").encode())
 
