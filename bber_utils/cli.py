@@ -20,6 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+from bber_utils import __version__
+from bber_utils.core.errors import ConfigError
+from bber_utils.core.fileio import READ_ONLY_ERRNOS
+from bber_utils.corpora.text_clean import TableError
+
 # subcommand module -> each provides register_cli(subparsers)
 COMMAND_MODULES = [
     "bber_utils.pipeline",        # reproduce
@@ -62,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -108,14 +111,10 @@ def resolve_typed_paths(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
-    from .corpora.text_clean import TableError
-
     return (FileNotFoundError, TableError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import ConfigError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -131,8 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        from .fileio import READ_ONLY_ERRNOS
-
         if exc.errno not in READ_ONLY_ERRNOS:
             raise
         print(f"bber {args.command}: error: cannot access {exc.filename}: {exc.strerror} (a read-only folder? "

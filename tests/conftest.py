@@ -38,8 +38,8 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """Run notebooks 01–09 on configs/smoke.yaml into a fresh work folder; yields (RunDirs, runs)."""
-    from bber_utils.paths import run_dirs
-    from bber_utils.pipeline import reproduce
+    from bber_utils.core.paths import run_dirs
+    from bber_utils.notebook.pipeline import reproduce
 
     workdir = tmp_path_factory.mktemp("smoke_run")
     runs = reproduce("smoke", workdir=workdir, log=lambda msg: print(msg, flush=True))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bber_utils.audio import write_wav
+from bber_utils.core.audio import write_wav
 from bber_utils.features.asr import FasterWhisperASR, TransformersWhisperASR, build_asr, fill_missing_text
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|ru|>", "<|translate|>", "<|transcribe|>",

@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from bber_utils.paths import REPO_ROOT
+from bber_utils.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.notebook
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bber_utils.context import ContextTextStore, context_map, split_context_map, with_text_context
+from bber_utils.features.context import ContextTextStore, with_text_context
+from bber_utils.corpora.dialogues import context_map, split_context_map
 
 
 def _rows(split, dialogues, n_utt, corpus="c"):

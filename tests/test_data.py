@@ -8,19 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bber_utils.data import (
-    BalancedCorpusSampler,
-    CachedEncodingDataset,
-    EmotionDataset,
-    ShuffleSampler,
-    class_weights,
-    collate,
-    soft_cross_entropy,
-    pool_frames,
-    soft_label_table,
-    split_encoded,
-)
-from bber_utils.labels import CLASSES
+from bber_utils.train.samplers import BalancedCorpusSampler, ShuffleSampler
+from bber_utils.train.dataset import (CachedEncodingDataset, EmotionDataset, collate, pool_frames, soft_label_table,
+                                      split_encoded)
+from bber_utils.train.loss import class_weights, soft_cross_entropy
+from bber_utils.core.labels import CLASSES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -195,7 +187,7 @@ def test_class_weights_do_not_move_the_optimum_of_a_soft_target():
 def test_per_sample_weights_add_up_over_ranks_and_ignore_padding():
     """The distributed trainer divides each rank's numerator by the global denominator: the parts of a batch
     split in two must give the whole batch's loss, and a padding row (zero target) must add nothing."""
-    from bber_utils.data import soft_cross_entropy_parts
+    from bber_utils.train.loss import soft_cross_entropy_parts
 
     torch.manual_seed(1)
     logits, w = torch.randn(6, 7), _meld_weights()
@@ -311,7 +303,7 @@ def test_a_valid_ls_llm_row_is_stale_exactly_for_another_label(values, label, wi
     from hypothesis import assume
 
     from bber_utils.augment.ls_llm import validate_distribution
-    from bber_utils.data import stale_soft_labels
+    from bber_utils.train.dataset import stale_soft_labels
 
     dist, _, _ = validate_distribution(values, label, "swap")
     assume(dist is not None)

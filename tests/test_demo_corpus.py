@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from bber_utils.audio import load_audio
+from bber_utils.core.audio import load_audio
 from bber_utils.corpora import demo
 from bber_utils.corpora.demo import (CASES, MELD_COLUMNS, RESD_LETTER, build_demo_corpus, plan_rows, split_sizes)
-from bber_utils.labels import CLASSES, MELD_TO_CLASS, RESD_TO_CLASS
+from bber_utils.core.labels import CLASSES, MELD_TO_CLASS, RESD_TO_CLASS
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
                                 reason="the demo corpus needs espeak-ng and ffmpeg")
@@ -176,7 +176,7 @@ def test_never_removes_a_folder_it_did_not_write(tmp_path):
 
 @pytest.mark.slow
 def test_failed_syntheses_are_dropped_and_reported(tmp_path, monkeypatch):
-    from bber_utils.augment import tts
+    from bber_utils.synthesis import tts
 
     real = tts.EspeakBackend._one
 
@@ -213,7 +213,7 @@ def test_read_back_by_the_real_readers(built, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_build_resumes_without_resynthesising(tmp_path, monkeypatch):
-    from bber_utils.augment import tts
+    from bber_utils.synthesis import tts
 
     calls = []
     real_one = tts.EspeakBackend._one

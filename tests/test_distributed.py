@@ -8,7 +8,8 @@ import socket
 import numpy as np
 import pytest
 
-from bber_utils.data import BalancedCorpusSampler, PaddedDataset, RankBatchSampler, ShuffleSampler
+from bber_utils.train.samplers import BalancedCorpusSampler, RankBatchSampler, ShuffleSampler
+from bber_utils.train.dataset import PaddedDataset
 
 TOLERANCE = 1e-6  # metrics of the 2-process run vs the single-process one (dropout 0; see docs/scaling.md)
 
@@ -179,7 +180,7 @@ def test_bber_train_under_torchrun(tmp_path):
     import sys
 
     from bber_utils.cli import main
-    from bber_utils.paths import REPO_ROOT
+    from bber_utils.core.paths import REPO_ROOT
 
     wd = tmp_path / "wd"
     assert main(["prepare", "demo", "--out", str(wd), "--demo-per-class", "2"]) == 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bber_utils import experiments as ex
-from bber_utils.paths import run_dirs
+from bber_utils.core.paths import run_dirs
 
 
 def _write_run(workdir, name, cfg, scores):
@@ -180,7 +180,7 @@ def test_sweep_is_resumable(tmp_path):
 def test_run_one_skips_finished_runs_without_executing(tmp_path, monkeypatch):
     params = {"model": "m", "seed": 3}
     _write_run(tmp_path, ex.run_name_for(params), params, {("x", "test"): .1})
-    monkeypatch.setattr("bber_utils.pipeline.run_notebook", lambda *a, **k: pytest.fail("re-ran a finished run"))
+    monkeypatch.setattr("bber_utils.core.papermill.run_notebook", lambda *a, **k: pytest.fail("re-ran a finished run"))
     assert ex.run_one(params, tmp_path).name == ex.run_name_for(params)
 
 
@@ -193,7 +193,7 @@ def test_paper_table_marks_reported_numbers(tmp_path):
 
 
 def test_result_figures_are_written(tmp_path):
-    from bber_utils import plots
+    from bber_utils.notebook import plots
 
     for seed, v in [(1, .5), (2, .7)]:
         _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v, ("y", "test"): .4})
@@ -224,7 +224,7 @@ def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
 
 def _two_settings(ref_by_seed: dict, other_by_seed: dict):
     """A study table of BiFormer and one other setting with the given per-seed WAR (one corpus)."""
-    from bber_utils.experiments import confidence_interval
+    from bber_utils.study.stats import confidence_interval
 
     rows = []
     for setting, by_seed in (("biformer", ref_by_seed), ("other", other_by_seed)):
@@ -253,7 +253,7 @@ def test_compare_to_uses_the_seed_by_seed_difference():
 
 
 def test_study_table_keeps_each_seeds_value(tmp_path):
-    from bber_utils.experiments import paired_difference
+    from bber_utils.study.stats import paired_difference
 
     registry = pd.DataFrame([{"run": f"{m}-s{s}", "model": m, "seed": s, "corpus": "c", "split": "test",
                               "uar": v, "war": v, "mf1": v, "wf1": v, "mean": v}
@@ -314,7 +314,7 @@ def test_sweep_values_examples(text, values):
 
 @pytest.mark.parametrize("text", ["[a,b", "a]", "'a,b", "{a: [1}"])
 def test_unbalanced_sweep_values_are_refused(text):
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unbalanced"):
         ex.split_sweep_values(text)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from bber_utils.audio import write_wav
+from bber_utils.core.audio import write_wav
 from bber_utils.features import FeatureError, FeatureStore, build_audio_encoder, ensure_features
 from bber_utils.features.store import store_dir_name
 
@@ -228,7 +228,7 @@ def test_a_complete_store_in_a_read_only_folder_is_read_without_writing(tmp_path
 
 
 def test_a_read_only_store_that_lacks_rows_says_so_in_one_line(tmp_path, read_only):
-    from bber_utils.errors import ReadOnlyError
+    from bber_utils.core.errors import ReadOnlyError
 
     df = _manifest(tmp_path)
     ensure_features(df.iloc[:3], "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)
@@ -244,7 +244,7 @@ def test_a_reader_waits_for_a_writer_of_the_store(tmp_path):
     import threading
     import time
 
-    from bber_utils.fileio import locked
+    from bber_utils.core.fileio import locked
 
     df = _manifest(tmp_path, seconds=(0.3, 0.2))
     store = ensure_features(df, "audio", build_audio_encoder("logmel"), tmp_path / "store", progress=False)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bber_utils.audio import write_wav
+from bber_utils.core.audio import write_wav
 from bber_utils.corpora.manifest import load_manifest, save_manifest
 from bber_utils.features import extract_all
-from bber_utils.paths import run_dirs
+from bber_utils.core.paths import run_dirs
 
 
 def _workdir(tmp_path, with_text=True):
@@ -92,7 +92,7 @@ def test_bber_extract_command(tmp_path, capsys):
 
 
 def test_encoders_from_profile_parameters(tmp_path):
-    from bber_utils.config import load_profile
+    from bber_utils.core.profiles import load_profile
     from bber_utils.features import encoders_from_params
 
     audio, text = encoders_from_params(load_profile("smoke"))
@@ -104,7 +104,7 @@ def test_encoders_from_profile_parameters(tmp_path):
 
 
 def test_paper_profile_names_the_papers_encoders_without_loading_them(monkeypatch):
-    from bber_utils.config import load_profile
+    from bber_utils.core.profiles import load_profile
     from bber_utils.features import encoders_from_params
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

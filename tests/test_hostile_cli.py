@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from bber_utils import cli, pipeline
-from bber_utils.config import profile_path
-from bber_utils.paths import REPO_ROOT
+from bber_utils.core.profiles import profile_path
+from bber_utils.core.paths import REPO_ROOT
 from test_train import make_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_extract_with_a_misspelt_encoder_stops_before_any_download(tmp_path, cap
 
 
 def test_config_path_from_another_folder(tmp_path, monkeypatch):
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     assert profile_path("demo") == REPO_ROOT / "configs" / "demo.yaml"        # a bare name is a profile
@@ -153,7 +153,7 @@ def test_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_p
     args = parser.parse_args(argv)
     cli.resolve_typed_paths(parser, argv, args)
     assert args.workdir == "runs/demo"
-    from bber_utils.config import resolve_cli_paths
+    from bber_utils.core.profiles import resolve_cli_paths
 
     assert resolve_cli_paths({"workdir": "runs/x", "epochs": 3}) == {"workdir": str(tmp_path / "runs/x"),
                                                                    "epochs": 3}
@@ -186,7 +186,7 @@ def test_reproduce_help_lists_the_profile_keys(capsys):
 @pytest.mark.parametrize("command, target, argv", [
     ("train", "bber_utils.train.stages.train", ["train", "--config", "smoke"]),
     ("extract", "bber_utils.features.extract.extract_all", ["extract", "--workdir", "WD"]),
-    ("reproduce", "bber_utils.pipeline.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
+    ("reproduce", "bber_utils.core.papermill.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
                                                        "--workdir", "WD"]),
     ("label", "bber_utils.augment.ls_llm.cli._cli_label", ["label", "--workdir", "WD"]),
 ])

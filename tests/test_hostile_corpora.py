@@ -18,7 +18,7 @@ from bber_utils.corpora import prepare
 from bber_utils.corpora.meld import _parse_rows, read_meld
 from bber_utils.corpora.resd import _meta_rows, read_resd
 from bber_utils.corpora.text_clean import TableError, read_csv_robust
-from bber_utils.labels import MELD_TO_CLASS, RESD_TO_CLASS
+from bber_utils.core.labels import MELD_TO_CLASS, RESD_TO_CLASS
 
 HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
           "Episode", "StartTime", "EndTime"]

@@ -1,4 +1,4 @@
-"""bber_utils.llm: the OpenAI-compatible client against a loopback stub, and the transformers backend on a tiny
+"""bber_utils.synthesis.llm: the OpenAI-compatible client against a loopback stub, and the transformers backend on a tiny
 random causal LM saved to a folder and loaded by path (the real code path)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bber_utils.llm import (LLMError, LLMRefusal, LLMUnavailable, OpenAIChatLLM, TransformersChatLLM, build_llm)
+from bber_utils.synthesis.llm import LLMError, LLMRefusal, LLMUnavailable, OpenAIChatLLM, TransformersChatLLM, build_llm
 from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
 
 # A chat template in Qwen3's style: it knows the enable_thinking switch and writes an empty think block.

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bber_utils.augment import ls_llm
-from bber_utils.augment.lexicon import cue_counts, lexicon_distribution
+from bber_utils.augment.ls_llm.lexicon import cue_counts, lexicon_distribution
 from bber_utils.augment.ls_llm import (CLASSES, LabelOutcome, Labeller, build_labeller, label_utterances,
                                        label_workdir, load_soft_labels, parse_reply, validate_distribution)
 from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
@@ -272,7 +272,7 @@ def test_backend_errors_are_not_cached_and_are_retried(tmp_path):
 
 def _workdir_with_manifests(root: Path) -> Path:
     from bber_utils.corpora.manifest import save_manifest
-    from bber_utils.paths import run_dirs
+    from bber_utils.core.paths import run_dirs
 
     dirs = run_dirs(root)
     for corpus, lang in (("demo_en", "en"), ("demo_ru", "ru")):
@@ -287,7 +287,7 @@ def _workdir_with_manifests(root: Path) -> Path:
 
 
 def test_label_workdir_writes_the_contract_table_the_trainer_reads(tmp_path):
-    from bber_utils.data import soft_label_table
+    from bber_utils.train.dataset import soft_label_table
 
     wd = _workdir_with_manifests(tmp_path / "wd")
     table = label_workdir(wd, backend="lexicon", progress=False)

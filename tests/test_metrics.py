@@ -1,9 +1,9 @@
-"""bber_utils.metrics: the label set is fixed to all 7 classes."""
+"""bber_utils.train.metrics: the label set is fixed to all 7 classes."""
 
 import numpy as np
 import pytest
 
-from bber_utils.metrics import mean_over_corpora, score, score_logits
+from bber_utils.train.metrics import mean_over_corpora, score, score_logits
 
 
 def test_perfect_predictions_on_all_classes_score_one():

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from bber_utils.corpora.manifest import load_manifest
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 
 pytestmark = pytest.mark.notebook
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bber_utils import pipeline
-from bber_utils.pipeline import NotebookFailed, list_notebooks, select_notebooks
+from bber_utils.core.papermill import NotebookFailed
+from bber_utils.notebook.pipeline import list_notebooks, select_notebooks
 
 
 def test_select_by_number():
@@ -61,7 +62,7 @@ def test_declared_parameters_reads_the_parameters_cell(tmp_path):
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
-    from bber_utils.fileio import atomic_write, atomic_write_text
+    from bber_utils.core.fileio import atomic_write, atomic_write_text
 
     target = atomic_write_text(tmp_path / "sub" / "a.txt", "old")
 
@@ -85,7 +86,7 @@ def test_atomic_write_gives_the_permissions_of_a_normal_write(tmp_path, umask):
     import torch
 
     from bber_utils.corpora.manifest import save_manifest
-    from bber_utils.fileio import atomic_write, atomic_write_text, current_umask
+    from bber_utils.core.fileio import atomic_write, atomic_write_text, current_umask
     from bber_utils.train.runs import save_checkpoint
 
     def mode(p):
@@ -120,7 +121,7 @@ def _manifest_frame():
 def _two_notebooks(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _write_nb(nbdir / "01_bar.ipynb", ["from bber_utils.progress import tqdm\nfor _ in tqdm(range(37)):\n    pass",
+    _write_nb(nbdir / "01_bar.ipynb", ["from bber_utils.core.progress import tqdm\nfor _ in tqdm(range(37)):\n    pass",
                                        "import sys\nprint('to stderr', file=sys.stderr)"])
     _write_nb(nbdir / "02_two.ipynb", ["x = 1"])
     monkeypatch.setattr(pipeline, "list_notebooks", lambda d=nbdir: sorted(nbdir.glob("*.ipynb")))
@@ -188,7 +189,8 @@ def test_progress_line_estimates_from_the_last_run(tmp_path):
 def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
     """07 runs two notebooks at once: kernels sharing jupyter_client's default IPC path ("kernel-ipc" in the
     working folder) bind each other's sockets and reject each other's messages ("Invalid Signature")."""
-    from bber_utils.pipeline import REPO_ROOT, _local_kernel_manager
+    from bber_utils.pipeline import REPO_ROOT
+    from bber_utils.core.papermill import _local_kernel_manager
 
     cls = _local_kernel_manager()
     a, b = cls(kernel_name="python3"), cls(kernel_name="python3")

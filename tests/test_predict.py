@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from bber_utils import predict
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 from bber_utils.models import build_model
 from bber_utils.models.config import ModelConfig
 
@@ -273,8 +273,8 @@ def test_csv_context_column_and_context_flag(tmp_path):
                                         ("cuda:1", "CUDA is not available"), ("meta", "not a device"),
                                         ("cpu:x", "not a device"), (3.5, "not a device")])
 def test_device_specs_are_checked_in_one_line(no_cuda, spec, says):
-    from bber_utils.device import resolve_device
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.device import resolve_device
+    from bber_utils.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=says) as err:
         resolve_device(spec)

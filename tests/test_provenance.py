@@ -1,4 +1,4 @@
-"""bber_utils.provenance: the environment recorded with every result, and ``bber results --env``."""
+"""bber_utils.core.provenance: the environment recorded with every result, and ``bber results --env``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bber_utils import provenance as P
+from bber_utils.core import provenance as P
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def test_train_writes_the_environment_into_metrics_json(tmp_path, monkeypatch):
 def _stores(manifest):
     import test_train as TT
 
-    from bber_utils.labels import CLASSES
+    from bber_utils.core.labels import CLASSES
 
     ids = manifest["utt_id"].tolist()
     y = [CLASSES.index(lbl) for lbl in manifest["label"]]

@@ -8,8 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from bber_utils import plots, results
-from bber_utils.paths import REPO_ROOT
+from bber_utils.notebook import plots
+from bber_utils import results
+from bber_utils.core.paths import REPO_ROOT
 
 
 def test_readme_block_is_the_published_study_table():
@@ -99,7 +100,7 @@ def test_publish_leaves_unchanged_files_alone(tmp_path):
 
 
 def test_walkthrough_traces_shapes_and_metrics():
-    from bber_utils import walkthrough
+    from bber_utils.notebook import walkthrough
     from bber_utils.models import build_model
 
     model = build_model("bigraphformer", {"hidden_dim": 16, "num_heads": 2, "num_layers": 1, "mamba_layers": 1,
@@ -118,7 +119,7 @@ def test_walkthrough_traces_shapes_and_metrics():
 
 def test_ratio_explorer_shows_the_mix_and_follows_the_slider():
     pytest.importorskip("ipywidgets")
-    from bber_utils import widgets
+    from bber_utils.notebook import widgets
 
     seen = []
     box = widgets.ratio_explorer(lambda r: seen.append(r) or pd.DataFrame({"rows": [round(100 * r)]}), 0.5)
@@ -130,7 +131,7 @@ def test_ratio_explorer_shows_the_mix_and_follows_the_slider():
 def test_convergence_table_says_whether_early_stopping_or_the_cap_ended_a_run():
     import pandas as pd
 
-    from bber_utils import walkthrough
+    from bber_utils.notebook import walkthrough
 
     rising = pd.DataFrame({"epoch": range(10), "dev_mean": [0.1 * i for i in range(10)]})
     flat = pd.DataFrame({"epoch": range(8), "dev_mean": [0.1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]})
@@ -147,7 +148,7 @@ def _paired_study():
     TUG 1 point behind SDS (within a clip)."""
     import json
 
-    from bber_utils.experiments import confidence_interval
+    from bber_utils.study.stats import confidence_interval
 
     base = {42: 0.60, 43: 0.70, 44: 0.80}
     rows = []
@@ -162,7 +163,7 @@ def _paired_study():
 
 
 def test_findings_are_computed_seed_by_seed_and_name_the_control():
-    from bber_utils import findings
+    from bber_utils.study import findings
 
     study = _paired_study()
     questions = [(q, a[1], b[1]) for q, a, b in findings.study_comparisons(study)]
@@ -182,7 +183,7 @@ def test_findings_are_computed_seed_by_seed_and_name_the_control():
 
 
 def test_findings_forest_plots_each_difference_with_its_interval(tmp_path):
-    from bber_utils import findings
+    from bber_utils.study import findings
 
     table = findings.study_findings(_paired_study(), {"c": 100})
     fig = plots.findings_forest(table, {"c": 3.0}, save_to=tmp_path / "f.png")

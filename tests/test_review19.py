@@ -49,7 +49,7 @@ def test_paired_interval_only_where_both_settings_ran_the_same_seeds():
 def test_one_seed_is_never_called_a_finding():
     """One seed per setting: no interval, so "its interval excludes 0" cannot hold; the findings must not say
     "a finding"."""
-    from bber_utils import findings
+    from bber_utils.study import findings
 
     study = pd.DataFrame([_row("biformer", {42: .50}), _row("bimamba", {42: .60})])
     compared = experiments.compare_rows(study.iloc[1], study.iloc[0], "war", 100)
@@ -61,7 +61,7 @@ def test_one_seed_is_never_called_a_finding():
 def test_findings_name_a_setting_with_two_rows():
     """study_table gives one setting two rows when its runs differ in a key the setting does not fix (an older
     work folder, a changed profile); the findings must say so, not crash inside pandas."""
-    from bber_utils import findings
+    from bber_utils.study import findings
 
     study = pd.DataFrame([_row("biformer", {42: .5, 43: .6}), _row("biformer", {42: .52, 43: .61}),
                           _row("bimamba", {42: .6, 43: .7})])
@@ -90,7 +90,7 @@ def test_older_augmented_fusion_run_is_not_pooled_with_the_new_protocol():
 def test_augment_unimodal_given_as_text_is_refused(value):
     """A quoted "false" (profile or --set) is a truthy string: stage 1 of an augmented fusion model would train
     on the augmented rows under a run name that says augment_unimodal: "false". One clear error instead."""
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.errors import ConfigError
     from bber_utils.train import TrainConfig
 
     with pytest.raises(ConfigError, match="augment_unimodal"):

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from bber_utils.audio import write_wav
-from bber_utils.augment.sds import apply_sds, plan_sds, register_cli, sds_report, sds_utt_id
+from bber_utils.core.audio import write_wav
+from bber_utils.augment.sds import apply_sds, plan_sds, sds_report, sds_utt_id
+from bber_utils.augment.cli import register_sds_cli as register_cli
 from bber_utils.corpora.manifest import save_manifest, validate_manifest
 
 
@@ -161,7 +162,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_writes_sds_manifest_per_corpus(tmp_path, capsys):
-    from bber_utils.paths import run_dirs
+    from bber_utils.core.paths import run_dirs
 
     work = run_dirs(tmp_path / "w")
     df = manifest(tmp_path, [("happy", 1.0), ("happy", 3.5), ("sad", 2.0)], corpus="meld")
@@ -188,7 +189,7 @@ def test_applying_twice_adds_no_duplicates(tmp_path):
 def test_sds_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):
     """A read-only work folder ended in an OSError traceback."""
     from bber_utils import cli
-    from bber_utils.paths import run_dirs
+    from bber_utils.core.paths import run_dirs
 
     work = run_dirs(tmp_path / "w")
     save_manifest(manifest(tmp_path, [("happy", 1.0), ("happy", 3.5)], corpus="meld"), work.manifest("meld", "train"))

@@ -161,7 +161,7 @@ def test_a_failing_run_names_the_run_and_quotes_its_log(tmp_path, fake_train, mo
 
 
 def test_an_unknown_study_runner_is_a_config_error(tmp_path):
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="study_runner 'papermill'.*notebook"):
         ex.run_study({}, [], [1], tmp_path, study_runner="papermill")

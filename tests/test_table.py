@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bber_utils.corpora.table import SPLIT_ALIASES, map_table_label, parse_label_map, prepare_table, read_table
 from bber_utils.corpora.text_clean import repair_text
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 
 
 def _write(tmp_path, rows, name="t.csv"):
@@ -178,7 +178,7 @@ def test_text_only_end_to_end_without_audio(tmp_path):
 
 def test_predict_texts_from_text_only_checkpoint(tmp_path):
     from bber_utils.features.extract import extract_all
-    from bber_utils.predict import predict_texts
+    from bber_utils.predict.texts import predict_texts
     from bber_utils.train import train
 
     work = tmp_path / "w"
@@ -225,7 +225,7 @@ def test_e5_sentence_vectors_cached_once_per_text_and_equal_to_fresh(monkeypatch
 def test_class_weight_power_scales_loss_weights_and_keeps_default_names(tmp_path, monkeypatch):
     """``class_weight_power`` p: loss weights = balanced ** p; p = 1 (default) keeps earlier run names."""
     import bber_utils.train as tr
-    from bber_utils.data import class_weights
+    from bber_utils.train.loss import class_weights
     from bber_utils.features.extract import extract_all
 
     work = tmp_path / "w"
@@ -458,7 +458,7 @@ def test_a_parquet_that_is_not_parquet_is_one_line(tmp_path):
 
 def test_non_numeric_utterance_ids_follow_the_table_order(tmp_path):
     """Ids like ``u2, u10`` or none at all: the dialogue's context follows the table's row order, said once."""
-    from bber_utils.context import context_map
+    from bber_utils.corpora.dialogues import context_map
 
     order = ["b7", "a3", "c10", "c2"]  # the table's order is the conversation's
     rows = [{"text": f"{d} {u}", "label": "joy", "split": "train", "dialogue_id": d, "utterance_id": u}

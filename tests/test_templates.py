@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bber_utils.augment.templates import (DIA_TAGS, LANGUAGES, SCHEMA_KEYS, TEMPLATE_NAMES, TemplateError,
-                                          clean_utterance, compose_utterances, count_words, has_tag, load_templates,
-                                          merge_templates, split_on_tags, strip_tags, validate_templates)
+from bber_utils.synthesis.templates import (DIA_TAGS, LANGUAGES, SCHEMA_KEYS, TEMPLATE_NAMES, TemplateError,
+                                            clean_utterance, compose_utterances, count_words, has_tag, load_templates,
+                                            merge_templates, split_on_tags, strip_tags, validate_templates)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE_TEMPLATES = SHARED / "data" / "reference_tug_templates"
@@ -67,7 +67,7 @@ def test_compose_is_seeded_unique_and_within_word_limits():
 
 
 def test_compose_does_not_depend_on_pythonhashseed():
-    code = ("from bber_utils.augment.templates import load_templates, compose_utterances;"
+    code = ("from bber_utils.synthesis.templates import load_templates, compose_utterances;"
             "print('|'.join(compose_utterances(load_templates('ru','anger'), 50, seed=3)))")
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": h, "PATH": "/usr/bin:/bin"}).stdout for h in ("1", "12345")]

@@ -12,7 +12,7 @@ import pytest
 import bber_utils.train as T
 from bber_utils.train import crossfit, inputs, loop
 from bber_utils.corpora.manifest import save_manifest
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 
 TINY = dict(hidden_dim=16, num_heads=2, num_layers=1, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2,
             bimamba_layers=1, gated_dim=8, out_features=16, dropout=0.1, graph_heads=1)
@@ -333,7 +333,7 @@ def test_withprob_fuses_the_fold_models_logits_on_train(tmp_path, fake_features,
     are the fold models' predictions for their held-out rows, not the full unimodal model's in-sample ones."""
     import torch
 
-    from bber_utils.data import EmotionDataset
+    from bber_utils.train.dataset import EmotionDataset
     from bber_utils.models import build_model
 
     stores, stage2 = [], {}
@@ -379,7 +379,7 @@ def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_feature
     classes; a trainer that collapses the targets to their argmax between batch and loss does not."""
     import torch
 
-    from bber_utils.data import EmotionDataset
+    from bber_utils.train.dataset import EmotionDataset
     from bber_utils.models import build_model
 
     stores = []
@@ -541,7 +541,7 @@ def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, 
 
 def test_a_train_split_without_features_is_one_clear_error(tmp_path, monkeypatch):
     """Every train row skipped (no features): one line naming the skip reasons, not a crash inside training."""
-    from bber_utils.errors import ConfigError
+    from bber_utils.core.errors import ConfigError
 
     def build(tc, manifest):
         keep = manifest[~manifest["utt_id"].str.contains("-train-")]

@@ -18,7 +18,7 @@ import pytest
 
 import bber_utils.train as T
 from bber_utils.corpora.manifest import save_manifest
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 from bber_utils.train import inputs, loop
 from test_train import TINY, FakeStore, _cfg, _features, _one_thread, make_workdir  # noqa: F401 (fixture)
 

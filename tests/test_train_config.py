@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from bber_utils.errors import ConfigError
+from bber_utils.core.errors import ConfigError
 from bber_utils.train import TrainConfig
 
 # One bad value per field: the test below fails when a field is added without a check.
@@ -84,7 +84,7 @@ def test_numbers_that_yaml_reads_as_text_are_numbers():
 
 
 def test_the_profiles_pass():
-    from bber_utils.config import load_profile
+    from bber_utils.core.profiles import load_profile
 
     for name in ("smoke", "demo", "paper"):
         TrainConfig.from_dict(load_profile(name))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bber_utils.audio import write_wav
-from bber_utils.augment.tts import (EMOTION_PROSODY, SPEAKERS, EspeakBackend, Prosody, TTSBackend, build_tts,
-                                    check_speech, espeak_ssml)
+from bber_utils.core.audio import write_wav
+from bber_utils.synthesis.tts import (EMOTION_PROSODY, SPEAKERS, EspeakBackend, Prosody, TTSBackend, build_tts,
+                                      check_speech, espeak_ssml)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SR = 16000

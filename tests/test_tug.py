@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bber_utils.audio import load_audio
-from bber_utils.augment.templates import compose_utterances, has_tag
-from bber_utils.augment.tts import TTSBackend
+from bber_utils.core.audio import load_audio
+from bber_utils.synthesis.templates import compose_utterances, has_tag
+from bber_utils.synthesis.tts import TTSBackend
 from bber_utils.augment.tug import (build_synthetic_corpus, dropped_path, load_dropped, load_synthetic,
                                     synthetic_manifest_path, tts_for_language)
 from bber_utils.augment.tug_llm import TemplateSet, resolve_templates, stable_int
@@ -157,7 +157,7 @@ def test_espeak_russian_corpus_and_cli(tmp_path, capsys):
 
 def test_backend_options_per_language_reach_build_tts(tmp_path, monkeypatch):
     """The paper profile's {en: dia, ru: mms} with a model per language and backend options."""
-    from bber_utils.augment import tts as tts_module
+    from bber_utils.synthesis import tts as tts_module
 
     calls = []
 
@@ -194,7 +194,7 @@ def test_mms_from_a_local_folder(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- sharding
 def test_two_shards_then_a_merge_equal_one_unsharded_run(tmp_path):
-    from bber_utils.paths import run_dirs
+    from bber_utils.core.paths import run_dirs
 
     one, two = tmp_path / "one", tmp_path / "two"
     sets = resolve_templates(one, ["en"], "builtin", emotions=EMOTIONS)

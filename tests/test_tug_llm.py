@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from bber_utils.augment import tug_llm
-from bber_utils.augment.templates import DIA_TAGS
+from bber_utils.synthesis.templates import DIA_TAGS
 from bber_utils.augment.tug_llm import (PROMPT_VERSION, build_template_prompt, corpus_examples, generate_templates,
                                         parse_template_reply, resolve_templates, template_cache_path,
                                         templates_table)
 from bber_utils.corpora.manifest import save_manifest
-from bber_utils.llm import build_llm
+from bber_utils.synthesis.llm import build_llm
 from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
 
 # Written for this test (not taken from any corpus or from the reference's templates).

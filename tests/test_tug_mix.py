@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bber_utils.augment.tug import mix_plan, mix_synthetic, synthetic_utt_id
-from bber_utils.labels import CLASSES
+from bber_utils.core.labels import CLASSES
 
 
 def _rows(corpus, language, counts, split="train", source="original", prefix=None):

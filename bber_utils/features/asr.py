@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .model_source import is_local, model_key
+from bber_utils.core.device import resolve_device
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.progress import tqdm
+from bber_utils.features.model_source import is_local, model_key
+from bber_utils.features.store import _load_input, file_hash, short_hash, text_hash
+
+# Heavy libraries (faster_whisper, torch, transformers) are imported inside the functions that use them, so that
+# importing this module, and `bber --help`, stays fast.
 
 BUNDLED_WHISPER = "whisper-base-bundled"
 SAMPLE_RATE = 16000
@@ -162,10 +169,6 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     ``asr_model`` columns. ``cache_path`` (a Parquet file) keeps transcripts by utt_id and audio hash, so a
     rerun transcribes only new or changed clips. Unreadable clips stay empty (``missing``) with a warning.
     """
-    from bber_utils.progress import tqdm
-
-    from ..device import resolve_device
-    from .store import _load_input, file_hash, short_hash, text_hash
 
     df = manifest.copy()
     text = df["text"].fillna("").astype(str)
@@ -212,7 +215,6 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
         nonlocal saved
         if cache_path is None or len(new_cache) == saved:
             return
-        from ..fileio import atomic_write
 
         table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
         table = table.drop_duplicates(["utt_id", "asr"], keep="last")

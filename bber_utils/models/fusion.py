@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import (ClassifierHead, CrossModalEncoder, GatedFusion, LogitMixer, align_by_resampling,
-                     check_mask)
-from .config import ModelConfig, as_model_config
-from .mamba import MambaStack, masked_mean
-from .unimodal import UnimodalClassifier
+from bber_utils.models.blocks import (ClassifierHead, CrossModalEncoder, GatedFusion, LogitMixer, align_by_resampling,
+                                      check_mask)
+from bber_utils.models.config import ModelConfig, as_model_config
+from bber_utils.models.mamba import MambaStack, masked_mean
+from bber_utils.models.unimodal import UnimodalClassifier
 
 ENCODED_KEYS = ("audio_seq", "audio_mask", "text_seq", "text_mask", "audio_logits", "text_logits")
 

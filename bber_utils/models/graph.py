@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import segment_means
-from .config import ModelConfig
-from .fusion import BiFormer, WithProb
-from .mamba import masked_mean
+from bber_utils.models.blocks import segment_means
+from bber_utils.models.config import ModelConfig
+from bber_utils.models.fusion import BiFormer, WithProb
+from bber_utils.models.mamba import masked_mean
+
+# Heavy libraries (torch_geometric) are imported inside the functions that use them, so that importing this module,
+# and `bber --help`, stays fast.
 
 
 def sample_edge_index(num_audio: int, num_text: int) -> torch.Tensor:

@@ -29,6 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
+# and `bber --help`, stays fast.
+
 SCAN_IMPLS = ("auto", "sequential", "chunked", "mambapy", "cuda")
 
 

@@ -138,7 +138,7 @@ def _pickled_shards(mp):
 
 # 8. failed TTS saved as silence (the LLM-reply half of this row: m_ls_llm.py) -------------------------------------
 def _tts_silence_kept(mp):
-    from bber_utils.augment.tts import TTSBackend
+    from bber_utils.synthesis.tts import TTSBackend
 
     mp.setattr(TTSBackend, "check", lambda self, wav, sr=16000: "")
 
@@ -189,7 +189,7 @@ def _withprob_in_sample_logits(mp):
 
     def in_sample(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs):
         """The fold models are still trained and their files written; their logits are then not used."""
-        from bber_utils.data import EmotionDataset
+        from bber_utils.train.dataset import EmotionDataset
 
         real(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs)
         model = T.unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)

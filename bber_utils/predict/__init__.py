@@ -1,0 +1,1 @@
+"""Prediction: emotions of audio files with a trained model."""
