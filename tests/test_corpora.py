@@ -393,8 +393,7 @@ def test_prepare_demo_reads_generated_corpora_with_the_real_readers(tmp_path, cl
         return {"demo_en": build_meld(Path(out_dir) / "demo_en", clip_bank),
                 "demo_ru": build_resd_hub(Path(out_dir) / "demo_ru", n_train=per_class)}
 
-    monkeypatch.setitem(sys.modules, "bber_utils.corpora.demo",
-                        types.SimpleNamespace(build_demo_corpus=fake_build))
+    monkeypatch.setattr("bber_utils.corpora.build_demo_corpus", fake_build)
     out = prepare("demo", tmp_path / "w", demo_per_class=3, seed=5, progress=False, voices=2)
     assert calls[0][1:] == (3, 5, {"voices": 2})
     assert out["demo_en"]["train"]["utt_id"].iloc[0] == "demo_en-train-dia0_utt0"

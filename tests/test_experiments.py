@@ -8,7 +8,19 @@ import math
 import pandas as pd
 import pytest
 
-from bber_utils import experiments as ex
+from bber_utils.study import cli
+
+from bber_utils.study import design
+
+from bber_utils.study import registry as study_registry
+
+from bber_utils.study import runner as study_runner
+
+from bber_utils.study import schedule
+
+from bber_utils.study import search as study_search
+
+from bber_utils.study import stats
 from bber_utils.core.paths import run_dirs
 
 
@@ -29,7 +41,7 @@ def test_registry_is_tidy_and_skips_internal_stages(tmp_path):
     _write_run(tmp_path, "a", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "train_corpora": ["x", "y"]},
                {("x", "dev"): .5, ("x", "test"): .4, ("y", "test"): .3})
     _write_run(tmp_path, "_unimodal", {"model": "audio_only"}, {("x", "test"): .9})
-    reg = ex.load_registry(tmp_path)
+    reg = study_registry.load_registry(tmp_path)
     assert len(reg) == 3 and set(reg["run"]) == {"a"}
     row = reg[(reg["corpus"] == "y") & (reg["split"] == "test")].iloc[0]
     assert row["wf1"] == pytest.approx(.3) and row["sds_ratio"] == 0.5 and row["train_corpora"] == "x,y"
@@ -40,9 +52,9 @@ def test_unreadable_metrics_are_reported_not_fatal(tmp_path):
     d.mkdir(parents=True)
     (d / "metrics.json").write_text("{not json")
     with pytest.raises(ValueError, match="broken"):
-        ex.load_registry(tmp_path)
+        study_registry.load_registry(tmp_path)
     skipped = []
-    assert ex.load_registry(tmp_path, skipped=skipped).empty and skipped[0][0].endswith("metrics.json")
+    assert study_registry.load_registry(tmp_path, skipped=skipped).empty and skipped[0][0].endswith("metrics.json")
 
 
 def _two_runs_one_corrupt(workdir):
@@ -99,10 +111,10 @@ def test_results_refuse_an_unknown_split_or_column(tmp_path, capsys, argv, needl
 
 
 def test_confidence_interval_matches_student_t():
-    mean, std, half, n = ex.confidence_interval([0.5, 0.6, 0.7])
+    mean, std, half, n = stats.confidence_interval([0.5, 0.6, 0.7])
     assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(0.1)
     assert half == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
-    assert math.isnan(ex.confidence_interval([0.5])[2])
+    assert math.isnan(stats.confidence_interval([0.5])[2])
 
 
 def test_summarize_groups_over_seeds(tmp_path):
@@ -112,7 +124,7 @@ def test_summarize_groups_over_seeds(tmp_path):
     _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1, "run_name": "other", "progress": False},
                {("x", "test"): .2})  # a rerun: only control keys differ
     _write_run(tmp_path, "t1-tug", {"model": "text_only", "seed": 1, "tug_ratio": .5}, {("x", "test"): .4})
-    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     bi = s[s["model"] == "biformer"].iloc[0]
     assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
     # the rerun counts once; the augmented run is another setting: its own row, and the column says why
@@ -129,7 +141,7 @@ def test_summarize_never_pools_runs_that_differ_in_any_setting(tmp_path):
     _write_run(tmp_path, "lr-a", {**base, "lr": 1e-3}, {("x", "test"): .5})
     _write_run(tmp_path, "lr-b", {**base, "lr": 1e-4, "device": "cuda"}, {("x", "test"): .7})  # device: control
     _write_run(tmp_path, "lr-b2", {**base, "lr": 1e-4, "seed": 2}, {("x", "test"): .9})
-    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     assert len(s) == 2 and "lr" in s.columns and "device" not in s.columns and "seed" not in s.columns
     by_lr = s.set_index("lr")
     assert by_lr.loc[1e-3, "n_seeds"] == 1 and by_lr.loc[1e-3, "mean"] == pytest.approx(.5)
@@ -139,7 +151,7 @@ def test_summarize_never_pools_runs_that_differ_in_any_setting(tmp_path):
                {("x", "test"): .5})
     _write_run(tmp_path, "c2", {**base, "lr": 1e-3, "sds_ratio": 0.0, "train_corpora": "x", "seed": 6},
                {("x", "test"): .5})
-    s = ex.summarize(ex.load_registry(tmp_path)[lambda r: r["run"].isin(["c1", "c2"])], ["model"])
+    s = stats.summarize(study_registry.load_registry(tmp_path)[lambda r: r["run"].isin(["c1", "c2"])], ["model"])
     assert len(s) == 1 and s["n_seeds"].iloc[0] == 2
 
 
@@ -147,7 +159,7 @@ def _fake_runner(workdir, calls):
     """Dev prefers sds_ratio 0.5 for corpus x; test prefers 1.0 (a search that peeks at test would pick it)."""
     def run(params, wd):
         calls.append(params)
-        name = ex.run_name_for(params)
+        name = study_registry.run_name_for(params)
         d = run_dirs(wd).train / name
         if (d / "metrics.json").exists():
             return d
@@ -157,7 +169,7 @@ def _fake_runner(workdir, calls):
     return run
 
 
-@pytest.mark.parametrize("search", [ex.grid_search, ex.greedy_search])
+@pytest.mark.parametrize("search", [study_search.grid_search, study_search.greedy_search])
 def test_ratio_search_selects_on_dev_only(tmp_path, search):
     calls = []
     best, trials = search({"model": "biformer", "sds_ratio": 0.0, "tug_ratio": 0.0},
@@ -170,23 +182,23 @@ def test_ratio_search_selects_on_dev_only(tmp_path, search):
 def test_sweep_is_resumable(tmp_path):
     calls = []
     runner = _fake_runner(tmp_path, calls)
-    first = ex.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
+    first = study_runner.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
     assert len(first) == 2 and all((d / "metrics.json").exists() for d in first)
     stamp = [(d / "metrics.json").stat().st_mtime_ns for d in first]
-    again = ex.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
+    again = study_runner.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
     assert again == first and stamp == [(d / "metrics.json").stat().st_mtime_ns for d in again]
 
 
 def test_run_one_skips_finished_runs_without_executing(tmp_path, monkeypatch):
     params = {"model": "m", "seed": 3}
-    _write_run(tmp_path, ex.run_name_for(params), params, {("x", "test"): .1})
+    _write_run(tmp_path, study_registry.run_name_for(params), params, {("x", "test"): .1})
     monkeypatch.setattr("bber_utils.core.papermill.run_notebook", lambda *a, **k: pytest.fail("re-ran a finished run"))
-    assert ex.run_one(params, tmp_path).name == ex.run_name_for(params)
+    assert study_runner.run_one(params, tmp_path).name == study_registry.run_name_for(params)
 
 
 def test_paper_table_marks_reported_numbers(tmp_path):
     _write_run(tmp_path, "r", {"model": "biformer", "seed": 1}, {("meld", "dev"): .5, ("meld", "test"): .42})
-    t = ex.paper_table(ex.load_registry(tmp_path))
+    t = design.paper_table(study_registry.load_registry(tmp_path))
     meld_wf1 = t[(t["corpus"] == "meld") & (t["metric"] == "wf1")].iloc[0]
     assert meld_wf1["paper (reported)"] == 68.31 and meld_wf1["ours (test, %)"] == 42.0
     assert t[t["corpus"] == "resd"]["ours (test, %)"].isna().all()
@@ -197,7 +209,7 @@ def test_result_figures_are_written(tmp_path):
 
     for seed, v in [(1, .5), (2, .7)]:
         _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v, ("y", "test"): .4})
-    s = ex.summarize(ex.load_registry(tmp_path), ["model"])
+    s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     fig = plots.metric_bars(s, "model", "wf1", save_to=tmp_path / "bars.png")
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     assert heights == [40.0, 60.0] and (tmp_path / "bars.png").stat().st_size > 1000
@@ -206,7 +218,7 @@ def test_result_figures_are_written(tmp_path):
 
 
 def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
-    settings = ex.paper_study(["x", "y"], fusion_models=["biformer", "bimamba"],
+    settings = design.paper_study(["x", "y"], fusion_models=["biformer", "bimamba"],
                               augment={"sds_ratio": 0.5, "tug_ratio": 0, "ls_llm_p": 0.2})
     studies = {(s["study"], s["setting"]) for s in settings}
     assert {("modality", "audio_only"), ("modality", "text_only"), ("fusion", "bimamba"),
@@ -216,7 +228,7 @@ def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
         cfg = {k: v for k, v in s.items() if k not in ("study", "setting")}
         cfg.setdefault("sds_ratio", 0.0)
         _write_run(tmp_path, f"r{i}", {**cfg, "seed": 1}, {("x", "test"): i / 100, ("x", "dev"): 0.1})
-    table = ex.study_table(ex.load_registry(tmp_path), settings)
+    table = stats.study_table(study_registry.load_registry(tmp_path), settings)
     assert len(table) == len(settings)  # each setting found exactly its own run (corpus x)
     plain = table[(table["study"] == "fusion") & (table["setting"] == "biformer")].iloc[0]
     assert plain["mean"] == pytest.approx(2 / 100)  # not mixed with the +sds / +ls runs of biformer
@@ -239,16 +251,16 @@ def test_compare_to_uses_the_seed_by_seed_difference():
     Here the other setting is 0.10 better on every seed while each setting's own interval is wide."""
     ref = {42: 0.55, 43: 0.70, 44: 0.85}
     consistent = _two_settings(ref, {s: v + 0.10 for s, v in ref.items()})
-    row = ex.compare_to(consistent, ("fusion", "biformer"), {"c": 100}).iloc[0]
+    row = stats.compare_to(consistent, ("fusion", "biformer"), {"c": 100}).iloc[0]
     assert row["verdict"] == "better" and row["diff_pts"] == 10.0
     assert consistent["war_ci95"].iloc[0] * 2 > 0.10  # the two intervals overlap: the unpaired rule would flag it
     # the same mean difference, but its sign changes with the seed: not a finding
     noisy = _two_settings(ref, {42: 0.75, 43: 0.60, 44: 1.05})
-    row = ex.compare_to(noisy, ("fusion", "biformer"), {"c": 100}).iloc[0]
+    row = stats.compare_to(noisy, ("fusion", "biformer"), {"c": 100}).iloc[0]
     assert row["verdict"] == "paired 95 % interval includes 0"
     # without per-seed values (an older study.csv) the two intervals decide, as before
     old = consistent.drop(columns="war_by_seed")
-    assert ex.compare_to(old, ("fusion", "biformer"), {"c": 100}).iloc[0]["verdict"] == \
+    assert stats.compare_to(old, ("fusion", "biformer"), {"c": 100}).iloc[0]["verdict"] == \
         "95 % intervals overlap"
 
 
@@ -261,7 +273,7 @@ def test_study_table_keeps_each_seeds_value(tmp_path):
                              ((42, base), (43, base + 0.05), (44, base + 0.1))])
     settings = [{"study": "fusion", "setting": "biformer", "model": "biformer"},
                 {"study": "modality", "setting": "audio_only", "model": "audio_only"}]
-    table = ex.study_table(registry, settings)
+    table = stats.study_table(registry, settings)
     by_seed = dict(zip(table["setting"], table["war_by_seed"]))
     assert json.loads(by_seed["biformer"]) == {"42": 0.6, "43": 0.65, "44": 0.7}
     mean, half, n = paired_difference(by_seed["biformer"], by_seed["audio_only"])
@@ -276,7 +288,7 @@ def test_study_table_summarises_only_the_runs_of_this_study(tmp_path):
                {("x", "dev"): .9, ("x", "test"): .99})
     calls = []
     settings = [{"study": "augmentation", "setting": "+sds_ratio=0.5", "model": "biformer", "sds_ratio": 0.5}]
-    table = ex.run_study({"model": "biformer", "lr": 0.01}, settings, [1, 2], tmp_path,
+    table = schedule.run_study({"model": "biformer", "lr": 0.01}, settings, [1, 2], tmp_path,
                          runner=_fake_runner(tmp_path, calls))
     assert len(calls) == 2 and len(table) == 1
     assert table.iloc[0]["n_seeds"] == 2 and table.iloc[0]["war"] == pytest.approx(0.5)
@@ -297,7 +309,7 @@ _ITEM = st.one_of(
 
 @given(st.lists(_ITEM, min_size=1, max_size=5))
 def test_sweep_values_split_on_the_commas_outside_brackets_and_quotes(items):
-    assert ex.split_sweep_values(",".join(items)) == items
+    assert cli.split_sweep_values(",".join(items)) == items
 
 
 @pytest.mark.parametrize("text, values", [
@@ -309,7 +321,7 @@ def test_sweep_values_split_on_the_commas_outside_brackets_and_quotes(items):
     ("1,2,", ["1", "2"]),
 ])
 def test_sweep_values_examples(text, values):
-    assert ex.split_sweep_values(text) == values
+    assert cli.split_sweep_values(text) == values
 
 
 @pytest.mark.parametrize("text", ["[a,b", "a]", "'a,b", "{a: [1}"])
@@ -317,4 +329,4 @@ def test_unbalanced_sweep_values_are_refused(text):
     from bber_utils.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unbalanced"):
-        ex.split_sweep_values(text)
+        cli.split_sweep_values(text)

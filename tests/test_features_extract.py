@@ -59,7 +59,7 @@ def test_asr_fills_missing_text_and_the_manifest_is_saved(tmp_path, monkeypatch)
         def transcribe(self, wavs):
             return [("оставь меня", "ru") for _ in wavs]
 
-    import bber_utils.features.asr as asr_module
+    import bber_utils.features.extract as asr_module  # extract_all calls build_asr by this module's name
 
     monkeypatch.setattr(asr_module, "build_asr", lambda spec, **kw: Echo() if spec else None)
     out = extract_all(dirs.root, "logmel", "hashgram", asr_model="echo", progress=False)

@@ -14,7 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bber_utils import cli, pipeline
+from bber_utils import cli
+
+from bber_utils.core import papermill
+
+from bber_utils.study import runner
 from bber_utils.core.profiles import profile_path
 from bber_utils.core.paths import REPO_ROOT
 from test_train import make_workdir
@@ -26,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def no_notebooks(monkeypatch):
     """Records every notebook ``reproduce`` would run (none must run for a bad request)."""
     ran = []
-    monkeypatch.setattr(pipeline, "run_notebook", lambda src, *a, **k: ran.append(src.name))
-    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    monkeypatch.setattr(papermill, "run_notebook", lambda src, *a, **k: ran.append(src.name))
+    monkeypatch.setattr(papermill, "_kernel_name", lambda: "python3")
     return ran
 
 
@@ -185,7 +189,7 @@ def test_reproduce_help_lists_the_profile_keys(capsys):
 
 @pytest.mark.parametrize("command, target, argv", [
     ("train", "bber_utils.train.stages.train", ["train", "--config", "smoke"]),
-    ("extract", "bber_utils.features.extract.extract_all", ["extract", "--workdir", "WD"]),
+    ("extract", "bber_utils.features.cli.extract_all", ["extract", "--workdir", "WD"]),
     ("reproduce", "bber_utils.core.papermill.run_notebook", ["reproduce", "--profile", "smoke", "--only", "01",
                                                        "--workdir", "WD"]),
     ("label", "bber_utils.augment.ls_llm.cli._cli_label", ["label", "--workdir", "WD"]),
@@ -202,7 +206,7 @@ def test_ctrl_c_is_one_line_and_exit_130(command, target, argv, capsys, monkeypa
         parser = cli.build_parser()
         monkeypatch.setattr(cli, "build_parser", lambda: parser)
         parser._subparsers._group_actions[0].choices["label"].set_defaults(func=interrupted)
-    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    monkeypatch.setattr(papermill, "_kernel_name", lambda: "python3")
     try:
         rc = cli.main([str(tmp_path) if a == "WD" else a for a in argv])
     except KeyboardInterrupt:
@@ -266,20 +270,20 @@ def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
 ])
 def test_sweep_rejects_typos_before_any_run(argv, needles, capsys, monkeypatch):
     """A misspelt sweep key used to be passed on and ignored by the trainer: a sweep that varied nothing."""
-    from bber_utils import experiments
-
+    from bber_utils.core import papermill
+    from bber_utils.study import runner
     runs = []
-    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     rc = cli.main(["sweep", "--profile", "smoke", *argv])
     _one_line_error(capsys, rc, *needles)
     assert runs == []
 
 
 def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_path, monkeypatch, capsys):
-    from bber_utils import experiments
-
+    from bber_utils.core import papermill
+    from bber_utils.study import runner
     seen = {}
-    monkeypatch.setattr(experiments, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
+    monkeypatch.setattr(runner, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
         settings=settings, workdir=workdir))
     monkeypatch.chdir(tmp_path)
     make_workdir(tmp_path)  # tmp_path/wd/manifests
@@ -298,10 +302,10 @@ def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder
 ])
 def test_sweep_checks_every_combination_before_any_run(argv, needles, capsys, monkeypatch, tmp_path):
     """Issue 25: a heads/width mismatch or epochs=.inf used to start the runs and give a traceback per run."""
-    from bber_utils import experiments
-
+    from bber_utils.core import papermill
+    from bber_utils.study import runner
     runs = []
-    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     wd = make_workdir(tmp_path)
     _one_line_error(capsys, cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd), *argv]), *needles)
     assert runs == []
@@ -309,10 +313,10 @@ def test_sweep_checks_every_combination_before_any_run(argv, needles, capsys, mo
 
 def test_sweep_list_values_keep_their_commas(tmp_path, monkeypatch, capsys):
     """``train_corpora=[a,b]`` is one value, a list (it used to be split into "[a" and "b]")."""
-    from bber_utils import experiments
-
+    from bber_utils.core import papermill
+    from bber_utils.study import runner
     seen = {}
-    monkeypatch.setattr(experiments, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
+    monkeypatch.setattr(runner, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
         settings=settings))
     wd = make_workdir(tmp_path)
     rc = cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd),
@@ -324,10 +328,10 @@ def test_sweep_list_values_keep_their_commas(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("grid", [["epochs=1,2"], ["train_corpora=[demo_en,nosuch]"]])
 def test_sweep_without_manifests_stops_before_any_run(grid, tmp_path, capsys, monkeypatch):
     """Issue 25: a work folder without (some of) the manifests used to spawn every run, each failing."""
-    from bber_utils import experiments
-
+    from bber_utils.core import papermill
+    from bber_utils.study import runner
     runs = []
-    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: runs.append(a))
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     wd = tmp_path / "empty" if grid == ["epochs=1,2"] else make_workdir(tmp_path)
     rc = cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd), *grid])
     err = capsys.readouterr().err

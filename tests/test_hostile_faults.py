@@ -16,7 +16,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from bber_utils import cli, predict
+from bber_utils import cli
+from bber_utils.core.labels import CLASSES
+
+from bber_utils.predict import predictor
 from bber_utils.features import store as store_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +104,8 @@ def _tone(path, seconds, sr=16000):
 
 
 def test_long_recordings_warn_and_can_be_windowed(tmp_path):
-    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
-    long = _tone(tmp_path / "long.wav", predict.LONG_SECONDS + 2)
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    long = _tone(tmp_path / "long.wav", predictor.LONG_SECONDS + 2)
     with pytest.warns(UserWarning, match=r"long.wav: 62 s long \(> 60 s\).*--window"):
         pred.predict([long])
     clip = _tone(tmp_path / "clip.wav", 25)
@@ -110,7 +113,7 @@ def test_long_recordings_warn_and_can_be_windowed(tmp_path):
     wins = out.extra["windows"]
     assert [(w["start_s"], w["end_s"]) for w in wins] == [(0, 10), (10, 20), (20, 25)]
     mean = np.average([w["fused"] for w in wins], axis=0, weights=[10, 10, 5])
-    assert np.allclose(out.fused, mean, atol=1e-5) and out.label == predict.CLASSES[int(np.argmax(mean))]
+    assert np.allclose(out.fused, mean, atol=1e-5) and out.label == CLASSES[int(np.argmax(mean))]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # windowed: no long-clip warning
         pred.predict([long], window_s=10)

@@ -11,9 +11,13 @@ import pathlib
 import pytest
 import torch
 
-from bber_utils import predict, train
+from bber_utils import train
 
+from bber_utils.predict import checkpoint
 
+from bber_utils.predict import predictor
+
+from bber_utils.predict import texts
 class _Payload:
     """Unpickling this calls ``open(marker, "w")``: the marker's existence proves code ran."""
 
@@ -34,8 +38,8 @@ def _crafted(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
 
 def test_predict_refuses_a_checkpoint_that_runs_code(tmp_path):
     ckpt, marker = _crafted(tmp_path)
-    with pytest.raises(predict.CheckpointError, match="not a readable checkpoint"):
-        predict.load_model(ckpt)
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load_model(ckpt)
     assert not marker.exists(), "loading the checkpoint ran code from it"
 
 
@@ -63,7 +67,7 @@ def test_a_real_training_checkpoint_loads_with_weights_only(tmp_path):
 
 def test_no_loader_in_the_package_unpickles_with_code():
     """Every ``torch.load`` passes ``weights_only=True``; no ``pickle.load`` / ``allow_pickle=True`` at all."""
-    root = pathlib.Path(predict.__file__).parent
+    root = pathlib.Path(checkpoint.__file__).parents[1]
     for py in root.rglob("*.py"):
         src = py.read_text(encoding="utf-8")
         assert "weights_only=False" not in src, py
@@ -124,11 +128,11 @@ def _checkpoint_naming(tmp_path, text_encoder: str, where: str = "features", tru
 def test_a_checkpoint_cannot_grant_trust_to_its_encoder_code(tmp_path, where):
     folder, marker = _code_folder(tmp_path)
     ckpt = _checkpoint_naming(tmp_path, str(folder), where)
-    with pytest.raises(predict.CheckpointError, match="--trust-remote-code") as err:
-        predict.Predictor(ckpt, device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="--trust-remote-code") as err:
+        predictor.Predictor(ckpt, device="cpu")
     assert str(folder) in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(predict.CheckpointError, match="--trust-remote-code"):
-        predict.predict_texts(ckpt, ["hi"], device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="--trust-remote-code"):
+        texts.predict_texts(ckpt, ["hi"], device="cpu")
     assert not marker.exists(), "a checkpoint's settings ran the model folder's code"
 
 
@@ -147,7 +151,7 @@ def test_bber_predict_refuses_in_one_line_and_the_flag_allows_it(tmp_path, capsy
     assert len(err.splitlines()) == 1 and "--trust-remote-code" in err and str(folder) in err
     assert not marker.exists(), "bber predict ran the code a checkpoint named"
     # the person running the command may allow it: then (and only then) the folder's code is imported
-    predict.Predictor(ckpt, device="cpu", trust_remote_code=True)
+    predictor.Predictor(ckpt, device="cpu", trust_remote_code=True)
     assert marker.exists()
 
 
@@ -155,8 +159,8 @@ def test_a_model_folder_with_code_but_no_trust_stored_is_refused_without_running
     folder, marker = _code_folder(tmp_path)
     ckpt = _checkpoint_naming(tmp_path, str(folder), trust=False)
     for allowed in (False, True):  # the user's flag alone does not widen what the checkpoint asked for
-        with pytest.raises(predict.CheckpointError, match="cannot load its text encoder") as err:
-            predict.Predictor(ckpt, device="cpu", trust_remote_code=allowed)
+        with pytest.raises(checkpoint.CheckpointError, match="cannot load its text encoder") as err:
+            predictor.Predictor(ckpt, device="cpu", trust_remote_code=allowed)
         assert "\n" not in str(err.value)
     assert not marker.exists()
 
@@ -169,8 +173,8 @@ def test_a_hub_id_asking_for_remote_code_is_refused_before_any_download(tmp_path
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_download)
     ckpt = _checkpoint_naming(tmp_path, "someone/innocent-embeddings")
-    with pytest.raises(predict.CheckpointError, match="someone/innocent-embeddings.*--trust-remote-code"):
-        predict.Predictor(ckpt, device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="someone/innocent-embeddings.*--trust-remote-code"):
+        predictor.Predictor(ckpt, device="cpu")
 
 
 @pytest.mark.parametrize("settings, problem", [
@@ -192,6 +196,6 @@ def test_stored_settings_are_checked_as_data(tmp_path, settings, problem):
     torch.save({"model": build_model("text_only", cfg, 1, 256).state_dict(), "model_name": "text_only",
                 "d_audio": 1, "d_text": 256, "model_config": cfg.to_dict(),
                 "features": {"text_encoder": "hashgram", **settings}}, ckpt)
-    with pytest.raises(predict.CheckpointError, match=problem) as err:
-        predict.Predictor(ckpt, device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match=problem) as err:
+        predictor.Predictor(ckpt, device="cpu")
     assert "\n" not in str(err.value)

@@ -8,7 +8,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from bber_utils import pipeline
+from bber_utils.study import cli
+
+from bber_utils.core import papermill
+
+from bber_utils.notebook import pipeline
 from bber_utils.core.papermill import NotebookFailed
 from bber_utils.notebook.pipeline import list_notebooks, select_notebooks
 
@@ -58,7 +62,7 @@ def test_declared_parameters_reads_the_parameters_cell(tmp_path):
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_code_cell("g = 1"), cell]
     nbformat.write(nb, tmp_path / "x.ipynb")
-    assert pipeline.declared_parameters(tmp_path / "x.ipynb") == {"a", "b", "c", "d"}
+    assert papermill.declared_parameters(tmp_path / "x.ipynb") == {"a", "b", "c", "d"}
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -204,8 +208,8 @@ def test_reproduce_into_a_read_only_workdir_says_so_in_one_line(tmp_path, monkey
     from bber_utils import cli
 
     ran = []
-    monkeypatch.setattr(pipeline, "run_notebook", lambda src, *a, **k: ran.append(src.name))
-    monkeypatch.setattr(pipeline, "_kernel_name", lambda: "python3")
+    monkeypatch.setattr(papermill, "run_notebook", lambda src, *a, **k: ran.append(src.name))
+    monkeypatch.setattr(papermill, "_kernel_name", lambda: "python3")
     (tmp_path / "w").mkdir()
     read_only(tmp_path / "w")
     rc = cli.main(["reproduce", "--profile", "smoke", "--only", "01", "--workdir", str(tmp_path / "w")])
@@ -217,12 +221,14 @@ def test_reproduce_into_a_read_only_workdir_says_so_in_one_line(tmp_path, monkey
 
 def test_any_other_permission_error_is_one_line(monkeypatch, capsys, tmp_path):
     """What no up-front check foresaw (a file made read-only inside a writable folder) is still one line."""
-    from bber_utils import cli, experiments
-
+    from bber_utils import cli
+    from bber_utils.study import cli
+    from bber_utils.core import papermill
+    from bber_utils.notebook import pipeline
     def denied(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.parquet"))
 
-    monkeypatch.setattr(experiments, "_cli_results", denied)
+    monkeypatch.setattr(cli, "_cli_results", denied)
     rc = cli.main(["results", "--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and f"cannot access {tmp_path / 'x.parquet'}: Permission denied" in err

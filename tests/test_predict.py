@@ -12,7 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from bber_utils import predict
+from bber_utils.predict import checkpoint
+
+from bber_utils.predict import inputs
+
+from bber_utils.predict import predictor
 from bber_utils.core.labels import CLASSES
 from bber_utils.models import build_model
 from bber_utils.models.config import ModelConfig
@@ -41,7 +45,7 @@ def _wav(path, seconds=1.0, sr=22050):
 
 
 def test_bad_files_are_reported_and_the_rest_scored(tmp_path):
-    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
     good = _wav(tmp_path / "a.wav")
     stereo = tmp_path / "b.flac"
     sf.write(stereo, np.stack([np.sin(np.arange(16000) / 9), np.cos(np.arange(16000) / 7)], 1) * .2, 16000)
@@ -61,13 +65,13 @@ def test_bad_files_are_reported_and_the_rest_scored(tmp_path):
 
 
 def test_no_transcript_and_no_asr_is_a_clear_per_file_error(tmp_path):
-    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
     out = pred.predict([_wav(tmp_path / "a.wav")])
     assert out[0].fused is None and "no transcript" in out[0].error and "--asr" in out[0].error
 
 
 def test_audio_frames_are_pooled_as_in_training(tmp_path, monkeypatch):
-    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
     seen = []
     forward = pred.model.forward
     monkeypatch.setattr(pred.model, "forward", lambda batch: seen.append(batch["audio"].shape) or forward(batch))
@@ -76,28 +80,28 @@ def test_audio_frames_are_pooled_as_in_training(tmp_path, monkeypatch):
 
 
 def test_audio_only_checkpoint_needs_no_text(tmp_path):
-    pred = predict.Predictor(_checkpoint(tmp_path / "best.pt", "audio_only"), device="cpu")
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt", "audio_only"), device="cpu")
     out = pred.predict([_wav(tmp_path / "a.wav")])
     assert out[0].error is None and out[0].audio == out[0].fused and out[0].text_probs is None
 
 
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     ckpt = _checkpoint(tmp_path / "best.pt", d_audio=40)  # logmel gives 80-d frames
-    with pytest.raises(predict.CheckpointError, match="audio features of width 40"):
-        predict.Predictor(ckpt, device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="audio features of width 40"):
+        predictor.Predictor(ckpt, device="cpu")
     state = torch.load(ckpt, weights_only=False)
     state["model_config"]["hidden_dim"] = 8
     torch.save(state, ckpt)
-    with pytest.raises(predict.CheckpointError, match="do not fit"):
-        predict.load_model(ckpt)
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit"):
+        checkpoint.load_model(ckpt)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(predict.CheckpointError, match="not a readable checkpoint"):
-        predict.load_model(tmp_path / "junk.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load_model(tmp_path / "junk.pt")
 
 
 def test_missing_default_checkpoint_says_how_to_make_one(tmp_path):
-    with pytest.raises(predict.CheckpointError, match="make reproduce"):
-        predict.find_checkpoint(None, workdir=tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="make reproduce"):
+        checkpoint.find_checkpoint(None, workdir=tmp_path)
 
 
 def test_folders_and_csvs_expand(tmp_path):
@@ -106,12 +110,12 @@ def test_folders_and_csvs_expand(tmp_path):
     _wav(tmp_path / "clips" / "a.wav")
     (tmp_path / "clips" / "notes.txt").write_text("x")
     (tmp_path / "list.csv").write_text("path,text\nclips/a.wav,hello there\nclips/b.wav,\n")
-    paths, texts = predict.collect_inputs([tmp_path / "clips", tmp_path / "list.csv"])
+    paths, texts = inputs.collect_inputs([tmp_path / "clips", tmp_path / "list.csv"])
     assert [p.split("/")[-1] for p in paths] == ["a.wav", "b.wav", "a.wav", "b.wav"]
     assert texts == [None, None, "hello there", None]
     with pytest.raises(ValueError, match="'path' column"):
         (tmp_path / "bad.csv").write_text("file\nx.wav\n")
-        predict.collect_inputs([tmp_path / "bad.csv"])
+        inputs.collect_inputs([tmp_path / "bad.csv"])
 
 
 def test_cli_exit_status_and_json(tmp_path, capsys):
@@ -186,7 +190,7 @@ def test_every_trainable_model_predicts(tiny_workdir, model, option, _one_thread
     res = train(dict(workdir=str(tiny_workdir), model=model, epochs=1, unimodal_epochs=1, batch_size=8, lr=3e-3,
                      device="cpu", progress=False, oof_folds=2, seed=1, audio_encoder="logmel",
                      text_encoder="hashgram", text_max_tokens=8, **TINY, **OPTIONS[option]))
-    pred = predict.Predictor(res.run_dir, device="cpu")
+    pred = predictor.Predictor(res.run_dir, device="cpu")
     clip = _wav(tiny_workdir.parent / "clip.wav", seconds=0.5, sr=16000)
     alone, with_turn = (pred.predict([clip], ["joy words 0"], contexts=c)[0] for c in (None, [["anger words 1"]]))
     for p in (alone, with_turn):
@@ -255,7 +259,7 @@ def test_cli_inputs_that_name_no_clip_are_refused(tmp_path, capsys, monkeypatch,
 def test_csv_context_column_and_context_flag(tmp_path):
     (tmp_path / "list.csv").write_text('path,text,context\na.wav,hi,\nb.wav,ok,so tired\n'
                                        'c.wav,fine,"[""first turn"", ""second, turn""]"\nd.wav,no,[laughs]\n')
-    paths, texts, contexts = predict.collect_clips([tmp_path / "list.csv"])
+    paths, texts, contexts = inputs.collect_clips([tmp_path / "list.csv"])
     assert contexts == [[], ["so tired"], ["first turn", "second, turn"], ["[laughs]"]]
     assert texts == ["hi", "ok", "fine", "no"]
     args = __import__("bber_utils.cli", fromlist=["build_parser"]).build_parser().parse_args(
@@ -298,8 +302,8 @@ def test_every_command_taking_a_device_refuses_a_bad_one_in_one_line(tmp_path, t
 def test_a_checkpoint_may_store_exactly_what_the_trainer_writes():
     from bber_utils.train import TrainConfig, feature_spec
 
-    assert set(predict.STORED_SETTINGS) == set(feature_spec(TrainConfig()))
-    assert predict.stored_settings({"features": feature_spec(TrainConfig())}, "x.pt")["text_encoder"] == "e5-words"
+    assert set(checkpoint.STORED_SETTINGS) == set(feature_spec(TrainConfig()))
+    assert checkpoint.stored_settings({"features": feature_spec(TrainConfig())}, "x.pt")["text_encoder"] == "e5-words"
 
 
 def test_manifest_contexts_are_the_previous_turns_of_the_same_dialogue():
@@ -308,8 +312,8 @@ def test_manifest_contexts_are_the_previous_turns_of_the_same_dialogue():
     df = pd.DataFrame({"utt_id": ["a", "b", "c", "d"], "corpus": "c", "split": "test", "source": "original",
                        "text": ["one", "two", "three", "other"], "dialogue_id": ["1", "1", "1", "2"],
                        "utterance_id": [0, 1, 2, 0]})
-    assert predict.manifest_contexts(df, 1) == [[], ["one"], ["two"], []]
-    assert predict.manifest_contexts(df, 2)[2] == ["one", "two"] and predict.manifest_contexts(df, 0) == [[]] * 4
+    assert inputs.manifest_contexts(df, 1) == [[], ["one"], ["two"], []]
+    assert inputs.manifest_contexts(df, 2)[2] == ["one", "two"] and inputs.manifest_contexts(df, 0) == [[]] * 4
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -321,7 +325,7 @@ def test_csv_context_cells_read_back_what_was_written(tmp_path, turns):
     one = turns[0] if turns else ""
     pd.DataFrame({"path": ["a.wav", "b.wav"], "text": ["x", "y"],
                   "context": [json.dumps(turns, ensure_ascii=False), one]}).to_csv(tmp_path / "c.csv", index=False)
-    _, _, contexts = predict.collect_clips([tmp_path / "c.csv"])
+    _, _, contexts = inputs.collect_clips([tmp_path / "c.csv"])
     assert contexts[0] == turns
     try:
         as_list = json.loads(one)

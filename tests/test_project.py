@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bber_utils.cli import COMMAND_MODULES, build_parser
+from bber_utils.cli import COMMANDS, build_parser
 from bber_utils.notebook.pipeline import list_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_cli_lists_every_subcommand():
     assert expected <= set(sub.choices), f"missing subcommands: {expected - set(sub.choices)}"
     out = subprocess.run([sys.executable, "-m", "bber_utils.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "reproduce" in out.stdout
-    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+    assert len(COMMANDS) == len(set(COMMANDS))
 
 
 def test_ci_runs_the_readme_test_command():

@@ -8,27 +8,29 @@ import math
 import pandas as pd
 import pytest
 
-from bber_utils import experiments
+from bber_utils.study import registry
 
+from bber_utils.study import schedule
 
+from bber_utils.study import stats
 def test_unimodal_run_shares_group_with_unaugmented_fusion():
     """audio_only/text_only with no augmentation train the same stage-1 caches as an unaugmented fusion run of
     that seed (the unimodal hash has no model name), so the scheduler must never run them at once."""
     base = {"seed": 42, "train_corpora": ["meld", "resd"]}
-    fusion = experiments._unimodal_group({**base, "model": "biformer"})
+    fusion = schedule._unimodal_group({**base, "model": "biformer"})
     for m in ("audio_only", "text_only"):
-        assert experiments._unimodal_group({**base, "model": m}) == fusion
-        assert experiments._unimodal_group({**base, "model": m, "sds_ratio": 0.0, "ls_llm_p": 0}) == fusion
+        assert schedule._unimodal_group({**base, "model": m}) == fusion
+        assert schedule._unimodal_group({**base, "model": m, "sds_ratio": 0.0, "ls_llm_p": 0}) == fusion
     # augment_unimodal with no augmentation is the plain stage 1 too
-    assert experiments._unimodal_group({**base, "model": "biformer", "augment_unimodal": True}) == fusion
+    assert schedule._unimodal_group({**base, "model": "biformer", "augment_unimodal": True}) == fusion
     # augmented fusion (stage 1 on the originals) shares it; an augmented unimodal run does not
-    assert experiments._unimodal_group({**base, "model": "biformer", "sds_ratio": 0.5}) == fusion
-    assert experiments._unimodal_group({**base, "model": "audio_only", "sds_ratio": 0.5}) != fusion
+    assert schedule._unimodal_group({**base, "model": "biformer", "sds_ratio": 0.5}) == fusion
+    assert schedule._unimodal_group({**base, "model": "audio_only", "sds_ratio": 0.5}) != fusion
 
 
 def _row(setting: str, by_seed: dict, study: str = "fusion", corpus: str = "c") -> dict:
     """One study-table row with the given per-seed WAR."""
-    mean, _, half, n = experiments.confidence_interval(list(by_seed.values()))
+    mean, _, half, n = stats.confidence_interval(list(by_seed.values()))
     return {"study": study, "setting": setting, "corpus": corpus, "n_seeds": n, "war": mean, "war_ci95": half,
             "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
             "war_by_seed": json.dumps({str(k): v for k, v in by_seed.items()})}
@@ -38,12 +40,12 @@ def test_paired_interval_only_where_both_settings_ran_the_same_seeds():
     """The footer: the paired interval, "or the two rows' own intervals where the seeds differ". Here BiMamba's
     11-point lead comes from its third seed alone (1 point ahead on the two shared seeds): not a finding."""
     study = pd.DataFrame([_row("biformer", {42: .59, 43: .59}), _row("bimamba", {42: .60, 43: .602, 44: .90})])
-    row = experiments.compare_to(study, ("fusion", "biformer"), {"c": 1000}).iloc[0]
+    row = stats.compare_to(study, ("fusion", "biformer"), {"c": 1000}).iloc[0]
     assert row["diff_pts"] == pytest.approx(11.1)
     assert row["verdict"] == "95 % intervals overlap"
     # the same seeds: the paired interval decides (unchanged)
     same = pd.DataFrame([_row("biformer", {42: .59, 43: .59, 44: .60}), _row("bimamba", {42: .60, 43: .602, 44: .612})])
-    assert experiments.compare_to(same, ("fusion", "biformer"), {"c": 1000}).iloc[0]["verdict"] == "better"
+    assert stats.compare_to(same, ("fusion", "biformer"), {"c": 1000}).iloc[0]["verdict"] == "better"
 
 
 def test_one_seed_is_never_called_a_finding():
@@ -52,7 +54,7 @@ def test_one_seed_is_never_called_a_finding():
     from bber_utils.study import findings
 
     study = pd.DataFrame([_row("biformer", {42: .50}), _row("bimamba", {42: .60})])
-    compared = experiments.compare_rows(study.iloc[1], study.iloc[0], "war", 100)
+    compared = stats.compare_rows(study.iloc[1], study.iloc[0], "war", 100)
     assert compared["diff_pts"] == pytest.approx(10.0) and compared["verdict"] == "one seed: no interval"
     text = findings.conclusions_markdown(findings.study_findings(study, {"c": 100}))
     assert "a finding" not in text.replace("not a finding", "")
@@ -79,11 +81,11 @@ def test_older_augmented_fusion_run_is_not_pooled_with_the_new_protocol():
     old = {"model": "biformer", "sds_ratio": 0.5}
     new = TrainConfig.from_dict(old).identity()
     assert "augment_unimodal" in new and new["augment_unimodal"] is False
-    assert experiments.run_settings(old) != experiments.run_settings(new)
-    assert experiments.run_settings(old) == experiments.run_settings({**new, "augment_unimodal": True})
+    assert registry.run_settings(old) != registry.run_settings(new)
+    assert registry.run_settings(old) == registry.run_settings({**new, "augment_unimodal": True})
     # where the key changes nothing, old and new runs stay one setting
     for cfg in ({"model": "biformer"}, {"model": "audio_only", "sds_ratio": 0.5}):
-        assert experiments.run_settings(cfg) == experiments.run_settings(TrainConfig.from_dict(cfg).identity())
+        assert registry.run_settings(cfg) == registry.run_settings(TrainConfig.from_dict(cfg).identity())
 
 
 @pytest.mark.parametrize("value", ["false", "no", "0"])
@@ -104,5 +106,5 @@ def test_a_groups_first_run_trains_every_stage_one_modality():
     would then run at once and all train the shared audio stage 1 together."""
     jobs = [{"model": m, "seed": 1, "train_corpora": ["x"]} for m in ("text_only", "biformer", "bimamba")]
     order = []
-    experiments._run_scheduled(jobs, lambda p: order.append(p["model"]), workers=1, progress=False)
+    schedule._run_scheduled(jobs, lambda p: order.append(p["model"]), workers=1, progress=False)
     assert order[0] != "text_only" and sorted(order) == ["biformer", "bimamba", "text_only"]

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from bber_utils import experiments as ex
+from bber_utils.study import registry
+
+from bber_utils.study import runner
 from bber_utils.core.paths import run_dirs
 from bber_utils.train import TrainConfig, default_run_name
 
@@ -26,7 +28,7 @@ def test_all_and_the_listed_corpora_give_one_name(workdir):
     listed = default_run_name(TrainConfig(workdir=str(workdir), train_corpora=["demo_en", "demo_ru"], model="biformer"))
     one = default_run_name(TrainConfig(workdir=str(workdir), train_corpora=["demo_en"], model="biformer"))
     assert named_all == listed != one
-    assert ex.run_name_for({"model": "biformer", "train_corpora": ["demo_en", "demo_ru"]}, workdir) == named_all
+    assert registry.run_name_for({"model": "biformer", "train_corpora": ["demo_en", "demo_ru"]}, workdir) == named_all
 
 
 def test_notebook_07_reuses_the_run_of_notebook_06(workdir, monkeypatch):
@@ -38,4 +40,4 @@ def test_notebook_07_reuses_the_run_of_notebook_06(workdir, monkeypatch):
     monkeypatch.setattr("bber_utils.core.papermill.declared_parameters", lambda nb: set(params06) | {"workdir", "run_name"})
     monkeypatch.setattr("bber_utils.core.papermill.run_notebook",
                         lambda *a, **k: pytest.fail("notebook 07 trained notebook 06's run again"))
-    assert ex.run_one({**params06, "train_corpora": ["demo_en", "demo_ru"]}, workdir) == run06
+    assert runner.run_one({**params06, "train_corpora": ["demo_en", "demo_ru"]}, workdir) == run06

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bber_utils import experiments as ex
+from bber_utils.study import registry
 
+from bber_utils.study import runner
 
+from bber_utils.study import schedule
 # --------------------------------------------------------------------------------------------- schedule
 
 def _jobs(sizes: list[int]) -> list[dict]:
@@ -28,7 +30,7 @@ def _recording_runner(first_s: float = 0.1, other_s: float = 0.4):
     events, lock, firsts = [], threading.Lock(), set()
 
     def run(params):
-        group = ex._unimodal_group(params)
+        group = schedule._unimodal_group(params)
         with lock:
             first = group not in firsts
             firsts.add(group)
@@ -42,7 +44,7 @@ def _recording_runner(first_s: float = 0.1, other_s: float = 0.4):
 
 def test_schedule_waits_for_each_groups_first_run_then_runs_the_rest_in_parallel():
     run, events = _recording_runner()
-    ex._run_scheduled(_jobs([3, 3, 2]), run, workers=2, progress=False)
+    schedule._run_scheduled(_jobs([3, 3, 2]), run, workers=2, progress=False)
     assert len(events) == 8 and len({e[0] for e in events}) == 3
     overlap_within_group = False
     for group in {e[0] for e in events}:
@@ -63,7 +65,7 @@ def test_schedule_stops_after_an_error_and_raises_it():
         time.sleep(0.2)
 
     with pytest.raises(RuntimeError, match="run 0 failed"):
-        ex._run_scheduled(_jobs([1] * 6), run, workers=2, progress=False)
+        schedule._run_scheduled(_jobs([1] * 6), run, workers=2, progress=False)
     assert started[0] == 0 and len(started) <= 2  # the run started beside the failing one ends; nothing new
 
 
@@ -71,7 +73,7 @@ def test_study_numbers_do_not_depend_on_workers(tmp_path):
     """The same study with 1 and 2 workers trains the same set of runs (a fake, deterministic runner)."""
     done = {1: [], 2: []}
     for workers in (1, 2):
-        ex._run_scheduled(_jobs([2, 2, 1]), lambda p, w=workers: done[w].append(sorted(p.items())),
+        schedule._run_scheduled(_jobs([2, 2, 1]), lambda p, w=workers: done[w].append(sorted(p.items())),
                           workers=workers, progress=False)
     assert sorted(done[1]) == sorted(done[2]) and len(done[1]) == 5
 
@@ -80,7 +82,7 @@ def test_study_numbers_do_not_depend_on_workers(tmp_path):
 
 def test_unimodal_groups_follow_what_stage_one_trains_on():
     fusion = {"model": "biformer", "train_corpora": ["demo_en", "demo_ru"], "seed": 1}
-    group = ex._unimodal_group
+    group = schedule._unimodal_group
     # a fusion model's stage 1 trains on the original rows: one group for every augmentation of a seed
     assert group(fusion) == group({**fusion, "sds_ratio": 0.5}) == group({**fusion, "tug_ratio": 0.5,
                                                                             "ls_llm_p": 0.2, "label_smoothing": .1})
@@ -117,9 +119,9 @@ def fake_train(tmp_path, monkeypatch):
     script = tmp_path / "fake_bber"
     script.write_text(FAKE_TRAIN)
     script.chmod(0o755)
-    real = ex._train_command(Path("p.yaml"))
+    real = runner._train_command(Path("p.yaml"))
     assert real[1:] == ["-m", "bber_utils.cli", "train", "--config", "p.yaml"] and "python" in Path(real[0]).name
-    monkeypatch.setattr(ex, "_train_command", lambda config: [str(script), *real[1:-1], str(config)])
+    monkeypatch.setattr(runner, "_train_command", lambda config: [str(script), *real[1:-1], str(config)])
     yield {"model": "biformer", "seed": 7, "train_corpora": ["demo_en"], "epochs": 1, "sds_ratio": 0.5,
            "profile": "smoke", "ablation_workers": 2}
 
@@ -133,9 +135,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_process_runner_writes_params_with_the_run_name_and_logs(tmp_path, fake_train):
-    run_dir = ex.run_one(fake_train, tmp_path / "work")
+    run_dir = runner.run_one(fake_train, tmp_path / "work")
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
-    assert run_dir.name == ex.run_name_for(fake_train, tmp_path / "work") == params["run_name"]
+    assert run_dir.name == registry.run_name_for(fake_train, tmp_path / "work") == params["run_name"]
     assert params["workdir"] == str(run_dir.parents[1]) and params["progress"] is False
     assert params["sds_ratio"] == 0.5 and "ablation_workers" not in params  # what notebook 06 declares
     assert (run_dir / "train.log").exists() and (run_dir / "metrics.json").exists()
@@ -143,18 +145,18 @@ def test_process_runner_writes_params_with_the_run_name_and_logs(tmp_path, fake_
 
 
 def test_process_runner_never_redoes_a_finished_run(tmp_path, fake_train, monkeypatch):
-    run_dir = ex.run_one(fake_train, tmp_path)
+    run_dir = runner.run_one(fake_train, tmp_path)
     stamp = (run_dir / "metrics.json").stat().st_mtime_ns
-    monkeypatch.setattr(ex, "_train_command", lambda config: pytest.fail("trained a finished run again"))
-    assert ex.run_one(fake_train, tmp_path) == run_dir
+    monkeypatch.setattr(runner, "_train_command", lambda config: pytest.fail("trained a finished run again"))
+    assert runner.run_one(fake_train, tmp_path) == run_dir
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_a_failing_run_names_the_run_and_quotes_its_log(tmp_path, fake_train, monkeypatch):
     monkeypatch.setenv("FAKE_TRAIN", "fail")
-    name = ex.run_name_for(fake_train, tmp_path)
+    name = registry.run_name_for(fake_train, tmp_path)
     with pytest.raises(RuntimeError) as err:
-        ex.run_one(fake_train, tmp_path)
+        runner.run_one(fake_train, tmp_path)
     msg = str(err.value)
     assert name in msg and "status 3" in msg and "ValueError: bad features" in msg and "epoch line 30" in msg
     assert "epoch line 10" not in msg  # only the tail
@@ -164,7 +166,7 @@ def test_an_unknown_study_runner_is_a_config_error(tmp_path):
     from bber_utils.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="study_runner 'papermill'.*notebook"):
-        ex.run_study({}, [], [1], tmp_path, study_runner="papermill")
+        schedule.run_study({}, [], [1], tmp_path, study_runner="papermill")
 
 
 def _interrupt_when_started(pid_files: list[Path], delay: float = 0.2) -> threading.Thread:
@@ -183,11 +185,11 @@ def _interrupt_when_started(pid_files: list[Path], delay: float = 0.2) -> thread
 
 def test_ctrl_c_stops_the_training_process(tmp_path, fake_train, monkeypatch):
     monkeypatch.setenv("FAKE_TRAIN", "sleep")
-    pid_file = tmp_path / "train" / ex.run_name_for(fake_train, tmp_path) / "pid"
+    pid_file = tmp_path / "train" / registry.run_name_for(fake_train, tmp_path) / "pid"
     _interrupt_when_started([pid_file])
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        ex.run_one(fake_train, tmp_path)
+        runner.run_one(fake_train, tmp_path)
     pid = int(pid_file.read_text())
     try:
         assert not _alive(pid), "the training process outlived the interrupt"
@@ -200,11 +202,11 @@ def test_ctrl_c_stops_the_training_process(tmp_path, fake_train, monkeypatch):
 def test_ctrl_c_during_a_parallel_study_stops_every_training_process(tmp_path, fake_train, monkeypatch):
     monkeypatch.setenv("FAKE_TRAIN", "sleep")
     jobs = [{**fake_train, "seed": s} for s in (1, 2)]
-    pid_files = [tmp_path / "train" / ex.run_name_for(j, tmp_path) / "pid" for j in jobs]
+    pid_files = [tmp_path / "train" / registry.run_name_for(j, tmp_path) / "pid" for j in jobs]
     _interrupt_when_started(pid_files)
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        ex._run_scheduled(jobs, lambda p: ex.run_one(p, tmp_path), workers=2, progress=False)
+        schedule._run_scheduled(jobs, lambda p: runner.run_one(p, tmp_path), workers=2, progress=False)
     pids = [int(p.read_text()) for p in pid_files]
     try:
         assert not [p for p in pids if _alive(p)], "a training process outlived the interrupt"

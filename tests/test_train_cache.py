@@ -246,8 +246,7 @@ def test_out_of_fold_logits_of_changed_augmented_rows_are_computed_again(tmp_pat
 def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, monkeypatch):
     """``run_one`` (``bber sweep``, notebook 07) reused any run with a ``metrics.json``: after re-preparing with fixed
     transcripts a sweep reported the old model. It now compares the run's data fingerprint with the data's."""
-    from bber_utils import experiments
-
+    from bber_utils.study import runner
     wd = _real_workdir(tmp_path)
     trained = []
 
@@ -255,10 +254,10 @@ def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, mon
         trained.append(name)
         T.train(cfg)
 
-    monkeypatch.setattr(experiments, "_train_process", in_process)
+    monkeypatch.setattr(runner, "_train_process", in_process)
     params = {k: v for k, v in _real_cfg(wd).items() if k != "workdir"}
-    first = experiments.run_one(params, wd)
-    experiments.run_one(params, wd)
+    first = runner.run_one(params, wd)
+    runner.run_one(params, wd)
     assert len(trained) == 1, "a finished run with unchanged data is reused"
     path = wd / "manifests" / "demo_en_train.parquet"
     df = pd.read_parquet(path)
@@ -266,6 +265,6 @@ def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, mon
     save_manifest(df, path)
     old = json.loads((first / "metrics.json").read_text())["data"]
     with pytest.warns(UserWarning, match="the data changed since it was trained"):
-        again = experiments.run_one(params, wd)
+        again = runner.run_one(params, wd)
     assert again == first and len(trained) == 2
     assert json.loads((again / "metrics.json").read_text())["data"] != old

@@ -157,7 +157,7 @@ def test_espeak_russian_corpus_and_cli(tmp_path, capsys):
 
 def test_backend_options_per_language_reach_build_tts(tmp_path, monkeypatch):
     """The paper profile's {en: dia, ru: mms} with a model per language and backend options."""
-    from bber_utils.synthesis import tts as tts_module
+    from bber_utils.augment import tug as tts_module  # build_synthetic_corpus calls build_tts by tug's name
 
     calls = []
 

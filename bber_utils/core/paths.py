@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bber_utils.core.fileio import READ_ONLY_ERRNOS
 
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # An editable install (the normal case) resolves relative work folders against the repository; a plain
 # install against the current directory.
 REPO_ROOT = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").exists() else Path.cwd()

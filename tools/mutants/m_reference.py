@@ -27,9 +27,8 @@ def _numpy_proxy(**overrides):
 def _argmax_soft_labels(mp):
     import torch
 
-    import bber_utils.data as data
-
-    real = data.collate
+    from bber_utils.train import dataset
+    real = dataset.collate
 
     def collate(items):
         batch = real(items)
@@ -38,7 +37,7 @@ def _argmax_soft_labels(mp):
         batch["target"] = hard * (t.sum(-1, keepdim=True) > 0)  # padding rows stay empty
         return batch
 
-    mp.setattr(data, "collate", collate)
+    mp.setattr(dataset, "collate", collate)
 
 
 # 2. graph edges only between nodes 0 and 1 of the batch --------------------------------------------------------

@@ -50,8 +50,9 @@ def _oof_first_component_fold(mp):
 
 # 2. class weights multiply the soft target (q ⊙ w) ----------------------------------------------------------------
 def _weights_reshape_target(mp):
-    import bber_utils.data as data
-
+    from bber_utils.train import loss
+    from bber_utils.study import registry as study_registry
+    from bber_utils.study import stats
     def soft_cross_entropy_parts(logits, target, weight=None, labels=None):
         import torch
 
@@ -61,31 +62,32 @@ def _weights_reshape_target(mp):
             q = q * weight.to(q.device, q.dtype)
         return -(q * logp).sum(), q.sum()
 
-    mp.setattr(data, "soft_cross_entropy_parts", soft_cross_entropy_parts)
+    mp.setattr(loss, "soft_cross_entropy_parts", soft_cross_entropy_parts)
 
 
 # 5. summaries grouped on a fixed list of keys ---------------------------------------------------------------------
 def _summaries_fixed_keys(mp):
-    import bber_utils.experiments as ex
-
-    def summarize(registry, by, split="test", metrics=ex.METRICS):
+    from bber_utils.train import loss
+    from bber_utils.study import registry as study_registry
+    from bber_utils.study import stats
+    def summarize(registry, by, split="test", metrics=study_registry.METRICS):
         import pandas as pd
 
         keys = list(dict.fromkeys([*by, "corpus"]))
         df = registry[registry["split"] == split]
-        same_run = [c for c in (*ex.SETTING_KEYS, *keys, "seed") if c in df]
+        same_run = [c for c in (*study_registry.SETTING_KEYS, *keys, "seed") if c in df]
         df = df.drop_duplicates(list(dict.fromkeys(same_run)))
         rows = []
         for group, part in df.groupby(keys, dropna=False, sort=True):
             row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
             for m in metrics:
-                mean, std, half, n = ex.confidence_interval(part[m])
+                mean, std, half, n = stats.confidence_interval(part[m])
                 row.update({m: mean, f"{m}_std": std, f"{m}_ci95": half})
             row["n_seeds"] = int(part["seed"].nunique())
             rows.append(row)
         return pd.DataFrame(rows)
 
-    mp.setattr(ex, "summarize", summarize)
+    mp.setattr(stats, "summarize", summarize)
 
 
 # 6. AdamW decays every parameter ------------------------------------------------------------------------------------
@@ -133,9 +135,12 @@ def _stage1_always_augmented(mp):
 def _unpaired_comparison(mp):
     import math
 
-    from bber_utils import experiments
+    from bber_utils.train import loss
 
-    mp.setattr(experiments, "paired_difference", lambda values, reference: (math.nan, math.nan, 0))
+    from bber_utils.study import registry as study_registry
+
+    from bber_utils.study import stats
+    mp.setattr(stats, "paired_difference", lambda values, reference: (math.nan, math.nan, 0))
 
 
 MUTANTS = [
