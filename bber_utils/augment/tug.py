@@ -111,34 +111,12 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     voice = _voice_key(backend, language)
     wav_dir = run_dirs(workdir).tug / "wavs" / language
     rows, dropped = [], []
-    jobs: list[tuple[str, list[dict]]] = []
-    for emotion in emotions:
-        ts = template_sets[(language, emotion)]
-        texts = compose_utterances(ts.templates, per_class, seed=stable_int(seed, language, emotion))
-        if len(texts) < per_class:
-            dropped.append(dict(utt_id="", language=language, label=emotion, text="",
-                                reason=f"composer found only {len(texts)} of {per_class} unique utterances"))
-        items = []
-        for i, text in enumerate(texts):
-            utt_id = synthetic_utt_id(language, emotion, i)
-            speaker = stable_int(seed, utt_id)
-            digest = hashlib.sha1(f"{voice}|{emotion}|{speaker}|{text}".encode()).hexdigest()[:10]
-            items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
-                              template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
-        jobs.append((emotion, items))
+    jobs = _compose_jobs(template_sets, language, emotions, per_class, seed, voice, wav_dir, dropped)
     position = {it["utt_id"]: k for k, it in enumerate(it for _, items in jobs for it in items)}
     if shard is not None:  # this shard's utterances: positions index, index + count, ... of the whole order
         jobs = [(e, [it for it in items if position[it["utt_id"]] % shard[1] == shard[0]]) for e, items in jobs]
     else:  # rows the shards spoke (same text and voice: same wav path, still on disk) are taken as they are
-        done = _part_rows(workdir, language)
-        for emotion, items in jobs:
-            for it in items:
-                row = done.get(it["utt_id"])
-                if row is not None and row["audio_path"] == str(Path(it["path"]).resolve()) and Path(
-                        row["audio_path"]).exists():
-                    rows.append({**row, "reused": True})
-        taken = {r["utt_id"] for r in rows}
-        jobs = [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
+        jobs = _take_spoken_parts(workdir, language, jobs, rows)
     wav_dir.mkdir(parents=True, exist_ok=True)
     lock = wav_dir / (".lock" if shard is None else f".part-{shard[0]:03d}-of-{shard[1]:03d}.lock")
     with locked(lock, waiting=f"bber tug: another run is speaking into {wav_dir}; waiting for it (its wavs are "
@@ -161,6 +139,43 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
         warnings.warn(f"TUG {language}: {n_failed} syntheses failed and were dropped (see "
                       f"{dropped_path(workdir, language)})", stacklevel=2)
     return df
+
+
+def _compose_jobs(template_sets, language: str, emotions: tuple[str, ...], per_class: int, seed: int, voice: str,
+                  wav_dir: Path, dropped: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``(emotion, items)`` per emotion: the seeded composer's utterances, each with its id, speaker and wav path
+    (named after the text and the voice); an emotion with too few unique utterances is noted in ``dropped``."""
+    jobs: list[tuple[str, list[dict]]] = []
+    for emotion in emotions:
+        ts = template_sets[(language, emotion)]
+        texts = compose_utterances(ts.templates, per_class, seed=stable_int(seed, language, emotion))
+        if len(texts) < per_class:
+            dropped.append(dict(utt_id="", language=language, label=emotion, text="",
+                                reason=f"composer found only {len(texts)} of {per_class} unique utterances"))
+        items = []
+        for i, text in enumerate(texts):
+            utt_id = synthetic_utt_id(language, emotion, i)
+            speaker = stable_int(seed, utt_id)
+            digest = hashlib.sha1(f"{voice}|{emotion}|{speaker}|{text}".encode()).hexdigest()[:10]
+            items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
+                              template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
+        jobs.append((emotion, items))
+    return jobs
+
+
+def _take_spoken_parts(workdir, language: str, jobs: list[tuple[str, list[dict]]],
+                       rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The jobs left once the rows the shards already spoke (same text and voice: the same wav path, still on
+    disk) are taken into ``rows`` as they are."""
+    done = _part_rows(workdir, language)
+    for emotion, items in jobs:
+        for it in items:
+            row = done.get(it["utt_id"])
+            if row is not None and row["audio_path"] == str(Path(it["path"]).resolve()) and Path(
+                    row["audio_path"]).exists():
+                rows.append({**row, "reused": True})
+    taken = {r["utt_id"] for r in rows}
+    return [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
 
 
 def _speak(backend: Any, jobs: list[tuple[str, list[dict]]], language: str, voice: str, rows: list[dict],

@@ -5,6 +5,9 @@ The label set is fixed to all seven classes (``labels=range(7)``): a class absen
 classes drop out of the averages, which inflates scores on small or skewed splits (tests/test_metrics.py).
 
 WAR is recall weighted by support, which equals plain accuracy; it is kept under its paper name.
+
+Owns: ``score``, ``score_logits``, ``mean_over_corpora``, ``METRIC_NAMES``.
+Must not import: any other module of ``bber_utils.train`` (scores are pure functions of labels).
 """
 
 from __future__ import annotations
