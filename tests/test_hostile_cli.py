@@ -239,7 +239,7 @@ def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
         nb.cells = [params, nbformat.v4.new_code_cell(code)]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, nbdir / f"{name}.ipynb")
-    code = ("import bber_utils.pipeline as p\nfrom pathlib import Path\n"
+    code = ("import bber_utils.notebook.pipeline as p\nfrom pathlib import Path\n"
             f"p.list_notebooks = lambda d=None: sorted(Path({str(nbdir)!r}).glob('*.ipynb'))\n"
             "from bber_utils.cli import main\n"
             f"raise SystemExit(main(['reproduce', '--profile', 'smoke', '--workdir', {str(tmp_path / 'w')!r}]))\n")

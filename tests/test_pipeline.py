@@ -222,13 +222,12 @@ def test_reproduce_into_a_read_only_workdir_says_so_in_one_line(tmp_path, monkey
 def test_any_other_permission_error_is_one_line(monkeypatch, capsys, tmp_path):
     """What no up-front check foresaw (a file made read-only inside a writable folder) is still one line."""
     from bber_utils import cli
-    from bber_utils.study import cli
-    from bber_utils.core import papermill
-    from bber_utils.notebook import pipeline
+    from bber_utils.study import cli as study_cli
+
     def denied(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.parquet"))
 
-    monkeypatch.setattr(cli, "_cli_results", denied)
+    monkeypatch.setattr(study_cli, "_cli_results", denied)
     rc = cli.main(["results", "--workdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and f"cannot access {tmp_path / 'x.parquet'}: Permission denied" in err

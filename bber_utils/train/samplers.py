@@ -4,7 +4,7 @@ its own share of the same epoch order. The trainer uses ``RankBatchSampler`` ove
 global batches, each split across the ranks, so N processes take the single-process batches.
 
 Owns: ``ShuffleSampler``, ``BalancedCorpusSampler``, ``RankBatchSampler``.
-Imports from this package: ``dataset`` only.
+Imports from this package: ``dataset`` only. Must not import: the trainer's other modules (no torch at import time).
 """
 
 from __future__ import annotations
