@@ -5,6 +5,8 @@ Every subcommand shares three behaviours (``main``):
 * a bad value (``ConfigError``: unknown key, profile, model, encoder, a value out of range, a key without
   ``=``) prints one line naming it and the valid choices, no traceback, and exits with status 2;
 * a missing or malformed input file (``FileNotFoundError``, ``TableError``) prints one line naming it, exit 1;
+* a folder it must write into that is read-only prints one line naming it ("cannot write to X: read-only"), exit
+  2, checked before the work starts (``fileio.check_writable``); any other permission error also gives one line;
 * Ctrl-C prints one line saying what was saved and how to resume, and exits with status 130;
 * relative paths typed on the command line (``--workdir``, ``--out``, ``--root``, ``--checkpoint`` …) are taken
   from the current folder; the defaults (``runs/demo``) and the profiles' values are repository-relative.
@@ -20,6 +22,7 @@ from pathlib import Path
 from bber_utils import __version__
 from bber_utils.augment import cli as augment_cli
 from bber_utils.core.errors import ConfigError
+from bber_utils.core.fileio import READ_ONLY_ERRNOS
 from bber_utils.corpora import cli as corpora_cli
 from bber_utils.corpora.text_clean import TableError
 from bber_utils.features import cli as features_cli
