@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, TableError) as exc:  # a missing or malformed input file: the message names it
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise
+        print(f"bber {args.command}: error: cannot access {exc.filename}: {exc.strerror} (a read-only folder? "
+              f"make it writable or choose another --workdir)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = INTERRUPT_HINTS.get(args.command, "rerun the same command to continue")
         print(f"\nbber {args.command}: interrupted (Ctrl-C); {hint}.", file=sys.stderr)
