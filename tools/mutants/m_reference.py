@@ -27,7 +27,8 @@ def _numpy_proxy(**overrides):
 def _argmax_soft_labels(mp):
     import torch
 
-    from bber_utils.train import dataset
+    from bber_utils.train import dataset, fusion, loop
+
     real = dataset.collate
 
     def collate(items):
@@ -37,7 +38,8 @@ def _argmax_soft_labels(mp):
         batch["target"] = hard * (t.sum(-1, keepdim=True) > 0)  # padding rows stay empty
         return batch
 
-    mp.setattr(dataset, "collate", collate)
+    for module in (dataset, loop, fusion):  # loop and fusion import collate by name
+        mp.setattr(module, "collate", collate)
 
 
 # 2. graph edges only between nodes 0 and 1 of the batch --------------------------------------------------------
