@@ -88,3 +88,16 @@ def test_the_profiles_pass():
 
     for name in ("smoke", "demo", "paper"):
         TrainConfig.from_dict(load_profile(name))
+
+
+@pytest.mark.parametrize("value", ["false", "no", "0"])
+def test_augment_unimodal_given_as_text_is_refused(value):
+    """A quoted "false" (profile or --set) is a truthy string: stage 1 of an augmented fusion model would train
+    on the augmented rows under a run name that says augment_unimodal: "false". One clear error instead."""
+    from bber_utils.core.errors import ConfigError
+    from bber_utils.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="augment_unimodal"):
+        TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": value})
+    assert TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": False}).stage1_config() \
+        .sds_ratio == 0.0

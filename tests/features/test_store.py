@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from bber_utils.features import store as store_mod
 import json
 
 import numpy as np
@@ -257,3 +263,55 @@ def test_a_reader_waits_for_a_writer_of_the_store(tmp_path):
         assert done == []
     reader.join(10)
     assert done and done[0].stats["cached"] == 2
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _SlowText:
+    """A text encoder that takes ``delay`` seconds per batch (dim 2)."""
+
+    modality, dim, uses_torch = "text", 2, False
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.key = {"name": "slow"}
+
+    def encode(self, texts):
+        time.sleep(self.delay)
+        return [np.ones((1, 2), np.float32) * len(t) for t in texts]
+
+
+def test_the_store_flushes_by_time_with_a_fake_clock(tmp_path, monkeypatch):
+    ticks = iter(range(0, 10_000, 11))  # every reading of the clock is 11 s later
+    monkeypatch.setattr(store_mod, "_clock", lambda: next(ticks))
+    flushed = []
+    real = store_mod._Writer.flush
+    monkeypatch.setattr(store_mod._Writer, "flush", lambda self: (flushed.append(len(self.pending)), real(self)))
+    st = store_mod.ensure_features(_manifest(40), "text", _SlowText(), tmp_path, batch_size=4, flush_every=512,
+                                   flush_seconds=30, progress=False)
+    assert len(st) == 40
+    # one flush every three batches (33 s), not one at the end: a kill would lose at most 3 batches
+    assert flushed[:3] == [12, 12, 12]
+
+
+def test_a_killed_extraction_keeps_what_was_flushed_by_time(tmp_path):
+    code = ("import sys, time, numpy as np, pandas as pd\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from tests.test_hostile_faults import _SlowText, _manifest\n"
+            "from bber_utils.features.store import ensure_features\n"
+            "print('start', flush=True)\n"
+            "ensure_features(_manifest(400), 'text', _SlowText(0.1), sys.argv[2], batch_size=4, "
+            "flush_every=512, flush_seconds=0.5, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert proc.stdout.readline().strip() == b"start"
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGKILL)  # no finally, no flush on the way out
+    proc.wait(timeout=30)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    kept = len(store_mod.FeatureStore(folder))
+    assert 0 < kept < 400, kept  # the 512-utterance count alone would have flushed nothing before the kill
+    # and a rerun extracts only the rest
+    st = store_mod.ensure_features(_manifest(400), "text", _SlowText(), tmp_path, batch_size=64, progress=False)
+    assert len(st) == 400 and st.stats["extracted"] == 400 - kept

@@ -4,6 +4,8 @@ TTS choice."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from bber_utils.augment import tug
 import shutil
 import warnings
 
@@ -260,3 +262,16 @@ def test_two_runs_at_once_speak_each_utterance_once(tmp_path, capsys):
     assert frames[0]["utt_id"].tolist() == frames[1]["utt_id"].tolist() and len(frames[0]) == 9
     assert sorted(int(f["reused"].sum()) for f in frames.values()) == [0, 9]
     assert "another run is speaking into" in capsys.readouterr().err
+
+
+def test_wav_key_changes_with_the_synthesis_version(monkeypatch):
+    backend = SimpleNamespace(name="espeak", seed=42, jitter=0.1)
+    before = tug._voice_key(backend, "en")
+    monkeypatch.setattr(tug, "SYNTHESIS_VERSION", tug.SYNTHESIS_VERSION + 1)
+    assert tug._voice_key(backend, "en") != before
+
+
+def test_wav_key_names_the_espeak_version(monkeypatch):
+    backend = SimpleNamespace(name="espeak", seed=42, jitter=0.1)
+    monkeypatch.setattr(tug, "_engine_version", lambda name: "eSpeak NG 9.99")
+    assert "eSpeak NG 9.99" in tug._voice_key(backend, "en")
