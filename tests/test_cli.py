@@ -21,7 +21,7 @@ from bber_utils.core import papermill
 from bber_utils.study import runner
 from bber_utils.core.profiles import profile_path
 from bber_utils.core.paths import REPO_ROOT
-from test_train import make_workdir
+from tests.train.common import make_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,8 +270,6 @@ def test_sigint_to_a_running_reproduce_prints_one_line(tmp_path):
 ])
 def test_sweep_rejects_typos_before_any_run(argv, needles, capsys, monkeypatch):
     """A misspelt sweep key used to be passed on and ignored by the trainer: a sweep that varied nothing."""
-    from bber_utils.core import papermill
-    from bber_utils.study import runner
     runs = []
     monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     rc = cli.main(["sweep", "--profile", "smoke", *argv])
@@ -280,8 +278,6 @@ def test_sweep_rejects_typos_before_any_run(argv, needles, capsys, monkeypatch):
 
 
 def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder(tmp_path, monkeypatch, capsys):
-    from bber_utils.core import papermill
-    from bber_utils.study import runner
     seen = {}
     monkeypatch.setattr(runner, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
         settings=settings, workdir=workdir))
@@ -302,8 +298,6 @@ def test_sweep_paths_typed_on_the_command_line_are_taken_from_the_current_folder
 ])
 def test_sweep_checks_every_combination_before_any_run(argv, needles, capsys, monkeypatch, tmp_path):
     """Issue 25: a heads/width mismatch or epochs=.inf used to start the runs and give a traceback per run."""
-    from bber_utils.core import papermill
-    from bber_utils.study import runner
     runs = []
     monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     wd = make_workdir(tmp_path)
@@ -313,8 +307,6 @@ def test_sweep_checks_every_combination_before_any_run(argv, needles, capsys, mo
 
 def test_sweep_list_values_keep_their_commas(tmp_path, monkeypatch, capsys):
     """``train_corpora=[a,b]`` is one value, a list (it used to be split into "[a" and "b]")."""
-    from bber_utils.core import papermill
-    from bber_utils.study import runner
     seen = {}
     monkeypatch.setattr(runner, "run_sweep", lambda base, settings, seeds, workdir: seen.update(
         settings=settings))
@@ -328,8 +320,6 @@ def test_sweep_list_values_keep_their_commas(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("grid", [["epochs=1,2"], ["train_corpora=[demo_en,nosuch]"]])
 def test_sweep_without_manifests_stops_before_any_run(grid, tmp_path, capsys, monkeypatch):
     """Issue 25: a work folder without (some of) the manifests used to spawn every run, each failing."""
-    from bber_utils.core import papermill
-    from bber_utils.study import runner
     runs = []
     monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: runs.append(a))
     wd = tmp_path / "empty" if grid == ["epochs=1,2"] else make_workdir(tmp_path)

@@ -27,7 +27,7 @@ What we do (``apply_sds``), on the train split only, per corpus, seeded with a n
 
 Where we differ from the reference code: it is unseeded, keeps the partners' texts unused and re-transcribes
 the merged audio with Whisper, never crops, picks from ``ratio · n_all`` rows and replaces the originals; ours
-is seeded (``tests/test_sds.py::test_seeded_and_deterministic``), joins the real texts, crops to
+is seeded (``tests/augment/test_sds.py::test_seeded_and_deterministic``), joins the real texts, crops to
 ``max_seconds``, uses ``ratio · n_eligible`` and adds by default. A component whose audio cannot be read
 drops that merge, counted and reported in ``df.attrs["sds"]`` (``sds_report``).
 """

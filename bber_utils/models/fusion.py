@@ -13,7 +13,7 @@ and splits its forward pass in two, so that the trainer can cache the frozen enc
 instead of the encoders' heads when present). Any length >= 1; no fixed width anywhere.
 
 Differences from the reference code (reference notes §3, §11) and the tests that show them
-(tests/test_models.py): cross-attention takes keys AND values from the other modality; masks everywhere so an
+(tests/models/test_models.py): cross-attention takes keys AND values from the other modality; masks everywhere so an
 utterance's logits do not depend on its batch; pooling is a masked mean (the reference's 95-step "temporal
 profile" needed a fixed width and crashed below 95 frames); the gate is a sigmoid per feature, not a softmax
 over features. No positional encoding is added: the causal Mamba encoders' outputs already carry the order

@@ -7,7 +7,7 @@ The per-sample graphs are batched the torch-geometric way: node ids of sample b 
 ``torch_geometric.data.Batch.from_data_list`` does, so attention never crosses samples.
 
 The reference joined only nodes 0 and 1 of the whole batch, so only the first sample mixed its audio and text
-(reference notes §3.1, §11.2); tests/test_models.py checks that every sample mixes its own modalities and never
+(reference notes §3.1, §11.2); tests/models/test_models.py checks that every sample mixes its own modalities and never
 another sample's.
 """
 

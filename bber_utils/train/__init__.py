@@ -32,7 +32,7 @@ AdamW with parameter groups (``optimizer_param_groups``: no weight decay on bias
 ``D``, embeddings); warm-up + cosine (or plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1)
 averaged over corpora. Deterministic on CPU for a seed: every epoch reseeds the torch RNG (dropout) and the
 samplers from ``(seed, epoch)``, so a run resumed from ``last.pt`` gives the same numbers as an uninterrupted one
-(tests/test_train.py).
+(tests/train/test_train.py).
 
 Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) ``train`` joins the process
 group (nccl on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and trains with DistributedDataParallel.

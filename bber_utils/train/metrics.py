@@ -2,7 +2,7 @@
 
 The label set is fixed to all seven classes (``labels=range(7)``): a class absent from both ``y_true`` and
 ``y_pred`` still counts in the macro averages with recall/F1 0 (``zero_division=0``). The reference lets such
-classes drop out of the averages, which inflates scores on small or skewed splits (tests/test_metrics.py).
+classes drop out of the averages, which inflates scores on small or skewed splits (tests/train/test_metrics.py).
 
 WAR is recall weighted by support, which equals plain accuracy; it is kept under its paper name.
 

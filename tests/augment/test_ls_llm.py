@@ -16,8 +16,9 @@ from bber_utils.augment import ls_llm
 from bber_utils.augment.ls_llm.lexicon import cue_counts, lexicon_distribution
 from bber_utils.augment.ls_llm import (CLASSES, LabelOutcome, Labeller, build_labeller, label_utterances,
                                        label_workdir, load_soft_labels, parse_reply, validate_distribution)
-from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
-from test_llm import one_torch_thread, tiny_llm_dir  # noqa: F401  (fixtures: 1 torch thread; a tiny random Qwen3)
+from tests.openai_stub import StubReply
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_llm_labels"
 
@@ -668,7 +669,7 @@ def test_two_label_processes_at_once_send_each_request_once(openai_stub, tmp_pat
     argv = [sys.executable, "-m", "bber_utils.cli", "label", "--workdir", str(wd), "--backend", "openai",
             "--model", "stub-model", "--base-url", openai_stub.url, "--batch-size", "2", "--concurrency", "1",
             "--policy", "swap"]
-    env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

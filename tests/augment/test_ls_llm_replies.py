@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bber_utils.augment.ls_llm import CLASSES, parse_reply, read_reply, validate_distribution
-from bber_utils.augment.ls_llm import replies as R
 
 PROBS = [0.6, 0.05, 0.04, 0.03, 0.03, 0.05, 0.2]  # neutral 0.6, fear 0.2: order matters
 
@@ -241,7 +240,7 @@ def test_property_a_nan_anywhere_rejects(dist, bad, k):
 # ========================================================================================== the package's layout
 
 
-PACKAGE = Path(__file__).resolve().parents[1] / "bber_utils" / "augment" / "ls_llm"
+PACKAGE = Path(__file__).resolve().parents[2] / "bber_utils" / "augment" / "ls_llm"
 
 
 def test_replies_imports_no_torch_pandas_or_io():

@@ -20,7 +20,7 @@ from bber_utils.augment.tug import (build_synthetic_corpus, dropped_path, load_d
                                     synthetic_manifest_path, tts_for_language)
 from bber_utils.augment.tug_llm import TemplateSet, resolve_templates, stable_int
 from bber_utils.corpora.manifest import load_manifest
-from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
+from tests.openai_stub import StubReply
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 EMOTIONS = ("happy", "sad", "fear")
@@ -134,7 +134,7 @@ def test_tts_choice_per_language(tmp_path):
 
 
 def test_llm_written_templates_are_recorded_per_row(tmp_path, openai_stub):
-    from test_tug_llm import VALID
+    from tests.augment.common import VALID
 
     openai_stub.script(StubReply.json(VALID))
     df = build_synthetic_corpus(tmp_path, "en", 2, tts=FakeTTS(), template_source="openai", llm_model="stub-model",
@@ -181,9 +181,9 @@ def test_backend_options_per_language_reach_build_tts(tmp_path, monkeypatch):
 @pytest.mark.slow  # importing transformers alone takes 5-20 s here
 def test_mms_from_a_local_folder(tmp_path):
     """A tiny random VITS (MMS-TTS's class) loaded by path speaks the Russian corpus."""
-    from test_tts import _tiny_vits
+    from tests.tiny_models import tiny_vits
 
-    vits = _tiny_vits(tmp_path / "tiny_vits")
+    vits = tiny_vits(tmp_path / "tiny_vits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random model may make clips that are dropped: counted below
         ru = build_synthetic_corpus(tmp_path, "ru", 2, tts={"en": "dia", "ru": "mms"}, tts_model={"ru": str(vits)},

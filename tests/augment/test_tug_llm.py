@@ -16,17 +16,8 @@ from bber_utils.augment.tug_llm import (PROMPT_VERSION, build_template_prompt, c
                                         templates_table)
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.synthesis.llm import build_llm
-from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
-
-# Written for this test (not taken from any corpus or from the reference's templates).
-VALID = {
-    "subjects": ["My brother", "The new neighbour", "Our teacher"],
-    "verbs": ["finally called me back", "won the big prize", "remembered my birthday"],
-    "interjections": ["Wow", "(laughs) Oh yes"],
-    "contexts": ["after all these months", "right before dinner"],
-    "templates": ["{i}, {s} {v} {c}!", "I can't believe {s} {v} {c}."],
-}
-BAD_TAG = dict(VALID, interjections=["Wow", "(cries) Oh no"])
+from tests.openai_stub import StubReply
+from tests.augment.common import BAD_TAG, VALID
 
 
 def _dead_url() -> str:
@@ -204,7 +195,7 @@ def test_prompt_version_is_part_of_the_cache_key(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_transformers_source_loads_a_local_model_by_path(tmp_path):
-    from test_llm import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm
 
     folder = build_tiny_causal_lm(tmp_path / "tiny_lm")
     # A random model writes no valid JSON: both attempts fail and the built-in templates are used.

@@ -13,7 +13,7 @@ import pytest
 
 from bber_utils.core import provenance as P
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fake_tool(folder: Path, name: str, first_line: str) -> None:
@@ -115,25 +115,22 @@ def test_results_env_names_the_run_without_an_environment(tmp_path):
 
 
 def test_train_writes_the_environment_into_metrics_json(tmp_path, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).parent))
-    import test_train as TT
-
     import bber_utils.train as T
+    from tests.train import common as TT
 
     monkeypatch.setattr(T.inputs, "build_feature_stores", lambda tc, manifest: _stores(manifest))
     wd = TT.make_workdir(tmp_path)
-    res = T.train(TT._cfg(wd, run_name="env", epochs=1, unimodal_epochs=1))
+    res = T.train(TT.tiny_config(wd, run_name="env", epochs=1, unimodal_epochs=1))
     m = json.loads((res.run_dir / "metrics.json").read_text())
     assert m["environment"]["torch"]["version"] and m["environment"]["lock"]["sha256"]
     assert P.run_environment("env", wd)[1] == m["environment"]
 
 
 def _stores(manifest):
-    import test_train as TT
-
     from bber_utils.core.labels import CLASSES
+    from tests.train import common as TT
 
     ids = manifest["utt_id"].tolist()
     y = [CLASSES.index(lbl) for lbl in manifest["label"]]
-    return (TT.FakeStore(TT._features(ids, y, 6, 0, "audio"), 6, "audio"),
-            TT.FakeStore(TT._features(ids, y, 5, 1, "text"), 5, "text"))
+    return (TT.FakeStore(TT.features_for(ids, y, 6, 0, "audio"), 6, "audio"),
+            TT.FakeStore(TT.features_for(ids, y, 5, 1, "text"), 5, "text"))

@@ -7,8 +7,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
-import types
 from pathlib import Path
 
 import numpy as np

@@ -44,12 +44,12 @@ def _meld(root: Path, rows: dict[str, list[list]], seconds: dict[str, float] | N
     return root
 
 
-def _row(i, d, u, emotion="joy", start="00:00:01,000", end="00:00:02,000"):
+def seed_row(i, d, u, emotion="joy", start="00:00:01,000", end="00:00:02,000"):
     return [i, f"line {i}", "Ross", emotion, "positive", d, u, 1, 1, start, end]
 
 
-BASE = {"train": [_row(1, 0, 0), _row(2, 0, 1, "anger")], "dev": [_row(1, 0, 0, "neutral")],
-        "test": [_row(1, 0, 0, "sadness")]}
+BASE = {"train": [seed_row(1, 0, 0), seed_row(2, 0, 1, "anger")], "dev": [seed_row(1, 0, 0, "neutral")],
+        "test": [seed_row(1, 0, 0, "sadness")]}
 
 
 # ------------------------------------------------------------------------------ more fields than the header
@@ -67,7 +67,7 @@ def test_meld_csv_with_unquoted_commas_in_times_is_an_error_naming_the_line(tmp_
 # ----------------------------------------------------------------------------- a split that would be empty
 @needs_ffmpeg
 def test_meld_split_with_rows_but_none_usable_is_an_error(tmp_path):
-    root = _meld(tmp_path / "MELD", {**BASE, "dev": [_row(1, 0, 0, "0"), _row(2, 0, 1, "0")]})
+    root = _meld(tmp_path / "MELD", {**BASE, "dev": [seed_row(1, 0, 0, "0"), seed_row(2, 0, 1, "0")]})
     with pytest.raises(TableError, match=r"dev_sent_emo.csv: 2 row\(s\) but none usable.*unknown label '0'"):
         read_meld(root, tmp_path / "wav", progress=False)
 
@@ -110,8 +110,8 @@ def test_resd_parquet_without_name_or_path_is_an_error(tmp_path):
 # ------------------------------------------------------------------------------------------ cut-short clips
 @needs_ffmpeg
 def test_meld_clip_cut_short_is_skipped_under_its_own_reason(tmp_path):
-    rows = {**BASE, "train": [_row(1, 0, 0, start="00:01:00,000", end="00:01:04,000"), _row(2, 0, 1, "anger"),
-                              _row(3, 0, 2, "fear", start="00:02:00,000", end="00:02:04,000")]}
+    rows = {**BASE, "train": [seed_row(1, 0, 0, start="00:01:00,000", end="00:01:04,000"), seed_row(2, 0, 1, "anger"),
+                              seed_row(3, 0, 2, "fear", start="00:02:00,000", end="00:02:04,000")]}
     root = _meld(tmp_path / "MELD", rows, seconds={"train/dia0_utt0": 1.5, "train/dia0_utt2": 3.5})
     frames, skips = read_meld(root, tmp_path / "wav", progress=False)
     assert list(frames["train"]["native_id"]) == ["dia0_utt1", "dia0_utt2"]  # 3.5 s of 4 s is kept

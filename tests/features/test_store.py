@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from bber_utils.features import store as store_mod
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -265,7 +266,12 @@ def test_a_reader_waits_for_a_writer_of_the_store(tmp_path):
     assert done and done[0].stats["cached"] == 2
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _text_manifest(n: int) -> pd.DataFrame:
+    """``n`` text-only rows."""
+    return pd.DataFrame({"utt_id": [f"u{i:04d}" for i in range(n)], "text": [f"t{i}" for i in range(n)]})
 
 
 class _SlowText:
@@ -288,7 +294,7 @@ def test_the_store_flushes_by_time_with_a_fake_clock(tmp_path, monkeypatch):
     flushed = []
     real = store_mod._Writer.flush
     monkeypatch.setattr(store_mod._Writer, "flush", lambda self: (flushed.append(len(self.pending)), real(self)))
-    st = store_mod.ensure_features(_manifest(40), "text", _SlowText(), tmp_path, batch_size=4, flush_every=512,
+    st = store_mod.ensure_features(_text_manifest(40), "text", _SlowText(), tmp_path, batch_size=4, flush_every=512,
                                    flush_seconds=30, progress=False)
     assert len(st) == 40
     # one flush every three batches (33 s), not one at the end: a kill would lose at most 3 batches
@@ -298,10 +304,10 @@ def test_the_store_flushes_by_time_with_a_fake_clock(tmp_path, monkeypatch):
 def test_a_killed_extraction_keeps_what_was_flushed_by_time(tmp_path):
     code = ("import sys, time, numpy as np, pandas as pd\n"
             "sys.path.insert(0, sys.argv[1])\n"
-            "from tests.test_hostile_faults import _SlowText, _manifest\n"
+            "from tests.features.test_store import _SlowText, _text_manifest\n"
             "from bber_utils.features.store import ensure_features\n"
             "print('start', flush=True)\n"
-            "ensure_features(_manifest(400), 'text', _SlowText(0.1), sys.argv[2], batch_size=4, "
+            "ensure_features(_text_manifest(400), 'text', _SlowText(0.1), sys.argv[2], batch_size=4, "
             "flush_every=512, flush_seconds=0.5, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
@@ -313,5 +319,5 @@ def test_a_killed_extraction_keeps_what_was_flushed_by_time(tmp_path):
     kept = len(store_mod.FeatureStore(folder))
     assert 0 < kept < 400, kept  # the 512-utterance count alone would have flushed nothing before the kill
     # and a rerun extracts only the rest
-    st = store_mod.ensure_features(_manifest(400), "text", _SlowText(), tmp_path, batch_size=64, progress=False)
+    st = store_mod.ensure_features(_text_manifest(400), "text", _SlowText(), tmp_path, batch_size=64, progress=False)
     assert len(st) == 400 and st.stats["extracted"] == 400 - kept

@@ -8,7 +8,6 @@ import nbformat
 import pandas as pd
 import pytest
 
-from bber_utils.study import cli
 
 from bber_utils.core import papermill
 

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import pandas as pd
 import pytest
 from bber_utils.study import registry as study_registry
 from bber_utils.study import stats
-from bber_utils.core.paths import run_dirs
 # ------------------------------------------------------------------------------ sweep values (issue 25)
 from bber_utils.notebook import plots
+from tests.study.common import paired_study, write_run
 
-
-def _write_run(workdir, name, cfg, scores):
-    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
-    d = run_dirs(workdir).train / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for (corpus, split), v in scores.items():
-        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
-                                                 "confusion": [[0] * 7] * 7}
-    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
-                                                "config": cfg, "metrics": metrics}))
-    return d
 
 
 def test_result_figures_are_written(tmp_path):
     from bber_utils.notebook import plots
 
     for seed, v in [(1, .5), (2, .7)]:
-        _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v, ("y", "test"): .4})
+        write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v, ("y", "test"): .4})
     s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     fig = plots.metric_bars(s, "model", "wf1", save_to=tmp_path / "bars.png")
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
@@ -37,24 +24,6 @@ def test_result_figures_are_written(tmp_path):
     plots.confusion_matrices({"x": [[1] * 7] * 7}, save_to=tmp_path / "cm.png")
     assert (tmp_path / "cm.png").exists()
 
-
-def _paired_study():
-    """BiFormer, audio only, SDS and TUG on one corpus, per-seed WAR: fusion is 20 points ahead on every seed,
-    TUG 1 point behind SDS (within a clip)."""
-    import json
-
-    from bber_utils.study.stats import confidence_interval
-
-    base = {42: 0.60, 43: 0.70, 44: 0.80}
-    rows = []
-    for study, setting, shift in (("modality", "audio_only", -0.20), ("fusion", "biformer", 0.0),
-                                  ("augmentation", "+sds_ratio=1.0", 0.02), ("augmentation", "+tug_ratio=0.5", 0.01)):
-        values = [v + shift for v in base.values()]
-        mean, _, half, _ = confidence_interval(values)
-        rows.append({"study": study, "setting": setting, "corpus": "c", "n_seeds": 3, "war": mean, "war_ci95": half,
-                     "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
-                     "war_by_seed": json.dumps({str(s): v for s, v in zip(base, values)})})
-    return pd.DataFrame(rows)
 
 
 def test_figures_are_byte_identical_for_the_same_numbers(tmp_path):
@@ -77,7 +46,7 @@ def test_learning_curves_mark_the_best_epoch_and_label_units():
 def test_findings_forest_plots_each_difference_with_its_interval(tmp_path):
     from bber_utils.study import findings
 
-    table = findings.study_findings(_paired_study(), {"c": 100})
+    table = findings.study_findings(paired_study(), {"c": 100})
     fig = plots.findings_forest(table, {"c": 3.0}, save_to=tmp_path / "f.png")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(table["comparison"])

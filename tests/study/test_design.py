@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import pytest
 from bber_utils.study import design
 from bber_utils.study import registry as study_registry
 from bber_utils.study import stats
-from bber_utils.core.paths import run_dirs
+from tests.study.common import write_run
 # ------------------------------------------------------------------------------ sweep values (issue 25)
 
 
-def _write_run(workdir, name, cfg, scores):
-    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
-    d = run_dirs(workdir).train / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for (corpus, split), v in scores.items():
-        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
-                                                 "confusion": [[0] * 7] * 7}
-    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
-                                                "config": cfg, "metrics": metrics}))
-    return d
-
 
 def test_paper_table_marks_reported_numbers(tmp_path):
-    _write_run(tmp_path, "r", {"model": "biformer", "seed": 1}, {("meld", "dev"): .5, ("meld", "test"): .42})
+    write_run(tmp_path, "r", {"model": "biformer", "seed": 1}, {("meld", "dev"): .5, ("meld", "test"): .42})
     t = design.paper_table(study_registry.load_registry(tmp_path))
     meld_wf1 = t[(t["corpus"] == "meld") & (t["metric"] == "wf1")].iloc[0]
     assert meld_wf1["paper (reported)"] == 68.31 and meld_wf1["ours (test, %)"] == 42.0
@@ -42,7 +29,7 @@ def test_paper_study_covers_the_questions_and_joins_runs(tmp_path):
     for i, s in enumerate(settings):
         cfg = {k: v for k, v in s.items() if k not in ("study", "setting")}
         cfg.setdefault("sds_ratio", 0.0)
-        _write_run(tmp_path, f"r{i}", {**cfg, "seed": 1}, {("x", "test"): i / 100, ("x", "dev"): 0.1})
+        write_run(tmp_path, f"r{i}", {**cfg, "seed": 1}, {("x", "test"): i / 100, ("x", "dev"): 0.1})
     table = stats.study_table(study_registry.load_registry(tmp_path), settings)
     assert len(table) == len(settings)  # each setting found exactly its own run (corpus x)
     plain = table[(table["study"] == "fusion") & (table["setting"] == "biformer")].iloc[0]

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import json
 from bber_utils.study import stats
+from tests.study.common import paired_study, seed_row
 
-
-def _paired_study():
-    """BiFormer, audio only, SDS and TUG on one corpus, per-seed WAR: fusion is 20 points ahead on every seed,
-    TUG 1 point behind SDS (within a clip)."""
-    import json
-
-    from bber_utils.study.stats import confidence_interval
-
-    base = {42: 0.60, 43: 0.70, 44: 0.80}
-    rows = []
-    for study, setting, shift in (("modality", "audio_only", -0.20), ("fusion", "biformer", 0.0),
-                                  ("augmentation", "+sds_ratio=1.0", 0.02), ("augmentation", "+tug_ratio=0.5", 0.01)):
-        values = [v + shift for v in base.values()]
-        mean, _, half, _ = confidence_interval(values)
-        rows.append({"study": study, "setting": setting, "corpus": "c", "n_seeds": 3, "war": mean, "war_ci95": half,
-                     "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
-                     "war_by_seed": json.dumps({str(s): v for s, v in zip(base, values)})})
-    return pd.DataFrame(rows)
 
 
 def test_findings_are_computed_seed_by_seed_and_name_the_control():
     from bber_utils.study import findings
 
-    study = _paired_study()
+    study = paired_study()
     questions = [(q, a[1], b[1]) for q, a, b in findings.study_comparisons(study)]
     assert ("what fusion adds", "biformer", "audio_only") in questions
     assert ("synthetic emotional rows or just more rows", "+tug_ratio=0.5", "+sds_ratio=1.0") in questions
@@ -47,20 +29,13 @@ def test_findings_are_computed_seed_by_seed_and_name_the_control():
     assert report.startswith("| study | setting |") and "**Findings**" in report and "+20.0 (3/3 seeds ahead" in report
 
 
-def _row(setting: str, by_seed: dict, study: str = "fusion", corpus: str = "c") -> dict:
-    """One study-table row with the given per-seed WAR."""
-    mean, _, half, n = stats.confidence_interval(list(by_seed.values()))
-    return {"study": study, "setting": setting, "corpus": corpus, "n_seeds": n, "war": mean, "war_ci95": half,
-            "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
-            "war_by_seed": json.dumps({str(k): v for k, v in by_seed.items()})}
-
 
 def test_one_seed_is_never_called_a_finding():
     """One seed per setting: no interval, so "its interval excludes 0" cannot hold; the findings must not say
     "a finding"."""
     from bber_utils.study import findings
 
-    study = pd.DataFrame([_row("biformer", {42: .50}), _row("bimamba", {42: .60})])
+    study = pd.DataFrame([seed_row("biformer", {42: .50}), seed_row("bimamba", {42: .60})])
     compared = stats.compare_rows(study.iloc[1], study.iloc[0], "war", 100)
     assert compared["diff_pts"] == pytest.approx(10.0) and compared["verdict"] == "one seed: no interval"
     text = findings.conclusions_markdown(findings.study_findings(study, {"c": 100}))
@@ -72,8 +47,8 @@ def test_findings_name_a_setting_with_two_rows():
     work folder, a changed profile); the findings must say so, not crash inside pandas."""
     from bber_utils.study import findings
 
-    study = pd.DataFrame([_row("biformer", {42: .5, 43: .6}), _row("biformer", {42: .52, 43: .61}),
-                          _row("bimamba", {42: .6, 43: .7})])
+    study = pd.DataFrame([seed_row("biformer", {42: .5, 43: .6}), seed_row("biformer", {42: .52, 43: .61}),
+                          seed_row("bimamba", {42: .6, 43: .7})])
     study.insert(3, "augment_unimodal", [False, True, False])
     with pytest.raises(ValueError, match=r"fusion/biformer.*augment_unimodal"):
         findings.study_findings(study, {"c": 100})

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import pytest
 from bber_utils.study import registry as study_registry
 from bber_utils.core.paths import run_dirs
 # ------------------------------------------------------------------------------ sweep values (issue 25)
 from bber_utils.study import registry
+from tests.study.common import write_run
 
 
 def _two_runs_one_corrupt(workdir):
-    _write_run(workdir, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
+    write_run(workdir, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
     for name, text in [("truncated", '{"run": "t", "metrics": {"x"'), ("a_list", "[1, 2]"),
                        ("bad_splits", '{"config": {}, "metrics": {"x": [0.5]}}')]:
         d = run_dirs(workdir).train / name
@@ -19,23 +19,11 @@ def _two_runs_one_corrupt(workdir):
         (d / "metrics.json").write_text(text)
 
 
-def _write_run(workdir, name, cfg, scores):
-    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
-    d = run_dirs(workdir).train / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for (corpus, split), v in scores.items():
-        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
-                                                 "confusion": [[0] * 7] * 7}
-    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
-                                                "config": cfg, "metrics": metrics}))
-    return d
-
 
 def test_registry_is_tidy_and_skips_internal_stages(tmp_path):
-    _write_run(tmp_path, "a", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "train_corpora": ["x", "y"]},
+    write_run(tmp_path, "a", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "train_corpora": ["x", "y"]},
                {("x", "dev"): .5, ("x", "test"): .4, ("y", "test"): .3})
-    _write_run(tmp_path, "_unimodal", {"model": "audio_only"}, {("x", "test"): .9})
+    write_run(tmp_path, "_unimodal", {"model": "audio_only"}, {("x", "test"): .9})
     reg = study_registry.load_registry(tmp_path)
     assert len(reg) == 3 and set(reg["run"]) == {"a"}
     row = reg[(reg["corpus"] == "y") & (reg["split"] == "test")].iloc[0]
@@ -88,7 +76,7 @@ def test_results_refuse_an_unknown_split_or_column(tmp_path, capsys, argv, needl
     """``--split tset`` printed an empty table and ``--by nosuchcol`` was a KeyError traceback."""
     from bber_utils import cli
 
-    _write_run(tmp_path, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
+    write_run(tmp_path, "good", {"model": "biformer", "seed": 1}, {("x", "dev"): .5, ("x", "test"): .4})
     rc = cli.main(["results", "--workdir", str(tmp_path), *argv])
     out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err and out == "", err

@@ -3,11 +3,9 @@ process runner (``bber train`` in a child process). Fast: a fake runner or a fak
 
 from __future__ import annotations
 
-import json
 from bber_utils.study import cli
 from bber_utils.study import registry as study_registry
 from bber_utils.study import runner as study_runner
-from bber_utils.core.paths import run_dirs
 # ------------------------------------------------------------------------------ sweep values (issue 25)
 from hypothesis import given, strategies as st  # noqa: E402
 import _thread
@@ -24,6 +22,7 @@ from bber_utils.study import registry
 from bber_utils.study import runner
 
 from bber_utils.study import schedule
+from tests.study.common import fake_runner, write_run
 # --------------------------------------------------------------------------------------------- schedule
 
 def _jobs(sizes: list[int]) -> list[dict]:
@@ -224,6 +223,7 @@ def test_ctrl_c_during_a_parallel_study_stops_every_training_process(tmp_path, f
                 os.kill(p, 9)
 
 
+_PLAIN = st.from_regex(r"[A-Za-z0-9_.\-]{1,8}", fullmatch=True)
 _ITEM = st.one_of(
     _PLAIN,
     st.lists(_PLAIN, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"),            # a YAML flow list
@@ -232,39 +232,12 @@ _ITEM = st.one_of(
 )
 
 
-def _fake_runner(workdir, calls):
-    """Dev prefers sds_ratio 0.5 for corpus x; test prefers 1.0 (a search that peeks at test would pick it)."""
-    def run(params, wd):
-        calls.append(params)
-        name = study_registry.run_name_for(params)
-        d = run_dirs(wd).train / name
-        if (d / "metrics.json").exists():
-            return d
-        r = params["sds_ratio"]
-        dev = 1 - abs(r - 0.5) + 0.01 * params.get("tug_ratio", 0)
-        return _write_run(wd, name, params, {("x", "dev"): dev, ("x", "test"): r})
-    return run
 
-
-def _write_run(workdir, name, cfg, scores):
-    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
-    d = run_dirs(workdir).train / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for (corpus, split), v in scores.items():
-        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
-                                                 "confusion": [[0] * 7] * 7}
-    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
-                                                "config": cfg, "metrics": metrics}))
-    return d
-
-
-_PLAIN = st.from_regex(r"[A-Za-z0-9_.\-]{1,8}", fullmatch=True)
 
 
 def test_sweep_is_resumable(tmp_path):
     calls = []
-    runner = _fake_runner(tmp_path, calls)
+    runner = fake_runner(tmp_path, calls)
     first = study_runner.run_sweep({"model": "m"}, [{"sds_ratio": 0.5}], [1, 2], tmp_path, runner, progress=False)
     assert len(first) == 2 and all((d / "metrics.json").exists() for d in first)
     stamp = [(d / "metrics.json").stat().st_mtime_ns for d in first]
@@ -274,7 +247,7 @@ def test_sweep_is_resumable(tmp_path):
 
 def test_run_one_skips_finished_runs_without_executing(tmp_path, monkeypatch):
     params = {"model": "m", "seed": 3}
-    _write_run(tmp_path, study_registry.run_name_for(params), params, {("x", "test"): .1})
+    write_run(tmp_path, study_registry.run_name_for(params), params, {("x", "test"): .1})
     monkeypatch.setattr("bber_utils.core.papermill.run_notebook", lambda *a, **k: pytest.fail("re-ran a finished run"))
     assert study_runner.run_one(params, tmp_path).name == study_registry.run_name_for(params)
 

@@ -9,7 +9,7 @@ import pytest
 from bber_utils.study import registry as study_registry
 from bber_utils.study import schedule
 from bber_utils.study import stats
-from bber_utils.core.paths import run_dirs
+from tests.study.common import fake_runner, seed_row, write_run
 # ------------------------------------------------------------------------------ sweep values (issue 25)
 
 
@@ -25,32 +25,6 @@ def _two_settings(ref_by_seed: dict, other_by_seed: dict):
     return pd.DataFrame(rows)
 
 
-def _fake_runner(workdir, calls):
-    """Dev prefers sds_ratio 0.5 for corpus x; test prefers 1.0 (a search that peeks at test would pick it)."""
-    def run(params, wd):
-        calls.append(params)
-        name = study_registry.run_name_for(params)
-        d = run_dirs(wd).train / name
-        if (d / "metrics.json").exists():
-            return d
-        r = params["sds_ratio"]
-        dev = 1 - abs(r - 0.5) + 0.01 * params.get("tug_ratio", 0)
-        return _write_run(wd, name, params, {("x", "dev"): dev, ("x", "test"): r})
-    return run
-
-
-def _write_run(workdir, name, cfg, scores):
-    """scores: {(corpus, split): mean} -> a metrics.json in the trainer's schema."""
-    d = run_dirs(workdir).train / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for (corpus, split), v in scores.items():
-        metrics.setdefault(corpus, {})[split] = {"uar": v, "war": v, "mf1": v, "wf1": v, "mean": v,
-                                                 "confusion": [[0] * 7] * 7}
-    (d / "metrics.json").write_text(json.dumps({"run": name, "model": cfg.get("model"), "seed": cfg.get("seed"),
-                                                "config": cfg, "metrics": metrics}))
-    return d
-
 
 def test_confidence_interval_matches_student_t():
     mean, std, half, n = stats.confidence_interval([0.5, 0.6, 0.7])
@@ -61,11 +35,11 @@ def test_confidence_interval_matches_student_t():
 
 def test_summarize_groups_over_seeds(tmp_path):
     for seed, v in [(1, .5), (2, .7)]:
-        _write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
-    _write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
-    _write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1, "run_name": "other", "progress": False},
+        write_run(tmp_path, f"b{seed}", {"model": "biformer", "seed": seed}, {("x", "test"): v})
+    write_run(tmp_path, "t1", {"model": "text_only", "seed": 1}, {("x", "test"): .2})
+    write_run(tmp_path, "t1-again", {"model": "text_only", "seed": 1, "run_name": "other", "progress": False},
                {("x", "test"): .2})  # a rerun: only control keys differ
-    _write_run(tmp_path, "t1-tug", {"model": "text_only", "seed": 1, "tug_ratio": .5}, {("x", "test"): .4})
+    write_run(tmp_path, "t1-tug", {"model": "text_only", "seed": 1, "tug_ratio": .5}, {("x", "test"): .4})
     s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     bi = s[s["model"] == "biformer"].iloc[0]
     assert bi["mean"] == pytest.approx(.6) and bi["n_seeds"] == 2 and bi["mean_ci95"] > 0
@@ -80,18 +54,18 @@ def test_summarize_groups_over_seeds(tmp_path):
 def test_summarize_never_pools_runs_that_differ_in_any_setting(tmp_path):
     """Two runs that differ only in lr (a key outside the old fixed list) are two rows, each with one seed."""
     base = {"model": "biformer", "seed": 1, "epochs": 3, "device": "cpu"}
-    _write_run(tmp_path, "lr-a", {**base, "lr": 1e-3}, {("x", "test"): .5})
-    _write_run(tmp_path, "lr-b", {**base, "lr": 1e-4, "device": "cuda"}, {("x", "test"): .7})  # device: control
-    _write_run(tmp_path, "lr-b2", {**base, "lr": 1e-4, "seed": 2}, {("x", "test"): .9})
+    write_run(tmp_path, "lr-a", {**base, "lr": 1e-3}, {("x", "test"): .5})
+    write_run(tmp_path, "lr-b", {**base, "lr": 1e-4, "device": "cuda"}, {("x", "test"): .7})  # device: control
+    write_run(tmp_path, "lr-b2", {**base, "lr": 1e-4, "seed": 2}, {("x", "test"): .9})
     s = stats.summarize(study_registry.load_registry(tmp_path), ["model"])
     assert len(s) == 2 and "lr" in s.columns and "device" not in s.columns and "seed" not in s.columns
     by_lr = s.set_index("lr")
     assert by_lr.loc[1e-3, "n_seeds"] == 1 and by_lr.loc[1e-3, "mean"] == pytest.approx(.5)
     assert by_lr.loc[1e-4, "n_seeds"] == 2 and by_lr.loc[1e-4, "mean"] == pytest.approx(.8)
     # 0 and 0.0, a list and its comma-joined form, a missing key and its default: one setting
-    _write_run(tmp_path, "c1", {**base, "lr": 1e-3, "sds_ratio": 0, "train_corpora": ["x"], "seed": 5},
+    write_run(tmp_path, "c1", {**base, "lr": 1e-3, "sds_ratio": 0, "train_corpora": ["x"], "seed": 5},
                {("x", "test"): .5})
-    _write_run(tmp_path, "c2", {**base, "lr": 1e-3, "sds_ratio": 0.0, "train_corpora": "x", "seed": 6},
+    write_run(tmp_path, "c2", {**base, "lr": 1e-3, "sds_ratio": 0.0, "train_corpora": "x", "seed": 6},
                {("x", "test"): .5})
     s = stats.summarize(study_registry.load_registry(tmp_path)[lambda r: r["run"].isin(["c1", "c2"])], ["model"])
     assert len(s) == 1 and s["n_seeds"].iloc[0] == 2
@@ -134,32 +108,25 @@ def test_study_table_keeps_each_seeds_value(tmp_path):
 def test_study_table_summarises_only_the_runs_of_this_study(tmp_path):
     """A work folder may hold an older run of a setting made under other settings (e.g. before a default
     changed): the study's table must not pool it with, or split the setting over, the study's own runs."""
-    _write_run(tmp_path, "stale-biformer-s1", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "lr": 0.1},
+    write_run(tmp_path, "stale-biformer-s1", {"model": "biformer", "seed": 1, "sds_ratio": 0.5, "lr": 0.1},
                {("x", "dev"): .9, ("x", "test"): .99})
     calls = []
     settings = [{"study": "augmentation", "setting": "+sds_ratio=0.5", "model": "biformer", "sds_ratio": 0.5}]
     table = schedule.run_study({"model": "biformer", "lr": 0.01}, settings, [1, 2], tmp_path,
-                         runner=_fake_runner(tmp_path, calls))
+                         runner=fake_runner(tmp_path, calls))
     assert len(calls) == 2 and len(table) == 1
     assert table.iloc[0]["n_seeds"] == 2 and table.iloc[0]["war"] == pytest.approx(0.5)
     assert "stale" not in table.iloc[0]["runs"]
 
 
-def _row(setting: str, by_seed: dict, study: str = "fusion", corpus: str = "c") -> dict:
-    """One study-table row with the given per-seed WAR."""
-    mean, _, half, n = stats.confidence_interval(list(by_seed.values()))
-    return {"study": study, "setting": setting, "corpus": corpus, "n_seeds": n, "war": mean, "war_ci95": half,
-            "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
-            "war_by_seed": json.dumps({str(k): v for k, v in by_seed.items()})}
-
 
 def test_paired_interval_only_where_both_settings_ran_the_same_seeds():
     """The footer: the paired interval, "or the two rows' own intervals where the seeds differ". Here BiMamba's
     11-point lead comes from its third seed alone (1 point ahead on the two shared seeds): not a finding."""
-    study = pd.DataFrame([_row("biformer", {42: .59, 43: .59}), _row("bimamba", {42: .60, 43: .602, 44: .90})])
+    study = pd.DataFrame([seed_row("biformer", {42: .59, 43: .59}), seed_row("bimamba", {42: .60, 43: .602, 44: .90})])
     row = stats.compare_to(study, ("fusion", "biformer"), {"c": 1000}).iloc[0]
     assert row["diff_pts"] == pytest.approx(11.1)
     assert row["verdict"] == "95 % intervals overlap"
     # the same seeds: the paired interval decides (unchanged)
-    same = pd.DataFrame([_row("biformer", {42: .59, 43: .59, 44: .60}), _row("bimamba", {42: .60, 43: .602, 44: .612})])
+    same = pd.DataFrame([seed_row("biformer", {42: .59, 43: .59, 44: .60}), seed_row("bimamba", {42: .60, 43: .602, 44: .612})])
     assert stats.compare_to(same, ("fusion", "biformer"), {"c": 1000}).iloc[0]["verdict"] == "better"

@@ -4,78 +4,14 @@ random causal LM saved to a folder and loaded by path (the real code path)."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from bber_utils.synthesis.llm import LLMError, LLMRefusal, LLMUnavailable, OpenAIChatLLM, TransformersChatLLM, build_llm
-from openai_stub import StubReply, openai_stub  # noqa: F401  (fixture)
+from tests.openai_stub import StubReply
 
-# A chat template in Qwen3's style: it knows the enable_thinking switch and writes an empty think block.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
-CORPUS = [
-    "The ground truth emotion is neutral, happy, sad, anger, surprise, disgust or fear.",
-    "neutral: 0.1, happy: 0.2, sad: 0.3, anger: 0.1, surprise: 0.1, disgust: 0.1, fear: 0.1",
-    "I am so glad to see you again! What a wonderful day.",
-    "Why would you do that? I can't believe it.",
-    "Я очень рад этой новости, спасибо большое.",
-    "Мне страшно, что-то шумит за дверью.",
-    "Эмоция: нейтральная, радость, грусть, злость, удивление, отвращение, страх.",
-    "Reply with a single JSON object { \"a\": 1 } and nothing else.",
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
-
-def build_tiny_causal_lm(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2, vocab_size: int = 600,
-                         extra_text: tuple[str, ...] = ()) -> Path:
-    """A random Qwen3 (default: 2 layers, hidden 32) and a BPE tokenizer trained on a few EN+RU sentences, saved
-    to ``folder`` with a chat template. ``extra_text`` joins the tokenizer's training text (a benchmark trains it
-    on its prompts, so that they tokenise to a realistic length). Shared with tests/test_ls_llm.py and
-    benchmarks/ls_llm.py."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    folder = Path(folder)
-    if (folder / "config.json").exists():
-        return folder
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((CORPUS + list(extra_text)) * 3, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(folder)
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
-                      max_position_embeddings=2048,
-                      eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
-    Qwen3ForCausalLM(cfg).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest (and steadiest on a shared 2-core machine) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_llm_dir(tmp_path_factory) -> Path:
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_qwen3"))
 
 
 USER = [{"role": "user", "content": "Say something."}]

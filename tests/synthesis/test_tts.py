@@ -1,7 +1,6 @@
 """TTS backends: the shared synthesize() contract (reuse, silence and failure detection), espeak-ng prosody, and
 the transformers paths (MMS/VITS, Dia) with tiny random models saved to a tmp folder and loaded by path."""
 
-import json
 import shutil
 
 import numpy as np
@@ -11,6 +10,7 @@ import soundfile as sf
 from bber_utils.core.audio import write_wav
 from bber_utils.synthesis.tts import (EMOTION_PROSODY, SPEAKERS, EspeakBackend, Prosody, TTSBackend, build_tts,
                                       check_speech, espeak_ssml)
+from tests.tiny_models import tiny_vits
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SR = 16000
@@ -170,31 +170,11 @@ def test_emotion_prosody_design():
     assert len(SPEAKERS["en"]) >= 4 and len(SPEAKERS["ru"]) >= 4
 
 
-def _tiny_vits(folder):
-    import torch
-    from transformers import VitsConfig, VitsModel, VitsTokenizer
-
-    torch.manual_seed(0)  # the random weights, so that the test is the same every run
-    chars = list(" abcdefghijklmnopqrstuvwxyz',.!?-") + list("абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(["<pad>"] + chars)},
-                                                  ensure_ascii=False), encoding="utf-8")
-    tok = VitsTokenizer(str(folder / "vocab.json"), add_blank=True, normalize=True, phonemize=False)
-    cfg = VitsConfig(vocab_size=len(chars) + 1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     ffn_dim=64, flow_size=32, spectrogram_bins=65, upsample_initial_channel=32,
-                     upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8], resblock_kernel_sizes=[3],
-                     resblock_dilation_sizes=[[1, 3]], posterior_encoder_num_wavenet_layers=2,
-                     prior_encoder_num_flows=2, prior_encoder_num_wavenet_layers=2, duration_predictor_num_flows=2,
-                     duration_predictor_filter_channels=32, depth_separable_num_layers=2, sampling_rate=16000)
-    VitsModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
 
 @pytest.mark.slow  # importing transformers alone takes 5-20 s here
 def test_mms_vits_by_local_path_both_languages(tmp_path, one_torch_thread):
     pytest.importorskip("transformers")
-    model_dir = _tiny_vits(tmp_path / "tiny-mms")
+    model_dir = tiny_vits(tmp_path / "tiny-mms")
     tts = build_tts("mms", model={"en": model_dir, "ru": model_dir}, seed=1)
     res = tts.synthesize(["Hello (laughs) there, my friend.", "Hello (laughs) there, my friend."],
                          [tmp_path / "a.wav", tmp_path / "b.wav"], emotion="happy", language="en")

@@ -19,8 +19,8 @@ import pytest
 import bber_utils.train as T
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.core.labels import CLASSES
-from bber_utils.train import inputs, loop
-from test_train import TINY, FakeStore, _cfg, _features, _one_thread, make_workdir  # noqa: F401 (fixture)
+from bber_utils.train import inputs
+from tests.train.common import FakeStore, tiny_config, features_for, make_workdir
 
 
 # ----------------------------------------------------------------------------- real stores, real re-preparing
@@ -49,7 +49,7 @@ def _real_workdir(tmp_path: Path) -> Path:
 
 
 def _real_cfg(wd, **kw):
-    return _cfg(wd, epochs=2, unimodal_epochs=2, audio_encoder="logmel", text_encoder="hashgram", text_max_tokens=8,
+    return tiny_config(wd, epochs=2, unimodal_epochs=2, audio_encoder="logmel", text_encoder="hashgram", text_max_tokens=8,
                 audio_pool=2, **kw)
 
 
@@ -113,9 +113,9 @@ def text_features(monkeypatch):
 
     def build(tc, manifest):
         ids, y = manifest["utt_id"].tolist(), [CLASSES.index(lbl) for lbl in manifest["label"]]
-        text = {u: _features([f"{u}|{t}"], [k], 5, 1, "text")[f"{u}|{t}"]
+        text = {u: features_for([f"{u}|{t}"], [k], 5, 1, "text")[f"{u}|{t}"]
                 for u, t, k in zip(ids, manifest["text"], y)}
-        audio = {u: _features([f"{u}|{a}"], [k], 6, 0, "audio")[f"{u}|{a}"]
+        audio = {u: features_for([f"{u}|{a}"], [k], 6, 0, "audio")[f"{u}|{a}"]
                  for u, a, k in zip(ids, manifest["audio_path"], y)}
         return FakeStore(audio, 6, "audio"), FakeStore(text, 5, "text")
 
@@ -132,11 +132,11 @@ def _retext(wd: Path, split: str = "train") -> None:
 def test_unchanged_data_keeps_the_run_names_and_cache_folders_of_earlier_versions(tmp_path, monkeypatch):
     """Names computed by the code before data fingerprints existed (commit db3ac36): a run or a stage-1 cache
     written by it is found again, not trained a second time."""
-    from test_train import FakeStore as Store
+    from tests.train.common import FakeStore as Store
 
     def build(tc, manifest):
         ids, y = manifest["utt_id"].tolist(), [CLASSES.index(lbl) for lbl in manifest["label"]]
-        return Store(_features(ids, y, 6, 0, "audio"), 6, "audio"), Store(_features(ids, y, 5, 1, "text"), 5, "text")
+        return Store(features_for(ids, y, 6, 0, "audio"), 6, "audio"), Store(features_for(ids, y, 5, 1, "text"), 5, "text")
 
     monkeypatch.setattr(inputs, "build_feature_stores", build)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
@@ -151,7 +151,7 @@ def test_unchanged_data_keeps_the_run_names_and_cache_folders_of_earlier_version
         (dict(model="biformer", label_smoothing=0.1), "biformer-s3-050131fc",
          ["audio-9e5381d63b51", "text-a52ffa27d465"]),
     ):
-        res = T.train(_cfg(wd, epochs=1, unimodal_epochs=1, **kw))
+        res = T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, **kw))
         assert res.run_dir.name == run
         assert sorted(Path(f).name for f in res.metrics["unimodal_folders"].values()) == folders
     assert (wd / "train" / "_unimodal" / "audio-9e5381d63b51" / "oof2.parquet").exists()
@@ -160,11 +160,11 @@ def test_unchanged_data_keeps_the_run_names_and_cache_folders_of_earlier_version
 def test_an_interrupted_run_whose_data_changed_starts_over(tmp_path, text_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     with pytest.raises(T.Interrupted):
-        T.train(_cfg(wd, epochs=4, patience=10, run_name="cut", interrupt_after=2))
+        T.train(tiny_config(wd, epochs=4, patience=10, run_name="cut", interrupt_after=2))
     _retext(wd)
     with pytest.warns(UserWarning, match="the data changed"):
-        cut = T.train(_cfg(wd, epochs=4, patience=10, run_name="cut"))
-    fresh = T.train(_cfg(wd, epochs=4, patience=10, run_name="fresh"))
+        cut = T.train(tiny_config(wd, epochs=4, patience=10, run_name="cut"))
+    fresh = T.train(tiny_config(wd, epochs=4, patience=10, run_name="fresh"))
     assert list(cut.history["epoch"]) == [0, 1, 2, 3]
     pd.testing.assert_frame_equal(cut.history.drop(columns="seconds"), fresh.history.drop(columns="seconds"))
 
@@ -172,11 +172,11 @@ def test_an_interrupted_run_whose_data_changed_starts_over(tmp_path, text_featur
 def test_a_changed_test_split_scores_again(tmp_path, text_features):
     """Stage 1's cache holds its test logits and scores: a re-prepared test split is scored again."""
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    r1 = T.train(_cfg(wd, epochs=1, model="text_only"))
+    r1 = T.train(tiny_config(wd, epochs=1, model="text_only"))
     _retext(wd, "test")
-    r2 = T.train(_cfg(wd, epochs=1, model="text_only"))
+    r2 = T.train(tiny_config(wd, epochs=1, model="text_only"))
     assert r2.metrics["unimodal_folders"] != r1.metrics["unimodal_folders"]
-    fresh = T.train(_cfg(tmp_path / "wd", epochs=1, model="text_only", run_name="again", resume=False))
+    fresh = T.train(tiny_config(tmp_path / "wd", epochs=1, model="text_only", run_name="again", resume=False))
     assert r2.metrics["metrics"] == fresh.metrics["metrics"]
 
 
@@ -185,7 +185,7 @@ def test_a_changed_test_split_scores_again(tmp_path, text_features):
                                   "run:last.pt", "run:best.pt"])
 def test_a_truncated_cache_file_is_computed_again(tmp_path, text_features, name):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    cfg = _cfg(wd, epochs=1, unimodal_epochs=1, model="biformer_withprob", oof_folds=2)
+    cfg = tiny_config(wd, epochs=1, unimodal_epochs=1, model="biformer_withprob", oof_folds=2)
     r1 = T.train(cfg)
     if name.startswith("run:"):
         path = r1.run_dir / name.removeprefix("run:")
@@ -227,7 +227,7 @@ def test_out_of_fold_logits_of_changed_augmented_rows_are_computed_again(tmp_pat
 
     monkeypatch.setattr(inputs, "build_train_manifest", build)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    cfg = _cfg(wd, epochs=1, unimodal_epochs=1, model="biformer_withprob", oof_folds=2, sds_ratio=0.5)
+    cfg = tiny_config(wd, epochs=1, unimodal_epochs=1, model="biformer_withprob", oof_folds=2, sds_ratio=0.5)
     r1 = T.train(cfg)
     folder = Path(r1.metrics["unimodal_folders"]["text_only"])
     (oof,) = folder.glob("oof2-*.parquet")

@@ -69,12 +69,12 @@ def _free_port() -> int:
 
 
 def _fake_stores(tc, manifest):
-    from test_train import CLASSES, FakeStore, _features
+    from tests.train.common import CLASSES, FakeStore, features_for
 
     ids = manifest["utt_id"].tolist()
     y = [CLASSES.index(lbl) for lbl in manifest["label"]]
-    return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
-            FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
+    return (FakeStore(features_for(ids, y, 6, 0, "audio"), 6, "audio"),
+            FakeStore(features_for(ids, y, 5, 1, "text"), 5, "text"))
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
@@ -105,17 +105,17 @@ def test_two_gloo_processes_match_a_single_process_run(tmp_path, monkeypatch, mo
     import torch.multiprocessing as mp
 
     import bber_utils.train as T
-    from test_train import TINY, _cfg, make_workdir
+    from tests.train.common import TINY, tiny_config, make_workdir
 
     monkeypatch.setattr(T.inputs, "build_feature_stores", _fake_stores)
     cfg = dict(TINY, dropout=0.0)
     single_wd, ddp_wd = make_workdir(tmp_path / "single"), make_workdir(tmp_path / "ddp")
     kw = dict(model=model, run_name="r", num_threads=1, epochs=3, unimodal_epochs=2, batch_size=5, oof_folds=2,
               **cfg)
-    single = T.train(_cfg(single_wd, **kw))
+    single = T.train(tiny_config(single_wd, **kw))
 
     out = str(tmp_path / "rank")
-    mp.start_processes(_worker, args=(2, _free_port(), _cfg(ddp_wd, **kw), out), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, _free_port(), tiny_config(ddp_wd, **kw), out), nprocs=2, join=True,
                        start_method="spawn")
     ranks = [json.loads(open(f"{out}.{r}.json").read()) for r in range(2)]
     assert [r.pop("dist") for r in ranks] == [[0, 2], [1, 2]]  # really one process group of two ranks
@@ -161,14 +161,14 @@ def test_compiled_training_runs_on_cpu_and_matches(tmp_path, monkeypatch):
     import shutil
 
     import bber_utils.train as T
-    from test_train import TINY, _cfg, make_workdir
+    from tests.train.common import TINY, tiny_config, make_workdir
 
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     monkeypatch.setattr(T.inputs, "build_feature_stores", _fake_stores)
     kw = dict(TINY, dropout=0.0, model="audio_only", epochs=1, unimodal_epochs=1, run_name="r", num_threads=1)
-    plain = T.train(_cfg(make_workdir(tmp_path / "plain"), **kw))
-    compiled = T.train(_cfg(make_workdir(tmp_path / "compiled"), compile=True, **kw))
+    plain = T.train(tiny_config(make_workdir(tmp_path / "plain"), **kw))
+    compiled = T.train(tiny_config(make_workdir(tmp_path / "compiled"), compile=True, **kw))
     np.testing.assert_allclose(compiled.history["train_loss"], plain.history["train_loss"], rtol=1e-4)
 
 

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,70 +12,15 @@ import bber_utils.train as T
 from bber_utils.train import crossfit, inputs, loop
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.core.labels import CLASSES
+from tests.train.common import FakeStore, features_for, make_workdir, tiny_config
 
-TINY = dict(hidden_dim=16, num_heads=2, num_layers=1, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2,
-            bimamba_layers=1, gated_dim=8, out_features=16, dropout=0.1, graph_heads=1)
-
-
-class FakeStore(dict):
-    """``store[utt_id] -> (T, D)`` with ``dim`` and ``path`` like a FeatureStore."""
-
-    def __init__(self, data, dim, name):
-        super().__init__(data)
-        self.dim, self.path = dim, Path(f"/fake/{name}")
-
-
-def _features(ids, labels, dim, seed, modality):
-    """Class-dependent means, so that the task is learnable; each modality sees only part of the classes well.
-    An utterance's features depend on it alone (as a real store's do), not on the other rows asked for."""
-    centers = np.random.default_rng(1 if modality == "audio" else 2).standard_normal((7, dim)) * 1.5
-    out = {}
-    for u, y in zip(ids, labels):
-        rng = np.random.default_rng([seed, zlib.crc32(u.encode())])
-        t = int(rng.integers(2, 9))
-        out[u] = (centers[y] + rng.standard_normal((t, dim))).astype(np.float32)
-    return out
-
-
-def make_workdir(root: Path, corpora=("demo_en", "demo_ru"), per_class=(3, 1, 1)) -> Path:
-    wd = root / "wd"
-    for c in corpora:
-        for split, n in zip(("train", "dev", "test"), per_class):
-            rows = [{"utt_id": f"{c}-{split}-{k}_{i}", "corpus": c, "language": "en" if c.endswith("en") else "ru",
-                     "split": split, "audio_path": "/nonexistent.wav", "start_s": 0.0, "end_s": np.nan,
-                     "duration_s": 1.0, "text": "x", "label": lbl, "source": "original"}
-                    for k, lbl in enumerate(CLASSES) for i in range(n)]
-            save_manifest(pd.DataFrame(rows), wd / "manifests" / f"{c}_{split}.parquet")
-    return wd
-
-
-@pytest.fixture
-def fake_features(monkeypatch):
-    calls = []
-
-    def build(tc, manifest):
-        calls.append(len(manifest))
-        ids = manifest["utt_id"].tolist()
-        y = [CLASSES.index(lbl) for lbl in manifest["label"]]
-        return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
-                FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
-
-    monkeypatch.setattr(inputs, "build_feature_stores", build)
-    return calls
-
-
-def _cfg(wd, **kw):
-    base = dict(workdir=str(wd), seed=3, device="cpu", model="biformer", epochs=3, unimodal_epochs=2,
-                batch_size=8, lr=3e-3, patience=5, warmup_ratio=0.1, progress=False, **TINY)
-    base.update(kw)
-    return base
 
 
 def test_train_writes_the_run_folder(tmp_path, fake_features):
     import torch
 
     wd = make_workdir(tmp_path)
-    res = T.train(_cfg(wd, run_name="r1"))
+    res = T.train(tiny_config(wd, run_name="r1"))
     assert res.run_dir == wd.resolve() / "train" / "r1"
     m = json.loads((res.run_dir / "metrics.json").read_text())
     for key in ("run", "model", "seed", "config", "git_commit", "wall_time_s", "best_epoch", "soft_labels",
@@ -119,15 +63,15 @@ def test_train_writes_the_run_folder(tmp_path, fake_features):
 
 def test_unimodal_stage_is_cached_and_reused(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    r1 = T.train(_cfg(wd, epochs=1, run_name="a"))
+    r1 = T.train(tiny_config(wd, epochs=1, run_name="a"))
     done = sorted((wd / "train" / "_unimodal").glob("*/done.json"))
     assert len(done) == 2
     stamps = [p.stat().st_mtime_ns for p in done]
-    r2 = T.train(_cfg(wd, epochs=1, model="bigatedformer", run_name="b"))
+    r2 = T.train(tiny_config(wd, epochs=1, model="bigatedformer", run_name="b"))
     assert [p.stat().st_mtime_ns for p in done] == stamps
     assert r2.metrics["unimodal"] == r1.metrics["unimodal"]
     # a unimodal model as the chosen model reuses stage 1 as its run
-    r3 = T.train(_cfg(wd, epochs=1, model="text_only"))
+    r3 = T.train(tiny_config(wd, epochs=1, model="text_only"))
     assert r3.metrics["metrics"] == r1.metrics["unimodal"]["text_only"]
     assert r3.run_dir.name.startswith("text_only-s3-")
     ck = T.load_checkpoint(r3.run_dir / "best.pt")
@@ -136,27 +80,27 @@ def test_unimodal_stage_is_cached_and_reused(tmp_path, fake_features):
 
     build_model(ck["model_name"], ck["model_config"], ck["d_audio"], ck["d_text"]).load_state_dict(ck["model"])
     # a change that matters for stage 1 gives a new cache entry
-    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, run_name="c"))
+    T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, run_name="c"))
     assert len(list((wd / "train" / "_unimodal").glob("*/done.json"))) == 4
 
 
 def test_resume_reaches_the_same_result(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    full = T.train(_cfg(wd, epochs=4, patience=10, run_name="full"))
+    full = T.train(tiny_config(wd, epochs=4, patience=10, run_name="full"))
     assert full.history["dev_mean"].nunique() > 1  # it really trains
     with pytest.raises(T.Interrupted, match="resume=True"):
-        T.train(_cfg(wd, epochs=4, patience=10, run_name="cut", interrupt_after=2))
+        T.train(tiny_config(wd, epochs=4, patience=10, run_name="cut", interrupt_after=2))
     assert T.load_checkpoint(wd / "train" / "cut" / "last.pt")["epoch"] == 1
     assert not (wd / "train" / "cut" / "metrics.json").exists()
-    resumed = T.train(_cfg(wd, epochs=4, patience=10, run_name="cut", resume=True))
+    resumed = T.train(tiny_config(wd, epochs=4, patience=10, run_name="cut", resume=True))
     assert resumed.metrics["metrics"] == full.metrics["metrics"]
     assert resumed.metrics["best_epoch"] == full.metrics["best_epoch"]
     pd.testing.assert_frame_equal(resumed.history.drop(columns="seconds"), full.history.drop(columns="seconds"))
     # a finished run is reused, and a different config under the same name is refused
-    again = T.train(_cfg(wd, epochs=4, patience=10, run_name="cut"))
+    again = T.train(tiny_config(wd, epochs=4, patience=10, run_name="cut"))
     assert again.metrics["metrics"] == full.metrics["metrics"]
     with pytest.raises(ValueError, match="another configuration"):
-        T.train(_cfg(wd, epochs=4, patience=10, lr=1e-3, run_name="cut"))
+        T.train(tiny_config(wd, epochs=4, patience=10, lr=1e-3, run_name="cut"))
 
 
 def test_soft_labels_are_used_and_missing_ones_counted(tmp_path, fake_features, monkeypatch):
@@ -165,7 +109,7 @@ def test_soft_labels_are_used_and_missing_ones_counted(tmp_path, fake_features, 
     probs = np.full((len(train_ids), 7), 1 / 7)
     soft = pd.DataFrame({"utt_id": train_ids, **{c: probs[:, i] for i, c in enumerate(CLASSES)}}).iloc[:20]
     monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
-    res = T.train(_cfg(wd, epochs=1, ls_llm_p=0.5))
+    res = T.train(tiny_config(wd, epochs=1, ls_llm_p=0.5))
     assert res.metrics["soft_labels"] == {"used": 20, "missing": len(train_ids) - 20, "stale": 0, "p": 0.5}
 
 
@@ -191,7 +135,7 @@ def test_soft_labels_made_for_another_label_are_dropped_and_counted(tmp_path, fa
     monkeypatch.setattr(loop, "fit", lambda model, train_ds, *a, **k: seen.append(train_ds) or real_fit(
         model, train_ds, *a, **k))
     with pytest.warns(UserWarning, match="1 of .* soft labels were made for another label"):
-        res = T.train(_cfg(wd, model="text_only", epochs=1, unimodal_epochs=1, ls_llm_p=1.0))
+        res = T.train(tiny_config(wd, model="text_only", epochs=1, unimodal_epochs=1, ls_llm_p=1.0))
     assert res.metrics["soft_labels"] == {"used": len(train) - 1, "missing": 1, "stale": 1, "p": 1.0}
     ds = seen[0]
     i = ds.utt_ids.index(train["utt_id"][stale])
@@ -201,7 +145,7 @@ def test_soft_labels_made_for_another_label_are_dropped_and_counted(tmp_path, fa
 def test_missing_soft_label_table_is_a_clear_error(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     with pytest.raises(FileNotFoundError, match="ls_llm_p=0.3.*soft_labels.parquet"):
-        T.train(_cfg(wd, ls_llm_p=0.3))
+        T.train(tiny_config(wd, ls_llm_p=0.3))
 
 
 def _atoms(row_id, comps):
@@ -259,22 +203,22 @@ def test_augmentations_train_the_fusion_on_a_shared_unaugmented_stage_1(tmp_path
     monkeypatch.setattr(loop, "fit", fit)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     originals = set(pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")["utt_id"])
-    base = T.train(_cfg(wd, epochs=1))
-    aug = T.train(_cfg(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1))
+    base = T.train(tiny_config(wd, epochs=1))
+    aug = T.train(tiny_config(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1))
     assert aug.metrics["unimodal_folders"] == base.metrics["unimodal_folders"]
     assert len(stage1_rows["audio-only"]) == 1  # stage 1 trained once, on the originals
     assert stage1_rows["audio-only"][0] == originals
     assert stage1_rows["biformer"][1] > originals  # the fusion stage saw the SDS rows
-    both = T.train(_cfg(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1, augment_unimodal=True))
+    both = T.train(tiny_config(wd, epochs=1, sds_ratio=1.0, label_smoothing=0.1, augment_unimodal=True))
     assert both.metrics["unimodal_folders"]["audio_only"] != base.metrics["unimodal_folders"]["audio_only"]
     assert stage1_rows["audio-only"][1] > originals
     assert both.run_dir.name != aug.run_dir.name
-    text = T.train(_cfg(wd, epochs=1, model="text_only", sds_ratio=1.0))
+    text = T.train(tiny_config(wd, epochs=1, model="text_only", sds_ratio=1.0))
     assert text.metrics["unimodal_folders"]["text_only"] != base.metrics["unimodal_folders"]["text_only"]
     # the key changes no run name where it changes nothing
-    tc = T.TrainConfig.from_dict(_cfg(wd))
+    tc = T.TrainConfig.from_dict(tiny_config(wd))
     assert "augment_unimodal" not in tc.identity()
-    assert T.default_run_name(tc) == T.default_run_name(T.TrainConfig.from_dict(_cfg(wd, augment_unimodal=True)))
+    assert T.default_run_name(tc) == T.default_run_name(T.TrainConfig.from_dict(tiny_config(wd, augment_unimodal=True)))
 
 
 @pytest.mark.parametrize("augmented", [False, True], ids=["stage1-on-sds-rows", "stage1-on-originals"])
@@ -300,7 +244,7 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
     monkeypatch.setattr(loop, "fit", fit)
     monkeypatch.setattr(loop, "predict", predict)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3,
+    T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3,
                  sds_ratio=1.0 if augmented else 0.0))
     assert len(trained) == len(held) == 6  # 3 folds x 2 modalities
     if augmented:
@@ -318,7 +262,7 @@ def test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict(tmp_path, f
 
 def test_withprob_gets_out_of_fold_train_logits(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    res = T.train(_cfg(wd, epochs=1, model="biformer_withprob", oof_folds=2))
+    res = T.train(tiny_config(wd, epochs=1, model="biformer_withprob", oof_folds=2))
     folder = Path(res.metrics["unimodal_folders"]["audio_only"])
     oof = pd.read_parquet(folder / "oof2.parquet")
     train_ids = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")["utt_id"]
@@ -347,7 +291,7 @@ def test_withprob_fuses_the_fold_models_logits_on_train(tmp_path, fake_features,
 
     monkeypatch.setattr(loop, "fit", fit)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    res = T.train(_cfg(wd, epochs=1, model="biformer_withprob", oof_folds=2))
+    res = T.train(tiny_config(wd, epochs=1, model="biformer_withprob", oof_folds=2))
     train_ds = stage2["train"]
     used = {m: {u: enc[f"{m}_logits"].numpy() for u, enc in zip(train_ds.utt_ids, train_ds.encoded)}
             for m in ("audio", "text")}
@@ -393,7 +337,7 @@ def test_training_learns_from_the_soft_label_distribution(tmp_path, fake_feature
     probs[np.arange(len(y)), y], probs[np.arange(len(y)), partner] = 0.6, 0.4
     soft = pd.DataFrame({"utt_id": train_df["utt_id"], **{c: probs[:, i] for i, c in enumerate(CLASSES)}})
     monkeypatch.setattr(inputs, "load_soft_labels_for", lambda tc: soft if tc.ls_llm_p > 0 else None)
-    res = T.train(_cfg(wd, model="text_only", ls_llm_p=1.0, epochs=30, unimodal_epochs=30, patience=30,
+    res = T.train(tiny_config(wd, model="text_only", ls_llm_p=1.0, epochs=30, unimodal_epochs=30, patience=30,
                        lr=1e-2, dropout=0.0, warmup_ratio=0.0, scheduler="none"))
     assert res.metrics["soft_labels"]["used"] == len(y)
     ck = T.load_checkpoint(res.run_dir / "last.pt")
@@ -430,7 +374,7 @@ def test_adamw_does_not_decay_ssm_norm_and_bias_parameters(tmp_path, fake_featur
     monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
     monkeypatch.setattr(loop, "fit", fit)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
-    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="bimamba_withprob", oof_folds=2, weight_decay=0.05))
+    T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, model="bimamba_withprob", oof_folds=2, weight_decay=0.05))
     assert len(made) == len(models) == 2 + 2 * 2 + 1  # unimodal x2, folds x2 x2, fusion
     for opt, model in zip(made, models):
         decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
@@ -449,13 +393,13 @@ def test_adamw_does_not_decay_ssm_norm_and_bias_parameters(tmp_path, fake_featur
 def test_errors_name_the_problem(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        T.train(_cfg(wd, model="nope"))
+        T.train(tiny_config(wd, model="nope"))
     with pytest.raises(FileNotFoundError, match="train_corpora \\['meld'\\]"):
-        T.train(_cfg(wd, train_corpora=["meld"]))
+        T.train(tiny_config(wd, train_corpora=["meld"]))
     with pytest.raises(ValueError, match="unknown scheduler .step.; choose one of"):
         T.TrainConfig.from_dict({"scheduler": "step"})
     with pytest.raises(FileNotFoundError, match="run notebook 01"):
-        T.train(_cfg(tmp_path / "empty"))
+        T.train(tiny_config(tmp_path / "empty"))
 
 
 def test_cli_trains_with_overrides(tmp_path, fake_features, capsys):
@@ -463,7 +407,7 @@ def test_cli_trains_with_overrides(tmp_path, fake_features, capsys):
     profile = tmp_path / "p.yaml"
     import yaml
 
-    profile.write_text(yaml.safe_dump(_cfg(wd, epochs=1)))
+    profile.write_text(yaml.safe_dump(tiny_config(wd, epochs=1)))
     parser = argparse.ArgumentParser()
     T.register_cli(parser.add_subparsers())
     args = parser.parse_args(["train", "--config", str(profile), "model=bimamba", "run_name=cli"])
@@ -474,16 +418,6 @@ def test_cli_trains_with_overrides(tmp_path, fake_features, capsys):
     with pytest.raises(ValueError, match="unknown parameter 'epoch'"):
         args.func(args)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two fighting over a shared 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_train_on_real_feature_stores(tmp_path):
@@ -504,7 +438,7 @@ def test_train_on_real_feature_stores(tmp_path):
             df.loc[i, "audio_path"] = str(wav)
             df.loc[i, "text"] = f"{row['label']} words {i}"
         save_manifest(df, path)
-    res = T.train(_cfg(wd, epochs=1, unimodal_epochs=1, audio_encoder="logmel", text_encoder="hashgram",
+    res = T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, audio_encoder="logmel", text_encoder="hashgram",
                        text_max_tokens=8, audio_pool=2))
     assert sorted(p.name.split("-")[0] for p in (wd / "features").iterdir()) == ["audio", "text"]
     assert res.metrics["skipped"] == {"train": {}, "dev": {}, "test": {}}
@@ -530,7 +464,7 @@ def test_with_dialogue_context_a_dialogue_is_never_split_across_folds(tmp_path, 
         return folds
 
     monkeypatch.setattr(crossfit, "fold_assignment", spy)
-    T.train(_cfg(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3, text_context=2))
+    T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, model="predictions_fusion", oof_folds=3, text_context=2))
     dialogue = dict(zip(df["utt_id"], df["dialogue_id"]))
     per_dialogue = {}
     for u, f in seen["folds"].items():
@@ -546,13 +480,13 @@ def test_a_train_split_without_features_is_one_clear_error(tmp_path, monkeypatch
     def build(tc, manifest):
         keep = manifest[~manifest["utt_id"].str.contains("-train-")]
         ids, y = keep["utt_id"].tolist(), [CLASSES.index(lbl) for lbl in keep["label"]]
-        return (FakeStore(_features(ids, y, 6, 0, "audio"), 6, "audio"),
-                FakeStore(_features(ids, y, 5, 1, "text"), 5, "text"))
+        return (FakeStore(features_for(ids, y, 6, 0, "audio"), 6, "audio"),
+                FakeStore(features_for(ids, y, 5, 1, "text"), 5, "text"))
 
     monkeypatch.setattr(inputs, "build_feature_stores", build)
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     with pytest.raises(ConfigError, match=r"no train row has features \(skipped: \{'no audio features': 21\}\)"):
-        T.train(_cfg(wd, epochs=1))
+        T.train(tiny_config(wd, epochs=1))
 
 
 def test_train_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read_only):

@@ -13,8 +13,8 @@ import re
 from .base import Mutant
 
 REPLIES = "bber_utils.augment.ls_llm.replies"
-T = "tests/test_ls_llm.py"
-TR = "tests/test_ls_llm_replies.py"
+T = "tests/augment/test_ls_llm.py"
+TR = "tests/augment/test_ls_llm_replies.py"
 
 
 def _replies():
