@@ -99,7 +99,7 @@ setup: system-tools $(STAMP)
 reproduce: setup
 	$(BIN)/bber reproduce --profile $(PROFILE)
 
-# Headless Chromium for the browser test (tests/test_browser.py skips with the reason where it cannot be installed).
+# Headless Chromium for the browser test (tests/notebook/test_browser.py skips with the reason where it cannot be installed).
 browser:
 	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing chromium (browser test)"; \

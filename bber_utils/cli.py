@@ -15,23 +15,31 @@ Every subcommand shares three behaviours (``main``):
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
-# subcommand module -> each provides register_cli(subparsers)
-COMMAND_MODULES = [
-    "bber_utils.pipeline",        # reproduce
-    "bber_utils.corpora.cli",     # prepare
-    "bber_utils.features.cli",    # extract
-    "bber_utils.augment.sds",     # sds
-    "bber_utils.augment.tug",     # tug
-    "bber_utils.augment.ls_llm",  # label
-    "bber_utils.train",           # train
-    "bber_utils.experiments",     # sweep, results
-    "bber_utils.results",         # readme
-    "bber_utils.predict",         # predict
+from bber_utils import __version__
+from bber_utils.augment import cli as augment_cli
+from bber_utils.core.errors import ConfigError
+from bber_utils.core.fileio import READ_ONLY_ERRNOS
+from bber_utils.corpora import cli as corpora_cli
+from bber_utils.corpora.text_clean import TableError
+from bber_utils.features import cli as features_cli
+from bber_utils.notebook import cli as notebook_cli
+from bber_utils.predict import cli as predict_cli
+from bber_utils.study import cli as study_cli
+from bber_utils.train import cli as train_cli
+
+# Each package's cli module registers its subcommands, in this order in `bber --help`.
+COMMANDS = [
+    notebook_cli,   # reproduce
+    corpora_cli,    # prepare
+    features_cli,   # extract
+    augment_cli,    # sds, tug, label
+    train_cli,      # train
+    study_cli,      # sweep, results, readme
+    predict_cli,    # predict
 ]
 
 # Options holding a path, resolved against the current folder when the user typed them.
@@ -54,17 +62,11 @@ INTERRUPT_HINTS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bber", description="Bilingual bimodal emotion recognition: run the pipeline or any stage of it.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(sub)
+    for commands in COMMANDS:
+        commands.register_cli(sub)
     return parser
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
@@ -107,15 +109,7 @@ def resolve_typed_paths(parser: argparse.ArgumentParser, argv: list[str] | None,
         setattr(args, a.dest, [fix(v) for v in value] if isinstance(value, list) else fix(value))
 
 
-def _data_errors() -> tuple[type[BaseException], ...]:
-    from .corpora.text_clean import TableError
-
-    return (FileNotFoundError, TableError)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .errors import ConfigError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -127,12 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except _data_errors() as exc:  # a missing or malformed input file: the message names it
+    except (FileNotFoundError, TableError) as exc:  # a missing or malformed input file: the message names it
         print(f"bber {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        from .fileio import READ_ONLY_ERRNOS
-
         if exc.errno not in READ_ONLY_ERRNOS:
             raise
         print(f"bber {args.command}: error: cannot access {exc.filename}: {exc.strerror} (a read-only folder? "

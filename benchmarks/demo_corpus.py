@@ -99,8 +99,8 @@ def ambiguity_check(out: Path) -> list[tuple[str, float, float, float]]:
     from sklearn.metrics import recall_score
     from sklearn.preprocessing import StandardScaler
 
-    from bber_utils.audio import load_audio
-    from bber_utils.labels import MELD_TO_CLASS, RESD_TO_CLASS
+    from bber_utils.core.audio import load_audio
+    from bber_utils.core.labels import MELD_TO_CLASS, RESD_TO_CLASS
 
     data = {}
     en = out / "demo_en"

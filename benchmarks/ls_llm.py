@@ -33,7 +33,7 @@ SENTENCES = [
 
 def _requests(n: int):
     from bber_utils.augment.ls_llm import LabelRequest
-    from bber_utils.labels import CLASSES
+    from bber_utils.core.labels import CLASSES
 
     return [LabelRequest(f"bench-{i}", SENTENCES[i % len(SENTENCES)], CLASSES[i % 7]) for i in range(n)]
 
@@ -44,11 +44,11 @@ def bench_logits_vs_generate(hidden: int, layers: int, n: int, new_tokens: int, 
     from test_llm import build_tiny_causal_lm
 
     from bber_utils.augment.ls_llm import GenerateLabeller, LogitLabeller
-    from bber_utils.llm import build_llm
+    from bber_utils.synthesis.llm import build_llm
 
     from bber_utils.augment.ls_llm import GENERATE_PROMPT, LOGITS_PROMPT
 
-    from bber_utils.labels import CLASSES
+    from bber_utils.core.labels import CLASSES
 
     folder = Path(tempfile.mkdtemp(prefix="lsllm_bench_")) / f"qwen3_h{hidden}_l{layers}"
     # a tokenizer trained on the prompts and sentences: prompts tokenise to about the length Qwen's would give;
@@ -82,7 +82,7 @@ def bench_logits_vs_generate(hidden: int, layers: int, n: int, new_tokens: int, 
 
 def bench_parser():
     from bber_utils.augment.ls_llm import load_soft_labels, parse_reply
-    from bber_utils.labels import CLASSES
+    from bber_utils.core.labels import CLASSES
 
     rows = []
     for f in sorted(REFERENCE_DIR.glob("*.csv")):

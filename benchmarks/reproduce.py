@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bber_utils.pipeline import reproduce
+from bber_utils.notebook.pipeline import reproduce
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,9 +22,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bber_utils.audio import write_wav  # noqa: E402
+from bber_utils.core.audio import write_wav  # noqa: E402
 from bber_utils.augment.sds import apply_sds, plan_sds  # noqa: E402
-from bber_utils.labels import CLASSES  # noqa: E402
+from bber_utils.core.labels import CLASSES  # noqa: E402
 
 # MELD train class shares (neutral, joy, sadness, anger, surprise, disgust, fear), rounded
 MELD_SHARES = np.array([0.47, 0.17, 0.07, 0.11, 0.12, 0.03, 0.03])

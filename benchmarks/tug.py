@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bber_utils.augment.templates import compose_utterances, load_templates  # noqa: E402
+from bber_utils.synthesis.templates import compose_utterances, load_templates  # noqa: E402
 from bber_utils.augment.tug import build_synthetic_corpus  # noqa: E402
-from bber_utils.labels import CLASSES  # noqa: E402
+from bber_utils.core.labels import CLASSES  # noqa: E402
 
 
 def time_composition(language: str, per_emotion: int) -> dict:

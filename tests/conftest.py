@@ -38,8 +38,8 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """Run notebooks 01–09 on configs/smoke.yaml into a fresh work folder; yields (RunDirs, runs)."""
-    from bber_utils.paths import run_dirs
-    from bber_utils.pipeline import reproduce
+    from bber_utils.core.paths import run_dirs
+    from bber_utils.notebook.pipeline import reproduce
 
     workdir = tmp_path_factory.mktemp("smoke_run")
     runs = reproduce("smoke", workdir=workdir, log=lambda msg: print(msg, flush=True))
@@ -119,3 +119,33 @@ def snapshot(folder) -> dict:
     """``{relative path: (size, mtime_ns)}`` of everything under ``folder`` (a read-only check's before/after)."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def openai_stub():
+    """A fresh loopback OpenAI-compatible server for one test."""
+    from tests.openai_stub import OpenAIStub
+
+    stub = OpenAIStub()
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest (and steadiest on a shared 2-core machine) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_qwen3"))

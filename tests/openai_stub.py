@@ -1,8 +1,8 @@
 """A loopback OpenAI-compatible chat server for tests, with replies scripted per test.
 
-Usage (the fixture lives here; import it into a test module)::
+Usage (the ``openai_stub`` fixture lives in tests/conftest.py)::
 
-    from openai_stub import openai_stub, StubReply   # noqa: F401  (pytest finds the fixture by name)
+    from tests.openai_stub import StubReply
 
     def test_x(openai_stub):
         openai_stub.script(StubReply.text('{"a": 1}'), StubReply.error(500), StubReply.text("ok"))
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-import pytest
 
 
 @dataclass
@@ -157,11 +156,3 @@ class OpenAIStub:
         return Handler
 
 
-@pytest.fixture
-def openai_stub():
-    """A fresh loopback OpenAI-compatible server for one test."""
-    stub = OpenAIStub()
-    try:
-        yield stub
-    finally:
-        stub.close()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bber_utils.cli import COMMAND_MODULES, build_parser
-from bber_utils.pipeline import list_notebooks
+from bber_utils.cli import COMMANDS, build_parser
+from bber_utils.notebook.pipeline import list_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_NOTEBOOKS = ["01_prepare_data", "02_extract_features", "03_sds", "04_tug", "05_ls_llm", "06_train",
@@ -89,7 +89,7 @@ def test_cli_lists_every_subcommand():
     assert expected <= set(sub.choices), f"missing subcommands: {expected - set(sub.choices)}"
     out = subprocess.run([sys.executable, "-m", "bber_utils.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "reproduce" in out.stdout
-    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+    assert len(COMMANDS) == len(set(COMMANDS))
 
 
 def test_ci_runs_the_readme_test_command():
@@ -100,7 +100,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_parameters_cells_are_parseable_by_papermill():
     """papermill skips (and warns about) a parameter line holding more than one '=', e.g. in its comment."""
-    from bber_utils.pipeline import declared_parameters
+    from bber_utils.core.papermill import declared_parameters
 
     for path in list_notebooks():
         nb = json.loads(path.read_text(encoding="utf-8"))
@@ -234,7 +234,7 @@ def test_binder_postbuild_in_a_fresh_venv(tmp_path):
 
 
 def test_progress_bars_come_from_the_package_helper():
-    """``tqdm.auto`` saves a widget bar stuck at 0 % in executed notebooks; ``bber_utils.progress`` gives a text
+    """``tqdm.auto`` saves a widget bar stuck at 0 % in executed notebooks; ``bber_utils.core.progress`` gives a text
     bar there whose last state (100 %, final counts) is what the notebook keeps."""
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "bber_utils").rglob("*.py")
                  if p.name != "progress.py" and "tqdm.auto" in p.read_text(encoding="utf-8")]

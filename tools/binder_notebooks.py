@@ -19,8 +19,9 @@ sys.path.insert(0, str(REPO))
 def prepare(profile: str, out: Path) -> list[Path]:
     import papermill as pm
 
-    from bber_utils.config import load_profile
-    from bber_utils.pipeline import declared_parameters, list_notebooks
+    from bber_utils.core.profiles import load_profile
+    from bber_utils.core.papermill import declared_parameters
+    from bber_utils.notebook.pipeline import list_notebooks
 
     params = load_profile(profile)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,26 +27,36 @@ What we do (``apply_sds``), on the train split only, per corpus, seeded with a n
 
 Where we differ from the reference code: it is unseeded, keeps the partners' texts unused and re-transcribes
 the merged audio with Whisper, never crops, picks from ``ratio · n_all`` rows and replaces the originals; ours
-is seeded (``tests/test_sds.py::test_seeded_and_deterministic``), joins the real texts, crops to
+is seeded (``tests/augment/test_sds.py::test_seeded_and_deterministic``), joins the real texts, crops to
 ``max_seconds``, uses ``ratio · n_eligible`` and adds by default. A component whose audio cannot be read
 drops that merge, counted and reported in ``df.attrs["sds"]`` (``sds_report``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from bber_utils.core.audio import SAMPLE_RATE, AudioError, concatenate, load_audio, write_wav
+from bber_utils.core.fileio import check_writable
+from bber_utils.core.paths import run_dirs
+from bber_utils.core.progress import tqdm
+from bber_utils.corpora import available_corpora, load_corpus
+from bber_utils.corpora.manifest import make_utt_id, save_manifest
+
 
 TARGET_SECONDS = 4.0
+
 MAX_SECONDS = 8.0
+
 MODES = ("add", "replace")
 
 
@@ -157,7 +167,6 @@ def plan_sds(train_df, ratio: float, seed: int, target_seconds: float = TARGET_S
 
 def sds_utt_id(corpus: str, component_ids: list[str], max_seconds: float | None, gap_seconds: float) -> str:
     """Deterministic id of a merged utterance: ``"{corpus}-train-sds_{12 hex}"``."""
-    from ..corpora.manifest import make_utt_id
 
     key = ";".join(component_ids) + f"|max={max_seconds}|gap={gap_seconds}"
     return make_utt_id(corpus, "train", "sds_" + hashlib.sha1(key.encode()).hexdigest()[:12])
@@ -165,9 +174,6 @@ def sds_utt_id(corpus: str, component_ids: list[str], max_seconds: float | None,
 
 def _render(rows, merge_id: str, wav_path: Path, max_seconds: float | None, gap_seconds: float) -> float:
     """Write (or reuse) the merged wav; returns its duration. Raises ``AudioError`` for a bad component."""
-    import soundfile as sf
-
-    from ..audio import SAMPLE_RATE, AudioError, concatenate, load_audio, write_wav
 
     if wav_path.exists():
         return sf.info(str(wav_path)).duration
@@ -195,10 +201,6 @@ def apply_sds(train_df, ratio: float, seed: int, out_dir: str | os.PathLike, tar
     The result has a ``components`` column ("" for originals) and ``df.attrs["sds"]`` with the counts
     (eligible, selected, merged, cropped, skipped) and the skipped utterances with their reasons.
     """
-    import pandas as pd
-    from bber_utils.progress import tqdm
-
-    from ..audio import AudioError
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -246,7 +248,6 @@ def apply_sds(train_df, ratio: float, seed: int, out_dir: str | os.PathLike, tar
 
 def sds_report(df):
     """The skipped utterances of an ``apply_sds`` result as a table (``utt_id, reason``)."""
-    import pandas as pd
 
     return pd.DataFrame(df.attrs.get("sds", {}).get("skips", []), columns=["utt_id", "reason"])
 
@@ -256,10 +257,6 @@ def apply_sds_to_workdir(workdir, ratio: float, seed: int = 42, target_seconds: 
                          progress: bool = True) -> dict:
     """``apply_sds`` on every prepared corpus's train manifest; writes ``sds/{corpus}_train_sds.parquet`` and
     ``sds/{corpus}_train_sds_skips.csv``; returns ``{corpus: DataFrame}``."""
-    from ..corpora import available_corpora, load_corpus
-    from ..corpora.manifest import save_manifest
-    from ..fileio import check_writable
-    from ..paths import run_dirs
 
     dirs = run_dirs(workdir)
     corpora = available_corpora(workdir)
@@ -275,32 +272,3 @@ def apply_sds_to_workdir(workdir, ratio: float, seed: int = 42, target_seconds: 
         sds_report(df).to_csv(dirs.sds / f"{corpus}_train_sds_skips.csv", index=False)
         out[corpus] = df
     return out
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sds", help="stacked data sampling on every corpus's train manifest",
-        description="Merge short train utterances with same-label partners; writes "
-                    "<workdir>/sds/{corpus}_train_sds.parquet and the merged wavs under <workdir>/sds/wavs/.")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--ratio", type=float, required=True, help="fraction of eligible (short) utterances merged")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--target-seconds", type=float, default=TARGET_SECONDS)
-    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS)
-    p.add_argument("--gap-seconds", type=float, default=0.0)
-    p.add_argument("--mode", choices=MODES, default="add")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    try:
-        result = apply_sds_to_workdir(args.workdir, args.ratio, args.seed, args.target_seconds, args.max_seconds,
-                                      args.gap_seconds, args.mode)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"bber sds: error: {exc}", file=sys.stderr)
-        return 2
-    for corpus, df in result.items():
-        s = df.attrs["sds"]
-        print(f"{corpus}: {s['eligible']} eligible, {s['selected']} selected, {s['merged']} merged "
-              f"({s['cropped']} cropped), {s['skipped']} skipped -> {len(df)} train rows")
-    return 0

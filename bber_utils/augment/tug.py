@@ -21,20 +21,32 @@ unique phrases is reported rather than crashing, and a failed synthesis is never
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
+import subprocess
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .tug_llm import TEMPLATE_SOURCES
+import numpy as np
+import pandas as pd
 
+from bber_utils.augment.tug_llm import resolve_templates, stable_int
+from bber_utils.core.fileio import check_writable, locked
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.paths import run_dirs, workdir_path
+from bber_utils.core.progress import tqdm
+from bber_utils.corpora.manifest import MANIFEST_COLUMNS, concat_manifests, load_manifest, save_manifest
+from bber_utils.features.store import check_shard
+from bber_utils.synthesis.templates import compose_utterances, strip_tags
+from bber_utils.synthesis.tts import build_tts
 if TYPE_CHECKING:
     import pandas as pd
 
+
 MIX_MODES = ("per_class", "top_up")
+
 DROPPED_COLUMNS = ["utt_id", "language", "label", "text", "reason"]
 
 
@@ -49,20 +61,12 @@ def synthetic_utt_id(language: str, emotion: str, index: int) -> str:
 
 
 def synthetic_manifest_path(workdir: str | os.PathLike, language: str) -> Path:
-    from ..paths import run_dirs
-
     return run_dirs(workdir).tug / f"tug_{language}.parquet"
 
 
 def dropped_path(workdir: str | os.PathLike, language: str) -> Path:
-    from ..paths import run_dirs
-
     return run_dirs(workdir).tug / f"tug_{language}_dropped.csv"
 
-
-# --------------------------------------------------------------------------------------------------------------
-# The synthetic corpus
-# --------------------------------------------------------------------------------------------------------------
 
 def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class: int, tts: Any = "espeak",
                            template_source: Any = "builtin", seed: int = 42, *, tts_model: Any = None,
@@ -84,17 +88,6 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     ``shard=(index, count)`` (or ``"index/count"``): speak only this shard's share and write it as a part (see
     the module docstring); a call without ``shard`` merges the parts.
     """
-    import numpy as np
-    import pandas as pd
-
-    from ..corpora.manifest import MANIFEST_COLUMNS, save_manifest
-    from ..features.store import check_shard
-    from ..fileio import check_writable, locked
-    from ..labels import CLASSES
-    from ..paths import run_dirs, workdir_path
-    from .templates import compose_utterances, strip_tags
-    from .tts import build_tts
-    from .tug_llm import resolve_templates, stable_int
 
     if per_class < 0:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
@@ -118,34 +111,12 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     voice = _voice_key(backend, language)
     wav_dir = run_dirs(workdir).tug / "wavs" / language
     rows, dropped = [], []
-    jobs: list[tuple[str, list[dict]]] = []
-    for emotion in emotions:
-        ts = template_sets[(language, emotion)]
-        texts = compose_utterances(ts.templates, per_class, seed=stable_int(seed, language, emotion))
-        if len(texts) < per_class:
-            dropped.append(dict(utt_id="", language=language, label=emotion, text="",
-                                reason=f"composer found only {len(texts)} of {per_class} unique utterances"))
-        items = []
-        for i, text in enumerate(texts):
-            utt_id = synthetic_utt_id(language, emotion, i)
-            speaker = stable_int(seed, utt_id)
-            digest = hashlib.sha1(f"{voice}|{emotion}|{speaker}|{text}".encode()).hexdigest()[:10]
-            items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
-                              template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
-        jobs.append((emotion, items))
+    jobs = _compose_jobs(template_sets, language, emotions, per_class, seed, voice, wav_dir, dropped)
     position = {it["utt_id"]: k for k, it in enumerate(it for _, items in jobs for it in items)}
     if shard is not None:  # this shard's utterances: positions index, index + count, ... of the whole order
         jobs = [(e, [it for it in items if position[it["utt_id"]] % shard[1] == shard[0]]) for e, items in jobs]
     else:  # rows the shards spoke (same text and voice: same wav path, still on disk) are taken as they are
-        done = _part_rows(workdir, language)
-        for emotion, items in jobs:
-            for it in items:
-                row = done.get(it["utt_id"])
-                if row is not None and row["audio_path"] == str(Path(it["path"]).resolve()) and Path(
-                        row["audio_path"]).exists():
-                    rows.append({**row, "reused": True})
-        taken = {r["utt_id"] for r in rows}
-        jobs = [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
+        jobs = _take_spoken_parts(workdir, language, jobs, rows)
     wav_dir.mkdir(parents=True, exist_ok=True)
     lock = wav_dir / (".lock" if shard is None else f".part-{shard[0]:03d}-of-{shard[1]:03d}.lock")
     with locked(lock, waiting=f"bber tug: another run is speaking into {wav_dir}; waiting for it (its wavs are "
@@ -170,11 +141,47 @@ def build_synthetic_corpus(workdir: str | os.PathLike, language: str, per_class:
     return df
 
 
+def _compose_jobs(template_sets, language: str, emotions: tuple[str, ...], per_class: int, seed: int, voice: str,
+                  wav_dir: Path, dropped: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``(emotion, items)`` per emotion: the seeded composer's utterances, each with its id, speaker and wav path
+    (named after the text and the voice); an emotion with too few unique utterances is noted in ``dropped``."""
+    jobs: list[tuple[str, list[dict]]] = []
+    for emotion in emotions:
+        ts = template_sets[(language, emotion)]
+        texts = compose_utterances(ts.templates, per_class, seed=stable_int(seed, language, emotion))
+        if len(texts) < per_class:
+            dropped.append(dict(utt_id="", language=language, label=emotion, text="",
+                                reason=f"composer found only {len(texts)} of {per_class} unique utterances"))
+        items = []
+        for i, text in enumerate(texts):
+            utt_id = synthetic_utt_id(language, emotion, i)
+            speaker = stable_int(seed, utt_id)
+            digest = hashlib.sha1(f"{voice}|{emotion}|{speaker}|{text}".encode()).hexdigest()[:10]
+            items.append(dict(utt_id=utt_id, label=emotion, tts_text=text, text=strip_tags(text), speaker=speaker,
+                              template_source=ts.source, path=wav_dir / f"{utt_id}-{digest}.wav"))
+        jobs.append((emotion, items))
+    return jobs
+
+
+def _take_spoken_parts(workdir, language: str, jobs: list[tuple[str, list[dict]]],
+                       rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The jobs left once the rows the shards already spoke (same text and voice: the same wav path, still on
+    disk) are taken into ``rows`` as they are."""
+    done = _part_rows(workdir, language)
+    for emotion, items in jobs:
+        for it in items:
+            row = done.get(it["utt_id"])
+            if row is not None and row["audio_path"] == str(Path(it["path"]).resolve()) and Path(
+                    row["audio_path"]).exists():
+                rows.append({**row, "reused": True})
+    taken = {r["utt_id"] for r in rows}
+    return [(e, [it for it in items if it["utt_id"] not in taken]) for e, items in jobs]
+
+
 def _speak(backend: Any, jobs: list[tuple[str, list[dict]]], language: str, voice: str, rows: list[dict],
            dropped: list[dict], progress: bool) -> None:
     """Speak every job's utterances (``(emotion, items)``, 64 at a time; valid wavs on disk are reused): manifest
     rows of the spoken ones go to ``rows``, the failed ones with their reason to ``dropped``."""
-    from bber_utils.progress import tqdm
 
     bar = tqdm(total=sum(len(items) for _, items in jobs), desc=f"TUG {language} ({backend.name})",
                disable=not progress)
@@ -200,7 +207,6 @@ def _speak(backend: Any, jobs: list[tuple[str, list[dict]]], language: str, voic
 
 def _part_paths(workdir: str | os.PathLike, language: str, shard: tuple[int, int]) -> tuple[Path, Path]:
     """The manifest and dropped-list of one shard of ``build_synthetic_corpus``."""
-    from ..paths import run_dirs
 
     stem = f"tug_{language}.part-{shard[0]:03d}-of-{shard[1]:03d}"
     folder = run_dirs(workdir).tug / "parts"
@@ -208,14 +214,11 @@ def _part_paths(workdir: str | os.PathLike, language: str, shard: tuple[int, int
 
 
 def _part_files(workdir: str | os.PathLike, language: str) -> list[Path]:
-    from ..paths import run_dirs
-
     return sorted((run_dirs(workdir).tug / "parts").glob(f"tug_{language}.part-*-of-*"))
 
 
 def _part_rows(workdir: str | os.PathLike, language: str) -> dict[str, dict]:
     """``utt_id -> manifest row`` of every shard part of ``language`` written so far."""
-    from ..corpora.manifest import load_manifest
 
     rows: dict[str, dict] = {}
     for path in _part_files(workdir, language):
@@ -227,7 +230,6 @@ def _part_rows(workdir: str | os.PathLike, language: str) -> dict[str, dict]:
 def load_synthetic(workdir: str | os.PathLike, languages: list[str] | tuple[str, ...] = ("en", "ru")
                    ) -> "pd.DataFrame":
     """The TUG manifests of ``languages`` that exist, as one table (empty when there are none)."""
-    from ..corpora.manifest import concat_manifests, load_manifest
 
     paths = [synthetic_manifest_path(workdir, lang) for lang in languages]
     return concat_manifests([load_manifest(p) for p in paths if p.exists()])
@@ -236,7 +238,6 @@ def load_synthetic(workdir: str | os.PathLike, languages: list[str] | tuple[str,
 def load_dropped(workdir: str | os.PathLike, languages: list[str] | tuple[str, ...] = ("en", "ru")
                  ) -> "pd.DataFrame":
     """What ``build_synthetic_corpus`` dropped, with reasons (``DROPPED_COLUMNS``)."""
-    import pandas as pd
 
     frames = [pd.read_csv(dropped_path(workdir, lang), keep_default_na=False) for lang in languages
               if dropped_path(workdir, lang).exists()]
@@ -274,7 +275,6 @@ def _engine_version(name: str) -> str:
     """``espeak-ng --version``'s first words for the espeak backend (its output differs between versions)."""
     if name != "espeak":
         return ""
-    import subprocess
 
     try:
         out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10).stdout
@@ -295,10 +295,6 @@ def _voice_key(backend: Any, language: str) -> str:
     return "|".join(str(p) for p in parts if p != "")
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Mixing into a train split
-# --------------------------------------------------------------------------------------------------------------
-
 def mix_plan(train_df: "pd.DataFrame", synthetic_df: "pd.DataFrame", ratio: float,
              mode: str = "per_class") -> "pd.DataFrame":
     """How many synthetic rows each (corpus, class) of ``train_df`` gets, before sampling.
@@ -312,9 +308,6 @@ def mix_plan(train_df: "pd.DataFrame", synthetic_df: "pd.DataFrame", ratio: floa
     Synthetic rows of a language go only into corpora of that language; two corpora of one language draw
     disjoint rows. ``added = min(wanted, available)``.
     """
-    import pandas as pd
-
-    from ..labels import CLASSES
 
     if mode not in MIX_MODES:
         raise ValueError(f"mix mode {mode!r}: expected one of {MIX_MODES}")
@@ -352,9 +345,6 @@ def mix_synthetic(train_df: "pd.DataFrame", synthetic_df: "pd.DataFrame", ratio:
     synthetic rows than wanted gets all of them and a warning. Rows missing a soft label fall back to one-hot in
     the trainer. The result is a validated manifest; synthetic rows are only ever in the train split.
     """
-    import numpy as np
-
-    from ..corpora.manifest import concat_manifests
 
     if len(synthetic_df) and not (synthetic_df["source"] == "tug").all():
         raise ValueError("synthetic_df must hold only TUG rows (source='tug')")
@@ -388,84 +378,9 @@ def _check_train_only(df: "pd.DataFrame", name: str) -> None:
                          f"(utt_id={bad['utt_id'].iloc[0]!r}) has split {bad['split'].iloc[0]!r}")
 
 
-# --------------------------------------------------------------------------------------------------------------
-# bber tug
-# --------------------------------------------------------------------------------------------------------------
-
 def _parse_per_language(value: str | None) -> str | dict[str, str] | None:
     """``"dia"`` -> ``"dia"``; ``"en=dia,ru=mms"`` -> ``{"en": "dia", "ru": "mms"}``."""
     if value is None or "=" not in value:
         return value
     pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
     return {k.strip(): v.strip() for k, v in pairs}
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "tug", help="TUG: compose emotional utterances from templates and speak them (synthetic train data)",
-        description="Write <workdir>/tug/tug_{lang}.parquet: templates (built-in or LLM-written, cached) -> "
-                    "seeded unique utterances -> TTS wavs. Resumable; failures are dropped and listed in "
-                    "tug/tug_{lang}_dropped.csv.")
-    p.add_argument("--workdir", required=True, help="run folder (e.g. runs/demo)")
-    p.add_argument("--languages", nargs="+", default=["en", "ru"], choices=["en", "ru"])
-    p.add_argument("--per-class", type=int, default=20, help="utterances per emotion and language (default 20)")
-    p.add_argument("--tts", default="espeak",
-                   help="espeak | mms | dia, or one per language such as en=dia,ru=mms (default espeak)")
-    p.add_argument("--tts-model", default=None, help="TTS hub id or folder, or one per language: en=ID,ru=ID")
-    p.add_argument("--template-source", default="builtin", choices=list(TEMPLATE_SOURCES))
-    p.add_argument("--llm-model", default=None, help="LLM for --template-source openai/transformers")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OpenAI)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="speak only utterances i = I (mod N) into tug/parts/ (run N in parallel, e.g. one per "
-                        "GPU), then once without --shard to merge the parts into tug/tug_{lang}.parquet")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from ..features.store import check_shard
-    from .tts import TTS_NAMES
-    from .tug_llm import resolve_templates, templates_table
-
-    if args.per_class < 0:
-        print(f"bber tug: --per-class must be >= 0, got {args.per_class}")
-        return 2
-    tts = _parse_per_language(args.tts)
-    names = set(tts.values()) if isinstance(tts, dict) else {tts}
-    if not names <= set(TTS_NAMES):
-        print(f"bber tug: unknown TTS {sorted(names - set(TTS_NAMES))}; choose from {', '.join(TTS_NAMES)}")
-        return 2
-    try:
-        check_shard(args.shard)
-    except ValueError as e:
-        print(f"bber tug: {e}")
-        return 2
-    if args.template_source != "builtin" and not args.llm_model:
-        print(f"bber tug: --template-source {args.template_source} needs --llm-model")
-        return 2
-    sets = resolve_templates(args.workdir, args.languages, args.template_source, llm_model=args.llm_model,
-                             base_url=args.base_url, seed=args.seed)
-    table = templates_table(sets)
-    print(table[["language", "emotion", "source", "templates", "note"]].to_string(index=False))
-    frames = []
-    for language in args.languages:
-        frames.append(build_synthetic_corpus(args.workdir, language, args.per_class, tts=tts,
-                                             template_source=sets, seed=args.seed,
-                                             tts_model=_parse_per_language(args.tts_model), shard=args.shard))
-        if args.shard:
-            print(f"shard {args.shard} of {language}: {len(frames[-1])} utterances in "
-                  f"{_part_paths(args.workdir, language, check_shard(args.shard))[0]}; run once without --shard "
-                  f"to merge the parts")
-        else:
-            print(f"wrote {synthetic_manifest_path(args.workdir, language)}: {len(frames[-1])} utterances")
-    df = pd.concat(frames, ignore_index=True)
-    if len(df):
-        print(pd.crosstab(df["label"], df["language"]).to_string())
-    dropped = load_dropped(args.workdir, args.languages)
-    if len(dropped):
-        print(f"dropped {len(dropped)}:")
-        print(dropped.groupby(["language", "reason"]).size().to_string())
-    empty = [lang for lang, f in zip(args.languages, frames) if len(f) == 0]
-    return 1 if args.per_class > 0 and empty else 0

@@ -23,13 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..labels import CLASSES
+import numpy as np
+import pandas as pd
+
+from bber_utils.core.fileio import atomic_write_text, locked
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.paths import run_dirs
+from bber_utils.corpora.manifest import load_manifest
+from bber_utils.synthesis.llm import LLMError, LLMUnavailable, build_llm
+from bber_utils.synthesis.templates import (DIA_TAGS, SCHEMA_KEYS, load_templates, normalise_templates,
+                                            validate_templates)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..llm import ChatLLM
-    from .templates import ValidationReport
+    from bber_utils.synthesis.llm import ChatLLM
+    from bber_utils.synthesis.templates import ValidationReport
 
 PROMPT_VERSION = "tug-prompt-v1"
 TEMPLATE_SOURCES = ("builtin", "openai", "transformers")
@@ -47,7 +56,6 @@ SYSTEM_PROMPT = (
 
 def template_json_schema() -> dict:
     """The JSON schema of a reply: five lists of strings (the paper's template schema)."""
-    from .templates import SCHEMA_KEYS
 
     return {
         "title": "tug_templates",
@@ -60,7 +68,6 @@ def template_json_schema() -> dict:
 
 def build_template_prompt(emotion: str, language: str, examples: list[str]) -> list[dict[str, str]]:
     """The chat messages asking for one emotion's templates in ``language`` ("en" | "ru")."""
-    from .templates import DIA_TAGS
 
     if emotion not in CLASSES:
         raise ValueError(f"unknown emotion {emotion!r}; expected one of {CLASSES}")
@@ -140,8 +147,6 @@ def generate_templates(llm: "ChatLLM", emotion: str, language: str, examples: li
     one continues the conversation with the problems listed, after ``backoff_s * 2**k`` seconds.
     ``LLMUnavailable`` (no key, unreachable server, timeout) is raised at once: retrying cannot help.
     """
-    from ..llm import LLMError, LLMUnavailable
-    from .templates import normalise_templates, validate_templates
 
     messages = build_template_prompt(emotion, language, examples)
     schema = template_json_schema()
@@ -184,10 +189,6 @@ def generate_templates(llm: "ChatLLM", emotion: str, language: str, examples: li
 
 def load_train_texts(workdir: str | os.PathLike) -> "pd.DataFrame":
     """``language, label, text`` of the original rows of every ``<workdir>/manifests/*_train.parquet``."""
-    import pandas as pd
-
-    from ..corpora.manifest import load_manifest
-    from ..paths import run_dirs
 
     frames = [load_manifest(p) for p in sorted(run_dirs(workdir).manifests.glob("*_train.parquet"))]
     if not frames:
@@ -203,7 +204,6 @@ def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: 
     Reads ``<workdir>/manifests/*_train.parquet`` (or takes ``train_texts`` from ``load_train_texts``); returns
     ``[]`` when there are none yet.
     """
-    import numpy as np
 
     df = load_train_texts(workdir) if train_texts is None else train_texts
     texts = df.loc[(df["language"] == language) & (df["label"] == emotion), "text"]
@@ -216,7 +216,6 @@ def corpus_examples(workdir: str | os.PathLike, language: str, emotion: str, k: 
 
 def template_cache_path(workdir: str | os.PathLike, model: str, emotion: str, language: str) -> Path:
     """``<workdir>/tug/templates/{language}/{emotion}__{model slug}__{PROMPT_VERSION}.json``."""
-    from ..paths import run_dirs
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")[:60]
     digest = hashlib.sha1(model.encode()).hexdigest()[:8]
@@ -224,8 +223,6 @@ def template_cache_path(workdir: str | os.PathLike, model: str, emotion: str, la
 
 
 def _read_cache(path: Path) -> dict | None:
-    from .templates import normalise_templates, validate_templates
-
     if not path.exists():
         return None
     try:
@@ -236,8 +233,6 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, templates: dict, provenance: dict) -> None:
-    from ..fileio import atomic_write_text
-
     atomic_write_text(path, json.dumps({"provenance": provenance, "templates": templates}, ensure_ascii=False,
                                        indent=1))
 
@@ -273,9 +268,6 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
     cache miss, once; if it is unavailable every remaining emotion falls back
     to the built-in templates with the reason in ``TemplateSet.note`` (and one warning).
     """
-    from ..fileio import locked
-    from ..llm import LLMUnavailable, build_llm
-    from .templates import validate_templates
 
     if source not in TEMPLATE_SOURCES:
         raise ValueError(f"template source {source!r}: expected one of {', '.join(TEMPLATE_SOURCES)}")
@@ -336,8 +328,6 @@ def resolve_templates(workdir: str | os.PathLike, languages: list[str], source: 
 
 
 def _builtin_set(language: str, emotion: str, note: str = "", attempts: int = 0) -> TemplateSet:
-    from .templates import load_templates, validate_templates
-
     templates = load_templates(language, emotion)
     return TemplateSet(language, emotion, templates, "builtin", validate_templates(templates), note=note,
                        attempts=attempts)
@@ -345,9 +335,6 @@ def _builtin_set(language: str, emotion: str, note: str = "", attempts: int = 0)
 
 def templates_table(sets: dict[tuple[str, str], TemplateSet]) -> "pd.DataFrame":
     """One row per (language, emotion): item counts per key, the source, validity, warnings, fallback note."""
-    import pandas as pd
-
-    from .templates import SCHEMA_KEYS
 
     rows = []
     for (language, emotion), ts in sets.items():

@@ -21,10 +21,24 @@ describes the last ``prepare``.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from bber_utils.core.fileio import atomic_write, atomic_write_text, check_writable
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.paths import run_dirs
+from bber_utils.corpora import meld, resd
+from bber_utils.corpora.demo import build_demo_corpus
+from bber_utils.corpora.manifest import SPLITS, concat_manifests, load_manifest, save_manifest, validate_manifest
+from bber_utils.corpora.meld import read_meld
+from bber_utils.corpora.resd import read_resd
+from bber_utils.corpora.skips import SKIP_COLUMNS, skips_frame
 
 DATASETS: dict[str, tuple[str, ...]] = {
     "demo": ("demo_en", "demo_ru"),
@@ -43,7 +57,6 @@ _FORMAT_VERSION = 2
 
 def input_listing(roots: dict[str, Any], exclude: Path | None = None) -> dict[str, dict[str, Any]]:
     """``{root key: {relative file: sha256 of a CSV | [size, mtime_ns]}}`` for the real corpus roots given."""
-    import hashlib
 
     out: dict[str, dict[str, Any]] = {}
     for key, root in roots.items():
@@ -92,10 +105,6 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
     ``demo_kwargs`` go to ``build_demo_corpus`` for ``demo``. ``limit`` keeps at most N utterances per split.
     ``force=True`` rebuilds even when the stored options match (cached wavs are still reused).
     """
-    from ..fileio import check_writable
-    from ..paths import run_dirs
-    from .manifest import SPLITS, save_manifest, validate_manifest
-    from .skips import SKIP_COLUMNS, skips_frame
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -140,12 +149,8 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
                              progress=progress)
         wav_dir = dirs.data / f"{corpus}_wav"
         if corpus in ("meld", "demo_en"):
-            from .meld import read_meld
-
             frames, skips = read_meld(roots[corpus], wav_dir, **reader_kwargs)
         else:
-            from .resd import read_resd
-
             fraction = _demo_ru_dev_fraction(demo_kwargs) if corpus == "demo_ru" else dev_fraction
             frames, skips = read_resd(roots[corpus], wav_dir, dev_fraction=fraction, **reader_kwargs)
         result[corpus] = {s: validate_manifest(frames[s], where=f"{corpus} {s}") for s in SPLITS}
@@ -158,10 +163,8 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
     for corpus, frames in result.items():
         for split, df in frames.items():
             save_manifest(df, dirs.manifest(corpus, split))
-    import pandas as pd
 
     skips = pd.concat([t for t in skip_tables if len(t)] or [skips_frame([])], ignore_index=True)
-    from ..fileio import atomic_write, atomic_write_text
 
     atomic_write(dirs.manifests / SKIPS_FILE, lambda tmp: skips[SKIP_COLUMNS].to_csv(tmp, index=False))
     atomic_write_text(inputs_path, json.dumps(listing))
@@ -170,14 +173,11 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
 
 
 def _hash(obj: Any) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _reader_options() -> dict[str, Any]:
     """The readers' fixed options (a change of them must rebuild the manifests)."""
-    from . import meld, resd
 
     return {"meld_max_seconds": meld.MAX_CLIP_SECONDS, "resd_max_seconds": resd.MAX_CLIP_SECONDS,
             "cut_short_ratio": meld.CUT_SHORT_RATIO, "cut_short_min_gap": meld.CUT_SHORT_MIN_GAP}
@@ -185,8 +185,6 @@ def _reader_options() -> dict[str, Any]:
 
 def _corpus_roots(dataset, data_dir: Path, meld_root, resd_root, demo_per_class, seed, demo_kwargs) -> dict:
     if dataset == "demo":
-        from .demo import build_demo_corpus
-
         roots = build_demo_corpus(data_dir, per_class=demo_per_class, seed=seed, **demo_kwargs)
         return {k: Path(v) for k, v in roots.items()}
     return {"meld": meld_root, "resd": resd_root}
@@ -196,9 +194,6 @@ def _demo_ru_dev_fraction(demo_kwargs: dict) -> float:
     """The Russian demo's train parquet holds its train + dev rows (RESD has no dev split); drawing
     ``d / (1 + d)`` of it as dev, where ``d`` is the demo's ``dev_fraction``, gives the Russian demo a dev split
     of the same size as the English one."""
-    import inspect
-
-    from .demo import build_demo_corpus
 
     d = demo_kwargs.get("dev_fraction")
     if d is None:
@@ -208,8 +203,6 @@ def _demo_ru_dev_fraction(demo_kwargs: dict) -> float:
 
 
 def _split_of(path: Path) -> str | None:
-    from .manifest import SPLITS
-
     stem = path.stem
     if "_" not in stem:
         return None
@@ -219,7 +212,6 @@ def _split_of(path: Path) -> str | None:
 
 def available_corpora(workdir: str | os.PathLike) -> list[str]:
     """Corpora with a train manifest in ``<workdir>/manifests``, in the order ``prepare`` wrote them."""
-    from ..paths import run_dirs
 
     dirs = run_dirs(workdir)
     names = sorted(p.stem.rsplit("_", 1)[0] for p in dirs.manifests.glob("*_train.parquet"))
@@ -232,8 +224,6 @@ def available_corpora(workdir: str | os.PathLike) -> list[str]:
 
 def load_corpus(workdir: str | os.PathLike, corpus: str) -> dict:
     """``{split: manifest DataFrame}`` of one corpus, as ``prepare`` wrote it."""
-    from ..paths import run_dirs
-    from .manifest import SPLITS, load_manifest
 
     dirs = run_dirs(workdir)
     if not dirs.manifest(corpus, "train").exists():
@@ -244,7 +234,6 @@ def load_corpus(workdir: str | os.PathLike, corpus: str) -> dict:
 
 def load_union(workdir: str | os.PathLike, corpora: list[str] | None = None) -> dict:
     """``{split: DataFrame}`` joining the manifests of ``corpora`` (default: all available) for multi-corpus runs."""
-    from .manifest import SPLITS, concat_manifests
 
     corpora = corpora or available_corpora(workdir)
     per_corpus = [load_corpus(workdir, c) for c in corpora]
@@ -253,10 +242,6 @@ def load_union(workdir: str | os.PathLike, corpora: list[str] | None = None) -> 
 
 def load_skips(workdir: str | os.PathLike):
     """The skip report of the last ``prepare`` (empty table when nothing was skipped)."""
-    import pandas as pd
-
-    from ..paths import run_dirs
-    from .skips import SKIP_COLUMNS
 
     path = run_dirs(workdir).manifests / SKIPS_FILE
     if not path.exists():
@@ -266,10 +251,6 @@ def load_skips(workdir: str | os.PathLike):
 
 def counts_table(frames_by_corpus: dict):
     """Utterances per corpus, language, split and class: one row per (corpus, language, split), a column per class."""
-    import pandas as pd
-
-    from ..labels import CLASSES
-    from .manifest import SPLITS
 
     rows = [df.assign(corpus=c) for c, frames in frames_by_corpus.items() for df in frames.values() if len(df)]
     if not rows:
@@ -291,7 +272,6 @@ def size_report(frames_by_corpus: dict, skips) -> "pd.DataFrame":
     ``missing = published - kept - skipped`` is 0 when every published utterance is accounted for (it is not
     with ``limit``, or with a different release of the corpus). Demo corpora have no published size.
     """
-    import pandas as pd
 
     rows = []
     for corpus, frames in frames_by_corpus.items():

@@ -6,6 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
+from bber_utils.corpora import counts_table, load_skips, prepare
+from bber_utils.corpora.table import check_fractions, prepare_table
+from bber_utils.corpora.text_clean import TableError
+
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,11 +43,6 @@ def register_cli(subparsers) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from . import counts_table, load_skips, prepare
-    from .table import check_fractions
-
     try:
         check_fractions(args.dev_fraction, args.test_fraction if args.dataset == "table" else 0.0)
     except ValueError as exc:
@@ -73,12 +74,6 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_table(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from . import counts_table, load_skips
-    from .table import prepare_table
-    from .text_clean import TableError
-
     if not args.csv:
         print("bber prepare: error: 'table' needs --csv FILE")
         return 2

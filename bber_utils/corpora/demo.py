@@ -28,18 +28,26 @@ corpus, byte for byte; a second call with the same options returns at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..fileio import atomic_write
-from ..labels import CLASSES, MELD_TO_CLASS, RESD_TO_CLASS
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.labels import CLASSES, MELD_TO_CLASS, RESD_TO_CLASS
+from bber_utils.corpora.manifest import make_utt_id
+from bber_utils.synthesis.templates import compose_utterances, load_templates, strip_tags
+from bber_utils.synthesis.tts import EMOTION_PROSODY, SPEAKERS, EspeakBackend, Prosody
 
 DEMO_VERSION = 1
 DEMO_CORPORA = {"en": "demo_en", "ru": "demo_ru"}
@@ -76,15 +84,12 @@ def split_sizes(per_class: int, dev_fraction: float, test_fraction: float) -> di
 
 def _seed(seed: int, *parts: str) -> int:
     """A stable integer seed for a named sub-stream (no Python ``hash``)."""
-    import zlib
 
     return int(np.random.SeedSequence([int(seed)] + [zlib.crc32(p.encode()) for p in parts]).generate_state(1)[0])
 
 
 def plan_rows(language: str, per_class: int, seed: int, dev_fraction: float, test_fraction: float) -> list[dict]:
     """Every utterance of one language: split, label, case, text, speaker and prosody (no audio yet)."""
-    from ..augment.templates import compose_utterances, load_templates, strip_tags
-    from ..augment.tts import EMOTION_PROSODY, SPEAKERS
 
     sizes = split_sizes(per_class, dev_fraction, test_fraction)
     rng = np.random.default_rng(_seed(seed, "plan", language))
@@ -169,16 +174,12 @@ def _clock(seconds: float) -> str:
 
 
 def _row_digest(r: dict) -> str:
-    import hashlib
-
     key = json.dumps([r["text"], r["speaker"], r["pitch"], r["range_pct"], r["rate"], r["amplitude"], r["word_gap"]],
                      ensure_ascii=False)
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
 
 
 def _synthesize(rows: list[dict], wav_dir: Path, language: str, workers: int, progress: bool) -> None:
-    from ..augment.tts import EspeakBackend, Prosody
-
     tts = EspeakBackend(workers=workers, tags="remove")
     # The name holds a digest of everything that shapes the sound, so a resumed build never reuses a stale wav.
     paths = [wav_dir / f"{r['published_split']}_{r['native_id']}_{_row_digest(r)}.wav" for r in rows]
@@ -213,8 +214,6 @@ def _encode_mp4(jobs: list[tuple[Path, Path]], workers: int) -> list[str]:
 
 
 def _write_meld(root: Path, rows: list[dict], clip_format: str, workers: int) -> None:
-    import pandas as pd
-
     jobs: list[tuple[Path, Path]] = []
     for split, folder in MELD_FOLDERS.items():
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -241,9 +240,6 @@ def _write_meld(root: Path, rows: list[dict], clip_format: str, workers: int) ->
 
 
 def _write_resd(root: Path, rows: list[dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     for split, rel in RESD_FILES.items():
         split_rows = sorted((r for r in rows if r["published_split"] == split and r["status"] == "ok"),
                             key=lambda r: r["order"])
@@ -268,7 +264,6 @@ DESIGN_COLUMNS = ["native_id", "published_split", "label", "case", "text_source"
 
 def _design_rows(rows: list[dict], corpus: str) -> list[dict]:
     """``demo_design.csv`` rows: how each utterance was made, keyed by its manifest ``utt_id``."""
-    from .manifest import make_utt_id
 
     return [{"corpus": corpus, "utt_id": make_utt_id(corpus, r["published_split"], r["native_id"]),
              "planned_split": r["split"], **{k: r[k] for k in DESIGN_COLUMNS}}
@@ -300,7 +295,6 @@ def build_demo_corpus(out_dir: str | os.PathLike, per_class: int = 40, seed: int
     each corpus folder is replaced only when complete; a folder that this function did not write is never
     removed.
     """
-    import pandas as pd
 
     if clip_format not in ("mp4", "wav"):
         raise ValueError(f"clip_format must be 'mp4' or 'wav', not {clip_format!r}")

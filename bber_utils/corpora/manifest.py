@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_write
-from ..labels import CLASSES
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.labels import CLASSES
 
 MANIFEST_COLUMNS: list[str] = [
     "utt_id", "corpus", "language", "split", "audio_path", "start_s", "end_s",

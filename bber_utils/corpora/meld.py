@@ -32,13 +32,17 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..audio import SAMPLE_RATE, AudioError
-from ..fileio import atomic_write
-from ..labels import UnknownLabelError, map_label
-from .manifest import MANIFEST_COLUMNS, make_utt_id
-from .skips import skip_row, skips_frame
-from .subset import limit_rows
-from .text_clean import TableError, read_csv_robust, repair_text
+import pandas as pd
+import soundfile as sf
+
+from bber_utils.core.audio import SAMPLE_RATE, AudioError
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.labels import UnknownLabelError, map_label
+from bber_utils.core.progress import tqdm
+from bber_utils.corpora.manifest import MANIFEST_COLUMNS, make_utt_id
+from bber_utils.corpora.skips import skip_row, skips_frame
+from bber_utils.corpora.subset import limit_rows
+from bber_utils.corpora.text_clean import TableError, read_csv_robust, repair_text
 
 MELD_COLUMNS = ["Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"]
 MELD_SPLITS: dict[str, tuple[str, str]] = {
@@ -159,8 +163,6 @@ def extract_wavs(pairs: list[tuple[Path, Path]], sr: int = SAMPLE_RATE) -> dict[
 
 
 def _wav_duration(path: Path) -> float:
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except Exception as exc:
@@ -215,7 +217,6 @@ def _parse_rows(df, csv_path: Path, split: str, corpus: str, clip_dir: Path, ski
 def _extract_split(rows: list[dict], wav_dir: Path, workers: int, progress: bool, desc: str,
                    batch_size: int = 32) -> list:
     """For each row, its wav's duration or the ``AudioError``; only missing or stale wavs are extracted."""
-    from bber_utils.progress import tqdm
 
     pairs = [(row["clip"], wav_dir / f"{row['native_id']}.wav") for row in rows]
     stale = [(src, dst) for src, dst in pairs
@@ -244,7 +245,6 @@ def read_meld(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
     ``utt_id = "{corpus}-{split}-dia{D}_utt{U}"``; extra columns ``native_id, speaker, emotion_raw``.
     ``limit`` keeps at most N rows per split (``subset.limit_rows``) before any audio is extracted.
     """
-    import pandas as pd
 
     files = find_meld_files(root)
     wav_dir = Path(wav_dir)

@@ -32,13 +32,20 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import soundfile as sf
 
-from ..audio import SAMPLE_RATE, AudioError, load_audio, resample, to_mono, write_wav
-from ..labels import UnknownLabelError, map_label
-from .manifest import MANIFEST_COLUMNS, make_utt_id
-from .skips import skip_row, skips_frame
-from .subset import limit_rows
-from .text_clean import TableError, read_csv_robust, repair_text
+from bber_utils.core.audio import SAMPLE_RATE, AudioError, load_audio, resample, to_mono, write_wav
+from bber_utils.core.labels import UnknownLabelError, map_label
+from bber_utils.core.progress import tqdm
+from bber_utils.corpora.manifest import MANIFEST_COLUMNS, make_utt_id
+from bber_utils.corpora.skips import skip_row, skips_frame
+from bber_utils.corpora.subset import limit_rows
+from bber_utils.corpora.text_clean import TableError, read_csv_robust, repair_text
+
+# Heavy libraries (sklearn) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 RESD_SIZES = {"train": 1116, "test": 280}
 PUBLISHED_SPLITS = ("train", "test")
@@ -69,7 +76,6 @@ def find_resd_files(root: str | os.PathLike) -> tuple[str, dict[str, list[Path]]
 
 def _decode_speech(speech, parquet: Path) -> tuple[np.ndarray, int]:
     """The hub audio struct -> (mono float32 waveform, sample rate); ``AudioError`` naming the file."""
-    import soundfile as sf
 
     if isinstance(speech, (bytes, bytearray)):  # a plain binary column instead of the audio struct
         speech = {"bytes": bytes(speech)}
@@ -138,8 +144,6 @@ def _meta_rows(table, where: Path, split: str, corpus: str, skips: list[dict], s
 
 
 def _open_parquet(f: Path):
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(f)
     except Exception as exc:
@@ -160,9 +164,6 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
                         max_seconds: float, skips: list[dict], progress: bool) -> list[dict]:
     """Metadata of every shard first (names unique across shards, ``limit`` per split), then the audio of the
     kept rows, streamed 32 rows at a time."""
-    import pandas as pd
-    import soundfile as sf
-    from bber_utils.progress import tqdm
 
     shards, meta, seen = {f: _open_parquet(f) for f in files}, [], set()
     for f, pf in shards.items():
@@ -199,9 +200,6 @@ def _read_parquet_split(files: list[Path], split: str, corpus: str, wav_dir: Pat
 
 def _read_csv_split(csv_path: Path, split: str, corpus: str, wav_dir: Path, limit: int, seed: int,
                     max_seconds: float, skips: list[dict], progress: bool) -> list[dict]:
-    import pandas as pd
-    from bber_utils.progress import tqdm
-
     table = read_csv_robust(csv_path, required=["path", "emotion"])
     meta = _meta_rows(table.to_dict("records"), csv_path, split, corpus, skips, set())
     meta = limit_rows(pd.DataFrame(meta), limit, seed).to_dict("records") if meta else []
@@ -256,7 +254,6 @@ def read_resd(root: str | os.PathLike, wav_dir: str | os.PathLike, corpus: str =
     ``utt_id = "{corpus}-{published split}-{name}"``; extra columns ``native_id, emotion_raw``. ``limit`` keeps
     at most N rows of each published split (``subset.limit_rows``) before decoding; dev is then drawn from train.
     """
-    import pandas as pd
 
     layout, files = find_resd_files(root)
     wav_dir = Path(wav_dir)

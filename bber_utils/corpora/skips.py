@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 SKIP_COLUMNS = ["corpus", "split", "utt_id", "path", "reason"]
 
 
@@ -13,6 +15,5 @@ def skip_row(corpus: str, split: str, utt_id: str, path: object, reason: str) ->
 
 def skips_frame(rows: list[dict]):
     """The skip rows as a table with ``SKIP_COLUMNS`` (empty table when nothing was skipped)."""
-    import pandas as pd
 
     return pd.DataFrame(rows, columns=SKIP_COLUMNS).astype(str)

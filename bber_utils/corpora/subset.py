@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def limit_rows(df, limit: int, seed: int, label_col: str = "label"):
     """At most ``limit`` rows (0 = all), drawn round-robin over the classes from a seeded shuffle.
@@ -10,7 +12,6 @@ def limit_rows(df, limit: int, seed: int, label_col: str = "label"):
     every class; the kept rows stay in their original order. Unlike the reference's ``subset_size`` (the first N
     rows), this is not biased towards the first dialogues.
     """
-    import numpy as np
 
     if not limit or limit <= 0 or len(df) <= limit:
         return df

@@ -46,12 +46,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
-from ..errors import ConfigError, did_you_mean, unknown
-from ..labels import CLASSES, CORPUS_LABEL_MAPS
-from .manifest import LANGUAGES, MANIFEST_COLUMNS, SPLITS, make_utt_id
-from .skips import skip_row, skips_frame
-from .text_clean import TableError, csv_frame, read_table_bytes, repair_text
+from bber_utils.core.errors import ConfigError, did_you_mean, unknown
+from bber_utils.core.fileio import atomic_write, atomic_write_text, check_writable
+from bber_utils.core.labels import CLASSES, CORPUS_LABEL_MAPS
+from bber_utils.core.paths import run_dirs, workdir_path
+from bber_utils.corpora import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
+from bber_utils.corpora.dialogues import row_ordered_dialogues
+from bber_utils.corpora.manifest import LANGUAGES, MANIFEST_COLUMNS, SPLITS, make_utt_id, save_manifest
+from bber_utils.corpora.skips import SKIP_COLUMNS, skip_row, skips_frame
+from bber_utils.corpora.text_clean import TableError, csv_frame, read_table_bytes, repair_text
 
 COLUMN_ROLES = ("text", "audio_path", "label", "split", "dialogue_id", "utterance_id", "language", "start_s",
                 "end_s")
@@ -196,8 +201,6 @@ def _draw_splits(groups: pd.Series, dev_fraction: float, test_fraction: float, s
 
 
 def _audio_duration(path: Path) -> float:
-    import soundfile as sf
-
     info = sf.info(str(path))
     return info.frames / float(info.samplerate)
 
@@ -375,7 +378,6 @@ def _split_frames(out: pd.DataFrame, limit: int, report: TableReport) -> dict[st
 
 def _note_row_order(frames: dict[str, pd.DataFrame], report: TableReport) -> None:
     """Count the dialogues whose context follows the row order (``context.row_ordered_dialogues``)."""
-    from ..context import row_ordered_dialogues
 
     for df in frames.values():
         ordered = row_ordered_dialogues(df)
@@ -391,11 +393,6 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
     """``read_table`` then write ``<workdir>/manifests/{corpus}_{split}.parquet``, ``skips.csv`` and the
     options file (like ``corpora.prepare``: the same options read the manifests back). Returns
     ``({corpus: {split: DataFrame}}, TableReport | None)``; the report is None when read back."""
-    from . import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
-    from ..fileio import atomic_write, atomic_write_text, check_writable
-    from ..paths import run_dirs, workdir_path
-    from .manifest import save_manifest
-    from .skips import SKIP_COLUMNS
 
     root = workdir_path(workdir)  # nothing is created before the table is read and found usable
     lm = kwargs.get("label_map")

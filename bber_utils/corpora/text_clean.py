@@ -19,12 +19,15 @@ the NUL bytes of its header line) and names a zip (Excel) file; cells may be as 
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import logging
 import os
 import re
 import unicodedata
 from pathlib import Path
+
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,6 @@ def decode_table(data: bytes, path: str | os.PathLike) -> str:
 def check_field_counts(text: str, path: str | os.PathLike) -> None:
     """Raise ``TableError`` naming the first line whose field count differs from the header's (e.g. times
     written with unquoted commas): pandas would otherwise shift such rows into the index, silently."""
-    import csv
 
     reader = csv.reader(io.StringIO(text))
     # a cell may be as long as the file (a long transcript is a valid row); the limit is process-wide: restored
@@ -251,7 +253,6 @@ def read_csv_robust(path: str | os.PathLike, required: list[str] | tuple[str, ..
 
 def csv_frame(data: bytes, path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()):
     """The bytes of a CSV file as a DataFrame of strings (``read_csv_robust`` once the file is read)."""
-    import pandas as pd
 
     text = decode_table(data, path)
     if not text.strip():

@@ -6,11 +6,12 @@ text, ``build_asr(spec)`` + ``fill_missing_text(manifest, asr)``. Heavy librarie
 imported only when a model is really needed.
 """
 
-from .asr import build_asr, fill_missing_text
-from .audio_encoders import LogMelEncoder, TransformersAudioEncoder, build_audio_encoder
-from .extract import Extraction, encoders_from_params, extract_all
-from .store import FeatureError, FeatureStore, ensure_features, open_store
-from .text_encoders import E5WordsEncoder, HashGramEncoder, TransformersTextEncoder, build_text_encoder
+from bber_utils.features.asr import build_asr, fill_missing_text
+from bber_utils.features.audio_encoders import LogMelEncoder, TransformersAudioEncoder, build_audio_encoder
+from bber_utils.features.extract import Extraction, encoders_from_params, extract_all
+from bber_utils.features.store import FeatureError, FeatureStore, ensure_features, open_store
+from bber_utils.features.text_encoders import (E5WordsEncoder, HashGramEncoder, TransformersTextEncoder,
+                                               build_text_encoder)
 
 __all__ = [
     "LogMelEncoder", "TransformersAudioEncoder", "build_audio_encoder",

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .model_source import is_local, model_key
+from bber_utils.core.device import resolve_device
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.progress import tqdm
+from bber_utils.features.model_source import is_local, model_key
+from bber_utils.features.store import _load_input, file_hash, short_hash, text_hash
+
+# Heavy libraries (faster_whisper, torch, transformers) are imported inside the functions that use them, so that
+# importing this module, and `bber --help`, stays fast.
 
 BUNDLED_WHISPER = "whisper-base-bundled"
 SAMPLE_RATE = 16000
@@ -162,11 +169,41 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     ``asr_model`` columns. ``cache_path`` (a Parquet file) keeps transcripts by utt_id and audio hash, so a
     rerun transcribes only new or changed clips. Unreadable clips stay empty (``missing``) with a warning.
     """
-    from bber_utils.progress import tqdm
+    df, empty = _with_text_columns(manifest)
+    if not empty.any():
+        return df
+    if asr is None:
+        warnings.warn(f"{int(empty.sum())} utterance(s) have no text and no ASR model was given; their text "
+                      f"features are those of an empty string", stacklevel=2)
+        return df
+    asr_id = short_hash(asr.key)
+    cache = pd.DataFrame(columns=["utt_id", "audio_hash", "asr", "text", "language"])
+    if cache_path is not None and Path(cache_path).exists():
+        cache = pd.read_parquet(cache_path)
+    cached = {(u, h): (t, lang) for u, h, a, t, lang in cache[["utt_id", "audio_hash", "asr", "text", "language"]]
+              .itertuples(index=False) if a == asr_id}
+    todo, failed, results = _transcripts_to_make(df[empty], cached)
+    if getattr(asr, "uses_torch", False):
+        asr.to(str(resolve_device(device, allow_mps=True)))
+    t0 = time.perf_counter()
+    new_cache = _transcribe(asr, asr_id, todo, cache, cache_path, batch_size, progress, failed, results)
+    model_name = str(asr.key.get("model", ""))
+    for i, (t, lang) in results.items():
+        df.at[i, "text"] = t
+        df.at[i, "asr_language"] = lang or ""
+        df.at[i, "asr_model"] = model_name
+        df.at[i, "text_source"] = "asr" if t else "missing"
+    if failed:
+        warnings.warn(f"ASR skipped {len(failed)} unreadable clip(s) ({failed[0][0]}: {failed[0][1]}); their "
+                      f"text stays empty", stacklevel=2)
+    df.attrs["asr_stats"] = {"missing": int(empty.sum()), "transcribed": len(new_cache),
+                             "cached": len(results) - len(new_cache), "failed": len(failed),
+                             "seconds": time.perf_counter() - t0}
+    return df
 
-    from ..device import resolve_device
-    from .store import _load_input, file_hash, short_hash, text_hash
 
+def _with_text_columns(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """A copy of ``manifest`` with ``text`` as strings and the provenance columns, and the mask of empty texts."""
     df = manifest.copy()
     text = df["text"].fillna("").astype(str)
     empty = text.str.strip() == ""
@@ -178,20 +215,12 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     for col in ("asr_language", "asr_model"):
         if col not in df.columns:
             df[col] = ""
-    if not empty.any():
-        return df
-    if asr is None:
-        warnings.warn(f"{int(empty.sum())} utterance(s) have no text and no ASR model was given; their text "
-                      f"features are those of an empty string", stacklevel=2)
-        return df
+    return df, empty
 
-    asr_id = short_hash(asr.key)
-    cache = pd.DataFrame(columns=["utt_id", "audio_hash", "asr", "text", "language"])
-    if cache_path is not None and Path(cache_path).exists():
-        cache = pd.read_parquet(cache_path)
-    cached = {(u, h): (t, lang) for u, h, a, t, lang in cache[["utt_id", "audio_hash", "asr", "text", "language"]]
-              .itertuples(index=False) if a == asr_id}
-    rows = df[empty]
+
+def _transcripts_to_make(rows: pd.DataFrame, cached: dict) -> tuple[list, list, dict]:
+    """``(todo, failed, results)``: the rows to transcribe as ``(index, row, audio hash)``, the unreadable ones
+    ``(utt_id, reason)``, and ``{index: (text, language)}`` of those the cache already has."""
     todo, failed, results = [], [], {}
     for i, row in zip(rows.index, rows.itertuples(index=False)):
         try:
@@ -203,8 +232,14 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
             results[i] = cached[(row.utt_id, h)]
         else:
             todo.append((i, row, h))
-    if getattr(asr, "uses_torch", False):
-        asr.to(str(resolve_device(device, allow_mps=True)))
+    todo.sort(key=lambda t: float(t[1].duration_s) if pd.notna(getattr(t[1], "duration_s", np.nan)) else 0.0)
+    return todo, failed, results
+
+
+def _transcribe(asr, asr_id: str, todo: list, cache: pd.DataFrame, cache_path, batch_size: int, progress: bool,
+                failed: list, results: dict) -> list[tuple]:
+    """Transcribe ``todo`` in batches into ``results`` (unreadable clips into ``failed``), saving the cache every
+    16 batches and at the end (a killed run resumes); returns the new cache rows."""
     new_cache: list[tuple] = []
     saved = 0
 
@@ -212,16 +247,12 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
         nonlocal saved
         if cache_path is None or len(new_cache) == saved:
             return
-        from ..fileio import atomic_write
-
         table = pd.concat([cache, pd.DataFrame(new_cache, columns=cache.columns)], ignore_index=True)
         table = table.drop_duplicates(["utt_id", "asr"], keep="last")
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(cache_path), lambda fo: table.to_parquet(fo, index=False), fileobj=True, fsync=True)
         saved = len(new_cache)
 
-    todo.sort(key=lambda t: float(t[1].duration_s) if pd.notna(getattr(t[1], "duration_s", np.nan)) else 0.0)
-    t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="ASR", unit="utt", disable=not progress or not todo, leave=False)
     try:
         for n_batch, b in enumerate(range(0, len(todo), batch_size), start=1):
@@ -244,16 +275,4 @@ def fill_missing_text(manifest: pd.DataFrame, asr, cache_path: str | os.PathLike
     finally:
         save_cache()
         bar.close()
-    model_name = str(asr.key.get("model", ""))
-    for i, (t, lang) in results.items():
-        df.at[i, "text"] = t
-        df.at[i, "asr_language"] = lang or ""
-        df.at[i, "asr_model"] = model_name
-        df.at[i, "text_source"] = "asr" if t else "missing"
-    if failed:
-        warnings.warn(f"ASR skipped {len(failed)} unreadable clip(s) ({failed[0][0]}: {failed[0][1]}); their "
-                      f"text stays empty", stacklevel=2)
-    df.attrs["asr_stats"] = {"missing": int(empty.sum()), "transcribed": len(new_cache),
-                             "cached": len(results) - len(new_cache), "failed": len(failed),
-                             "seconds": time.perf_counter() - t0}
-    return df
+    return new_cache

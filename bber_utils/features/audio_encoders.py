@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_source import model_key
+from bber_utils.core.errors import ConfigError, check_model_spec
+from bber_utils.features.model_source import model_key
+
+# Heavy libraries (torch, transformers) are imported inside the functions that use them, so that importing this
+# module, and `bber --help`, stays fast.
 
 LOGMEL_VERSION = 1
 
@@ -208,11 +212,8 @@ def build_audio_encoder(spec: str = "logmel", **opts):
     opts = {k: v for k, v in opts.items() if v is not None}
     if spec in (None, "", "logmel"):
         if "layer" in opts:
-            from ..errors import ConfigError
-
             raise ConfigError("the logmel encoder has no layers; leave audio_layer unset (null)")
         return LogMelEncoder(**opts)
-    from ..errors import check_model_spec
 
     check_model_spec(spec, ("logmel",), "audio encoder")  # a typo is not a hub id: fail before any download
     return TransformersAudioEncoder(str(spec), **opts)

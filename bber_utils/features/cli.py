@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from bber_utils.core.device import resolve_device
+from bber_utils.core.errors import ConfigError, check_model_spec
+from bber_utils.features.extract import extract_all
+
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("extract", help="extract audio and text features for every manifest (notebook 02)",
@@ -37,12 +43,6 @@ def register_cli(subparsers) -> None:
 
 
 def _run(args) -> int:
-    import pandas as pd
-
-    from ..device import resolve_device
-    from ..errors import ConfigError, check_model_spec
-    from .extract import extract_all
-
     check_model_spec(args.audio_encoder, ("logmel",), "--audio-encoder")  # typos fail before anything is read
     if args.audio_layer is not None and args.audio_encoder == "logmel":
         raise ConfigError("--audio-layer: the logmel encoder has no layers (a layer is for a transformers model)")

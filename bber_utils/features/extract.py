@@ -10,6 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from bber_utils.core.fileio import check_writable
+from bber_utils.core.paths import run_dirs
+from bber_utils.corpora.manifest import load_manifest, save_manifest
+from bber_utils.features.asr import build_asr, fill_missing_text
+from bber_utils.features.audio_encoders import build_audio_encoder
+from bber_utils.features.store import FeatureStore, check_shard, ensure_features
+from bber_utils.features.text_encoders import build_text_encoder
+
 
 @dataclass
 class Extraction:
@@ -46,8 +54,6 @@ def encoders_from_params(params: dict) -> tuple[object, object]:
     """The audio and text encoders a profile's flat parameters describe (keys of notebook 02:
     ``audio_encoder``, ``audio_layer``, ``text_encoder``, ``text_max_tokens``, ``text_trust_remote_code``,
     ``text_code_revision``), so every stage that builds encoders from a profile gets the same store keys."""
-    from .audio_encoders import build_audio_encoder
-    from .text_encoders import build_text_encoder
 
     audio = build_audio_encoder(params.get("audio_encoder") or "logmel", layer=params.get("audio_layer"))
     text_spec = params.get("text_encoder") or "e5-words"
@@ -60,7 +66,6 @@ def encoders_from_params(params: dict) -> tuple[object, object]:
 
 def manifest_paths(workdir: str | os.PathLike) -> dict[str, Path]:
     """``{"demo_en_train": Path(...), ...}``: every ``<workdir>/manifests/*.parquet``."""
-    from ..paths import run_dirs
 
     return {p.stem: p for p in sorted(run_dirs(workdir).manifests.glob("*.parquet"))}
 
@@ -83,11 +88,6 @@ def extract_all(workdir: str | os.PathLike, audio_spec: str = "logmel", text_spe
     its own part of each store (``store.ensure_features``); run the shards in parallel (one per GPU), then once
     without ``shard`` to merge them. ASR rewrites the manifests, so it must run unsharded first.
     """
-    from ..corpora.manifest import load_manifest, save_manifest
-    from ..fileio import check_writable
-    from ..paths import run_dirs
-    from .asr import build_asr, fill_missing_text
-    from .store import FeatureStore, check_shard, ensure_features
 
     t0 = time.perf_counter()
     shard = check_shard(shard)

@@ -42,7 +42,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_write, check_writable, locked
+from bber_utils.core.audio import AudioError, load_audio
+from bber_utils.core.device import resolve_device
+from bber_utils.core.fileio import atomic_write, check_writable, locked
+from bber_utils.core.progress import tqdm
+from bber_utils.features.audio_encoders import build_audio_encoder
+from bber_utils.features.text_encoders import build_text_encoder
 
 FEATURE_VERSION = 1
 INDEX_COLUMNS = ["utt_id", "shard", "offset", "length", "content_hash", "src_hash", "src_size", "src_mtime_ns"]
@@ -291,7 +296,6 @@ def _load_input(row: Any, modality: str, sample_rate: int):
     """A row's text, or its audio span as float32 ``(N,)`` (an empty clip gives ``(0,)``)."""
     if modality == "text":
         return "" if row.text is None or (isinstance(row.text, float) and np.isnan(row.text)) else str(row.text)
-    from ..audio import AudioError, load_audio
 
     start = float(row.start_s) if pd.notna(row.start_s) else None
     end = float(row.end_s) if pd.notna(row.end_s) else None
@@ -330,8 +334,6 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
     if int(flush_every) < 1 or float(flush_seconds) <= 0:
         raise ValueError(f"flush_every must be >= 1 and flush_seconds > 0 (got {flush_every}, {flush_seconds})")
     if isinstance(encoder, str):
-        from . import build_audio_encoder, build_text_encoder
-
         encoder = (build_audio_encoder if modality == "audio" else build_text_encoder)(encoder)
     if getattr(encoder, "modality", modality) != modality:
         raise ValueError(f"a {encoder.modality} encoder cannot extract {modality} features")
@@ -435,10 +437,7 @@ def _result(path: Path, manifest_df: pd.DataFrame, modality: str, skipped: list,
 
 def _extract(todo, modality, encoder, writer: _Writer, batch_size, device, on_error, flush_every, flush_bytes,
              skipped, progress, desc, flush_seconds: float = FLUSH_SECONDS) -> None:
-    from bber_utils.progress import tqdm
-
     if getattr(encoder, "uses_torch", True):  # numpy encoders need no device (and no torch import)
-        from ..device import resolve_device
 
         encoder.to(str(resolve_device(device, allow_mps=True)))
     sr = getattr(encoder, "sample_rate", 16000)

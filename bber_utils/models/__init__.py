@@ -16,7 +16,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Mapping
 
-from .config import GRAPH_CONVS, ModelConfig, as_model_config
+import pandas as pd
+
+from bber_utils.models.config import GRAPH_CONVS, ModelConfig, as_model_config
 
 # name -> (module, class). Order: unimodal baselines, fusion models, then the *_withprob variants.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -69,7 +71,6 @@ def parameter_table(cfg: ModelConfig | Mapping[str, Any] | None = None, d_audio:
     """Parameter counts of each model -> DataFrame indexed by model with columns ``encoders`` (the two
     unimodal Mamba encoder-classifiers; for audio_only / text_only, its one classifier), ``fusion`` (everything
     else: what trains when the encoders are frozen) and ``total``. Defaults: the paper's sizes."""
-    import pandas as pd
 
     cfg = as_model_config(cfg)
     rows = []

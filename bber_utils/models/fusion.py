@@ -13,7 +13,7 @@ and splits its forward pass in two, so that the trainer can cache the frozen enc
 instead of the encoders' heads when present). Any length >= 1; no fixed width anywhere.
 
 Differences from the reference code (reference notes §3, §11) and the tests that show them
-(tests/test_models.py): cross-attention takes keys AND values from the other modality; masks everywhere so an
+(tests/models/test_models.py): cross-attention takes keys AND values from the other modality; masks everywhere so an
 utterance's logits do not depend on its batch; pooling is a masked mean (the reference's 95-step "temporal
 profile" needed a fixed width and crashed below 95 frames); the gate is a sigmoid per feature, not a softmax
 over features. No positional encoding is added: the causal Mamba encoders' outputs already carry the order
@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import (ClassifierHead, CrossModalEncoder, GatedFusion, LogitMixer, align_by_resampling,
-                     check_mask)
-from .config import ModelConfig, as_model_config
-from .mamba import MambaStack, masked_mean
-from .unimodal import UnimodalClassifier
+from bber_utils.models.blocks import (ClassifierHead, CrossModalEncoder, GatedFusion, LogitMixer, align_by_resampling,
+                                      check_mask)
+from bber_utils.models.config import ModelConfig, as_model_config
+from bber_utils.models.mamba import MambaStack, masked_mean
+from bber_utils.models.unimodal import UnimodalClassifier
 
 ENCODED_KEYS = ("audio_seq", "audio_mask", "text_seq", "text_mask", "audio_logits", "text_logits")
 

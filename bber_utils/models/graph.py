@@ -7,7 +7,7 @@ The per-sample graphs are batched the torch-geometric way: node ids of sample b 
 ``torch_geometric.data.Batch.from_data_list`` does, so attention never crosses samples.
 
 The reference joined only nodes 0 and 1 of the whole batch, so only the first sample mixed its audio and text
-(reference notes §3.1, §11.2); tests/test_models.py checks that every sample mixes its own modalities and never
+(reference notes §3.1, §11.2); tests/models/test_models.py checks that every sample mixes its own modalities and never
 another sample's.
 """
 
@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import segment_means
-from .config import ModelConfig
-from .fusion import BiFormer, WithProb
-from .mamba import masked_mean
+from bber_utils.models.blocks import segment_means
+from bber_utils.models.config import ModelConfig
+from bber_utils.models.fusion import BiFormer, WithProb
+from bber_utils.models.mamba import masked_mean
+
+# Heavy libraries (torch_geometric) are imported inside the functions that use them, so that importing this module,
+# and `bber --help`, stays fast.
 
 
 def sample_edge_index(num_audio: int, num_text: int) -> torch.Tensor:

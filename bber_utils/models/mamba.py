@@ -16,7 +16,7 @@ Where the reference code differs (reference notes §3.2, §11.8) and why we do n
 log-parameterised (A can change sign during training), reuses the skip D as the Δ bias (two roles, one
 parameter) and has no padding masks. We implement the published Mamba-1 maths so that checkpoints and numbers
 are comparable with ``mamba-ssm`` and transformers' ``MambaModel``; masks make an utterance's output
-independent of its batch (tests/test_mamba.py).
+independent of its batch (tests/models/test_mamba.py).
 
 The scan has interchangeable implementations behind one function, :func:`selective_scan`.
 """
@@ -28,6 +28,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
+# and `bber --help`, stays fast.
 
 SCAN_IMPLS = ("auto", "sequential", "chunked", "mambapy", "cuda")
 

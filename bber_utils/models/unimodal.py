@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ClassifierHead, check_mask
-from .config import ModelConfig, as_model_config
-from .mamba import MambaStack, masked_mean
+from bber_utils.models.blocks import ClassifierHead, check_mask
+from bber_utils.models.config import ModelConfig, as_model_config
+from bber_utils.models.mamba import MambaStack, masked_mean
 
 
 class UnimodalClassifier(nn.Module):

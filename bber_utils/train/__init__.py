@@ -32,7 +32,7 @@ AdamW with parameter groups (``optimizer_param_groups``: no weight decay on bias
 ``D``, embeddings); warm-up + cosine (or plateau / none); early stopping on the dev mean of (UAR, WAR, MF1, WF1)
 averaged over corpora. Deterministic on CPU for a seed: every epoch reseeds the torch RNG (dropout) and the
 samplers from ``(seed, epoch)``, so a run resumed from ``last.pt`` gives the same numbers as an uninterrupted one
-(tests/test_train.py).
+(tests/train/test_train.py).
 
 Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) ``train`` joins the process
 group (nccl on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and trains with DistributedDataParallel.
@@ -64,20 +64,22 @@ This ``__init__`` only re-exports. To replace a function in a test, patch it in 
 their modules, so a patch of the name re-exported here would not be seen.
 """
 
-from ..device import resolve_device
-from .cli import register_cli
-from .config import (AMP_MODES, CONTROL_KEYS, MODEL_KEYS, SCHEDULERS, UNIMODAL_MODEL_KEYS, UNIMODAL_MODELS,
-                     TrainConfig, config_hash, config_key_descriptions, config_keys_help, feature_spec)
-from .crossfit import fold_assignment, fold_training_rows
-from .distributed import (barrier, broadcast_from_main, destroy_process_group, dist_info, dist_sum,
-                          init_distributed, is_main_process, rank_zero_first, unwrap_model, wrap_model)
-from .fusion import cache_encodings
-from .inputs import (build_feature_stores, build_train_manifest, filter_available, load_soft_labels_for,
-                     load_splits, resolve_corpora)
-from .loop import NO_DECAY_NAMES, FitResult, evaluate, fit, optimizer_param_groups, predict
-from .runs import Interrupted, RunResult, git_commit, load_checkpoint, load_run, save_checkpoint, save_json
-from .stages import default_run_name, train
-from .unimodal import UnimodalRun, train_unimodal
+from bber_utils.core.device import resolve_device
+from bber_utils.train.cli import register_cli
+from bber_utils.train.config import (AMP_MODES, CONTROL_KEYS, MODEL_KEYS, SCHEDULERS, UNIMODAL_MODEL_KEYS,
+                                     UNIMODAL_MODELS, TrainConfig, config_hash, config_key_descriptions,
+                                     config_keys_help, feature_spec)
+from bber_utils.train.crossfit import fold_assignment, fold_training_rows
+from bber_utils.train.distributed import (barrier, broadcast_from_main, destroy_process_group, dist_info, dist_sum,
+                                          init_distributed, is_main_process, rank_zero_first, unwrap_model, wrap_model)
+from bber_utils.train.fusion import cache_encodings
+from bber_utils.train.inputs import (build_feature_stores, build_train_manifest, filter_available, load_soft_labels_for,
+                                     load_splits, resolve_corpora)
+from bber_utils.train.loop import NO_DECAY_NAMES, FitResult, evaluate, fit, optimizer_param_groups, predict
+from bber_utils.train.runs import (Interrupted, RunResult, git_commit, load_checkpoint, load_run, save_checkpoint,
+                                   save_json)
+from bber_utils.train.stages import default_run_name, train
+from bber_utils.train.unimodal import UnimodalRun, train_unimodal
 
 __all__ = [
     "AMP_MODES", "CONTROL_KEYS", "MODEL_KEYS", "NO_DECAY_NAMES", "SCHEDULERS", "UNIMODAL_MODELS",

@@ -7,16 +7,18 @@ Must not be imported by the other modules of the package (the top layer; ``__ini
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
-from . import stages
-from .config import TrainConfig, config_keys_help
-from .distributed import destroy_process_group, is_main_process
+from bber_utils.core.errors import unknown
+from bber_utils.core.profiles import load_profile, parse_overrides, resolve_cli_paths
+from bber_utils.train import stages
+from bber_utils.train.config import TrainConfig, config_keys_help
+from bber_utils.train.distributed import destroy_process_group, is_main_process
 
 
 def register_cli(subparsers) -> None:
     """``bber train --config FILE [key=value ...]``; ``--help`` lists every key of ``TrainConfig``."""
-    import argparse
 
     p = subparsers.add_parser("train", help="train a model (notebook 06) on a profile's work folder",
                               description="Train the unimodal encoders and the chosen model; writes "
@@ -31,9 +33,6 @@ def register_cli(subparsers) -> None:
 
 
 def _cli_train(args) -> int:
-    from ..config import load_profile, parse_overrides, resolve_cli_paths
-    from ..errors import unknown
-
     overrides = resolve_cli_paths(parse_overrides(args.overrides))
     params = load_profile(args.config)
     known = {f.name for f in dataclasses.fields(TrainConfig)} | set(params)

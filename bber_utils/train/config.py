@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
+import io
 import json
 import math
 import numbers
 import os
 import re
+import tokenize
 from dataclasses import dataclass
 from typing import Any
+
+from bber_utils.augment.tug import MIX_MODES
+from bber_utils.core.device import DEVICE_CHOICES
+from bber_utils.core.errors import ConfigError, check_model_spec, unknown
+from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
+from bber_utils.models import MODEL_NAMES
+from bber_utils.models.config import ModelConfig
 
 UNIMODAL_MODELS = ("audio_only", "text_only")
 # Keys that change the train rows or targets (SDS, TUG, LS-LLM, label smoothing): ``TrainConfig.augmented``.
@@ -126,7 +136,6 @@ class TrainConfig:
         """Raise ``ConfigError`` (one line: every bad key, its value and the valid range or choices): the type,
         range or choice of every key, and the model sizes as ``ModelConfig`` builds them (``None`` = its
         default), before any data is read."""
-        from ..errors import ConfigError
 
         bad = _check_types(self)  # {key: problem}; the other checks look at well-typed keys only
         bad.update(_check_ranges(self, bad))
@@ -142,7 +151,6 @@ class TrainConfig:
 
     def model_config(self):
         """The ``ModelConfig`` of this run (unset sizes take ModelConfig's defaults)."""
-        from ..models.config import ModelConfig
 
         return ModelConfig.from_dict({k: getattr(self, k) for k in MODEL_KEYS}, model=self.model,
                                      freeze_encoders=self.freeze_encoders)
@@ -265,11 +273,6 @@ def _check_ranges(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
 def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
     """Names from a list (model, scheduler ...), devices, encoders, folders and the corpus list (the keys not
     in ``bad``)."""
-    from ..augment.tug import MIX_MODES
-    from ..device import DEVICE_CHOICES
-    from ..features.text_encoders import OFFLINE_TEXT_ENCODERS
-    from ..errors import ConfigError, check_model_spec, unknown
-    from ..models import MODEL_NAMES
 
     problems = {}
     for key, choices in (("model", MODEL_NAMES), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
@@ -364,10 +367,6 @@ _KEY_HELP = {
 def config_key_descriptions(cls=None) -> dict[str, str]:
     """``{field: one-line description}`` of ``TrainConfig``: the comment after the field in the class body,
     else ``_KEY_HELP``."""
-    import inspect
-    import io
-    import re
-    import tokenize
 
     cls = cls or TrainConfig
     comments: dict[str, str] = {}
@@ -380,8 +379,6 @@ def config_key_descriptions(cls=None) -> dict[str, str]:
             comments[last_line_field[tok.start[0]]] = tok.string.lstrip("#").strip()
     out = {f.name: comments.get(f.name) or _KEY_HELP.get(f.name, "") for f in dataclasses.fields(cls)}
     if cls is TrainConfig:
-        from ..models import MODEL_NAMES
-
         out["model"] = "one of " + ", ".join(MODEL_NAMES)
     return out
 

@@ -13,6 +13,9 @@ import json
 import numpy as np
 import pandas as pd
 
+# Heavy libraries (sklearn) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
+
 
 def _components(value) -> list[str]:
     """The utt_ids an SDS row was merged from (list, array, JSON list or a '|'/','-separated string)."""

@@ -16,6 +16,9 @@ import datetime
 import os
 from typing import Any, Callable
 
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
+
 
 def dist_info() -> tuple[int, int]:
     """(rank, world_size): from torch.distributed when initialised, else (0, 1)."""

@@ -15,11 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loop
-from .config import TrainConfig
-from .distributed import is_main_process, unwrap_model
-from .inputs import split_datasets
-from .runs import Interrupted, write_history
+from bber_utils.models import build_model
+from bber_utils.train import loop
+from bber_utils.train.config import TrainConfig
+from bber_utils.train.dataset import CachedEncodingDataset, collate, split_encoded
+from bber_utils.train.distributed import is_main_process, unwrap_model
+from bber_utils.train.inputs import split_datasets
+from bber_utils.train.runs import Interrupted, write_history
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 
 def needs_oof(model_name: str) -> bool:
@@ -40,8 +45,6 @@ def train_fusion(tc: TrainConfig, stores: tuple, splits: dict, unimodal: dict, s
                  weights: np.ndarray, device, run_dir: Path, meta: dict):
     """Train the chosen fusion model, score it on every corpus's dev and test -> ``(history, best_epoch,
     metrics)``. Raises ``Interrupted`` when ``interrupt_after`` stopped it (``history.csv`` is written)."""
-    from ..data import CachedEncodingDataset
-    from ..models import build_model
 
     loop.seed_everything(tc.seed)
     model = build_model(tc.model, tc.model_config(), stores[0].dim, stores[1].dim)
@@ -79,8 +82,6 @@ def train_fusion(tc: TrainConfig, stores: tuple, splits: dict, unimodal: dict, s
 def cache_encodings(model, dataset, device, batch_size: int = 64) -> list[dict]:
     """Run the frozen encoders once over ``dataset`` (length-sorted batches) -> per-sample encoder outputs."""
     import torch
-
-    from ..data import collate, split_encoded
 
     model.eval()
     lengths = [(len(dataset.audio_store[u]) if dataset.audio_store is not None else 0,

@@ -19,9 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..paths import REPO_ROOT, run_dirs
-from .config import TrainConfig
-from .distributed import is_main_process
+from bber_utils.core.errors import ConfigError
+from bber_utils.core.paths import REPO_ROOT, run_dirs
+from bber_utils.corpora.manifest import concat_manifests, load_manifest
+from bber_utils.features import ensure_features
+from bber_utils.features.extract import encoders_from_params, has_audio
+from bber_utils.train.config import TrainConfig
+from bber_utils.train.dataset import EmotionDataset
+from bber_utils.train.distributed import is_main_process
 
 
 def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
@@ -42,8 +47,6 @@ def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
 
 def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
     """``{"train"|"dev"|"test": manifest of all corpora}`` read from ``<workdir>/manifests``."""
-    from ..corpora.manifest import concat_manifests, load_manifest
-    from ..errors import ConfigError
 
     dirs = run_dirs(workdir)
     out = {}
@@ -64,13 +67,12 @@ def load_splits(corpora: list[str], workdir) -> dict[str, pd.DataFrame]:
 
 def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFrame:
     """Original train rows + SDS merges (``sds_ratio``) + TUG synthetic rows (``tug_ratio``)."""
-    from ..corpora.manifest import concat_manifests, load_manifest
 
     dirs = run_dirs(tc.workdir)
     out = train_df
     if tc.sds_ratio > 0:
         try:
-            from ..augment.sds import apply_sds
+            from bber_utils.augment.sds import apply_sds
         except ImportError as err:
             raise ImportError(f"sds_ratio={tc.sds_ratio} needs bber_utils.augment.sds ({err})") from err
         out = apply_sds(train_df, ratio=tc.sds_ratio, seed=tc.seed, out_dir=dirs.sds,
@@ -78,7 +80,7 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
                         progress=tc.progress and is_main_process())
     if tc.tug_ratio > 0:
         try:
-            from ..augment.tug import mix_synthetic
+            from bber_utils.augment.tug import mix_synthetic
         except ImportError as err:
             raise ImportError(f"tug_ratio={tc.tug_ratio} needs bber_utils.augment.tug ({err})") from err
         langs = sorted(set(out["language"]))
@@ -103,7 +105,7 @@ def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:
         raise FileNotFoundError(f"ls_llm_p={tc.ls_llm_p} but the soft-label table {path} does not exist; "
                                 f"run notebook 05 (LS-LLM) or set soft_labels=<path>")
     try:
-        from ..augment.ls_llm import load_soft_labels
+        from bber_utils.augment.ls_llm import load_soft_labels
     except ImportError as err:
         raise ImportError(f"ls_llm_p={tc.ls_llm_p} needs bber_utils.augment.ls_llm ({err})") from err
     return load_soft_labels(path)
@@ -111,13 +113,10 @@ def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:
 
 def build_feature_stores(tc: TrainConfig, manifest: pd.DataFrame) -> tuple[Any, Any]:
     """Audio and text feature stores covering ``manifest`` (extracts what is missing)."""
-    from ..features import ensure_features
-    from ..features.extract import encoders_from_params
 
     dirs = run_dirs(tc.workdir)
     device = tc.feature_device
     audio_enc, text_enc = encoders_from_params(tc.to_dict())  # the same store keys as notebook 02
-    from ..features.extract import has_audio
 
     audio = None  # text_only trains without audio; rows without audio (text-only manifests) are not extracted
     if tc.model != "text_only" and has_audio(manifest).any():
@@ -201,7 +200,6 @@ def filter_available(df: pd.DataFrame, stores: tuple, where: str) -> tuple[pd.Da
 def split_datasets(df: pd.DataFrame, stores, soft=None, logits=None, tc: TrainConfig | None = None,
                     name: str = "", train: bool = False):
     """One dataset per corpus (``{corpus: EmotionDataset}``), or one for all when ``train``."""
-    from ..data import EmotionDataset
 
     kw = dict(ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed) if train else {}
     if train:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,17 +28,22 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..labels import NUM_CLASSES
-from ..metrics import METRIC_NAMES, mean_over_corpora, score_logits
-from .config import TrainConfig
-from .distributed import (barrier, broadcast_from_main, dist_info, dist_sum, forward_module, is_main_process,
-                          unwrap_model, wrap_model)
-from .runs import load_checkpoint, read_cache, save_checkpoint
+from bber_utils.core.labels import NUM_CLASSES
+from bber_utils.core.progress import tqdm
+from bber_utils.train.config import TrainConfig
+from bber_utils.train.dataset import PaddedDataset, collate
+from bber_utils.train.distributed import (barrier, broadcast_from_main, dist_info, dist_sum, forward_module,
+                                          is_main_process, unwrap_model, wrap_model)
+from bber_utils.train.loss import soft_cross_entropy_parts
+from bber_utils.train.metrics import METRIC_NAMES, mean_over_corpora, score_logits
+from bber_utils.train.runs import load_checkpoint, read_cache, save_checkpoint
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (model initialisation, dropout)."""
-    import random
 
     import torch
 
@@ -139,8 +145,6 @@ def predict(model, dataset, forward: Callable, device, batch_size: int = 64, amp
     import torch
     from torch.utils.data import DataLoader
 
-    from ..data import collate
-
     model.eval()
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
@@ -210,7 +214,6 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
     every improvement; with ``tc.resume`` an existing ``last.pt`` with the same ``checkpoint_meta`` is continued
     (``_resume``: one trained on other data, or one that cannot be read, is trained again from scratch).
     """
-    from bber_utils.progress import tqdm
 
     main = is_main_process()
     tr = _build_trainer(model, train_ds, tc, weights, device, forward, lr, epochs, desc)
@@ -262,7 +265,7 @@ def _build_trainer(model, train_ds, tc: TrainConfig, weights, device, forward, l
     batches per rank, the scheduler over ``epochs``, AMP and the wrapped training module."""
     import torch
 
-    from ..data import BalancedCorpusSampler, RankBatchSampler, ShuffleSampler
+    from bber_utils.train.samplers import BalancedCorpusSampler, RankBatchSampler, ShuffleSampler
 
     rank, world = dist_info()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -322,8 +325,6 @@ def _train_epoch(tr: _Trainer, train_ds, epoch: int, tc: TrainConfig, device) ->
     import torch
     from torch.utils.data import DataLoader
 
-    from ..data import PaddedDataset, collate
-
     torch.manual_seed(tc.seed * 1009 + epoch)  # dropout of this epoch, whatever ran before (resume-safe)
     train_ds.set_epoch(epoch)
     tr.batches.set_epoch(epoch)
@@ -352,8 +353,6 @@ def _batch_loss(tr: _Trainer, batch: dict, device):
     """``(loss to backpropagate, batch loss for the log, real samples in the global batch)``: soft-target CE
     normalised by the summed sample weights of the global batch (all ranks), padding rows excluded."""
     import torch
-
-    from ..data import soft_cross_entropy_parts
 
     with torch.autocast(device.type, dtype=tr.amp_dtype, enabled=tr.amp_dtype is not None):
         logits = tr.train_model(batch)

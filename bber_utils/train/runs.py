@@ -26,12 +26,17 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..fileio import atomic_write
-from ..labels import CLASSES
-from ..metrics import METRIC_NAMES
-from ..paths import REPO_ROOT
-from .distributed import is_main_process
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.paths import REPO_ROOT
+from bber_utils.train.distributed import is_main_process
+from bber_utils.train.metrics import METRIC_NAMES
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 
 class Interrupted(RuntimeError):
@@ -127,8 +132,6 @@ def save_parquet(df: pd.DataFrame, path: Path, data: str | None = None) -> None:
     kept in the file's metadata (``load_parquet``)."""
     if not is_main_process():
         return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
     if data is not None:
@@ -138,7 +141,6 @@ def save_parquet(df: pd.DataFrame, path: Path, data: str | None = None) -> None:
 
 def load_parquet(path: Path) -> tuple[pd.DataFrame, str | None]:
     """``(table, data fingerprint or None)`` of a ``save_parquet`` file (None: written without one)."""
-    import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     data = (table.schema.metadata or {}).get(b"bber_data")

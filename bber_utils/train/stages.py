@@ -23,16 +23,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..device import resolve_device
-from ..labels import CLASSES
-from ..fileio import check_writable
-from ..paths import run_dirs, workdir_path
-from . import inputs, loop
-from .config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
-from .distributed import barrier, init_distributed, is_main_process, rank_zero_first
-from .fusion import needs_oof, reuse_unimodal, train_fusion
-from .runs import RunResult, git_commit, save_json, write_history
-from .unimodal import train_unimodal
+from bber_utils.core.device import resolve_device
+from bber_utils.core.errors import ConfigError
+from bber_utils.core.fileio import check_writable
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.paths import run_dirs, workdir_path
+from bber_utils.core.provenance import environment
+from bber_utils.features.context import with_text_context
+from bber_utils.models import MODEL_NAMES
+from bber_utils.train import inputs, loop
+from bber_utils.train.config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
+from bber_utils.train.dataset import matching_soft_labels, soft_label_table
+from bber_utils.train.distributed import barrier, init_distributed, is_main_process, rank_zero_first
+from bber_utils.train.fusion import needs_oof, reuse_unimodal, train_fusion
+from bber_utils.train.loss import class_weights
+from bber_utils.train.runs import RunResult, git_commit, save_json, write_history
+from bber_utils.train.unimodal import train_unimodal
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 
 def train(cfg: dict[str, Any] | TrainConfig) -> RunResult:
@@ -68,8 +77,6 @@ class _Inputs:
 
 
 def _train(tc: TrainConfig) -> RunResult:
-    from ..models import MODEL_NAMES
-
     t_start = time.perf_counter()
     if tc.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {tc.model!r}; choose one of {list(MODEL_NAMES)}")
@@ -114,7 +121,6 @@ def _train(tc: TrainConfig) -> RunResult:
 
 def _load_inputs(tc: TrainConfig) -> _Inputs:
     """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
-    from ..data import matching_soft_labels, soft_label_table
 
     corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
     splits = inputs.load_splits(corpora, tc.workdir)
@@ -128,14 +134,11 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
     for split in ("train", "dev"):
         if len(splits[split]) == 0:
-            from ..errors import ConfigError
-
             raise ConfigError(f"no {split} row has features (skipped: {skipped[split]}); see the warnings above")
     stage1_train = splits["train"]  # stage 1 trains on the (augmented) train split itself ...
     if tc.stage1_config() is not tc:  # ... or on the original rows (TrainConfig.stage1_config)
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
-        from ..context import with_text_context
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
@@ -165,7 +168,6 @@ def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
 
 def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
     """(7,) class weights of the loss: balanced over ``train_df``'s labels, to the power ``class_weight_power``."""
-    from ..data import class_weights
 
     weights = class_weights(np.array([CLASSES.index(lbl) for lbl in train_df["label"]]))
     return (weights ** float(tc.class_weight_power)).astype(np.float32)
@@ -211,7 +213,6 @@ def _open_run_dir(tc: TrainConfig, corpora: list[str]) -> tuple[str, Path]:
 def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict, metrics: dict, best_epoch: int,
                   device, t_start: float) -> dict:
     """The content of ``metrics.json`` (docs/architecture.md lists its keys)."""
-    from ..provenance import environment
 
     train_df = data.splits["train"]
     train_counts = train_df.groupby(["corpus", "source"]).size()

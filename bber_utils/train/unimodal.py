@@ -28,13 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..paths import run_dirs
-from . import crossfit, inputs, loop
-from .config import UNIMODAL_MODEL_KEYS, TrainConfig, config_hash, feature_spec
-from .distributed import barrier, is_main_process
-from .inputs import split_datasets, store_key
-from .runs import (Interrupted, load_checkpoint, load_parquet, logit_dict, logit_frame, read_cache, read_history,
-                   save_json, save_parquet, write_history)
+from bber_utils.core.paths import run_dirs
+from bber_utils.corpora.dialogues import dialogue_positions
+from bber_utils.models import build_model
+from bber_utils.train import crossfit, inputs, loop
+from bber_utils.train.config import UNIMODAL_MODEL_KEYS, TrainConfig, config_hash, feature_spec
+from bber_utils.train.dataset import EmotionDataset
+from bber_utils.train.distributed import barrier, is_main_process
+from bber_utils.train.inputs import split_datasets, store_key
+from bber_utils.train.runs import (Interrupted, load_checkpoint, load_parquet, logit_dict, logit_frame, read_cache,
+                                   read_history, save_json, save_parquet, write_history)
 
 
 @dataclass
@@ -92,7 +95,6 @@ def _read_json(path: Path) -> Any:
 
 def unimodal_model(tc: TrainConfig, modality: str, d_in: int):
     """A fresh ``audio_only`` / ``text_only`` classifier of this config's sizes."""
-    from ..models import build_model
 
     name = f"{modality}_only"
     d_audio, d_text = (d_in, 1) if modality == "audio" else (1, d_in)
@@ -176,7 +178,6 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
                         epochs, train_df: pd.DataFrame) -> dict:
     """Cross-fitted logits of ``train_df``'s rows (cached as ``oof{K}[-{rows hash}].parquet`` beside the unimodal
     model); the fold models train on the stage-1 rows (``splits["train"]``) outside their fold."""
-    from ..data import EmotionDataset
 
     stage1_ids = set(splits["train"]["utt_id"].astype(str))
     ids = train_df["utt_id"].astype(str)
@@ -185,7 +186,6 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
         tag += "-" + config_hash(list(zip(ids, train_df["label"])), 8)
     links = None
     if tc.text_context:  # a row's text is the context of its dialogue's later turns: one dialogue, one fold
-        from ..context import dialogue_positions
 
         pos = dialogue_positions(train_df)
         links = dict(zip(pos["utt_id"], pos["dialogue"]))

@@ -13,8 +13,8 @@ import re
 from .base import Mutant
 
 REPLIES = "bber_utils.augment.ls_llm.replies"
-T = "tests/test_ls_llm.py"
-TR = "tests/test_ls_llm_replies.py"
+T = "tests/augment/test_ls_llm.py"
+TR = "tests/augment/test_ls_llm_replies.py"
 
 
 def _replies():
@@ -33,7 +33,7 @@ def _swap_leaves_ties(mp) -> None:
     maximum stays tied with the true label after the swap)."""
     import numpy as np
 
-    from bber_utils.labels import CLASSES
+    from bber_utils.core.labels import CLASSES
 
     def old(v, t, policy, reasons):
         label, others = CLASSES[t], np.delete(v, t)

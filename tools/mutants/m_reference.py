@@ -27,9 +27,9 @@ def _numpy_proxy(**overrides):
 def _argmax_soft_labels(mp):
     import torch
 
-    import bber_utils.data as data
+    from bber_utils.train import dataset, fusion, loop
 
-    real = data.collate
+    real = dataset.collate
 
     def collate(items):
         batch = real(items)
@@ -38,7 +38,8 @@ def _argmax_soft_labels(mp):
         batch["target"] = hard * (t.sum(-1, keepdim=True) > 0)  # padding rows stay empty
         return batch
 
-    mp.setattr(data, "collate", collate)
+    for module in (dataset, loop, fusion):  # loop and fusion import collate by name
+        mp.setattr(module, "collate", collate)
 
 
 # 2. graph edges only between nodes 0 and 1 of the batch --------------------------------------------------------
@@ -138,7 +139,7 @@ def _pickled_shards(mp):
 
 # 8. failed TTS saved as silence (the LLM-reply half of this row: m_ls_llm.py) -------------------------------------
 def _tts_silence_kept(mp):
-    from bber_utils.augment.tts import TTSBackend
+    from bber_utils.synthesis.tts import TTSBackend
 
     mp.setattr(TTSBackend, "check", lambda self, wav, sr=16000: "")
 
@@ -189,7 +190,7 @@ def _withprob_in_sample_logits(mp):
 
     def in_sample(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs):
         """The fold models are still trained and their files written; their logits are then not used."""
-        from bber_utils.data import EmotionDataset
+        from bber_utils.train.dataset import EmotionDataset
 
         real(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr, epochs)
         model = T.unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
@@ -203,34 +204,34 @@ def _withprob_in_sample_logits(mp):
 MUTANTS = [
     Mutant("ref-argmax-soft-labels", "LS-LLM soft labels collapsed to their argmax (in the trainer, between the "
            "batch and the loss)",
-           ("tests/test_train.py::test_training_learns_from_the_soft_label_distribution",), _argmax_soft_labels),
+           ("tests/train/test_train.py::test_training_learns_from_the_soft_label_distribution",), _argmax_soft_labels),
     Mutant("ref-graph-two-nodes", "graph edges only between nodes 0 and 1 of the batch",
-           ("tests/test_models.py::test_graph_moves_text_into_audio_node_of_every_sample",
-            "tests/test_models.py::test_batched_edge_index_is_torch_geometric_batching"), _graph_first_sample_only),
+           ("tests/models/test_models.py::test_graph_moves_text_into_audio_node_of_every_sample",
+            "tests/models/test_models.py::test_batched_edge_index_is_torch_geometric_batching"), _graph_first_sample_only),
     Mutant("ref-no-padding-masks", "no padding masks: an utterance's features depend on its batch companions",
-           ("tests/test_models.py::test_logits_do_not_depend_on_batch_companions_or_padding",), _no_padding_masks),
+           ("tests/models/test_models.py::test_logits_do_not_depend_on_batch_companions_or_padding",), _no_padding_masks),
     Mutant("ref-values-from-query", "cross-attention values taken from the query's own modality",
-           ("tests/test_models.py::test_cross_attention_values_come_from_the_other_modality",
-            "tests/test_models.py::test_biformer_text_changes_the_audio_stream"), _values_from_query),
+           ("tests/models/test_models.py::test_cross_attention_values_come_from_the_other_modality",
+            "tests/models/test_models.py::test_biformer_text_changes_the_audio_stream"), _values_from_query),
     Mutant("ref-softmax-gate", "gate computed with a softmax over features (≈ 1/G)",
-           ("tests/test_models.py::test_gate_is_a_per_feature_sigmoid_not_a_softmax",
-            "tests/test_models.py::test_gated_models_use_a_sigmoid_gate_that_varies_with_input"), _softmax_gate),
+           ("tests/models/test_models.py::test_gate_is_a_per_feature_sigmoid_not_a_softmax",
+            "tests/models/test_models.py::test_gated_models_use_a_sigmoid_gate_that_varies_with_input"), _softmax_gate),
     Mutant("ref-fixed-width-95", "crash on batches shorter than 95 frames (fixed width)",
-           ("tests/test_models.py::test_one_frame_clips_run",), _fixed_width_95),
+           ("tests/models/test_models.py::test_one_frame_clips_run",), _fixed_width_95),
     Mutant("ref-unseeded-sds", "unseeded SDS",
-           ("tests/test_sds.py::test_seeded_and_deterministic",), _unseeded_sds),
+           ("tests/augment/test_sds.py::test_seeded_and_deterministic",), _unseeded_sds),
     Mutant("ref-cache-key-without-encoder", "feature cache keyed without the encoder",
-           ("tests/test_feature_store.py::test_key_holds_every_setting_and_names_the_folder",),
+           ("tests/features/test_store.py::test_key_holds_every_setting_and_names_the_folder",),
            _cache_key_without_encoder),
     Mutant("ref-pickled-features", "features stored as pickles (the reference pickled CUDA tensors)",
-           ("tests/test_feature_store.py::test_shards_are_plain_numpy_without_pickles",), _pickled_shards),
+           ("tests/features/test_store.py::test_shards_are_plain_numpy_without_pickles",), _pickled_shards),
     Mutant("ref-tts-silence-kept", "failed (silent) TTS syntheses saved and used",
-           ("tests/test_tts.py::test_failed_and_silent_syntheses_are_dropped_not_saved",), _tts_silence_kept),
+           ("tests/synthesis/test_tts.py::test_failed_and_silent_syntheses_are_dropped_not_saved",), _tts_silence_kept),
     Mutant("ref-mamba-exp-a-delta", "the Mamba block uses exp(A)·Δ with a raw A instead of Mamba-1's exp(Δ·A)",
-           ("tests/test_mamba.py::test_stack_is_mamba1_as_in_transformers",), _reference_mamba),
+           ("tests/models/test_mamba.py::test_stack_is_mamba1_as_in_transformers",), _reference_mamba),
     Mutant("ref-metrics-present-classes", "macro metrics over the classes present only",
-           ("tests/test_metrics.py::test_absent_classes_count_in_macro_averages",), _metrics_present_classes),
+           ("tests/train/test_metrics.py::test_absent_classes_count_in_macro_averages",), _metrics_present_classes),
     Mutant("ref-withprob-in-sample-logits", "fusion \"WithProb\" mixes unimodal logits of models trained on the same "
            "samples (the full model's in-sample train logits instead of the out-of-fold ones)",
-           ("tests/test_train.py::test_withprob_fuses_the_fold_models_logits_on_train",), _withprob_in_sample_logits),
+           ("tests/train/test_train.py::test_withprob_fuses_the_fold_models_logits_on_train",), _withprob_in_sample_logits),
 ]

@@ -50,8 +50,9 @@ def _oof_first_component_fold(mp):
 
 # 2. class weights multiply the soft target (q ⊙ w) ----------------------------------------------------------------
 def _weights_reshape_target(mp):
-    import bber_utils.data as data
-
+    from bber_utils.train import loss
+    from bber_utils.study import registry as study_registry
+    from bber_utils.study import stats
     def soft_cross_entropy_parts(logits, target, weight=None, labels=None):
         import torch
 
@@ -61,31 +62,32 @@ def _weights_reshape_target(mp):
             q = q * weight.to(q.device, q.dtype)
         return -(q * logp).sum(), q.sum()
 
-    mp.setattr(data, "soft_cross_entropy_parts", soft_cross_entropy_parts)
+    mp.setattr(loss, "soft_cross_entropy_parts", soft_cross_entropy_parts)
 
 
 # 5. summaries grouped on a fixed list of keys ---------------------------------------------------------------------
 def _summaries_fixed_keys(mp):
-    import bber_utils.experiments as ex
-
-    def summarize(registry, by, split="test", metrics=ex.METRICS):
+    from bber_utils.train import loss
+    from bber_utils.study import registry as study_registry
+    from bber_utils.study import stats
+    def summarize(registry, by, split="test", metrics=study_registry.METRICS):
         import pandas as pd
 
         keys = list(dict.fromkeys([*by, "corpus"]))
         df = registry[registry["split"] == split]
-        same_run = [c for c in (*ex.SETTING_KEYS, *keys, "seed") if c in df]
+        same_run = [c for c in (*study_registry.SETTING_KEYS, *keys, "seed") if c in df]
         df = df.drop_duplicates(list(dict.fromkeys(same_run)))
         rows = []
         for group, part in df.groupby(keys, dropna=False, sort=True):
             row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
             for m in metrics:
-                mean, std, half, n = ex.confidence_interval(part[m])
+                mean, std, half, n = stats.confidence_interval(part[m])
                 row.update({m: mean, f"{m}_std": std, f"{m}_ci95": half})
             row["n_seeds"] = int(part["seed"].nunique())
             rows.append(row)
         return pd.DataFrame(rows)
 
-    mp.setattr(ex, "summarize", summarize)
+    mp.setattr(stats, "summarize", summarize)
 
 
 # 6. AdamW decays every parameter ------------------------------------------------------------------------------------
@@ -133,44 +135,47 @@ def _stage1_always_augmented(mp):
 def _unpaired_comparison(mp):
     import math
 
-    from bber_utils import experiments
+    from bber_utils.train import loss
 
-    mp.setattr(experiments, "paired_difference", lambda values, reference: (math.nan, math.nan, 0))
+    from bber_utils.study import registry as study_registry
+
+    from bber_utils.study import stats
+    mp.setattr(stats, "paired_difference", lambda values, reference: (math.nan, math.nan, 0))
 
 
 MUTANTS = [
     Mutant("fix1-oof-sds-first-component", "issue 20.1: an SDS row takes its first component's fold; the fold model "
            "that predicts it trains on its other components",
-           ("tests/test_train.py::test_fold_assignment_keeps_merged_rows_away_from_their_components",
-            "tests/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
+           ("tests/train/test_train.py::test_fold_assignment_keeps_merged_rows_away_from_their_components",
+            "tests/train/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
            _oof_first_component_fold),
     Mutant("fix2-weights-reshape-soft-target", "issue 20.2: class weights multiply the soft target (q ⊙ w), moving "
            "the loss optimum to p ∝ w ⊙ q",
-           ("tests/test_data.py::test_loss_optimum_keeps_the_target_argmax_for_any_valid_soft_target",
-            "tests/test_data.py::test_class_weights_do_not_move_the_optimum_of_a_soft_target",
-            "tests/test_data.py::test_per_sample_weights_add_up_over_ranks_and_ignore_padding"),
+           ("tests/train/test_dataset.py::test_loss_optimum_keeps_the_target_argmax_for_any_valid_soft_target",
+            "tests/train/test_dataset.py::test_class_weights_do_not_move_the_optimum_of_a_soft_target",
+            "tests/train/test_dataset.py::test_per_sample_weights_add_up_over_ranks_and_ignore_padding"),
            _weights_reshape_target),
     Mutant("fix5-summaries-fixed-keys", "issue 20.5: multi-seed summaries group on a fixed key list (runs differing "
            "in lr pooled)",
-           ("tests/test_experiments.py::test_summarize_never_pools_runs_that_differ_in_any_setting",),
+           ("tests/study/test_stats.py::test_summarize_never_pools_runs_that_differ_in_any_setting",),
            _summaries_fixed_keys),
     Mutant("fix6-decay-everything", "issue 20.6: AdamW decays Mamba's A_log and D, norms and biases",
-           ("tests/test_train.py::test_adamw_does_not_decay_ssm_norm_and_bias_parameters",), _decay_everything),
+           ("tests/train/test_train.py::test_adamw_does_not_decay_ssm_norm_and_bias_parameters",), _decay_everything),
     Mutant("fix8-ff4-cross-layers", "issue 20.8: every cross-modal layer has a 4H feed-forward, so the paper "
            "profile is not the reference's model size",
-           ("tests/test_models.py::test_paper_profile_has_the_reference_cross_modal_layers",), _ff4_everywhere),
+           ("tests/models/test_models.py::test_paper_profile_has_the_reference_cross_modal_layers",), _ff4_everywhere),
     Mutant("fix19-oof-dialogues-split", "issue 19: with text_context, cross-fitting folds split dialogues, so a fold "
            "model reads a held-out row's text as a later turn's context",
-           ("tests/test_train.py::test_with_dialogue_context_a_dialogue_is_never_split_across_folds",),
+           ("tests/train/test_train.py::test_with_dialogue_context_a_dialogue_is_never_split_across_folds",),
            _oof_dialogues_split),
     Mutant("fix19-stage1-always-augmented", "issue 19: an augmented fusion run retrains stage 1 on its augmented "
            "rows (augment_unimodal ignored; no stage 1 shared across the settings of a seed)",
-           ("tests/test_train.py::test_augmentations_train_the_fusion_on_a_shared_unaugmented_stage_1",
-            "tests/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
+           ("tests/train/test_train.py::test_augmentations_train_the_fusion_on_a_shared_unaugmented_stage_1",
+            "tests/train/test_train.py::test_out_of_fold_models_never_saw_any_part_of_a_row_they_predict"),
            _stage1_always_augmented),
     Mutant("fix19-unpaired-comparison", "issue 19: two settings are compared by their own 95 % intervals only, not "
            "seed by seed (the runs of a seed share encoders and data order)",
-           ("tests/test_experiments.py::test_compare_to_uses_the_seed_by_seed_difference",
-            "tests/test_results.py::test_findings_are_computed_seed_by_seed_and_name_the_control"),
+           ("tests/study/test_stats.py::test_compare_to_uses_the_seed_by_seed_difference",
+            "tests/study/test_findings.py::test_findings_are_computed_seed_by_seed_and_name_the_control"),
            _unpaired_comparison),
 ]

@@ -29,18 +29,21 @@ then any remaining tie broken; the reference never checked this: 1.2-11.6 % of i
 reference CSV format.
 """
 
-from ...labels import CLASSES, NUM_CLASSES
-from .cache import LabelCache, request_key
-from .cli import register_cli
-from .labellers import (LABEL_BACKENDS, LEXICON_BACKEND, MODES, GenerateLabeller, LabelOutcome, Labeller,
-                        LabelRequest, LexiconLabeller, LogitLabeller, ReferenceLabeller, build_labeller)
-from .prompts import GENERATE_PROMPT, LOGITS_PROMPT, PROMPT_VERSION, build_messages
-from .replies import (CLASS_ALIASES, PARSER_VERSION, POLICIES, SUM_RANGE, SUM_OK, TINY_NEGATIVE, USABLE_STATUSES,
-                      Reply, class_of, parse_reply, read_reply, validate_distribution)
-from .tables import (EXTRA_COLUMNS, REFERENCE_COLUMNS, SOFT_LABEL_COLUMNS, SOFT_LABELS_FILE, load_reference_labels,
-                     load_soft_labels, reference_model_name, reference_to_soft_labels, save_soft_labels)
-from .workdir import (argmax_agreement, entropy, label_utterances, label_workdir, mean_by_true_class,
-                      status_summary, train_manifests)
+from bber_utils.augment.ls_llm.cache import LabelCache, request_key
+from bber_utils.augment.ls_llm.cli import register_cli
+from bber_utils.augment.ls_llm.labellers import (LABEL_BACKENDS, LEXICON_BACKEND, MODES, GenerateLabeller, Labeller,
+                                                 LabelOutcome, LabelRequest, LexiconLabeller, LogitLabeller,
+                                                 ReferenceLabeller, build_labeller)
+from bber_utils.augment.ls_llm.prompts import GENERATE_PROMPT, LOGITS_PROMPT, PROMPT_VERSION, build_messages
+from bber_utils.augment.ls_llm.replies import (CLASS_ALIASES, PARSER_VERSION, POLICIES, SUM_OK, SUM_RANGE,
+                                               TINY_NEGATIVE, USABLE_STATUSES, Reply, class_of, parse_reply, read_reply,
+                                               validate_distribution)
+from bber_utils.augment.ls_llm.tables import (EXTRA_COLUMNS, REFERENCE_COLUMNS, SOFT_LABEL_COLUMNS, SOFT_LABELS_FILE,
+                                              load_reference_labels, load_soft_labels, reference_model_name,
+                                              reference_to_soft_labels, save_soft_labels)
+from bber_utils.augment.ls_llm.workdir import (argmax_agreement, entropy, label_utterances, label_workdir,
+                                               mean_by_true_class, status_summary, train_manifests)
+from bber_utils.core.labels import CLASSES, NUM_CLASSES
 
 __all__ = [
     "CLASSES", "NUM_CLASSES", "LabelCache", "request_key", "register_cli", "LABEL_BACKENDS", "LEXICON_BACKEND",

@@ -14,8 +14,8 @@ import os
 import re
 from pathlib import Path
 
-from ...fileio import locked
-from .labellers import LabelRequest, Labeller
+from bber_utils.augment.ls_llm.labellers import Labeller, LabelRequest
+from bber_utils.core.fileio import locked
 
 
 def _slug(s: str) -> str:

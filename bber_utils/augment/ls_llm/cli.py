@@ -6,12 +6,14 @@ Owns only argument parsing and printing; imports :mod:`.workdir` and :mod:`.labe
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .labellers import LABEL_BACKENDS, MODES
-from .replies import POLICIES
-from .tables import SOFT_LABELS_FILE
-from .workdir import label_workdir, status_summary
+from bber_utils.augment.ls_llm.labellers import LABEL_BACKENDS, MODES
+from bber_utils.augment.ls_llm.replies import POLICIES
+from bber_utils.augment.ls_llm.tables import SOFT_LABELS_FILE
+from bber_utils.augment.ls_llm.workdir import label_workdir, status_summary
+from bber_utils.synthesis.llm import LLMUnavailable
 
 _DESCRIPTION = "LS-LLM: soft labels from an LLM (label smoothing with LLM knowledge), notebook 05 and ``bber label``."
 
@@ -43,10 +45,6 @@ def register_cli(subparsers) -> None:
 
 
 def _cli_label(args: argparse.Namespace) -> int:
-    import sys
-
-    from ...llm import LLMUnavailable
-
     try:
         table = label_workdir(args.workdir, backend=args.backend, model=args.model, mode=args.mode,
                               corpora=args.corpora, batch_size=args.batch_size, policy=args.policy,

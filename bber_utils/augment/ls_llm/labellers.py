@@ -4,19 +4,25 @@ Owns :class:`Labeller` and its four backends (:class:`LexiconLabeller`, offline,
 :class:`GenerateLabeller`, a chat LLM whose reply :mod:`.replies` reads; :class:`LogitLabeller`, the class words'
 next-token probabilities; :class:`ReferenceLabeller`, the published label files) and :func:`build_labeller`.
 A labeller returns raw replies and the numbers they hold; it does not validate, cache or write tables
-(:mod:`.workdir` does). LLM access goes through :mod:`bber_utils.llm` (torch is imported there, lazily).
+(:mod:`.workdir` does). LLM access goes through :mod:`bber_utils.synthesis.llm` (torch is imported there, lazily).
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ...labels import CLASSES, NUM_CLASSES
-from .prompts import PROMPT_VERSION, build_messages
-from .replies import PARSER_VERSION, read_reply
-from .tables import load_reference_labels, reference_model_name
+from bber_utils.augment.ls_llm.lexicon import LEXICON_VERSION, lexicon_distribution
+from bber_utils.augment.ls_llm.prompts import PROMPT_VERSION, build_messages
+from bber_utils.augment.ls_llm.replies import PARSER_VERSION, read_reply
+from bber_utils.augment.ls_llm.tables import load_reference_labels, reference_model_name
+from bber_utils.core.labels import CLASSES, NUM_CLASSES
+from bber_utils.synthesis.llm import LLMError, LLMRefusal, LLMUnavailable, TransformersChatLLM, build_llm
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
 
 LEXICON_BACKEND = "lexicon (not an LLM)"
 LABEL_BACKENDS = ("lexicon", "transformers", "openai", "reference")
@@ -72,15 +78,11 @@ class LexiconLabeller(Labeller):
     mode = "lexicon"
 
     def __init__(self, confidence: float = 0.65):
-        from ..lexicon import LEXICON_VERSION
-
         self.confidence = float(confidence)
         self.model = LEXICON_VERSION
         self.prompt_version = f"{LEXICON_VERSION}-c{self.confidence:g}"
 
     def label(self, requests):
-        from ..lexicon import lexicon_distribution
-
         out = []
         for r in requests:
             d = lexicon_distribution(r.text, r.label, self.confidence)
@@ -89,7 +91,7 @@ class LexiconLabeller(Labeller):
 
 
 class GenerateLabeller(Labeller):
-    """Chat LLM + :func:`.replies.read_reply` (the paper's method). ``llm`` is a :class:`bber_utils.llm.ChatLLM`."""
+    """Chat LLM + :func:`.replies.read_reply` (the paper's method). ``llm`` is a :class:`bber_utils.synthesis.llm.ChatLLM`."""
 
     mode = "generate"
     parser = PARSER_VERSION
@@ -108,8 +110,6 @@ class GenerateLabeller(Labeller):
                                    seed=self.seed)
 
     def _ask_one(self, conv) -> LabelOutcome:
-        from ...llm import LLMError, LLMRefusal, LLMUnavailable
-
         try:
             rep = self._ask([conv])[0]
             return _read(rep)
@@ -121,8 +121,6 @@ class GenerateLabeller(Labeller):
             return LabelOutcome("", None, error=str(e))
 
     def label(self, requests):
-        from concurrent.futures import ThreadPoolExecutor
-
         convs = [build_messages(r.text, r.label, "generate") for r in requests]
         if self.llm.backend == "transformers":  # one batched generate; nothing to refuse or time out per item
             return [_read(rep) for rep in self._ask(convs)]
@@ -145,8 +143,6 @@ class LogitLabeller(Labeller):
     mode = "logits"
 
     def __init__(self, llm):
-        from ...llm import TransformersChatLLM
-
         if not isinstance(llm, TransformersChatLLM):
             raise ValueError("logits mode needs a local transformers model (backend='transformers')")
         self.llm = llm
@@ -211,7 +207,7 @@ def build_labeller(backend: str = "lexicon", model: str | None = None, mode: str
                    max_new_tokens: int = 96, temperature: float = 0.0, seed: int | None = 42, timeout: float = 60,
                    concurrency: int = 4, **llm_kwargs: Any) -> Labeller:
     """A :class:`Labeller` for ``backend`` (see :data:`LABEL_BACKENDS`). LLM backends raise
-    :class:`bber_utils.llm.LLMUnavailable` when the model or server cannot be used. ``concurrency``: requests
+    :class:`bber_utils.synthesis.llm.LLMUnavailable` when the model or server cannot be used. ``concurrency``: requests
     in flight at once against a server (openai); ``batch_size``: prompts per batched pass (transformers)."""
     if backend == "lexicon":
         return LexiconLabeller()
@@ -227,7 +223,6 @@ def build_labeller(backend: str = "lexicon", model: str | None = None, mode: str
         raise ValueError("logits mode reads the model's next-token probabilities: it needs backend='transformers'")
     if not model:
         raise ValueError(f"backend {backend!r} needs a model (hub id, local folder or server model name)")
-    from ...llm import build_llm
 
     if backend == "transformers":
         llm = build_llm("transformers", model, device=device, dtype=dtype, batch_size=batch_size, **llm_kwargs)

@@ -1,12 +1,12 @@
 """LS-LLM prompts: what is sent to the LLM for one (utterance, true label).
 
 Owns the prompt texts and their version (:data:`PROMPT_VERSION`, part of every cache key) and
-:func:`build_messages`. Pure strings: imports nothing but :mod:`bber_utils.labels` (no torch, no I/O).
+:func:`build_messages`. Pure strings: imports nothing but :mod:`bber_utils.core.labels` (no torch, no I/O).
 """
 
 from __future__ import annotations
 
-from ...labels import CLASSES
+from bber_utils.core.labels import CLASSES
 
 PROMPT_VERSION = "bber-ls-llm-v1"
 

@@ -29,7 +29,9 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from ...labels import CLASSES, NUM_CLASSES
+import numpy as np
+
+from bber_utils.core.labels import CLASSES, NUM_CLASSES
 
 PARSER_VERSION = "bber-replies-v2"  # recorded with every cached reply; older entries are read again
 POLICIES = ("swap", "reject")
@@ -337,7 +339,6 @@ def validate_distribution(values: Sequence[float] | None, true_label: str, polic
     maximum it was swapped with) is broken by moving 1 % of each tied value to the true label. With
     ``policy="reject"`` such replies are rejected.
     """
-    import numpy as np
 
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
@@ -378,7 +379,6 @@ def validate_distribution(values: Sequence[float] | None, true_label: str, polic
 
 def _true_label_highest(v, t: int, policy: str, reasons: list[str]):
     """``(v, rejection)``: ``v`` with class ``t`` strictly highest (swap, then tie-break), reasons appended."""
-    import numpy as np
 
     label = CLASSES[t]
     if v[t] < np.delete(v, t).max():

@@ -11,8 +11,13 @@ import os
 import re
 from pathlib import Path
 
-from ...labels import CLASSES
-from .replies import USABLE_STATUSES, validate_distribution
+import numpy as np
+import pandas as pd
+
+from bber_utils.augment.ls_llm.replies import USABLE_STATUSES, validate_distribution
+from bber_utils.core.fileio import atomic_write
+from bber_utils.core.labels import CLASSES, map_label
+from bber_utils.corpora.manifest import make_utt_id
 
 SOFT_LABELS_FILE = "soft_labels.parquet"
 SOFT_LABEL_COLUMNS = ["utt_id", *CLASSES, "backend", "model", "prompt_version", "mode", "status"]
@@ -23,7 +28,6 @@ REFERENCE_COLUMNS = ("video_name", "text", "ground_truth", *CLASSES, "response_c
 
 def save_soft_labels(table, path: str | os.PathLike) -> Path:
     """Write the soft-label table atomically (Parquet)."""
-    from ...fileio import atomic_write
 
     return atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
@@ -47,10 +51,6 @@ def load_reference_labels(csv: str | os.PathLike, corpus: str = "auto", split: s
     (``dia12_utt3``) and ``resd`` otherwise, row by row (the union file holds both). ``label`` is the
     ground truth mapped to the common classes.
     """
-    import pandas as pd
-
-    from ...corpora.manifest import make_utt_id
-    from ...labels import map_label
 
     path = Path(csv)
     if not path.exists():
@@ -81,8 +81,6 @@ def load_reference_labels(csv: str | os.PathLike, corpus: str = "auto", split: s
 
 def reference_to_soft_labels(ref, model: str = "reference", policy: str = "swap"):
     """A reference label table (:func:`load_reference_labels`) in our soft-label format, validated."""
-    import numpy as np
-    import pandas as pd
 
     rows = []
     for r in ref.itertuples(index=False):
@@ -103,7 +101,6 @@ def load_soft_labels(path: str | os.PathLike, usable_only: bool = True, corpus: 
     With ``usable_only`` (default) only rows with a valid distribution (status ok / repaired) are returned, so
     a trainer can look them up by ``utt_id``; utterances without one fall back to one-hot there.
     """
-    import pandas as pd
 
     path = Path(path)
     if not path.exists():

@@ -12,11 +12,19 @@ import math
 import os
 from typing import Any, Iterable
 
-from ...labels import CLASSES, NUM_CLASSES
-from .cache import LabelCache, open_for_writing, request_key
-from .labellers import LabelRequest, Labeller, build_labeller
-from .replies import USABLE_STATUSES, read_reply, validate_distribution
-from .tables import EXTRA_COLUMNS, SOFT_LABEL_COLUMNS, SOFT_LABELS_FILE, save_soft_labels
+import numpy as np
+import pandas as pd
+
+from bber_utils.augment.ls_llm.cache import LabelCache, open_for_writing, request_key
+from bber_utils.augment.ls_llm.labellers import Labeller, LabelRequest, build_labeller
+from bber_utils.augment.ls_llm.replies import USABLE_STATUSES, read_reply, validate_distribution
+from bber_utils.augment.ls_llm.tables import EXTRA_COLUMNS, SOFT_LABEL_COLUMNS, SOFT_LABELS_FILE, save_soft_labels
+from bber_utils.core.fileio import check_writable
+from bber_utils.core.labels import CLASSES, NUM_CLASSES
+from bber_utils.core.paths import run_dirs
+from bber_utils.core.progress import tqdm
+from bber_utils.corpora.manifest import load_manifest
+from bber_utils.features.store import check_shard
 
 
 def _requests(df) -> list[LabelRequest]:
@@ -45,9 +53,6 @@ def label_utterances(df, labeller: Labeller, cache_dir: str | os.PathLike, batch
     are asked and returned, appended to this shard's part of the cache; a call without ``shard`` merges the
     parts into the main cache first.
     """
-    import pandas as pd
-
-    from ...features.store import check_shard
 
     shard = check_shard(shard)
     if shard is not None:
@@ -74,7 +79,6 @@ def _ask(labeller: Labeller, todo: list[LabelRequest], cache: LabelCache, batch_
          progress: bool) -> dict[str, str]:
     """Ask ``labeller`` for ``todo`` in batches, appending each batch's answers to ``cache``; returns the
     backend errors (not cached) by request key."""
-    from bber_utils.progress import tqdm
 
     errors: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc=f"LS-LLM {labeller.backend}", disable=not progress or not todo)
@@ -111,7 +115,6 @@ def _current(entry: dict, labeller: Labeller) -> dict:
 
 def _row(r: LabelRequest, cache: LabelCache, labeller: Labeller, policy: str, errors: dict[str, str]) -> dict:
     """One output row: the cached answer validated under ``policy`` (it may differ from the cached run's)."""
-    import numpy as np
 
     key = request_key(r)
     row: dict[str, Any] = {"utt_id": r.utt_id, "label": r.label, **cache.provenance}
@@ -132,10 +135,6 @@ def _row(r: LabelRequest, cache: LabelCache, labeller: Labeller, policy: str, er
 
 def train_manifests(workdir: str | os.PathLike, corpora: Iterable[str] | None = None):
     """The train manifests of every corpus in ``<workdir>/manifests`` (or of ``corpora``), concatenated."""
-    import pandas as pd
-
-    from ...corpora.manifest import load_manifest
-    from ...paths import run_dirs
 
     dirs = run_dirs(workdir)
     paths = sorted(dirs.manifests.glob("*_train.parquet"))
@@ -158,9 +157,6 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
     writing the table; the next call without ``shard`` merges the parts, labels what is still missing and
     writes the table.
     """
-    from ...features.store import check_shard
-    from ...fileio import check_writable
-    from ...paths import run_dirs
 
     shard = check_shard(shard)
     dirs = run_dirs(workdir)
@@ -193,7 +189,6 @@ def mean_by_true_class(table):
 
 def entropy(table):
     """Entropy (nats) of each usable row's distribution, as a Series indexed like ``table``."""
-    import numpy as np
 
     usable = table[table["status"].isin(USABLE_STATUSES)]
     p = usable[list(CLASSES)].to_numpy(dtype=float)
@@ -202,7 +197,6 @@ def entropy(table):
 
 def argmax_agreement(table):
     """Per true class: how often the backend's own top class (before any repair) is the true label."""
-    import pandas as pd
 
     answered = table[table["llm_argmax"].notna()]
     agree = (answered["llm_argmax"] == answered["label"]).groupby(answered["label"]).agg(["mean", "size"])
@@ -214,7 +208,6 @@ def argmax_agreement(table):
 
 def status_summary(table):
     """Counts per status and reason (reasons stripped of class names, so that alike reasons group)."""
-    import pandas as pd
 
     reason = table["reason"].fillna("").str.replace(r"swapped \w+ with \w+", "swapped with the max", regex=True)
     reason = reason.str.replace(r"\(sum was [^)]*\)", "", regex=True).str.replace(r"in favour of \w+", "",

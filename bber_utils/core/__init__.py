@@ -1,0 +1,1 @@
+"""Core: what every layer uses — the 7 classes, paths, atomic files, errors, devices, progress bars, audio I/O, profiles, provenance and the papermill runner. Imports nothing of the project above it."""

@@ -1,0 +1,241 @@
+"""``Predictor(checkpoint).predict(paths, texts)``: the audio-only, text-only
+and fused probabilities of each clip, long clips in windows, ASR for clips without a transcript.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from bber_utils.core.audio import AudioError, load_audio
+from bber_utils.core.device import resolve_device
+from bber_utils.core.labels import CLASSES
+from bber_utils.core.progress import tqdm
+from bber_utils.features import build_asr
+from bber_utils.features.context import with_context
+from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders, load_model
+from bber_utils.train.dataset import pad_sequences, pool_frames
+
+# Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
+# --help`, stays fast.
+
+
+MIN_SECONDS = 0.1
+
+LONG_SECONDS = 60.0  # longer clips get a warning (and --window is suggested)
+
+
+@dataclass
+class Prediction:
+    path: str
+    text: str = ""
+    language: str = ""
+    label: str | None = None
+    fused: list[float] | None = None
+    audio: list[float] | None = None
+    text_probs: list[float] | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    context: list[str] = field(default_factory=list)  # previous turns of the dialogue, oldest first
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat row: path, text, language, label, error and ``{fused,audio,text}_{class}`` probabilities."""
+        row = {"path": self.path, "text": self.text, "language": self.language, "label": self.label,
+               "error": self.error}
+        for name, probs in (("fused", self.fused), ("audio", self.audio), ("text", self.text_probs)):
+            for c, p in zip(CLASSES, probs if probs is not None else [None] * len(CLASSES)):
+                row[f"{name}_{c}"] = p
+        return row
+
+
+class Predictor:
+    """Scores audio clips with a trained checkpoint: ``Predictor(ckpt).predict(paths, texts)``.
+
+    ``trust_remote_code``: allow the text encoder's own code when the checkpoint was trained with one that needs
+    it (the user's decision: a checkpoint's settings never grant it); ``text_code_revision`` pins that code."""
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", asr: str | None = None,
+                 batch_size: int = 16, trust_remote_code: bool = False, text_code_revision: str | None = None):
+        self.device = resolve_device(device)
+        self.checkpoint = Path(checkpoint)
+        self.model, self.meta = load_model(self.checkpoint, str(self.device))
+        self.name = self.meta["model_name"]
+        self.asr_spec, self._asr = asr, None
+        self.batch_size = int(batch_size)
+        # the same encoders (and store keys), frame pooling and dialogue context the run was trained with
+        settings = self.meta["settings"]
+        self.audio_encoder, self.text_encoder = checkpoint_encoders(self.checkpoint, settings, trust_remote_code,
+                                                                    text_code_revision)
+        self.audio_pool = int(settings["audio_pool"] or 1)
+        self.context_k = int(settings["text_context"] or 0)
+        self.context_mode = settings["text_context_mode"] or "steps"
+        checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
+        for what in checks:
+            want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
+            dim = self._encoder_dim(what)
+            if what == "text" and dim and self.context_k:
+                dim = int(dim) + 1  # the context flag column (bber_utils.context)
+            if want and dim and int(dim) != int(want):
+                raise CheckpointError(f"{self.checkpoint}: the model expects {what} features of width {want} "
+                                      f"but its {what} encoder gives {dim}")
+
+    def _encoder_dim(self, what: str) -> int | None:
+        encoder = self.audio_encoder if what == "audio" else self.text_encoder
+        try:
+            return getattr(encoder, "dim", None)
+        except Exception as exc:  # a model folder or hub id that cannot be read (or needs code not allowed)
+            reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise CheckpointError(f"{self.checkpoint}: cannot load its {what} encoder "
+                                  f"{getattr(encoder, 'model_spec', what)!r} ({reason[:160]})") from exc
+
+    @property
+    def uses_text(self) -> bool:
+        return self.name != "audio_only"
+
+    def _transcribe(self, wavs: list[np.ndarray]) -> list[tuple[str, str]]:
+        if self._asr is None:
+            if not self.asr_spec:
+                raise ValueError("no transcript given and no ASR model configured: pass --text, a CSV with a "
+                                 "text column, or --asr MODEL (a Whisper hub id or local folder)")
+
+            self._asr = build_asr(self.asr_spec)
+        return self._asr.transcribe(wavs)
+
+    def predict(self, paths: Iterable[str | os.PathLike], texts: Iterable[str | None] | None = None,
+                language: str = "auto", progress: bool = False, window_s: float | None = None,
+                contexts: Iterable[Iterable[str] | str | None] | None = None) -> list[Prediction]:
+        """One ``Prediction`` per path, in order; failures are recorded in ``error``. ``window_s``: clips longer
+        than that are scored in windows of ``window_s`` seconds (see the module docstring). ``contexts[i]``: the
+        previous turns of clip i's dialogue, oldest first (a string is one turn); a model trained with
+        ``text_context: k`` reads the last k, another model none (with a warning)."""
+
+        paths = [str(p) for p in paths]
+        texts = list(texts) if texts is not None else [None] * len(paths)
+        contexts = [[c] if isinstance(c, str) else list(c or []) for c in contexts] if contexts is not None \
+            else [[] for _ in paths]
+        if len(texts) != len(paths) or len(contexts) != len(paths):
+            raise ValueError(f"{len(paths)} clips but {len(texts)} transcripts and {len(contexts)} contexts")
+        check_window(window_s)
+        if any(contexts) and not self.context_k and self.uses_text:
+            warnings.warn(f"{self.checkpoint}: this model was trained without dialogue context (text_context: 0); "
+                          f"the previous turns given are not used", stacklevel=2)
+        preds = [Prediction(path=p, text=t or "", language="" if language == "auto" else language, context=c)
+                 for p, t, c in zip(paths, texts, contexts)]
+        # (row to fill, waveform, parent index, window start s); a window row is a child of its clip
+        good: list[tuple[Prediction, np.ndarray, int, float | None]] = []
+        for i, pred in enumerate(preds):
+            try:
+                wav = load_audio(pred.path)
+                if len(wav) < MIN_SECONDS * 16000:
+                    raise AudioError(pred.path, f"too short ({len(wav) / 16000:.3f} s < {MIN_SECONDS} s)")
+            except AudioError as exc:
+                pred.error = exc.reason
+                continue
+            seconds = len(wav) / 16000
+            if window_s and seconds > window_s:
+                step = int(window_s * 16000)
+                for start in range(0, len(wav), step):
+                    piece = wav[start:start + step]
+                    if len(piece) >= MIN_SECONDS * 16000:
+                        good.append((Prediction(path=pred.path, text=pred.text, language=pred.language,
+                                                context=pred.context), piece, i, start / 16000))
+                continue
+            if seconds > LONG_SECONDS:
+                warnings.warn(f"{pred.path}: {seconds:.0f} s long (> {LONG_SECONDS:g} s); the models were trained "
+                              f"on utterances of a few seconds and memory grows with length: consider --window 10",
+                              stacklevel=2)
+            good.append((pred, wav, i, None))
+        for start in tqdm(range(0, len(good), self.batch_size), desc="predict", disable=not progress):
+            chunk = good[start:start + self.batch_size]
+            try:
+                self._predict_chunk([p for p, *_ in chunk], [w for _, w, *_ in chunk])
+            except ValueError as exc:  # e.g. no transcript and no ASR
+                for p, _, i, _ in chunk:
+                    p.error = preds[i].error = str(exc)
+        windows: dict[int, list[tuple[Prediction, float, float]]] = {}
+        for p, w, i, t0 in good:
+            if t0 is not None:
+                windows.setdefault(i, []).append((p, t0, len(w) / 16000))
+        for i, parts in windows.items():
+            _merge_windows(preds[i], parts)
+        return preds
+
+    def _predict_chunk(self, preds: list[Prediction], wavs: list[np.ndarray]) -> None:
+        import torch
+
+        missing = [k for k, p in enumerate(preds) if self.uses_text and not p.text.strip()]
+        if missing:
+            for k, (text, lang) in zip(missing, self._transcribe([wavs[k] for k in missing])):
+                preds[k].text, preds[k].extra["asr"] = text, True
+                if not preds[k].language:
+                    preds[k].language = lang
+        batch: dict[str, Any] = {}
+        frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
+        audio, batch["audio_mask"] = pad_sequences(frames)
+        text, batch["text_mask"] = pad_sequences(text_features(self.text_encoder, [p.text for p in preds],
+                                                               [p.context for p in preds], self.context_k,
+                                                               self.context_mode))
+        batch["audio"], batch["text"] = audio.float(), text.float()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.no_grad():
+            fused = torch.softmax(self.model(batch).float(), -1).cpu().numpy()
+            uni = {}
+            if hasattr(self.model, "encode"):
+                enc = self.model.encode(batch)
+                uni = {m: torch.softmax(enc[f"{m}_logits"].float(), -1).cpu().numpy() for m in ("audio", "text")}
+        for k, p in enumerate(preds):
+            p.fused = fused[k].round(6).tolist()
+            p.label = CLASSES[int(fused[k].argmax())]
+            if self.name == "audio_only":
+                p.audio = p.fused
+            elif self.name == "text_only":
+                p.text_probs = p.fused
+            if "audio" in uni:
+                p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+
+
+def check_window(window_s: float | None) -> None:
+    """``ValueError`` unless ``window_s`` is None or a finite number of seconds >= 1 (nan and inf are refused)."""
+    if window_s is not None and not (isinstance(window_s, (int, float)) and math.isfinite(window_s)
+                                     and window_s >= 1.0):
+        raise ValueError(f"--window must be a finite number of seconds >= 1 (got {window_s})")
+
+
+def _merge_windows(pred: Prediction, parts: list[tuple[Prediction, float, float]]) -> None:
+    """Fill ``pred`` from its windows: the length-weighted mean of their probabilities, and each window's."""
+    ok = [(p, t0, d) for p, t0, d in parts if p.fused is not None]
+    pred.extra["windows"] = [{"start_s": round(t0, 3), "end_s": round(t0 + d, 3), "label": p.label,
+                              "fused": p.fused, "error": p.error} for p, t0, d in parts]
+    if not ok:
+        pred.error = pred.error or next((p.error for p, *_ in parts if p.error), "no window could be scored")
+        return
+    weights = np.array([d for _, _, d in ok])
+    for attr in ("fused", "audio", "text_probs"):
+        vals = [getattr(p, attr) for p, *_ in ok]
+        if all(v is not None for v in vals):
+            setattr(pred, attr, (np.average(np.array(vals), axis=0, weights=weights)).round(6).tolist())
+    pred.label = CLASSES[int(np.argmax(pred.fused))]
+    if not pred.text.strip():
+        pred.text = " ".join(p.text for p, *_ in ok if p.text).strip()
+        pred.language = pred.language or ok[0][0].language
+        pred.extra["asr"] = True
+
+
+def text_features(encoder, texts: list[str], contexts: list[list[str]] | None, k: int,
+                  mode: str = "steps") -> list[np.ndarray]:
+    """The text branch's inputs: each text's (T, D) features, or with ``k > 0`` (a run trained with
+    ``text_context: k``) the last k of ``contexts[i]`` (previous turns, oldest first; blank ones dropped) before
+    it with the flag column -> (T_ctx + T, D + 1), as in training (``bber_utils.context``)."""
+
+    feats = [np.asarray(f, np.float32) for f in encoder.encode(list(texts))]
+    if not k:
+        return feats
+    previous = [[str(c) for c in (ctx or []) if str(c).strip()][-k:] for ctx in (contexts or [[]] * len(texts))]
+    encoded = iter(encoder.encode([c for ctx in previous for c in ctx]) if any(previous) else [])
+    return [with_context(f, [next(encoded) for _ in ctx], mode) for f, ctx in zip(feats, previous)]

@@ -1,0 +1,184 @@
+"""Running one setting for each seed: ``run_one`` trains ``params`` unless its
+metrics exist — ``bber train`` in a child process (log in ``train/<run>/train.log``), or, with
+``study_runner="notebook"``, notebook 06 executed by papermill into ``train/<run>/``; ``run_sweep`` runs every
+setting for every seed; resumable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from bber_utils.core.errors import unknown
+from bber_utils.core.fileio import atomic_write_text
+from bber_utils.core.papermill import declared_parameters, run_notebook
+from bber_utils.core.paths import REPO_ROOT, run_dirs
+from bber_utils.core.progress import tqdm
+from bber_utils.study import registry
+from bber_utils.train.stages import data_fingerprint_for
+
+
+def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """``{"a": [1, 2], "b": [3]}`` -> ``[{"a": 1, "b": 3}, {"a": 2, "b": 3}]``."""
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+STUDY_RUNNERS = ("process", "notebook")
+
+# Training processes of run_one's process runner still running (stopped on Ctrl-C by whoever catches it).
+_CHILDREN: set = set()
+
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _check_study_runner(study_runner: str) -> None:
+    if study_runner not in STUDY_RUNNERS:
+        raise unknown("study_runner", study_runner, STUDY_RUNNERS)
+
+
+def run_one(params: dict[str, Any], workdir: str | os.PathLike,
+            notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb",
+            study_runner: str = "process") -> Path:
+    """Train ``params`` unless its metrics already exist; return the run folder ``train/<run>``.
+
+    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess, its output in
+    ``<run>/train.log``; ``"notebook"``: notebook 06 executed by papermill into ``<run>/06_train.ipynb``. Both
+    get the parameters notebook 06 declares (and the run name it would give them), so both train the same run.
+    """
+
+    _check_study_runner(study_runner)
+    dirs = run_dirs(workdir)
+    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
+    params = {**params, "workdir": str(dirs.root)}
+    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
+    params["run_name"] = name
+    run_dir = dirs.train / name
+    keep = declared | {"workdir", "run_name"}
+    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    if _finished_with_this_data(run_dir, cfg):
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if study_runner == "notebook":
+        run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
+    else:
+        _train_process(name, run_dir, cfg)
+    if not (run_dir / "metrics.json").exists():
+        raise RuntimeError(f"run {name}: training finished without writing {run_dir}/metrics.json")
+    return run_dir
+
+
+def _finished_with_this_data(run_dir: Path, cfg: dict[str, Any]) -> bool:
+    """``run_dir`` holds a ``metrics.json`` made from the data the run reads now (its ``data`` fingerprint, see
+    ``train.stages.data_fingerprint_for``). A run whose transcripts, clips, labels or soft labels changed since
+    is trained again (the trainer retrains it in its folder), never reported from the old model. A
+    ``metrics.json`` written before fingerprints existed is taken as it is."""
+
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return False
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable: train it again
+    if not stored:
+        return True
+    with warnings.catch_warnings():  # the trainer repeats them if it runs
+        warnings.simplefilter("ignore")
+        current = data_fingerprint_for(cfg)
+    if current != stored:
+        warnings.warn(f"run {run_dir.name}: the data changed since it was trained; training it again", stacklevel=3)
+    return current == stored
+
+
+def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:
+    """``bber train`` on ``cfg`` (written to ``run_dir/params.yaml``) in a child process, stdout and stderr in
+    ``run_dir/train.log``. A non-zero exit raises ``RuntimeError`` quoting the log's last lines; an interrupt
+    (Ctrl-C) stops the child first, then propagates."""
+
+    config = atomic_write_text(run_dir / "params.yaml", yaml.safe_dump(cfg, sort_keys=True, allow_unicode=True))
+    log_path = run_dir / "train.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(_train_command(config), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT))
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(child)
+        try:
+            code = _wait(child)
+        except BaseException:  # KeyboardInterrupt: never leave a training process behind
+            _stop(child)
+            raise
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"run {name}: `bber train` exited with status {code}; the last lines of {log_path}:\n"
+                           + "\n".join(tail))
+
+
+def _train_command(config: Path) -> list[str]:
+    """``bber train --config CONFIG`` with this interpreter (the child imports this checkout: cwd is its root)."""
+
+    return [sys.executable, "-m", "bber_utils.cli", "train", "--config", str(config)]
+
+
+def _wait(child) -> int:
+    """``child.wait()`` in short slices, so that an interrupt of the main thread (a kernel's Ctrl-C,
+    ``_thread.interrupt_main``) is seen within a fraction of a second."""
+
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _stop(child) -> None:
+    """Terminate a child process and wait for it (killed after 10 s)."""
+
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _stop_children() -> None:
+    """Terminate every training process ``run_one`` started that is still running."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        _stop(child)
+
+
+def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
+              workdir: str | os.PathLike, runner: Callable[[dict, Any], Path] | None = None,
+              progress: bool = True, study_runner: str = "process") -> list[Path]:
+    """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders."""
+
+    _check_study_runner(study_runner)
+    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
+    jobs = _jobs(base, settings, [int(seed) for seed in seeds])
+    return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
+
+
+def _jobs(base: dict[str, Any], settings: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """One parameter dict per setting and seed (settings outer), without a fixed ``run_name``."""
+    jobs = [{**base, **s, "seed": int(seed)} for s in settings for seed in seeds]
+    for params in jobs:
+        params.pop("run_name", None)
+    return jobs

@@ -1,0 +1,1 @@
+"""BBER's tests, one folder per package of bber_utils."""

@@ -1,0 +1,179 @@
+"""Every notebook executed in order by papermill on configs/smoke.yaml, and what each one writes.
+
+The session fixture ``smoke_run`` (conftest.py) runs the whole sequence once; each test below checks the
+artefacts of one notebook, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from bber_utils.corpora.manifest import load_manifest
+from bber_utils.core.labels import CLASSES
+
+pytestmark = pytest.mark.notebook
+
+NOTEBOOKS = ["01_prepare_data", "02_extract_features", "03_sds", "04_tug", "05_ls_llm", "06_train",
+             "07_ablations", "08_results", "09_inference"]
+
+
+def _outputs(path) -> list[dict]:
+    nb = nbformat.read(str(path), as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def test_every_notebook_ran_without_errors(smoke_run):
+    dirs, runs = smoke_run
+    assert [r.notebook for r in runs] == NOTEBOOKS
+    assert all(r.status == "ok" for r in runs)
+    summary = pd.read_csv(dirs.notebooks / "summary.csv")
+    assert list(summary["notebook"]) == NOTEBOOKS and (summary["seconds"] > 0).all()
+    for name in NOTEBOOKS:
+        outs = _outputs(dirs.notebooks / f"{name}.ipynb")
+        assert outs, f"{name} shows nothing"
+        assert not [o for o in outs if o.get("output_type") == "error"], name
+
+
+def test_outputs_are_clean_and_interactive_cells_show_their_default_state(smoke_run):
+    """No kernel start-up warnings in any cell (07 runs 06 in nested kernels); the ipywidgets cells of 03, 04
+    and 09 ran unattended and stored a widget view."""
+    dirs, _ = smoke_run
+    for name in NOTEBOOKS:
+        text = json.dumps(_outputs(dirs.notebooks / f"{name}.ipynb"))
+        assert "[IPKernelApp] WARNING" not in text, name
+    for name in ("03_sds", "04_tug", "09_inference"):
+        outs = _outputs(dirs.notebooks / f"{name}.ipynb")
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outs), name
+
+
+def test_06_walks_through_the_model_and_the_metrics(smoke_run):
+    dirs, _ = smoke_run
+    text = json.dumps(_outputs(dirs.notebooks / "06_train.ipynb"))
+    for needle in ("cross.layers.0", "(model)", "bigraphformer", "paper sizes", "imbalanced", "best dev epoch"):
+        assert needle in text, needle
+
+
+def test_01_writes_bilingual_manifests_in_every_split(smoke_run):
+    dirs, _ = smoke_run
+    frames = {p.stem: load_manifest(p) for p in dirs.manifests.glob("*.parquet")}
+    assert set(frames) == {f"{c}_{s}" for c in ("demo_en", "demo_ru") for s in ("train", "dev", "test")}
+    for name, df in frames.items():
+        lang = "en" if name.startswith("demo_en") else "ru"
+        assert len(df) and (df["language"] == lang).all() and (df["source"] == "original").all()
+        assert df["text"].str.len().gt(0).all()
+    for corpus in ("demo_en", "demo_ru"):
+        assert set(frames[f"{corpus}_train"]["label"]) == set(CLASSES)
+        ids = [set(frames[f"{corpus}_{s}"]["utt_id"]) for s in ("train", "dev", "test")]
+        assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]), "splits overlap"
+    wav, sr = sf.read(frames["demo_ru_train"]["audio_path"].iloc[0])
+    assert sr == 16000 and wav.ndim == 1 and np.abs(wav).max() > 0.01
+    assert (dirs.manifests / "skips.csv").exists()
+
+
+def test_02_stores_features_for_every_utterance(smoke_run):
+    from bber_utils.features import FeatureStore
+
+    dirs, _ = smoke_run
+    stores = {p.name.split("-")[0]: FeatureStore(p) for p in dirs.features.iterdir() if p.is_dir()}
+    assert {"audio", "text"} <= set(stores)
+    ids = pd.concat([load_manifest(p) for p in dirs.manifests.glob("*.parquet")])["utt_id"]
+    for modality, store in stores.items():
+        for utt in ids:
+            x = store[utt]
+            assert x.ndim == 2 and x.shape[0] >= 1 and x.shape[1] == store.dim and np.isfinite(x).all()
+
+
+def test_03_sds_merges_same_label_partners(smoke_run):
+    dirs, _ = smoke_run
+    for corpus in ("demo_en", "demo_ru"):
+        df = load_manifest(dirs.sds / f"{corpus}_train_sds.parquet")
+        merged = df[df["source"] == "sds"]
+        assert len(merged), f"{corpus}: nothing merged"
+        by_id = df.set_index("utt_id")
+        for row in merged.itertuples():
+            parts = row.components.split(";")
+            assert len(parts) >= 2 and set(by_id.loc[parts, "label"]) == {row.label}
+            assert by_id.loc[parts[0], "duration_s"] < row.duration_s <= 8.0 + 0.01
+
+
+def test_04_tug_speaks_every_emotion_in_both_languages(smoke_run):
+    dirs, _ = smoke_run
+    for lang in ("en", "ru"):
+        df = load_manifest(dirs.tug / f"tug_{lang}.parquet")
+        assert (df["source"] == "tug").all() and (df["language"] == lang).all() and (df["split"] == "train").all()
+        assert set(df["label"]) == set(CLASSES)
+        for path in df["audio_path"]:
+            wav, sr = sf.read(path)
+            assert sr == 16000 and np.sqrt(np.mean(wav ** 2)) > 1e-3, f"silent synthetic clip {path}"
+
+
+def test_05_soft_labels_are_valid_distributions_with_the_true_label_highest(smoke_run):
+    dirs, _ = smoke_run
+    table = pd.read_parquet(dirs.ls_llm / "soft_labels.parquet")
+    train = pd.concat([load_manifest(p) for p in dirs.manifests.glob("*_train.parquet")])
+    assert set(train["utt_id"]) <= set(table["utt_id"])
+    probs = table[list(CLASSES)].to_numpy(float)
+    assert np.allclose(probs.sum(1), 1, atol=1e-4) and (probs >= 0).all()
+    truth = train.set_index("utt_id").loc[table["utt_id"], "label"].map(CLASSES.index).to_numpy()
+    assert (probs.argmax(1) == truth).all()
+    assert {"backend", "model", "prompt_version"} <= set(table.columns)
+
+
+def test_06_training_run_folder(smoke_run):
+    dirs, _ = smoke_run
+    runs = [p for p in dirs.train.iterdir() if p.is_dir() and not p.name.startswith("_")
+            and (p / "metrics.json").exists()]
+    # notebook 06's own run (the study's runs keep 06_train.ipynb, or train.log with the process runner)
+    trained = [p for p in runs if not (p / "06_train.ipynb").exists() and not (p / "train.log").exists()]
+    assert len(trained) == 1, f"notebook 06's run folder: {trained}"
+    m = json.loads((trained[0] / "metrics.json").read_text())
+    assert {"run", "model", "seed", "config", "git_commit", "wall_time_s", "best_epoch", "metrics"} <= set(m)
+    for corpus in ("demo_en", "demo_ru"):
+        for split in ("dev", "test"):
+            s = m["metrics"][corpus][split]
+            assert 0 <= s["wf1"] <= 1 and np.array(s["confusion"]).shape == (7, 7)
+            assert s["mean"] == pytest.approx(np.mean([s[k] for k in ("uar", "war", "mf1", "wf1")]))
+    assert {"audio_only", "text_only"} <= set(m["unimodal"])
+    assert (trained[0] / "best.pt").exists() and (trained[0] / "history.csv").exists()
+
+
+def test_07_and_08_study_table_and_figures(smoke_run):
+    dirs, _ = smoke_run
+    study = pd.read_csv(dirs.root / "ablations" / "study.csv")
+    settings = json.loads((dirs.root / "ablations" / "settings.json").read_text())
+    assert {(s["study"], s["setting"]) for s in settings} == set(zip(study["study"], study["setting"]))
+    assert {"modality", "fusion"} <= set(study["study"]) and study["wf1"].between(0, 1).all()
+    assert study["runs"].str.len().gt(0).all() and study["dev_mean"].between(0, 1).all()
+    for name in ("08_confusion_best.png", "08_ablation_wf1.png", "08_ablation_uar.png"):
+        assert (dirs.figures / name).stat().st_size > 5000, name
+    table = (dirs.figures / "08_study_table.md").read_text(encoding="utf-8")
+    assert "| study | setting | seeds |" in table and "synthetic demo corpus" in table
+    outs = json.dumps(_outputs(dirs.notebooks / "08_results.ipynb"))
+    assert "not published" in outs and "Conclusions" in nbformat.read(
+        str(dirs.notebooks / "08_results.ipynb"), as_version=4).cells[-1].source
+    assert "**What fusion adds.** BiFormer \\u2212 audio only" in outs and "of 3 seeds" not in outs  # computed
+    assert "ahead on" in outs and "of 1 seeds" in outs  # the smoke study has one seed
+    assert "**Findings**" in table
+
+
+def test_07_reuses_the_run_of_notebook_06(smoke_run):
+    """"all" and the listed corpora hash alike: notebook 06's run is one of the study's runs, trained once
+    (the study's own runs keep 06_train.ipynb, or train.log with the process runner)."""
+    dirs, _ = smoke_run
+    study = pd.read_csv(dirs.root / "ablations" / "study.csv")
+    own = [p.name for p in dirs.train.iterdir() if (p / "metrics.json").exists() and not p.name.startswith("_")
+           and not (p / "06_train.ipynb").exists() and not (p / "train.log").exists()]
+    assert own and set(own) <= set(";".join(study["runs"]).split(";"))
+
+
+def test_09_predicts_demo_clips_with_three_views(smoke_run):
+    dirs, _ = smoke_run
+    assert (dirs.figures / "09_inference_probabilities.png").exists()
+    html = "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(dirs.notebooks / "09_inference.ipynb"))
+    assert "true label" in html and any(c in html for c in CLASSES)

@@ -1,0 +1,71 @@
+"""Faults (issue 18): a killed extraction loses only what was not flushed (the store flushes by time as well as"""
+
+from __future__ import annotations
+
+import warnings
+import numpy as np
+import pytest
+import soundfile as sf
+from bber_utils import cli
+from bber_utils.core.labels import CLASSES
+from bber_utils.predict import predictor
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def _checkpoint(path):
+    import torch
+
+    from bber_utils.features import build_audio_encoder
+    from bber_utils.models import build_model
+    from bber_utils.models.config import ModelConfig
+
+    d = build_audio_encoder("logmel").dim
+    cfg = ModelConfig.from_dict({"hidden_dim": 8, "num_heads": 2, "num_layers": 1, "gated_dim": 8, "mamba_layers": 1,
+                                 "out_features": 8, "model": "audio_only"})
+    torch.manual_seed(0)
+    model = build_model("audio_only", cfg, d, 1)
+    torch.save({"model": model.state_dict(), "model_name": "audio_only", "d_in": d, "model_config": cfg.to_dict(),
+                "features": {"audio_encoder": "logmel", "text_encoder": "hashgram", "audio_pool": 4},
+                "config": {}}, path)
+    return path
+
+
+def _tone(path, seconds, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.2 * np.sin(2 * np.pi * (200 + 20 * t) * t)).astype(np.float32), sr)
+    return path
+
+
+def test_long_recordings_warn_and_can_be_windowed(tmp_path):
+    pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
+    long = _tone(tmp_path / "long.wav", predictor.LONG_SECONDS + 2)
+    with pytest.warns(UserWarning, match=r"long.wav: 62 s long \(> 60 s\).*--window"):
+        pred.predict([long])
+    clip = _tone(tmp_path / "clip.wav", 25)
+    (out,) = pred.predict([clip], window_s=10)
+    wins = out.extra["windows"]
+    assert [(w["start_s"], w["end_s"]) for w in wins] == [(0, 10), (10, 20), (20, 25)]
+    mean = np.average([w["fused"] for w in wins], axis=0, weights=[10, 10, 5])
+    assert np.allclose(out.fused, mean, atol=1e-5) and out.label == CLASSES[int(np.argmax(mean))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # windowed: no long-clip warning
+        pred.predict([long], window_s=10)
+
+
+def test_predict_window_on_the_command_line_prints_windows(tmp_path, capsys):
+    import json
+
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    clip = _tone(tmp_path / "clip.wav", 12)
+    assert cli.main(["predict", str(clip), "--checkpoint", str(ckpt), "--window", "5", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(row["windows"]) == 3 and row["label"]
+
+
+def test_predict_workdir_creates_no_folders(tmp_path, capsys):
+    clip = _tone(tmp_path / "clip.wav", 1)
+    target = tmp_path / "X"
+    target.mkdir()
+    rc = cli.main(["predict", str(clip), "--workdir", str(target)])
+    assert rc == 2 and "no trained model under" in capsys.readouterr().err
+    assert list(target.iterdir()) == []

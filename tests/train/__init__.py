@@ -1,0 +1,1 @@
+"""Tests of bber_utils.train."""

@@ -1,0 +1,103 @@
+"""``TrainConfig.check``: every key of the trainer gets a type and range check before any data is read, and one
+line names every bad key (issue 25: values that passed the check used to fail deep inside training)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bber_utils.core.errors import ConfigError
+from bber_utils.train import TrainConfig
+
+# One bad value per field: the test below fails when a field is added without a check.
+BAD = {
+    "workdir": "", "seed": 1.5, "device": "gpu", "model": "biformerr", "train_corpora": [],
+    "run_name": "../elsewhere", "sds_ratio": 1.5, "sds_target_seconds": 0.0, "sds_max_seconds": float("nan"),
+    "tug_ratio": -0.5, "tug_mode": "per-class", "ls_llm_p": 1.5, "soft_labels": "", "label_smoothing": 1.0,
+    "augment_unimodal": "false", "balanced_sampling": 1, "class_weight_power": float("inf"),
+    "audio_encoder": "wav2vecc", "text_encoder": "e5-wordz", "audio_layer": 2.5, "text_max_tokens": 0,
+    "text_context": -1, "text_context_mode": "avg", "text_trust_remote_code": "yes", "text_code_revision": 7,
+    "feature_device": "gpu", "feature_batch_size": 0, "audio_pool": 0, "epochs": 2.5, "batch_size": "1e9",
+    "eval_batch_size": 0, "lr": -1, "weight_decay": float("nan"), "scheduler": "cosin", "warmup_ratio": 1.5,
+    "patience": 0, "grad_clip": -1.0, "amp": "fp8", "unimodal_epochs": -1, "unimodal_lr": float("inf"),
+    "oof_folds": 1, "hidden_dim": 0, "num_heads": 3, "num_layers": -1, "mamba_layers": 1.5, "mamba_d_state": 0,
+    "mamba_d_conv": 0, "bimamba_layers": -2, "graph_heads": 0, "graph_conv": "gcn", "graph_segments": -1,
+    "gated_dim": 0, "out_features": 0, "dropout": 1.5, "norm_first": "no", "ff_expansion": -1,
+    "freeze_encoders": None, "resume": "true", "interrupt_after": -1, "progress": 2, "num_threads": -1,
+    "compile": "no",
+}
+
+
+def test_every_field_has_a_bad_value_here():
+    assert set(BAD) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_every_field_is_checked(key):
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig.from_dict({key: BAD[key]})
+    msg = str(exc.value)
+    assert key in msg and "\n" not in msg, msg
+
+
+def test_every_bad_key_is_named_in_one_line():
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig.from_dict({"epochs": float("inf"), "lr": -1, "dropout": 1.5, "seed": 1.5})
+    msg = str(exc.value)
+    for needle in ("epochs must be an integer (got inf)", "lr must be > 0 (got -1)", "dropout must be in [0, 1)",
+                   "seed must be an integer (got 1.5)"):
+        assert needle in msg, msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"hidden_dim": 10, "num_heads": 3}, "hidden_dim 10 is not divisible by num_heads 3"),
+    ({"hidden_dim": 30}, "hidden_dim 30 is not divisible by num_heads 16"),   # ModelConfig's default heads
+    ({"sds_target_seconds": 6.0, "sds_max_seconds": 4.0}, "sds_max_seconds (4.0) must be >= sds_target_seconds"),
+    ({"audio_layer": 3}, "audio_layer"),                                      # logmel has no layers
+    ({"train_corpora": ["demo_en", "demo_en"]}, "train_corpora"),
+    ({"run_name": "a/b"}, "run_name"),
+])
+def test_keys_checked_together(values, needle):
+    with pytest.raises(ConfigError, match=None) as exc:
+        TrainConfig.from_dict(values)
+    assert needle in str(exc.value), exc.value
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"lr": "1e-4"}, {"unimodal_lr": "2e-3"}, {"train_corpora": ["demo_en", "demo_ru"]},
+    {"train_corpora": "demo_en"}, {"train_corpora": None}, {"device": "cuda:1"}, {"feature_device": "mps"},
+    {"seed": 0}, {"hidden_dim": 32, "num_heads": 4}, {"norm_first": True}, {"unimodal_epochs": None},
+    {"audio_encoder": "owner/model", "audio_layer": -1}, {"run_name": "my-run_1.2"},
+])
+def test_good_values_pass(values):
+    TrainConfig.from_dict(values)
+
+
+def test_numbers_that_yaml_reads_as_text_are_numbers():
+    """``lr=1e-4`` is the string '1e-4' to YAML 1.1: a float key takes it as the number (its run name is that of
+    0.0001); an integer key does not guess (``batch_size=1e9`` is refused above)."""
+    tc = TrainConfig.from_dict({"lr": "1e-4"})
+    assert tc.lr == 1e-4 and isinstance(tc.lr, float)
+    assert tc.identity() == TrainConfig.from_dict({"lr": 0.0001}).identity()
+
+
+def test_the_profiles_pass():
+    from bber_utils.core.profiles import load_profile
+
+    for name in ("smoke", "demo", "paper"):
+        TrainConfig.from_dict(load_profile(name))
+
+
+@pytest.mark.parametrize("value", ["false", "no", "0"])
+def test_augment_unimodal_given_as_text_is_refused(value):
+    """A quoted "false" (profile or --set) is a truthy string: stage 1 of an augmented fusion model would train
+    on the augmented rows under a run name that says augment_unimodal: "false". One clear error instead."""
+    from bber_utils.core.errors import ConfigError
+    from bber_utils.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="augment_unimodal"):
+        TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": value})
+    assert TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": False}).stage1_config() \
+        .sds_ratio == 0.0
