@@ -192,7 +192,7 @@ def test_progress_line_estimates_from_the_last_run(tmp_path):
 def test_each_notebook_kernel_gets_its_own_ipc_socket_path():
     """07 runs two notebooks at once: kernels sharing jupyter_client's default IPC path ("kernel-ipc" in the
     working folder) bind each other's sockets and reject each other's messages ("Invalid Signature")."""
-    from bber_utils.pipeline import REPO_ROOT
+    from bber_utils.core.paths import REPO_ROOT
     from bber_utils.core.papermill import _local_kernel_manager
 
     cls = _local_kernel_manager()
