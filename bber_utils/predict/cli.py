@@ -15,7 +15,7 @@ clip's probabilities are their mean, weighted by window length. Every window get
 is given, else its own ASR transcript.
 
 Dialogue context: a model trained with ``text_context: k`` reads the previous turns of the clip's dialogue before
-its transcript, as in training (``bber_utils.context``): ``--context TURN`` (repeatable, oldest first; every clip),
+its transcript, as in training (``bber_utils.features.context``): ``--context TURN`` (repeatable, oldest first; every clip),
 a CSV ``context`` column (one turn, or a JSON list of turns) or ``Predictor.predict(..., contexts=)``; the last k
 are used, and none is needed.
 

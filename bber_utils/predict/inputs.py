@@ -89,7 +89,7 @@ def _context_cell(cell: str, where: str) -> list[str]:
 
 
 def manifest_contexts(df, k: int) -> list[list[str]]:
-    """Each manifest row's previous turns (texts, oldest first, at most ``k``; ``bber_utils.context``)."""
+    """Each manifest row's previous turns (texts, oldest first, at most ``k``; ``bber_utils.features.context``)."""
 
     previous = context_map(df, int(k))
     text_of = dict(zip(df["utt_id"].astype(str), df["text"].astype(str)))

@@ -80,7 +80,7 @@ class Predictor:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
             dim = self._encoder_dim(what)
             if what == "text" and dim and self.context_k:
-                dim = int(dim) + 1  # the context flag column (bber_utils.context)
+                dim = int(dim) + 1  # the context flag column (bber_utils.features.context)
             if want and dim and int(dim) != int(want):
                 raise CheckpointError(f"{self.checkpoint}: the model expects {what} features of width {want} "
                                       f"but its {what} encoder gives {dim}")
@@ -231,7 +231,7 @@ def text_features(encoder, texts: list[str], contexts: list[list[str]] | None, k
                   mode: str = "steps") -> list[np.ndarray]:
     """The text branch's inputs: each text's (T, D) features, or with ``k > 0`` (a run trained with
     ``text_context: k``) the last k of ``contexts[i]`` (previous turns, oldest first; blank ones dropped) before
-    it with the flag column -> (T_ctx + T, D + 1), as in training (``bber_utils.context``)."""
+    it with the flag column -> (T_ctx + T, D + 1), as in training (``bber_utils.features.context``)."""
 
     feats = [np.asarray(f, np.float32) for f in encoder.encode(list(texts))]
     if not k:

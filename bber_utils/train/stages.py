@@ -138,7 +138,7 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     stage1_train = splits["train"]  # stage 1 trains on the (augmented) train split itself ...
     if tc.stage1_config() is not tc:  # ... or on the original rows (TrainConfig.stage1_config)
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
-    if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.context)
+    if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.features.context)
 
         stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
     soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")

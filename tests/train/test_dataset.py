@@ -1,4 +1,4 @@
-"""bber_utils.data: dataset, collate, samplers, soft targets and the soft-target loss."""
+"""bber_utils.train: the dataset, collate, samplers, soft targets and the soft-target loss (dataset, samplers, loss)."""
 
 from collections import Counter
 from pathlib import Path
