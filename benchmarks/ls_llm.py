@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 REFERENCE_DIR = REPO.parent / "shared" / "data" / "reference_llm_labels"
 
 SENTENCES = [
@@ -41,7 +41,7 @@ def _requests(n: int):
 def bench_logits_vs_generate(hidden: int, layers: int, n: int, new_tokens: int, batch_size: int, repeats: int,
                              class_words_in_vocab: bool = True):
     import torch
-    from test_llm import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm
 
     from bber_utils.augment.ls_llm import GenerateLabeller, LogitLabeller
     from bber_utils.synthesis.llm import build_llm
