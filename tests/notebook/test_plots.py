@@ -1,4 +1,4 @@
-"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+"""The figures: byte-identical for the same numbers, labelled axes and units, the findings forest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's study table, the published figures and notebook 08's results file cannot drift apart; PNGs are"""
+"""Notebook 06's walkthrough (shapes, metrics, convergence) and the ratio explorer widget."""
 
 from __future__ import annotations
 

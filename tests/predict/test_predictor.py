@@ -1,4 +1,4 @@
-"""Faults (issue 18): a killed extraction loses only what was not flushed (the store flushes by time as well as"""
+"""The predictor on long recordings (a warning, windows) and a work folder it must not write into."""
 
 from __future__ import annotations
 

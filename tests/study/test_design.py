@@ -1,4 +1,4 @@
-"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+"""The paper's study: its settings, and its reported numbers beside ours."""
 
 from __future__ import annotations
 

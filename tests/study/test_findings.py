@@ -1,4 +1,4 @@
-"""The README's study table, the published figures and notebook 08's results file cannot drift apart; PNGs are"""
+"""Findings seed by seed: which differences count as findings, and notebook 08's conclusions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+"""The run registry: every metrics.json as one table, unreadable runs named, `bber results`' checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's study table, the published figures and notebook 08's results file cannot drift apart; PNGs are"""
+"""The README's study table and the published figures come from notebook 08's file and cannot drift apart."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review 19: defects found in the stage-1 sharing, the study scheduler and the seed-by-seed findings."""
+"""The study's schedule: runs sharing a stage 1 wait for the first of them, which trains every modality."""
 
 from __future__ import annotations
 

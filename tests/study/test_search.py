@@ -1,4 +1,4 @@
-"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+"""Augmentation-ratio search chooses on dev only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run registry, summaries with confidence intervals, resumable sweeps and dev-only ratio search."""
+"""Summaries over seeds (Student-t intervals), never pooling other settings; seed-by-seed comparisons."""
 
 from __future__ import annotations
 
