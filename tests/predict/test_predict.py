@@ -172,17 +172,9 @@ def tiny_workdir(tmp_path_factory):
     return wd
 
 
-@pytest.fixture
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 @pytest.mark.parametrize("model", __import__("bber_utils.models", fromlist=["MODEL_NAMES"]).MODEL_NAMES)
-def test_every_trainable_model_predicts(tiny_workdir, model, option, _one_thread, recwarn):
+def test_every_trainable_model_predicts(tiny_workdir, model, option, one_torch_thread, recwarn):
     """Each model x option trains (1 epoch, tiny) and predicts a clip without and with a previous turn; a model
     trained with text_context reads the turn (its text-branch output changes), another one warns it is unused."""
     from bber_utils.train import train

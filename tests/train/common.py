@@ -54,3 +54,28 @@ def tiny_config(wd, **kw):
                 batch_size=8, lr=3e-3, patience=5, warmup_ratio=0.1, progress=False, **TINY)
     base.update(kw)
     return base
+
+
+def tone_wav(path: Path, freq: float, seconds: float = 0.3) -> None:
+    import soundfile as sf
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+
+
+
+def real_workdir(tmp_path: Path) -> Path:
+    """One corpus with wavs and transcripts, as ``bber prepare`` leaves it."""
+    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(2, 1, 1))
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for split in ("train", "dev", "test"):
+        path = wd / "manifests" / f"demo_en_{split}.parquet"
+        df = pd.read_parquet(path)
+        for i, row in df.iterrows():
+            wav = wavs / f"{row['utt_id']}.wav"
+            tone_wav(wav, 150 + 60 * CLASSES.index(row["label"]))
+            df.loc[i, "audio_path"] = str(wav)
+            df.loc[i, "text"] = f"{row['label']} words {i}"
+        save_manifest(df, path)
+    return wd

@@ -20,32 +20,10 @@ import bber_utils.train as T
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.core.labels import CLASSES
 from bber_utils.train import inputs
-from tests.train.common import FakeStore, tiny_config, features_for, make_workdir
+from tests.train.common import FakeStore, features_for, make_workdir, real_workdir, tiny_config, tone_wav
 
 
 # ----------------------------------------------------------------------------- real stores, real re-preparing
-def _tone(path: Path, freq: float, seconds: float = 0.3) -> None:
-    import soundfile as sf
-
-    t = np.arange(int(16000 * seconds)) / 16000
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
-
-
-def _real_workdir(tmp_path: Path) -> Path:
-    """One corpus with wavs and transcripts, as ``bber prepare`` leaves it."""
-    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(2, 1, 1))
-    wavs = tmp_path / "wavs"
-    wavs.mkdir()
-    for split in ("train", "dev", "test"):
-        path = wd / "manifests" / f"demo_en_{split}.parquet"
-        df = pd.read_parquet(path)
-        for i, row in df.iterrows():
-            wav = wavs / f"{row['utt_id']}.wav"
-            _tone(wav, 150 + 60 * CLASSES.index(row["label"]))
-            df.loc[i, "audio_path"] = str(wav)
-            df.loc[i, "text"] = f"{row['label']} words {i}"
-        save_manifest(df, path)
-    return wd
 
 
 def _real_cfg(wd, **kw):
@@ -69,7 +47,7 @@ def _assert_fusion_uses(run, modality: str) -> None:
 
 
 def test_changed_transcripts_train_again(tmp_path):
-    wd = _real_workdir(tmp_path)
+    wd = real_workdir(tmp_path)
     r1 = T.train(_real_cfg(wd))
     path = wd / "manifests" / "demo_en_train.parquet"
     df = pd.read_parquet(path)
@@ -93,10 +71,10 @@ def test_changed_transcripts_train_again(tmp_path):
 
 
 def test_a_changed_clip_trains_the_audio_model_again(tmp_path):
-    wd = _real_workdir(tmp_path)
+    wd = real_workdir(tmp_path)
     r1 = T.train(_real_cfg(wd))
     df = pd.read_parquet(wd / "manifests" / "demo_en_train.parquet")
-    _tone(Path(df["audio_path"].iloc[0]), 440.0, seconds=0.5)  # a fixed clip, same path and manifest row
+    tone_wav(Path(df["audio_path"].iloc[0]), 440.0, seconds=0.5)  # a fixed clip, same path and manifest row
     with pytest.warns(UserWarning, match="the data changed since this model was trained"):
         r2 = T.train(_real_cfg(wd))
     f1, f2 = r1.metrics["unimodal_folders"], r2.metrics["unimodal_folders"]
@@ -247,7 +225,7 @@ def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, mon
     """``run_one`` (``bber sweep``, notebook 07) reused any run with a ``metrics.json``: after re-preparing with fixed
     transcripts a sweep reported the old model. It now compares the run's data fingerprint with the data's."""
     from bber_utils.study import runner
-    wd = _real_workdir(tmp_path)
+    wd = real_workdir(tmp_path)
     trained = []
 
     def in_process(name, run_dir, cfg):

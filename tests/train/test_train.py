@@ -12,7 +12,7 @@ import bber_utils.train as T
 from bber_utils.train import crossfit, inputs, loop
 from bber_utils.corpora.manifest import save_manifest
 from bber_utils.core.labels import CLASSES
-from tests.train.common import FakeStore, features_for, make_workdir, tiny_config
+from tests.train.common import FakeStore, features_for, make_workdir, real_workdir, tiny_config
 
 
 
@@ -422,22 +422,7 @@ def test_cli_trains_with_overrides(tmp_path, fake_features, capsys):
 
 def test_train_on_real_feature_stores(tmp_path):
     """No fakes: log-mel and hashgram features extracted from wavs into <workdir>/features by train itself."""
-    import soundfile as sf
-
-    wd = make_workdir(tmp_path, corpora=("demo_en",), per_class=(2, 1, 1))
-    wavs = tmp_path / "wavs"
-    wavs.mkdir()
-    for split in ("train", "dev", "test"):
-        path = wd / "manifests" / f"demo_en_{split}.parquet"
-        df = pd.read_parquet(path)
-        for i, row in df.iterrows():
-            y = CLASSES.index(row["label"])
-            t = np.arange(int(16000 * 0.3)) / 16000
-            wav = wavs / f"{row['utt_id']}.wav"
-            sf.write(wav, (0.3 * np.sin(2 * np.pi * (150 + 60 * y) * t)).astype(np.float32), 16000)
-            df.loc[i, "audio_path"] = str(wav)
-            df.loc[i, "text"] = f"{row['label']} words {i}"
-        save_manifest(df, path)
+    wd = real_workdir(tmp_path)
     res = T.train(tiny_config(wd, epochs=1, unimodal_epochs=1, audio_encoder="logmel", text_encoder="hashgram",
                        text_max_tokens=8, audio_pool=2))
     assert sorted(p.name.split("-")[0] for p in (wd / "features").iterdir()) == ["audio", "text"]
