@@ -89,7 +89,8 @@ def plan_run(params: dict[str, Any], workdir: str | os.PathLike,
     dirs = run_dirs(workdir)
     declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
+    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared},
+                                                           dirs.root)
     params["run_name"] = name
     keep = declared | {"workdir", "run_name"}
     cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}

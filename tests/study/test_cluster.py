@@ -267,7 +267,8 @@ def test_the_paper_profiles_example_block_is_valid():
              if line.startswith("# slurm: {")]
     assert len(lines) == 1
     block = yaml.safe_load(lines[0][2:])["slurm"]
-    assert cluster.slurm_settings(block)["gpus_per_node"] == 1 and set(block) == set(cluster.SLURM_DEFAULTS) - {"cluster"}
+    assert cluster.slurm_settings(block)["gpus_per_node"] == 1
+    assert set(block) == set(cluster.SLURM_DEFAULTS) - {"cluster"}
 
 
 # ---------------------------------------------------------------------------------- a real smoke study
