@@ -14,7 +14,9 @@ calls. submitit (an optional extra) is imported inside the functions that use it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -97,8 +99,9 @@ def check(block: Any) -> dict[str, Any]:
     import_submitit()
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if settings["cluster"] == "slurm" and missing:
-        raise ConfigError(f"slurm.cluster is 'slurm' but {' and '.join(missing)} is not on this machine's PATH: run "
-                          f"it on the cluster's login node, or set slurm: {{cluster: local}} to run the jobs here")
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"slurm.cluster is 'slurm' but {' and '.join(missing)} {verb} not on this machine's PATH: "
+                          f"run it on the cluster's login node, or set slurm: {{cluster: local}} to run the jobs here")
     return settings
 
 
@@ -224,9 +227,15 @@ class _Driver:
     def _submit(self, tasks: list[Task]) -> None:
         """One array (``executor.batch``) of the ready tasks; each job's id goes to ``train/<run>/submitit.json``."""
         jobs = []
-        with self.executor.batch():
-            for task in tasks:
-                jobs.append(self.executor.submit(self.job, task.params, self.workdir))
+        try:  # submitit prints sbatch's complaint and raises it: one line instead
+            with contextlib.redirect_stderr(io.StringIO()), self.executor.batch():
+                for task in tasks:
+                    jobs.append(self.executor.submit(self.job, task.params, self.workdir))
+        except Exception as exc:  # noqa: BLE001 - sbatch refused them: a partition, a limit, a resource
+            more = (f"; the {len(self.running)} job(s) submitted before keep running: run the same command again "
+                    f"once it is fixed" if self.running else "")
+            raise ConfigError(f"{self.settings['cluster']} refused the jobs: {_reason(str(exc))}; check the slurm "
+                              f"block against the cluster (sinfo){more}") from None
         for task, job in zip(tasks, jobs):
             task.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(task.run_dir / RECORD, json.dumps(

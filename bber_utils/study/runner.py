@@ -212,13 +212,17 @@ def run_on_cluster(jobs: list[dict[str, Any]], workdir: str | os.PathLike, slurm
     settings = cluster.check(slurm)
     runner = runner or functools.partial(run_one, study_runner="process",
                                          nproc_per_node=max(1, settings["gpus_per_node"]))
-    tasks = []
+    tasks: dict[str, cluster.Task] = {}  # a setting listed twice is one run
+    folders = []
     for params in jobs:
         name, run_dir, full, cfg = plan_run(params, workdir)
-        tasks.append(cluster.Task(name, run_dir, full, _finished_with_this_data(run_dir, cfg)))
+        if name not in tasks:
+            tasks[name] = cluster.Task(name, run_dir, full, _finished_with_this_data(run_dir, cfg))
+        folders.append(run_dir)
     folder = run_dirs(workdir).root / "submitit"
-    cluster.run_groups(group_jobs(tasks, lambda t: t.params), workdir, folder, settings, runner, progress)
-    return [t.run_dir for t in tasks]
+    cluster.run_groups(group_jobs(list(tasks.values()), lambda t: t.params), workdir, folder, settings, runner,
+                       progress)
+    return folders
 
 
 def _unimodal_group(params: dict[str, Any]) -> tuple:

@@ -72,7 +72,7 @@ def test_submitit_missing_is_one_line_with_the_install_command(monkeypatch):
 
 def test_no_slurm_here_is_one_line(monkeypatch):
     monkeypatch.setattr(cluster.shutil, "which", lambda tool: None)
-    with pytest.raises(ConfigError, match="sbatch and srun is not on this machine's PATH.*cluster: local"):
+    with pytest.raises(ConfigError, match="sbatch and srun are not on this machine's PATH.*cluster: local"):
         cluster.check({"partition": "gpu"})
 
 
@@ -92,11 +92,17 @@ def test_bber_reproduce_checks_the_slurm_block_before_notebook_01():
     assert validate_request("smoke", None, None, {"study_runner": "submitit", "slurm": {"cluster": "local"}})
 
 
+def _stand_in_slurm(folder: Path, monkeypatch, sbatch: str = "exit 0") -> None:
+    """``srun`` and ``sbatch`` scripts on PATH (there is no SLURM here)."""
+    for tool, body in (("srun", "exit 0"), ("sbatch", sbatch)):
+        (folder / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
 def test_the_job_script_asks_slurm_for_the_blocks_resources(tmp_path, monkeypatch):
-    """The sbatch script submitit would submit (a stand-in ``srun`` on PATH: there is no SLURM here)."""
-    (tmp_path / "srun").write_text("#!/bin/sh\n")
-    (tmp_path / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    """The sbatch script submitit would submit."""
+    _stand_in_slurm(tmp_path, monkeypatch)
     settings = cluster.slurm_settings({"partition": "gpu", "gpus_per_node": 2, "cpus_per_task": 8, "timeout_min": 720,
                                        "mem_gb": 32, "array_parallelism": 3})
     executor = cluster.make_executor(tmp_path / "jobs", settings)
@@ -105,6 +111,17 @@ def test_the_job_script_asks_slurm_for_the_blocks_resources(tmp_path, monkeypatc
                  "--nodes=1", "--ntasks-per-node=1", "--signal=USR2"):
         assert f"#SBATCH {line}" in script, line
     assert executor._executor.parameters["array_parallelism"] == 3
+
+
+def test_sbatch_refusing_the_jobs_is_one_line(tmp_path, monkeypatch, capsys):
+    _stand_in_slurm(tmp_path, monkeypatch, "echo 'sbatch: error: invalid partition specified: gpux' >&2\n"
+                                           "echo 'sbatch: error: Batch job submission failed' >&2\nexit 1")
+    jobs = [{"model": m, "seed": 1, "train_corpora": ["x"]} for m in ("biformer", "bimamba")]
+    with pytest.raises(ConfigError) as err:
+        runner.run_on_cluster(jobs, tmp_path / "w", {"partition": "gpux"}, cluster_fake_run, progress=False)
+    assert str(err.value) == ("slurm refused the jobs: sbatch: error: invalid partition specified: gpux; check the "
+                              "slurm block against the cluster (sinfo)")
+    assert "sbatch" not in capsys.readouterr().err  # not submitit's print of it as well
 
 
 def test_a_multi_gpu_job_trains_under_torchrun(tmp_path, monkeypatch):
@@ -251,7 +268,8 @@ def test_bber_sweep_launcher_submitit_runs_jobs_and_names_the_failed_run(tmp_pat
     wd = make_workdir(tmp_path)
     profile = tmp_path / "p.yaml"
     profile.write_text(f"workdir: {wd}\nslurm: {{cluster: local}}\n")
-    argv = ["sweep", "--profile", str(profile), "--seeds", "1", "--launcher", "submitit", "model=biformer,bimamba"]
+    argv = ["sweep", "--profile", str(profile), "--seeds", "1", "--launcher", "submitit",
+            "model=biformer,bimamba,biformer"]  # biformer twice: one run
     (wd / "fail-s1-bimamba").touch()
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
