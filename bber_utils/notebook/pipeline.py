@@ -24,6 +24,7 @@ from bber_utils.core.fileio import atomic_write_text, check_writable
 from bber_utils.core.paths import REPO_ROOT, run_dirs
 from bber_utils.core.profiles import load_profile, profile_path
 from bber_utils.core.provenance import environment
+from bber_utils.study import cluster
 from bber_utils.study.runner import _check_study_runner
 from bber_utils.train import TrainConfig
 
@@ -165,7 +166,7 @@ def known_parameters(params: dict[str, Any], notebooks: list[Path] | None = None
     """Every key ``--set`` may name: the profile's keys, the parameters any notebook declares, and the training
     keys (notebook 07 passes the whole profile to its training runs)."""
 
-    keys = set(params) | {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = set(params) | {f.name for f in dataclasses.fields(TrainConfig)} | {"slurm"}  # 07's submitit resources
     for nb in notebooks if notebooks is not None else list_notebooks():
         keys |= papermill.declared_parameters(nb)
     return keys - {"profile_params"}
@@ -186,8 +187,9 @@ def validate_request(profile: str, from_: str | None, only: list[str] | None,
     params.update(overrides or {})
     TrainConfig.from_dict(params)
     if "study_runner" in params:  # notebook 07's runner, checked here rather than after notebooks 01-06
-
         _check_study_runner(params["study_runner"])
+        if params["study_runner"] == "submitit":  # its slurm block, submitit and sbatch too
+            cluster.check(params.get("slurm"))
     return params
 
 

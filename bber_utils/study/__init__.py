@@ -4,7 +4,9 @@ The files, bottom-up:
 
     registry.py   load_registry: every train/<run>/metrics.json as one table; run_name_for
     stats.py      summarize (mean, std, 95 % CI over seeds), study_table, paired_difference, compare_rows, compare_to
-    runner.py     run_one (bber train in a child process, or notebook 06 by papermill), run_sweep, expand_grid
+    cluster.py    the slurm block's checks, run_groups: runs as submitit jobs (SLURM or local), RunsFailed
+    runner.py     run_one (bber train in a child process, or notebook 06 by papermill), run_sweep, expand_grid,
+                  run_on_cluster (study_runner submitit: cluster.run_groups)
     schedule.py   run_study: a study's runs on N workers, each seed's shared stage 1 trained once
     search.py     grid_search, greedy_search: augmentation ratios chosen on dev only
     design.py     paper_study (the settings of the paper's study), PAPER_REPORTED, paper_table
@@ -17,6 +19,7 @@ This ``__init__`` only re-exports. To replace a function in a test, patch it in 
 (``bber_utils.study.runner.run_one``): the others call it through that module.
 """
 
+from bber_utils.study.cluster import SLURM_DEFAULTS, RunsFailed
 from bber_utils.study.design import AUGMENT_NAMES, FUSION_MODELS, PAPER_REPORTED, paper_study, paper_table
 from bber_utils.study.findings import (conclusions_markdown, findings_markdown, study_comparisons, study_findings,
                                        study_report)
@@ -29,8 +32,8 @@ from bber_utils.study.search import greedy_search, grid_search
 from bber_utils.study.stats import (compare_rows, compare_to, confidence_interval, paired_difference, study_table,
                                     summarize)
 
-__all__ = ["AUGMENT_NAMES", "FUSION_MODELS", "METRICS", "PAPER_REPORTED", "SETTING_KEYS", "SETTING_NAMES",
-           "STUDY_RUNNERS", "compare_rows", "compare_to", "conclusions_markdown", "confidence_interval",
+__all__ = ["AUGMENT_NAMES", "FUSION_MODELS", "METRICS", "PAPER_REPORTED", "RunsFailed", "SETTING_KEYS",
+           "SETTING_NAMES", "SLURM_DEFAULTS", "STUDY_RUNNERS", "compare_rows", "compare_to", "conclusions_markdown", "confidence_interval",
            "expand_grid", "findings_markdown", "is_default_workdir", "greedy_search", "grid_search", "load_registry", "paired_difference",
            "paper_study", "paper_table", "paper_table_view", "publish", "read_metrics", "readme_block",
            "run_name_for", "run_one", "run_settings", "run_study", "run_sweep", "study_comparisons",

@@ -15,7 +15,7 @@ from bber_utils.core.papermill import declared_parameters
 from bber_utils.core.paths import REPO_ROOT, workdir_path
 from bber_utils.core.profiles import load_profile, resolve_cli_paths
 from bber_utils.core.provenance import compare, run_environment
-from bber_utils.study import registry, runner, stats
+from bber_utils.study import cluster, registry, runner, stats
 from bber_utils.study.readme import TABLE_FILE, readme_block, update_readme
 from bber_utils.study.registry import METRICS
 from bber_utils.train import TrainConfig, config_key_descriptions
@@ -42,6 +42,9 @@ def register_study_cli(subparsers) -> None:
     s.add_argument("--profile", default="demo", help="a profile name in configs/ or a YAML file")
     s.add_argument("--workdir", help="default: the profile's workdir")
     s.add_argument("--seeds", nargs="+", type=int, default=[42])
+    s.add_argument("--launcher", choices=("process", "submitit"), default="process",
+                   help="process: one `bber train` after another here; submitit: each run a job with the resources "
+                        "of the profile's slurm block (SLURM, or slurm: {cluster: local}); see docs/scaling.md")
     s.add_argument("grid", nargs="+", metavar="key=v1,v2,…",
                    help="values to sweep, e.g. model=biformer,bimamba; a list value in brackets: "
                         "train_corpora=[meld,resd],meld")
@@ -187,8 +190,17 @@ def _cli_sweep(args) -> int:
         grid[key] = [_yaml_value(v, item) for v in split_sweep_values(values)]
     settings = [resolve_cli_paths(g) for g in runner.expand_grid(grid)]
     workdir = args.workdir or base["workdir"]
+    if args.launcher == "submitit":
+        cluster.check(base.get("slurm"))  # the block, submitit, sbatch: before any work
     _check_sweep(base, settings, args.seeds, workdir)
-    folders = runner.run_sweep(base, settings, args.seeds, workdir) or []
+    if args.launcher == "submitit":
+        try:
+            folders = runner.run_sweep(base, settings, args.seeds, workdir, study_runner="submitit")
+        except cluster.RunsFailed as exc:
+            print(f"bber sweep: {exc}", file=sys.stderr)
+            return 1
+    else:
+        folders = runner.run_sweep(base, settings, args.seeds, workdir) or []
     reg = _cli_registry(workdir)
     reg = reg[reg["run"].isin({Path(f).name for f in folders})]  # this sweep's runs only
     if reg.empty:

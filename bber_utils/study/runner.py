@@ -1,11 +1,13 @@
 """Running one setting for each seed: ``run_one`` trains ``params`` unless its
 metrics exist — ``bber train`` in a child process (log in ``train/<run>/train.log``), or, with
 ``study_runner="notebook"``, notebook 06 executed by papermill into ``train/<run>/``; ``run_sweep`` runs every
-setting for every seed; resumable.
+setting for every seed; resumable. With ``study_runner="submitit"`` each run is a submitit job
+(``run_on_cluster``, ``cluster.run_groups``) that calls ``run_one`` with the process runner.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -18,12 +20,14 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from bber_utils.core.errors import unknown
+from bber_utils.core.errors import ConfigError, unknown
 from bber_utils.core.fileio import atomic_write_text
 from bber_utils.core.papermill import declared_parameters, run_notebook
 from bber_utils.core.paths import REPO_ROOT, run_dirs
 from bber_utils.core.progress import tqdm
-from bber_utils.study import registry
+from bber_utils.study import cluster, registry
+from bber_utils.study.registry import _augment_values
+from bber_utils.train.config import UNIMODAL_MODELS
 from bber_utils.train.stages import data_fingerprint_for
 
 
@@ -35,7 +39,7 @@ def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-STUDY_RUNNERS = ("process", "notebook")
+STUDY_RUNNERS = ("process", "notebook", "submitit")
 
 # Training processes of run_one's process runner still running (stopped on Ctrl-C by whoever catches it).
 _CHILDREN: set = set()
@@ -50,33 +54,47 @@ def _check_study_runner(study_runner: str) -> None:
 
 def run_one(params: dict[str, Any], workdir: str | os.PathLike,
             notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb",
-            study_runner: str = "process") -> Path:
+            study_runner: str = "process", nproc_per_node: int = 1) -> Path:
     """Train ``params`` unless its metrics already exist; return the run folder ``train/<run>``.
 
-    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess, its output in
-    ``<run>/train.log``; ``"notebook"``: notebook 06 executed by papermill into ``<run>/06_train.ipynb``. Both
-    get the parameters notebook 06 declares (and the run name it would give them), so both train the same run.
+    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess (``torchrun
+    --nproc_per_node N`` for ``nproc_per_node`` > 1), its output in ``<run>/train.log``; ``"notebook"``: notebook
+    06 executed by papermill into ``<run>/06_train.ipynb``. Both get the parameters notebook 06 declares (and the
+    run name it would give them), so both train the same run. (``"submitit"`` is for ``run_sweep`` /
+    ``run_study``: its jobs call this with ``"process"``.)
     """
 
     _check_study_runner(study_runner)
-    dirs = run_dirs(workdir)
-    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
-    params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
-    params["run_name"] = name
-    run_dir = dirs.train / name
-    keep = declared | {"workdir", "run_name"}
-    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    if study_runner == "submitit":
+        raise ConfigError("study_runner 'submitit' submits many runs (run_sweep, run_study); run_one trains one "
+                          "here with 'process' or 'notebook'")
+    name, run_dir, params, cfg = plan_run(params, workdir, notebook)
     if _finished_with_this_data(run_dir, cfg):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if study_runner == "notebook":
         run_notebook(Path(notebook), run_dir / "06_train.ipynb", params)
     else:
-        _train_process(name, run_dir, cfg)
+        _train_process(name, run_dir, cfg, nproc_per_node)
     if not (run_dir / "metrics.json").exists():
         raise RuntimeError(f"run {name}: training finished without writing {run_dir}/metrics.json")
     return run_dir
+
+
+def plan_run(params: dict[str, Any], workdir: str | os.PathLike,
+             notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb"):
+    """``(name, run folder, params with workdir and run_name, the config bber train gets)`` of one run: the
+    parameters notebook 06 declares and the name it would give them."""
+
+    dirs = run_dirs(workdir)
+    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
+    params = {**params, "workdir": str(dirs.root)}
+    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared},
+                                                           dirs.root)
+    params["run_name"] = name
+    keep = declared | {"workdir", "run_name"}
+    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    return name, dirs.train / name, params, cfg
 
 
 def _finished_with_this_data(run_dir: Path, cfg: dict[str, Any]) -> bool:
@@ -102,7 +120,7 @@ def _finished_with_this_data(run_dir: Path, cfg: dict[str, Any]) -> bool:
     return current == stored
 
 
-def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:
+def _train_process(name: str, run_dir: Path, cfg: dict[str, Any], nproc_per_node: int = 1) -> None:
     """``bber train`` on ``cfg`` (written to ``run_dir/params.yaml``) in a child process, stdout and stderr in
     ``run_dir/train.log``. A non-zero exit raises ``RuntimeError`` quoting the log's last lines; an interrupt
     (Ctrl-C) stops the child first, then propagates."""
@@ -110,7 +128,7 @@ def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:
     config = atomic_write_text(run_dir / "params.yaml", yaml.safe_dump(cfg, sort_keys=True, allow_unicode=True))
     log_path = run_dir / "train.log"
     with open(log_path, "wb") as log:
-        child = subprocess.Popen(_train_command(config), stdout=log, stderr=subprocess.STDOUT,
+        child = subprocess.Popen(_train_command(config, nproc_per_node), stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT))
         with _CHILDREN_LOCK:
             _CHILDREN.add(child)
@@ -128,10 +146,15 @@ def _train_process(name: str, run_dir: Path, cfg: dict[str, Any]) -> None:
                            + "\n".join(tail))
 
 
-def _train_command(config: Path) -> list[str]:
-    """``bber train --config CONFIG`` with this interpreter (the child imports this checkout: cwd is its root)."""
+def _train_command(config: Path, nproc_per_node: int = 1) -> list[str]:
+    """``bber train --config CONFIG`` with this interpreter (the child imports this checkout: cwd is its root);
+    for ``nproc_per_node`` > 1, under ``torchrun --standalone`` (DDP over that many GPUs of this node)."""
 
-    return [sys.executable, "-m", "bber_utils.cli", "train", "--config", str(config)]
+    train = ["-m", "bber_utils.cli", "train", "--config", str(config)]
+    if nproc_per_node > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+                *train]
+    return [sys.executable, *train]
 
 
 def _wait(child) -> int:
@@ -168,12 +191,65 @@ def _stop_children() -> None:
 def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
               workdir: str | os.PathLike, runner: Callable[[dict, Any], Path] | None = None,
               progress: bool = True, study_runner: str = "process") -> list[Path]:
-    """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders."""
+    """Run every setting (overrides of ``base``) for every seed; resumable. Returns the run folders. With
+    ``study_runner="submitit"`` the runs are jobs with the resources of ``base["slurm"]`` (``run_on_cluster``)."""
 
     _check_study_runner(study_runner)
-    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
     jobs = _jobs(base, settings, [int(seed) for seed in seeds])
+    if study_runner == "submitit":
+        return run_on_cluster(jobs, workdir, base.get("slurm"), runner, progress)
+    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
     return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
+
+
+def run_on_cluster(jobs: list[dict[str, Any]], workdir: str | os.PathLike, slurm: dict | None,
+                   runner: Callable[[dict, Any], Any] | None = None, progress: bool = True) -> list[Path]:
+    """Every job a submitit job (``cluster.run_groups``) with the resources of the ``slurm`` block, checked before
+    anything is submitted; the runs of a unimodal group (``group_jobs``) wait for its first. A job calls
+    ``runner(params, workdir)`` (picklable; default ``run_one`` with the process runner, under torchrun for
+    ``gpus_per_node`` > 1). Returns the run folders in the order of ``jobs``; raises ``cluster.RunsFailed``."""
+
+    settings = cluster.check(slurm)
+    runner = runner or functools.partial(run_one, study_runner="process",
+                                         nproc_per_node=max(1, settings["gpus_per_node"]))
+    tasks: dict[str, cluster.Task] = {}  # a setting listed twice is one run
+    folders = []
+    for params in jobs:
+        name, run_dir, full, cfg = plan_run(params, workdir)
+        if name not in tasks:
+            tasks[name] = cluster.Task(name, run_dir, full, _finished_with_this_data(run_dir, cfg))
+        folders.append(run_dir)
+    folder = run_dirs(workdir).root / "submitit"
+    cluster.run_groups(group_jobs(list(tasks.values()), lambda t: t.params), workdir, folder, settings, runner,
+                       progress)
+    return folders
+
+
+def _unimodal_group(params: dict[str, Any]) -> tuple:
+    """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data).
+
+    Stage 1 trains on the augmented rows and targets only for ``augment_unimodal`` or a unimodal model;
+    otherwise it trains on the original rows, shared by every augmentation setting of that seed and data.
+    """
+    corpora = params.get("train_corpora")
+    corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
+
+    augment = _augment_values(params)
+    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_MODELS):
+        return (params.get("seed"), corpora, *augment)
+    return (params.get("seed"), corpora)  # unaugmented stage 1: also audio_only/text_only's (no model in its key)
+
+
+def group_jobs(jobs: list, params_of: Callable[[Any], dict] = lambda job: job) -> list[list]:
+    """The jobs by unimodal group (``_unimodal_group``), largest group first; in each, the run that goes first
+    trains every stage-1 modality (a text_only run trains no audio stage 1, so it goes last)."""
+
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault(_unimodal_group(params_of(job)), []).append(job)
+    for g in groups.values():
+        g.sort(key=lambda job: params_of(job).get("model") == "text_only")
+    return sorted(groups.values(), key=len, reverse=True)
 
 
 def _jobs(base: dict[str, Any], settings: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:

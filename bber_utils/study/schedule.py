@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterable
 from bber_utils.core.paths import run_dirs
 from bber_utils.core.progress import tqdm
 from bber_utils.study import stats
-from bber_utils.study.registry import _augment_values, load_registry
-from bber_utils.study.runner import _check_study_runner, _jobs, _stop_children, run_one
-from bber_utils.train.config import UNIMODAL_MODELS
+from bber_utils.study.registry import load_registry
+from bber_utils.study.runner import _check_study_runner, _jobs, _stop_children, group_jobs, run_on_cluster, run_one
+from bber_utils.study.runner import _unimodal_group  # noqa: F401 - defined in runner, long known here
 
 
 def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Iterable[int],
@@ -29,38 +29,27 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     ``run_one`` (``study_runner``: ``bber train`` in a subprocess, or notebook 06 by papermill) unless
     ``runner`` replaces it. ``workers`` runs go at once (``_run_scheduled``): runs sharing a cached unimodal
     stage wait for the first of them, so no stage is trained twice; each run is deterministic on its own, so the
-    numbers do not depend on ``workers``.
+    numbers do not depend on ``workers``. ``study_runner="submitit"``: each run a submitit job with the
+    resources of ``base["slurm"]``, in the same order (``runner.run_on_cluster``; ``workers`` is unused).
     """
     _check_study_runner(study_runner)
     out = run_dirs(workdir).root / "ablations"
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
-    runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
     jobs = [job for seed in seeds for job in _jobs(base, runs, [int(seed)])]  # seeds outer: each seed's group early
-    folders: list = []  # list.append is atomic: the worker threads share it
-    _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
+    if study_runner == "submitit":  # a job per run; base["slurm"] names the resources
+        folders = run_on_cluster(jobs, workdir, base.get("slurm"), runner)
+    else:
+        runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
+        folders = []  # list.append is atomic: the worker threads share it
+        _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
     registry = load_registry(workdir)
     if folders and all(f is not None for f in folders):  # this study's runs only, not every run in the folder
         registry = registry[registry["run"].isin({Path(f).name for f in folders})]
     table = stats.study_table(registry, settings)
     table.to_csv(out / "study.csv", index=False)
     return table
-
-
-def _unimodal_group(params: dict[str, Any]) -> tuple:
-    """Runs with equal keys share their unimodal stage (the trainer caches it by seed and training data).
-
-    Stage 1 trains on the augmented rows and targets only for ``augment_unimodal`` or a unimodal model;
-    otherwise it trains on the original rows, shared by every augmentation setting of that seed and data.
-    """
-    corpora = params.get("train_corpora")
-    corpora = ",".join(map(str, corpora)) if isinstance(corpora, (list, tuple)) else str(corpora)
-
-    augment = _augment_values(params)
-    if any(augment) and (params.get("augment_unimodal") or params.get("model") in UNIMODAL_MODELS):
-        return (params.get("seed"), corpora, *augment)
-    return (params.get("seed"), corpora)  # unaugmented stage 1: also audio_only/text_only's (no model in its key)
 
 
 class _Schedule:
@@ -105,12 +94,7 @@ def _run_scheduled(jobs: list[dict], run: Callable[[dict], Any], workers: int, p
     error stops scheduling and is raised once the running runs have ended; Ctrl-C also stops their training
     processes."""
 
-    groups: dict[tuple, list[dict]] = {}
-    for params in jobs:
-        groups.setdefault(_unimodal_group(params), []).append(params)
-    for g in groups.values():  # a text_only run trains no audio stage 1: never a group's first run if others can be
-        g.sort(key=lambda p: p.get("model") == "text_only")
-    schedule = _Schedule(sorted(groups.values(), key=len, reverse=True))
+    schedule = _Schedule(group_jobs(jobs))
     bar = tqdm(total=len(jobs), desc="runs", disable=not progress)
 
     def worker() -> None:

@@ -64,3 +64,30 @@ def paired_study():
                      "uar": mean, "uar_ci95": half, "wf1": mean, "wf1_ci95": half,
                      "war_by_seed": json.dumps({str(s): v for s, v in zip(base, values)})})
     return pd.DataFrame(rows)
+
+
+def cluster_fake_run(params, workdir):
+    """A run inside a submitit job (picklable: the job process imports this module). It writes its pid and
+    the times it ran to ``train/<run>/``; while ``<workdir>/hold`` exists it waits (at most 60 s); it fails while
+    ``<workdir>/fail-s<seed>-<model>`` exists; its first call sleeps until it is preempted while
+    ``<workdir>/preempt`` exists; then it writes a metrics.json."""
+    import os
+    import time
+    from pathlib import Path
+
+    wd, name = Path(workdir), params["run_name"]
+    d = run_dirs(wd).train / name
+    d.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(d / "calls", "a") as f:
+        f.write(f"{start}\n")
+    (d / "pid").write_text(str(os.getpid()))
+    while (wd / "hold").exists() and time.time() - start < 60:
+        time.sleep(0.05)
+    if (wd / "preempt").exists() and len((d / "calls").read_text().split()) == 1:
+        time.sleep(60)  # until SIGUSR2: submitit checkpoints and requeues the call
+    if (wd / f"fail-s{params['seed']}-{params['model']}").exists():
+        raise RuntimeError(f"run {name}: made to fail\nthe rest of the message")
+    write_run(wd, name, params, {("x", "test"): 0.5})
+    (d / "times").write_text(f"{start} {time.time()}")
+    return d

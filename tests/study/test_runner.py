@@ -127,7 +127,7 @@ def fake_train(tmp_path, monkeypatch):
     script.chmod(0o755)
     real = runner._train_command(Path("p.yaml"))
     assert real[1:] == ["-m", "bber_utils.cli", "train", "--config", "p.yaml"] and "python" in Path(real[0]).name
-    monkeypatch.setattr(runner, "_train_command", lambda config: [str(script), *real[1:-1], str(config)])
+    monkeypatch.setattr(runner, "_train_command", lambda config, nproc=1: [str(script), *real[1:-1], str(config)])
     yield {"model": "biformer", "seed": 7, "train_corpora": ["demo_en"], "epochs": 1, "sds_ratio": 0.5,
            "profile": "smoke", "ablation_workers": 2}
 

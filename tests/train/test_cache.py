@@ -228,7 +228,7 @@ def test_a_study_trains_a_finished_run_again_when_its_data_changed(tmp_path, mon
     wd = real_workdir(tmp_path)
     trained = []
 
-    def in_process(name, run_dir, cfg):
+    def in_process(name, run_dir, cfg, nproc_per_node=1):
         trained.append(name)
         T.train(cfg)
 
