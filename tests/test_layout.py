@@ -179,3 +179,11 @@ def test_the_trainers_public_names_are_re_exported():
                  "predict", "evaluate", "resolve_device", "dist_info", "destroy_process_group", "is_main_process"):
         assert hasattr(T, name), name
     assert set(T.__all__) <= set(dir(T))
+
+
+def test_tests_find_the_shared_material_in_one_place():
+    """``../shared`` is named once (``tests.conftest.SHARED``): a test that builds its own path from its depth
+    skips silently once the file moves (four did after the reshape, until this test)."""
+    own = [p.relative_to(ROOT) for p in (ROOT / "tests").rglob("*.py")
+           if p.name not in ("conftest.py", "test_layout.py") and '"shared"' in p.read_text(encoding="utf-8")]
+    assert own == [], f"import SHARED from tests.conftest instead: {own}"

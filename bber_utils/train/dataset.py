@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from bber_utils.augment.ls_llm.replies import TIE
 from bber_utils.core.labels import CLASSES, NUM_CLASSES, label_index
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
@@ -82,7 +83,7 @@ def stale_soft_labels(soft: pd.DataFrame, labels: Mapping[str, str]) -> np.ndarr
     probs = soft[list(CLASSES)].to_numpy(dtype=np.float64)
     col = np.array([CLASSES.index(lbl) if lbl in CLASSES else 0 for lbl in want.fillna(CLASSES[0])])
     own = probs[np.arange(len(soft)), col] if len(soft) else np.zeros(0)
-    return known & (own < probs.max(axis=1, initial=0.0) - 1e-6)
+    return known & (own < probs.max(axis=1, initial=0.0) - TIE)
 
 
 def matching_soft_labels(soft: pd.DataFrame | None, manifest: pd.DataFrame,

@@ -16,11 +16,12 @@ from bber_utils.augment import ls_llm
 from bber_utils.augment.ls_llm.lexicon import cue_counts, lexicon_distribution
 from bber_utils.augment.ls_llm import (CLASSES, LabelOutcome, Labeller, build_labeller, label_utterances,
                                        label_workdir, load_soft_labels, parse_reply, validate_distribution)
+from tests.conftest import SHARED
 from tests.openai_stub import StubReply
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_llm_labels"
+REFERENCE_DIR = SHARED / "data" / "reference_llm_labels"
 
 
 # ================================================================================================= parse_reply

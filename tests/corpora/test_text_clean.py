@@ -9,7 +9,7 @@ import pytest
 
 from bber_utils.corpora.text_clean import TableError, decode_mixed, fix_mojibake, read_csv_robust, repair_text
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import SHARED
 LLM_LABELS = SHARED / "data" / "reference_llm_labels"
 
 

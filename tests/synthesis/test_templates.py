@@ -13,7 +13,7 @@ from bber_utils.synthesis.templates import (DIA_TAGS, LANGUAGES, SCHEMA_KEYS, TE
                                             clean_utterance, compose_utterances, count_words, has_tag, load_templates,
                                             merge_templates, split_on_tags, strip_tags, validate_templates)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import SHARED
 REFERENCE_TEMPLATES = SHARED / "data" / "reference_tug_templates"
 
 TINY = {"subjects": ["the cat", "the dog"], "verbs": ["sat down", "ran off"], "interjections": ["Oh!"],

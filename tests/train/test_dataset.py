@@ -14,7 +14,7 @@ from bber_utils.train.dataset import (CachedEncodingDataset, EmotionDataset, col
 from bber_utils.train.loss import class_weights, soft_cross_entropy
 from bber_utils.core.labels import CLASSES
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import SHARED
 
 
 def _manifest(n, corpus="demo_en", labels=None):

@@ -377,6 +377,11 @@ def validate_distribution(values: Sequence[float] | None, true_label: str, polic
     return v / v.sum(), status, "; ".join(reasons)
 
 
+# Values closer than this count as a tie at the top: 1.0 and 0.9999999999999999 are one value with float noise,
+# and a target must put its true label clearly first (``train.dataset.stale_soft_labels`` reads it back so).
+TIE = 1e-6
+
+
 def _true_label_highest(v, t: int, policy: str, reasons: list[str]):
     """``(v, rejection)``: ``v`` with class ``t`` strictly highest (swap, then tie-break), reasons appended."""
 
@@ -388,10 +393,10 @@ def _true_label_highest(v, t: int, policy: str, reasons: list[str]):
         v[t], v[k] = v[k], v[t]
         reasons.append(f"true label not highest: swapped {label} with {CLASSES[k]}")
     top = np.delete(v, t).max()
-    if v[t] == top:  # the true label's own tie, or a second class that shared the maximum it was swapped with
+    if v[t] - top < TIE:  # the true label's own tie (float noise included), or a class that shared the maximum
         if policy == "reject":
             return v, f"true label {label} ties for the highest value"
-        tied = np.flatnonzero(v == top)
+        tied = np.flatnonzero(v > v[t] - TIE)
         tied = tied[tied != t]
         moved = 0.01 * v[tied]
         v[tied] -= moved
