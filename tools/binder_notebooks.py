@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 def prepare(profile: str, out: Path) -> list[Path]:
     import papermill as pm
 
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.core.papermill import declared_parameters
     from bber_utils.notebook.pipeline import list_notebooks
 

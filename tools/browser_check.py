@@ -62,7 +62,7 @@ def _prepare(workdir: Path, profile: str) -> Path:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.core.papermill import declared_parameters
 
     src = REPO / "notebooks" / NOTEBOOK

@@ -13,13 +13,14 @@ import yaml
 from bber_utils.core.errors import ConfigError, unknown
 from bber_utils.core.papermill import declared_parameters
 from bber_utils.core.paths import REPO_ROOT, workdir_path
-from bber_utils.core.profiles import load_profile, resolve_cli_paths
+from bber_utils.core.profiles import resolve_cli_paths
 from bber_utils.core.provenance import compare, run_environment
 from bber_utils.study import registry, runner, stats
 from bber_utils.study.readme import TABLE_FILE, readme_block, update_readme
 from bber_utils.study.registry import METRICS
 from bber_utils.train import TrainConfig, config_key_descriptions
 from bber_utils.train.inputs import load_splits, resolve_corpora
+from bber_utils.train.profiles import load_profile
 
 
 def register_study_cli(subparsers) -> None:
