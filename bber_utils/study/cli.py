@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 
 from bber_utils.core.errors import ConfigError, unknown
-from bber_utils.core.papermill import declared_parameters
 from bber_utils.core.paths import REPO_ROOT, workdir_path
 from bber_utils.core.profiles import resolve_cli_paths
 from bber_utils.core.provenance import compare, run_environment
@@ -50,9 +49,10 @@ def register_study_cli(subparsers) -> None:
 
 
 def _sweep_keys() -> set[str]:
-    """The keys a sweep can vary: the parameters notebook 06 declares (what ``run_one`` passes to a run)."""
+    """The keys a sweep can vary: every training key (what ``run_one`` passes to a run) but the run's folder and
+    name."""
 
-    return declared_parameters(REPO_ROOT / "notebooks" / "06_train.ipynb") - {"workdir", "run_name", "profile"}
+    return set(TrainConfig.__dataclass_fields__) - {"workdir", "run_name"}
 
 
 def _sweep_keys_help() -> str:

@@ -20,10 +20,11 @@ import yaml
 
 from bber_utils.core.errors import unknown
 from bber_utils.core.fileio import atomic_write_text
-from bber_utils.core.papermill import declared_parameters, run_notebook
+from bber_utils.core.papermill import run_notebook
 from bber_utils.core.paths import REPO_ROOT, run_dirs
 from bber_utils.core.progress import tqdm
 from bber_utils.study import registry
+from bber_utils.train import TrainConfig
 from bber_utils.train.stages import data_fingerprint_for
 
 
@@ -53,20 +54,19 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
             study_runner: str = "process") -> Path:
     """Train ``params`` unless its metrics already exist; return the run folder ``train/<run>``.
 
-    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess, its output in
-    ``<run>/train.log``; ``"notebook"``: notebook 06 executed by papermill into ``<run>/06_train.ipynb``. Both
-    get the parameters notebook 06 declares (and the run name it would give them), so both train the same run.
+    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` (every training key of ``params``) in a
+    subprocess, its output in ``<run>/train.log``; ``"notebook"``: notebook 06 executed by papermill into
+    ``<run>/06_train.ipynb`` (it trains with every training key of ``params``, passed as ``profile_params``). Both
+    get the run name notebook 06 would give them, so both train the same run.
     """
 
     _check_study_runner(study_runner)
     dirs = run_dirs(workdir)
-    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared}, dirs.root)
+    name = params.get("run_name") or registry.run_name_for(params, dirs.root)
     params["run_name"] = name
     run_dir = dirs.train / name
-    keep = declared | {"workdir", "run_name"}
-    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    cfg = {**{k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__}, "progress": False}
     if _finished_with_this_data(run_dir, cfg):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
