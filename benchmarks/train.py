@@ -32,7 +32,8 @@ def main() -> None:
 
     import torch
 
-    from bber_utils.core.profiles import load_profile, parse_overrides
+    from bber_utils.core.profiles import parse_overrides
+    from bber_utils.train.profiles import load_profile
     from bber_utils.corpora import available_corpora, prepare
     from bber_utils.train import train
 

@@ -180,11 +180,15 @@ def test_train_help_lists_every_key_with_default_and_description(capsys):
 def test_reproduce_help_lists_the_profile_keys(capsys):
     import yaml
 
+    from bber_utils.train.profiles import load_profile
+
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--help"])
     out = capsys.readouterr().out
-    for key in yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text()):
-        assert any(ln.split()[:1] == [key] for ln in out.splitlines()), key
+    for key, value in load_profile("demo").items():  # every key, with the demo profile's value
+        line = next((ln for ln in out.splitlines() if ln.split()[:1] == [key]), None)
+        assert line is not None, key
+        assert isinstance(value, (list, dict)) or yaml.safe_load(line.split()[1]) == value, line
 
 
 @pytest.mark.parametrize("command, target, argv", [
@@ -328,3 +332,21 @@ def test_sweep_without_manifests_stops_before_any_run(grid, tmp_path, capsys, mo
     assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "manifests" in err, err
     assert runs == []
+
+
+def test_sweep_varies_every_training_key(tmp_path, monkeypatch, capsys):
+    """The sweep's keys are the training keys (notebook 06's parameters cell now declares only a few of them),
+    listed in ``bber sweep --help``; a key 06 never declared is passed to the runs."""
+    from bber_utils.study import cli as study_cli
+    from bber_utils.train import TrainConfig
+
+    assert study_cli._sweep_keys() == set(TrainConfig.__dataclass_fields__) - {"workdir", "run_name"}
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    listed = {ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ") and ln.split()}
+    assert study_cli._sweep_keys() <= listed
+    seen = {}
+    monkeypatch.setattr(runner, "run_sweep", lambda base, settings, seeds, workdir: seen.update(settings=settings))
+    wd = make_workdir(tmp_path)
+    assert cli.main(["sweep", "--profile", "smoke", "--workdir", str(wd), "grad_clip=0.5,2", "batch_size=4"]) == 1
+    assert seen["settings"] == [{"grad_clip": 0.5, "batch_size": 4}, {"grad_clip": 2, "batch_size": 4}]

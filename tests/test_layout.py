@@ -30,7 +30,8 @@ TRAIN_ALLOWED = {
     "fusion": {"config", "distributed", "runs", "loop", "inputs", "dataset", "samplers"},
     "stages": {"config", "distributed", "runs", "loop", "inputs", "crossfit", "unimodal", "fusion", "dataset", "loss",
                "metrics"},
-    "cli": {"config", "distributed", "stages"},
+    "profiles": {"config"},
+    "cli": {"config", "distributed", "stages", "profiles"},
 }
 # Third-party roots a module must not import, even lazily: the pure files stay pure.
 FORBIDDEN = {
@@ -176,7 +177,8 @@ def test_the_trainers_public_names_are_re_exported():
     for name in ("train", "TrainConfig", "RunResult", "load_run", "Interrupted", "CONTROL_KEYS", "MODEL_KEYS",
                  "AMP_MODES", "load_checkpoint", "save_checkpoint", "register_cli", "config_key_descriptions",
                  "config_keys_help", "optimizer_param_groups", "fold_assignment", "fold_training_rows", "fit",
-                 "predict", "evaluate", "resolve_device", "dist_info", "destroy_process_group", "is_main_process"):
+                 "predict", "evaluate", "resolve_device", "dist_info", "destroy_process_group", "is_main_process",
+                 "load_profile", "stage1_key"):
         assert hasattr(T, name), name
     assert set(T.__all__) <= set(dir(T))
 

@@ -19,18 +19,15 @@ sys.path.insert(0, str(REPO))
 def prepare(profile: str, out: Path) -> list[Path]:
     import papermill as pm
 
-    from bber_utils.core.profiles import load_profile
-    from bber_utils.core.papermill import declared_parameters
+    from bber_utils.train.profiles import load_profile
+    from bber_utils.core.papermill import injected_parameters
     from bber_utils.notebook.pipeline import list_notebooks
 
     params = load_profile(profile)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for nb in list_notebooks():
-        declared = declared_parameters(nb)
-        chosen = {k: v for k, v in params.items() if k in declared}
-        if "profile_params" in declared:
-            chosen["profile_params"] = params
+        chosen = injected_parameters(nb, params)  # exactly what bber reproduce injects
         dst = out / nb.name
         pm.execute_notebook(str(nb), str(dst), parameters=chosen, prepare_only=True, kernel_name="bber",
                             progress_bar=False)

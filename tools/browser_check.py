@@ -62,12 +62,12 @@ def _prepare(workdir: Path, profile: str) -> Path:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from bber_utils.core.profiles import load_profile
-    from bber_utils.core.papermill import declared_parameters
+    from bber_utils.train.profiles import load_profile
+    from bber_utils.core.papermill import injected_parameters
 
     src = REPO / "notebooks" / NOTEBOOK
     params = {**load_profile(profile), "workdir": str(workdir)}
-    params = {k: v for k, v in params.items() if k in declared_parameters(src)}
+    params = injected_parameters(src, params)
     nb = parameterize_notebook(load_notebook_node(str(src)), params)
     nb.metadata.pop("papermill", None)
     out = workdir / "browser" / NOTEBOOK

@@ -43,19 +43,14 @@ def _peak_child_rss_mb() -> float:
 
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
                  on_cell: Callable[[int, int], None] | None = None) -> None:
-    """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that
-    declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error.
+    """Execute one notebook with papermill, passing it ``injected_parameters``; raise ``NotebookFailed`` naming the cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
     not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
     ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    declared = declared_parameters(src)
-    full = dict(parameters)
-    parameters = {k: v for k, v in parameters.items() if k in declared}
-    if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
-        parameters["profile_params"] = full
+    parameters = injected_parameters(src, parameters)
     kernel_log = dst.with_name(f"{dst.stem}.kernel.log")
     try:
         # kernels over local IPC sockets, not TCP, so the kernel never warns "running over TCP without
@@ -207,3 +202,14 @@ def declared_parameters(notebook: Path) -> set[str]:
             source = "".join(source) if isinstance(source, list) else source
             return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, re.M))
     return set()
+
+
+def injected_parameters(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    """What papermill injects into ``notebook`` from the whole parameter map: the keys its ``parameters`` cell
+    declares (an undeclared one would make papermill warn), and, where it declares ``profile_params`` (06, 07), the
+    whole map under that name (06 trains with every training key; 07 passes the profile to its runs)."""
+    declared = declared_parameters(notebook)
+    out = {k: v for k, v in parameters.items() if k in declared}
+    if "profile_params" in declared:
+        out["profile_params"] = dict(parameters)
+    return out

@@ -1,8 +1,9 @@
-"""Profiles: the papermill parameter files in ``configs/`` (smoke, demo, paper).
+"""Profile files: the YAML files in ``configs/`` (smoke, demo, paper), found by name or path, read as one mapping;
+``key=value`` overrides typed on a command line.
 
-A profile is a flat YAML mapping of notebook parameters. Every notebook receives all of them and uses the
-ones its ``parameters`` cell declares, so ``papermill nb.ipynb out.ipynb -f configs/demo.yaml`` works for
-any single notebook too.
+A profile file is a flat YAML mapping of the notebook parameters it changes; ``train.profiles.load_profile``
+merges it over every parameter's default (``train.config.TrainConfig``, ``core.parameters``) and that merged
+map is what the notebooks, ``bber train``, ``bber sweep`` and ``bber reproduce`` get.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def profile_path(profile: str | os.PathLike) -> Path:
                       f"{what}; profiles: {', '.join(names)}{hint}")
 
 
-def load_profile(profile: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
-    """The profile's parameters with ``overrides`` applied on top."""
+def read_profile(profile: str | os.PathLike) -> dict[str, Any]:
+    """The mapping a profile file holds (what it changes; ``train.profiles.load_profile`` merges it over every
+    key's default): ``ConfigError`` when it is not YAML or not a mapping."""
     path = profile_path(profile)
     try:
         with open(path, encoding="utf-8") as f:
@@ -54,7 +56,6 @@ def load_profile(profile: str | os.PathLike, **overrides: Any) -> dict[str, Any]
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: a profile must be a mapping of parameter names to values")
-    params.update(overrides)
     return params
 
 

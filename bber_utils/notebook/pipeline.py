@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import yaml
 
 from bber_utils.core import papermill
 from bber_utils.core.errors import ConfigError, did_you_mean, unknown
 from bber_utils.core.fileio import atomic_write_text, check_writable
 from bber_utils.core.paths import REPO_ROOT, run_dirs
-from bber_utils.core.profiles import load_profile, profile_path
 from bber_utils.core.provenance import environment
 from bber_utils.study import cluster
 from bber_utils.study.runner import _check_study_runner
 from bber_utils.train import TrainConfig
+from bber_utils.train.profiles import key_descriptions, load_profile
 
 # Heavy libraries (nbformat) are imported inside the functions that use them, so that importing this module, and `bber
 # --help`, stays fast.
@@ -213,7 +214,7 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     params = load_profile(profile, **(overrides or {}))
     if workdir is not None:
         params["workdir"] = str(workdir)
-    dirs = run_dirs(params.get("workdir", f"runs/{params.get('profile', profile)}"))
+    dirs = run_dirs(params["workdir"])
     params["workdir"] = str(dirs.root)
     check_writable(dirs.root, "the notebooks write their results there; make it writable or choose another "
                               "--workdir")
@@ -256,12 +257,16 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
 
 
 def profile_keys_help(profile: str = "demo") -> str:
-    """The ``--help`` epilog of ``reproduce``: every key of the profile with its value and the comment the
-    profile file gives it."""
+    """The ``--help`` epilog of ``reproduce``: every key with the profile's value (its default where the profile
+    file does not set it) and its description."""
 
-    lines = [f"--set keys (the {profile} profile's values; any notebook parameter or training key also works):"]
-    for line in profile_path(profile).read_text(encoding="utf-8").splitlines():
-        m = re.match(r"^(\w+):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
-        if m:
-            lines.append(f"  {m.group(1):<26} {m.group(2):<14} {m.group(3) or ''}".rstrip())
+    desc = key_descriptions()
+    lines = [f"--set keys (the {profile} profile's values, defaults where configs/{profile}.yaml sets none):"]
+    for key, value in load_profile(profile).items():
+        lines.append(f"  {key:<26} {_yaml_text(value):<14} {desc.get(key, '')}".rstrip())
     return "\n".join(lines)
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as one line of YAML flow (``null``, ``true``, ``[42, 43]``, ``{sds_ratio: 1.0}``)."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("\n...").strip()

@@ -11,15 +11,15 @@ from typing import Any
 import yaml
 
 from bber_utils.core.errors import ConfigError, unknown
-from bber_utils.core.papermill import declared_parameters
 from bber_utils.core.paths import REPO_ROOT, workdir_path
-from bber_utils.core.profiles import load_profile, resolve_cli_paths
+from bber_utils.core.profiles import resolve_cli_paths
 from bber_utils.core.provenance import compare, run_environment
 from bber_utils.study import cluster, registry, runner, stats
 from bber_utils.study.readme import TABLE_FILE, readme_block, update_readme
 from bber_utils.study.registry import METRICS
 from bber_utils.train import TrainConfig, config_key_descriptions
 from bber_utils.train.inputs import load_splits, resolve_corpora
+from bber_utils.train.profiles import load_profile
 
 
 def register_study_cli(subparsers) -> None:
@@ -52,9 +52,10 @@ def register_study_cli(subparsers) -> None:
 
 
 def _sweep_keys() -> set[str]:
-    """The keys a sweep can vary: the parameters notebook 06 declares (what ``run_one`` passes to a run)."""
+    """The keys a sweep can vary: every training key (what ``run_one`` passes to a run) but the run's folder and
+    name."""
 
-    return declared_parameters(REPO_ROOT / "notebooks" / "06_train.ipynb") - {"workdir", "run_name", "profile"}
+    return set(TrainConfig.__dataclass_fields__) - {"workdir", "run_name"}
 
 
 def _sweep_keys_help() -> str:

@@ -22,11 +22,12 @@ import yaml
 
 from bber_utils.core.errors import ConfigError, unknown
 from bber_utils.core.fileio import atomic_write_text
-from bber_utils.core.papermill import declared_parameters, run_notebook
+from bber_utils.core.papermill import run_notebook
 from bber_utils.core.paths import REPO_ROOT, run_dirs
 from bber_utils.core.progress import tqdm
 from bber_utils.study import cluster, registry
 from bber_utils.study.registry import _augment_values
+from bber_utils.train import TrainConfig
 from bber_utils.train.config import UNIMODAL_MODELS
 from bber_utils.train.stages import data_fingerprint_for
 
@@ -57,18 +58,18 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
             study_runner: str = "process", nproc_per_node: int = 1) -> Path:
     """Train ``params`` unless its metrics already exist; return the run folder ``train/<run>``.
 
-    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` in a subprocess (``torchrun
-    --nproc_per_node N`` for ``nproc_per_node`` > 1), its output in ``<run>/train.log``; ``"notebook"``: notebook
-    06 executed by papermill into ``<run>/06_train.ipynb``. Both get the parameters notebook 06 declares (and the
-    run name it would give them), so both train the same run. (``"submitit"`` is for ``run_sweep`` /
-    ``run_study``: its jobs call this with ``"process"``.)
+    ``study_runner="process"``: ``bber train --config <run>/params.yaml`` (every training key of ``params``) in a
+    subprocess (``torchrun --nproc_per_node N`` for ``nproc_per_node`` > 1), its output in ``<run>/train.log``;
+    ``"notebook"``: notebook 06 executed by papermill into ``<run>/06_train.ipynb`` (every training key of
+    ``params``, passed as ``profile_params``). Both get the same run name, so both train the same run.
+    (``"submitit"`` is for ``run_sweep`` / ``run_study``: its jobs call this with ``"process"``.)
     """
 
     _check_study_runner(study_runner)
     if study_runner == "submitit":
         raise ConfigError("study_runner 'submitit' submits many runs (run_sweep, run_study); run_one trains one "
                           "here with 'process' or 'notebook'")
-    name, run_dir, params, cfg = plan_run(params, workdir, notebook)
+    name, run_dir, params, cfg = plan_run(params, workdir)
     if _finished_with_this_data(run_dir, cfg):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -81,19 +82,15 @@ def run_one(params: dict[str, Any], workdir: str | os.PathLike,
     return run_dir
 
 
-def plan_run(params: dict[str, Any], workdir: str | os.PathLike,
-             notebook: str | os.PathLike = REPO_ROOT / "notebooks" / "06_train.ipynb"):
-    """``(name, run folder, params with workdir and run_name, the config bber train gets)`` of one run: the
-    parameters notebook 06 declares and the name it would give them."""
+def plan_run(params: dict[str, Any], workdir: str | os.PathLike):
+    """``(name, run folder, params with workdir and run_name, the config bber train gets)`` of one run: every
+    training key of ``params`` (``TrainConfig``'s fields) and the name notebook 06 would give them."""
 
     dirs = run_dirs(workdir)
-    declared = declared_parameters(Path(notebook)) - {"workdir", "run_name"}
     params = {**params, "workdir": str(dirs.root)}
-    name = params.get("run_name") or registry.run_name_for({k: v for k, v in params.items() if k in declared},
-                                                           dirs.root)
+    name = params.get("run_name") or registry.run_name_for(params, dirs.root)
     params["run_name"] = name
-    keep = declared | {"workdir", "run_name"}
-    cfg = {**{k: v for k, v in params.items() if k in keep}, "progress": False}
+    cfg = {**{k: v for k, v in params.items() if k in TrainConfig.__dataclass_fields__}, "progress": False}
     return name, dirs.train / name, params, cfg
 
 

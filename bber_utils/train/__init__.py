@@ -48,7 +48,7 @@ Rank 0 writes every file (``is_main_process``); it extracts features / SDS clips
 
 The files, bottom-up (each imports only the ones above it; tests/test_train_layout.py checks it):
 
-    config.py       TrainConfig, its checks, CONTROL_KEYS / MODEL_KEYS, the run hash, --help text
+    config.py       TrainConfig, its checks, CONTROL_KEYS / MODEL_KEYS, the run hash, the stage-1 key, --help text
     distributed.py  process group, barriers, broadcast, DDP wrapping (no-ops without torchrun)
     runs.py         the run folder: metrics.json, history.csv, checkpoints, RunResult, load_run
     crossfit.py     fold assignment by SDS groups (pure)
@@ -57,6 +57,7 @@ The files, bottom-up (each imports only the ones above it; tests/test_train_layo
     unimodal.py     stage 1: the unimodal classifiers (cached) and their out-of-fold train logits
     fusion.py       stage 2: the chosen model on the stage-1 encoders, cached encodings
     stages.py       train(): inputs -> stage 1 -> stage 2 -> metrics.json
+    profiles.py     a profile's parameters: every default (TrainConfig, core.parameters), the profile file over them
     cli.py          bber train
 
 This ``__init__`` only re-exports. To replace a function in a test, patch it in the module that defines it
@@ -68,7 +69,7 @@ from bber_utils.core.device import resolve_device
 from bber_utils.train.cli import register_cli
 from bber_utils.train.config import (AMP_MODES, CONTROL_KEYS, MODEL_KEYS, SCHEDULERS, UNIMODAL_MODEL_KEYS,
                                      UNIMODAL_MODELS, TrainConfig, config_hash, config_key_descriptions,
-                                     config_keys_help, feature_spec)
+                                     config_keys_help, feature_spec, stage1_key)
 from bber_utils.train.crossfit import fold_assignment, fold_training_rows
 from bber_utils.train.distributed import (barrier, broadcast_from_main, destroy_process_group, dist_info, dist_sum,
                                           init_distributed, is_main_process, rank_zero_first, unwrap_model, wrap_model)
@@ -76,6 +77,7 @@ from bber_utils.train.fusion import cache_encodings
 from bber_utils.train.inputs import (build_feature_stores, build_train_manifest, filter_available, load_soft_labels_for,
                                      load_splits, resolve_corpora)
 from bber_utils.train.loop import NO_DECAY_NAMES, FitResult, evaluate, fit, optimizer_param_groups, predict
+from bber_utils.train.profiles import load_profile
 from bber_utils.train.runs import (Interrupted, RunResult, git_commit, load_checkpoint, load_run, save_checkpoint,
                                    save_json)
 from bber_utils.train.stages import default_run_name, train
@@ -88,7 +90,8 @@ __all__ = [
     "config_key_descriptions", "config_keys_help", "default_run_name", "destroy_process_group", "dist_info",
     "dist_sum", "evaluate",
     "feature_spec", "filter_available", "fit", "fold_assignment", "fold_training_rows", "git_commit",
-    "init_distributed", "is_main_process", "load_checkpoint", "load_run", "load_soft_labels_for", "load_splits",
+    "init_distributed", "is_main_process", "load_checkpoint", "load_profile", "load_run", "load_soft_labels_for",
+    "load_splits",
     "optimizer_param_groups", "predict", "rank_zero_first", "register_cli", "resolve_corpora", "resolve_device",
-    "save_checkpoint", "save_json", "train", "train_unimodal", "unwrap_model", "wrap_model",
+    "save_checkpoint", "save_json", "stage1_key", "train", "train_unimodal", "unwrap_model", "wrap_model",
 ]

@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 
 from bber_utils.core.errors import unknown
-from bber_utils.core.profiles import load_profile, parse_overrides, resolve_cli_paths
+from bber_utils.core.profiles import parse_overrides, resolve_cli_paths
 from bber_utils.train import stages
 from bber_utils.train.config import TrainConfig, config_keys_help
+from bber_utils.train.profiles import load_profile
 from bber_utils.train.distributed import destroy_process_group, is_main_process
 
 

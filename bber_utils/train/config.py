@@ -1,8 +1,12 @@
-"""The training configuration: ``TrainConfig`` (every key of ``train`` and its default) and its checks, the keys
-that do (``identity``) or do not (``CONTROL_KEYS``) change a run's numbers, the run hash, and the text of
-``bber train --help``.
+"""The training configuration: ``TrainConfig`` (every key of ``train`` and its default, the paper's) and its checks,
+the keys that do (``identity``, ``stage1_key``) or do not (``CONTROL_KEYS``) change a run's numbers, the run hash,
+and the text of ``bber train --help``.
 
-Owns: ``TrainConfig``, ``AUGMENT_KEYS``, ``CONTROL_KEYS``, ``MODEL_KEYS``, ``UNIMODAL_MODEL_KEYS``,
+Each field says itself what it changes (``dataclasses.field`` metadata, see ``stage1``, ``control``, ``later``):
+the run hash (``identity``) and the stage-1 cache key (``stage1_key``) are read from there, so a new key is
+hashed where it is declared.
+
+Owns: ``TrainConfig``, ``AUGMENT_KEYS``, ``CONTROL_KEYS``, ``MODEL_KEYS``, ``UNIMODAL_MODEL_KEYS``, ``stage1_key``,
 ``config_hash``, ``feature_spec``, ``config_key_descriptions``, ``config_keys_help``.
 Must not import: torch, or any other module of ``bber_utils.train`` (they all import this one).
 """
@@ -11,20 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
-import io
 import json
 import math
 import numbers
 import os
 import re
-import tokenize
 from dataclasses import dataclass
 from typing import Any
 
 from bber_utils.augment.tug import MIX_MODES
 from bber_utils.core.device import DEVICE_CHOICES
 from bber_utils.core.errors import ConfigError, check_model_spec, unknown
+from bber_utils.core.parameters import field_comments
 from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
 from bber_utils.models import MODEL_NAMES
 from bber_utils.models.config import ModelConfig
@@ -34,94 +36,109 @@ UNIMODAL_MODELS = ("audio_only", "text_only")
 AUGMENT_KEYS = ("sds_ratio", "tug_ratio", "ls_llm_p", "label_smoothing")
 SCHEDULERS = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Keys that do not change a run's numbers: left out of the run hash.
-CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "amp", "workdir", "eval_batch_size",
-                "num_threads", "feature_device", "feature_batch_size", "compile")
-# Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
-MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
-              "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
-              "dropout", "norm_first", "ff_expansion")
-# The model keys that shape a unimodal classifier (its cache hash).
-UNIMODAL_MODEL_KEYS = ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv", "out_features", "dropout")
+_MODEL = ModelConfig()  # the model sizes' defaults (the paper's) are ModelConfig's
+
+
+def stage1(default: Any, slot: str, **how: Any) -> Any:
+    """A key that changes the unimodal models of stage 1: ``slot`` is where its value goes in their cache key
+    (``stage1_key``): a name, ``"name.i"`` (the i-th item of a list) or ``"model"`` (the size as ModelConfig
+    builds it). ``how``: ``fallback`` (the key whose value stands in when this one is unset), ``modality`` and
+    ``neutral`` (only that modality's models read it; the other's key holds ``neutral``), ``cast`` (a type the
+    value is hashed as), ``later`` (see ``later``)."""
+    return dataclasses.field(default=default, metadata={"stage1": slot, **how})
+
+
+def control(default: Any) -> Any:
+    """A key that does not change a run's numbers (where, how fast, how it reports): left out of the run hash."""
+    return dataclasses.field(default=default, metadata={"control": True})
+
+
+def later(default: Any, **stage1_how: Any) -> Any:
+    """A key added after runs were named: left out of the run hash (and of the stage-1 key, with ``stage1_how``)
+    while it holds ``default``, the value those runs had, so their names and caches stay valid."""
+    meta = {"later": default, **({"stage1": stage1_how.pop("slot"), **stage1_how} if stage1_how else {})}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    """Every parameter of ``train`` (the notebook-06 parameters), with its default.
+    """Every parameter of ``train`` (the notebook-06 parameters), with its default: the paper's values
+    (``configs/paper.yaml`` sets only the encoders, which need a download or trust), the model sizes
+    ``bber_utils.models.ModelConfig``'s. Keys not named in a profile take these (``train.profiles``).
 
-    Model sizes left at ``None`` take ``bber_utils.models.ModelConfig``'s defaults (the paper's sizes).
+    The keys that change stage 1 carry ``stage1`` metadata (their place in its cache key), the others are
+    listed with the reason in ``tests/train/test_config.py``; ``control`` keys do not enter the run hash.
     """
 
     # --- where and what ---
-    workdir: str = "runs/demo"            # the profile's work folder
-    seed: int = 42
-    device: str = "auto"                  # auto (cuda if available) | cpu | cuda | cuda:N
+    workdir: str = control("runs/demo")   # the profile's work folder (a profile's own default: runs/<its name>)
+    seed: int = stage1(42, "seed")        # random seed (data order, initialisation, dropout, dev split)
+    device: str = control("auto")         # auto (cuda if available) | cpu | cuda | cuda:N
     model: str = "biformer"               # a name in bber_utils.models.MODEL_NAMES
     train_corpora: Any = "all"            # list of corpora, one name, or "all" (every corpus with manifests)
-    run_name: str | None = None           # default "{model}-s{seed}-{hash of the config}"
+    run_name: str | None = control(None)  # default "{model}-s{seed}-{hash of the config}"
     # --- data and augmentation ---
     sds_ratio: float = 0.0                # SDS: share of train utterances merged (0 = off)
     sds_target_seconds: float = 4.0       # SDS: utterances shorter than this are extended ...
     sds_max_seconds: float = 8.0          # ... and merged clips cropped to this length
     tug_ratio: float = 0.0                # TUG: synthetic rows mixed into train, relative to train size (0 = off)
     tug_mode: str = "per_class"           # TUG mixing mode (bber_utils.augment.tug.mix_synthetic)
-    ls_llm_p: float = 0.0                 # LS-LLM: share of train samples whose target is the LLM distribution
+    ls_llm_p: float = stage1(0.0, "targets.0")  # LS-LLM: share of train samples whose target is the LLM distribution
     soft_labels: str | None = None        # soft-label table; None = <workdir>/ls_llm/soft_labels.parquet
-    label_smoothing: float = 0.0          # uniform smoothing of one-hot targets (the baseline to LS-LLM)
+    label_smoothing: float = stage1(0.0, "targets.1")  # uniform smoothing of one-hot targets (the baseline to LS-LLM)
     augment_unimodal: bool = False        # also train stage 1 of a fusion model on the augmented rows and targets
-    balanced_sampling: bool = True        # multi-corpus: each corpus drawn equally often per epoch
-    class_weight_power: float = 1.0       # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
+    balanced_sampling: bool = stage1(True, "opt.6")  # multi-corpus: each corpus drawn equally often per epoch
+    class_weight_power: float = later(1.0, slot="class_weight_power", cast=float)  # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
     # --- features ---
     audio_encoder: str = "logmel"         # bber_utils.features.build_audio_encoder spec (name, hub id, path)
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
     audio_layer: int | None = None        # hidden layer of a transformers audio encoder (None = its default)
     text_max_tokens: int = 95             # text encoder truncation
     text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
-    text_context_mode: str = "steps"      # context utterances as all their steps, or "mean": one step each
+    text_context_mode: str = later("steps")  # context utterances as all their steps, or "mean": one step each
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
-    feature_device: str = "auto"          # where missing features are extracted
-    feature_batch_size: int = 16
-    audio_pool: int = 1                   # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
+    feature_device: str = control("auto")  # where missing features are extracted
+    feature_batch_size: int = control(16)  # utterances per encoder batch when missing features are extracted
+    audio_pool: int = stage1(1, "audio_pool", modality="audio", neutral=1)  # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
     # --- optimisation (both stages) ---
-    epochs: int = 75
-    batch_size: int = 8
-    eval_batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"             # cosine (per step, after warm-up) | plateau (per epoch) | none
-    warmup_ratio: float = 0.1             # share of all steps spent warming up linearly
-    patience: int = 10                    # epochs without a strict dev-mean improvement before stopping
-    grad_clip: float = 1.0                # max grad norm (0 = off)
-    amp: str = "auto"                     # CUDA only: auto (bf16 if supported, else fp16) | bf16 | fp16 | off
+    epochs: int = 75                      # maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)
+    batch_size: int = stage1(8, "opt.0")  # global training batch size
+    eval_batch_size: int = control(64)    # batch size for evaluation and encoder caching
+    lr: float = 1e-4                      # AdamW learning rate of stage 2 (and stage 1 unless unimodal_lr is set)
+    weight_decay: float = stage1(0.01, "opt.1")  # AdamW weight decay
+    scheduler: str = stage1("plateau", "opt.2")  # plateau (per epoch, the reference's) | cosine (per step) | none
+    warmup_ratio: float = stage1(0.0, "opt.3")  # share of all steps spent warming up linearly (cosine)
+    patience: int = stage1(10, "opt.4")   # epochs without a strict dev-mean improvement before stopping
+    grad_clip: float = stage1(1.0, "opt.5")  # max grad norm (0 = off)
+    amp: str = control("auto")            # CUDA only: auto (bf16 if supported, else fp16) | bf16 | fp16 | off
     # --- stage 1: unimodal encoders ---
-    unimodal_epochs: int | None = None    # None = epochs
-    unimodal_lr: float | None = None      # None = lr
+    unimodal_epochs: int | None = stage1(75, "epochs", fallback="epochs")  # epochs of stage 1 (None = epochs)
+    unimodal_lr: float | None = stage1(None, "lr", fallback="lr")  # learning rate of stage 1 (None = lr)
     oof_folds: int = 3                    # K of the cross-fitted train logits for *_withprob / predictions_fusion
-    # --- model sizes (bber_utils.models.ModelConfig) ---
-    hidden_dim: int | None = None
-    num_heads: int | None = None
-    num_layers: int | None = None
-    mamba_layers: int | None = None
-    mamba_d_state: int | None = None
-    mamba_d_conv: int | None = None
-    bimamba_layers: int | None = None
-    graph_heads: int | None = None
-    graph_conv: str | None = None
-    graph_segments: int | None = None
-    gated_dim: int | None = None
-    out_features: int | None = None
-    dropout: float | None = None
-    norm_first: bool | None = None
+    # --- model sizes (bber_utils.models.ModelConfig; None = its default) ---
+    hidden_dim: int | None = stage1(_MODEL.hidden_dim, "model")  # model width
+    num_heads: int | None = _MODEL.num_heads  # attention heads of the cross-modal layers
+    num_layers: int | None = _MODEL.num_layers  # cross-modal fusion layers
+    mamba_layers: int | None = stage1(_MODEL.mamba_layers, "model")  # Mamba blocks per unimodal encoder
+    mamba_d_state: int | None = stage1(_MODEL.mamba_d_state, "model")  # Mamba state size
+    mamba_d_conv: int | None = stage1(_MODEL.mamba_d_conv, "model")  # Mamba convolution width
+    bimamba_layers: int | None = None     # layers of the BiMamba fusion
+    graph_heads: int | None = None        # attention heads of the graph fusion
+    graph_conv: str | None = None         # graph convolution of BiGraphFormer
+    graph_segments: int | None = None     # segments (graph nodes) per modality in BiGraphFormer
+    gated_dim: int | None = None          # width of the gated fusion
+    out_features: int | None = stage1(_MODEL.out_features, "model")  # width of the encoders' output features
+    dropout: float | None = stage1(_MODEL.dropout, "model")  # dropout probability
+    norm_first: bool | None = None        # pre-norm (True) or post-norm (False) Transformer layers
     ff_expansion: int | None = None       # cross layers' feed-forward H→eH→H (1 = the reference's, 4 = "ff4")
-    freeze_encoders: bool = True          # stage 2 keeps the pretrained unimodal encoders frozen
+    freeze_encoders: bool = _MODEL.freeze_encoders  # stage 2 keeps the pretrained unimodal encoders frozen
     # --- control ---
-    resume: bool = True                   # continue an interrupted run / reuse a finished one with this config
-    interrupt_after: int = 0              # stop after N epochs of this call as if interrupted (0 = never)
-    progress: bool = True                 # tqdm progress bars
-    num_threads: int = 0                  # torch CPU threads during the run (0 = leave torch's setting)
-    compile: bool = False                 # torch.compile the training forward (CUDA; compiles slowly on CPU)
-
+    resume: bool = control(True)          # continue an interrupted run / reuse a finished one with this config
+    interrupt_after: int = control(0)     # stop after N epochs of this call as if interrupted (0 = never)
+    progress: bool = control(True)        # tqdm progress bars
+    num_threads: int = control(0)         # torch CPU threads during the run (0 = leave torch's setting)
+    compile: bool = control(False)        # torch.compile the training forward (CUDA; compiles slowly on CPU)
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
         """Build from a profile / notebook parameter dict; keys that are not parameters here are ignored. A float
@@ -157,10 +174,9 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The keys that change the numbers (for run names and resume checks)."""
-        out = {k: v for k, v in self.to_dict().items() if k not in CONTROL_KEYS}
-        for key, default in (("class_weight_power", 1.0), ("text_context_mode", "steps")):
-            if out.get(key) == default:  # a default added later leaves earlier run names unchanged
-                del out[key]
+        meta = {f.name: f.metadata for f in dataclasses.fields(self)}
+        out = {k: v for k, v in self.to_dict().items()
+               if not meta[k].get("control") and not ("later" in meta[k] and v == meta[k]["later"])}
         if not self.stage1_choice_matters():  # no run name changes where the key changes nothing
             del out["augment_unimodal"]
         return out
@@ -182,6 +198,41 @@ class TrainConfig:
         if self.augment_unimodal or not self.stage1_choice_matters():
             return self
         return dataclasses.replace(self, sds_ratio=0.0, tug_ratio=0.0, ls_llm_p=0.0, label_smoothing=0.0)
+
+
+# Keys that do not change a run's numbers: left out of the run hash (the fields marked ``control``).
+CONTROL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("control"))
+# Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
+MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
+              "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
+              "dropout", "norm_first", "ff_expansion")
+# The model keys that shape a unimodal classifier (in its cache key: ``stage1`` slot "model").
+UNIMODAL_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("stage1") == "model")
+
+
+def stage1_key(tc: TrainConfig, modality: str) -> dict[str, Any]:
+    """The part of a unimodal model's cache key that the config gives (``unimodal._unimodal_hash`` adds the
+    features, rows and soft labels): every field with ``stage1`` metadata, at its slot (see ``stage1``)."""
+    sizes = tc.model_config().to_dict()
+    key: dict[str, Any] = {}
+    for f in dataclasses.fields(tc):
+        how, value = f.metadata, getattr(tc, f.name)
+        if "stage1" not in how or ("later" in how and value == how["later"]):
+            continue
+        if how["stage1"] == "model":
+            key.setdefault("model", {})[f.name] = sizes[f.name]
+            continue
+        value = (value or getattr(tc, how["fallback"])) if "fallback" in how else value
+        value = how["neutral"] if how.get("modality", modality) != modality else value
+        value = how["cast"](value) if "cast" in how else value
+        slot, _, index = how["stage1"].partition(".")
+        if index:
+            key.setdefault(slot, {})[int(index)] = value
+        else:
+            key[slot] = value
+    lists = {slot: [items[i] for i in range(len(items))] for slot, items in key.items()
+             if slot != "model" and isinstance(items, dict)}
+    return {**key, **lists}
 
 
 # Ranges of the numeric keys: (low, low included, high, high included); ``None`` values (where allowed) and the
@@ -337,58 +388,15 @@ def feature_spec(tc: TrainConfig) -> dict[str, Any]:
                                         "text_context", "text_context_mode")}
 
 
-# One-line descriptions of the TrainConfig fields that carry no comment in the class body (tests check that
-# every field has one, so this cannot fall behind the class).
-_KEY_HELP = {
-    "seed": "random seed (data order, initialisation, dropout, dev split)",
-    "epochs": "maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)",
-    "batch_size": "global training batch size",
-    "eval_batch_size": "batch size for evaluation and encoder caching",
-    "feature_batch_size": "utterances per encoder batch when missing features are extracted",
-    "lr": "AdamW learning rate of stage 2 (and stage 1 unless unimodal_lr is set)",
-    "weight_decay": "AdamW weight decay",
-    "hidden_dim": "model width (None = ModelConfig default)",
-    "num_heads": "attention heads of the cross-modal layers",
-    "num_layers": "cross-modal fusion layers",
-    "mamba_layers": "Mamba blocks per unimodal encoder",
-    "mamba_d_state": "Mamba state size",
-    "mamba_d_conv": "Mamba convolution width",
-    "bimamba_layers": "layers of the BiMamba fusion",
-    "graph_heads": "attention heads of the graph fusion",
-    "graph_conv": "graph convolution of BiGraphFormer",
-    "graph_segments": "segments (graph nodes) per modality in BiGraphFormer",
-    "gated_dim": "width of the gated fusion",
-    "out_features": "width of the encoders' output features",
-    "dropout": "dropout probability",
-    "norm_first": "pre-norm (True) or post-norm (False) Transformer layers",
-}
+def config_key_descriptions() -> dict[str, str]:
+    """``{field: one-line description}`` of ``TrainConfig``: the comment after the field in the class body."""
+    return {**field_comments(TrainConfig), "model": "one of " + ", ".join(MODEL_NAMES)}
 
 
-def config_key_descriptions(cls=None) -> dict[str, str]:
-    """``{field: one-line description}`` of ``TrainConfig``: the comment after the field in the class body,
-    else ``_KEY_HELP``."""
-
-    cls = cls or TrainConfig
-    comments: dict[str, str] = {}
-    src = inspect.getsource(cls)
-    last_line_field: dict[int, str] = {}
-    for m in re.finditer(r"^\s{4}(\w+)\s*:", src, re.M):
-        last_line_field[src.count("\n", 0, m.start()) + 1] = m.group(1)
-    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-        if tok.type == tokenize.COMMENT and tok.start[0] in last_line_field and tok.start[1] > 4:
-            comments[last_line_field[tok.start[0]]] = tok.string.lstrip("#").strip()
-    out = {f.name: comments.get(f.name) or _KEY_HELP.get(f.name, "") for f in dataclasses.fields(cls)}
-    if cls is TrainConfig:
-        out["model"] = "one of " + ", ".join(MODEL_NAMES)
-    return out
-
-
-def config_keys_help(cls=None) -> str:
+def config_keys_help() -> str:
     """The ``--help`` epilog: every key with its default and description."""
-    cls = cls or TrainConfig
-    desc = config_key_descriptions(cls)
+    desc = config_key_descriptions()
     lines = ["keys (key=value; the profile's value, else this default):"]
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  {f.name:<22} {default!r:<14} {desc[f.name]}")
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  {f.name:<22} {f.default!r:<14} {desc[f.name]}")
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from bber_utils.core.paths import run_dirs
 from bber_utils.corpora.dialogues import dialogue_positions
 from bber_utils.models import build_model
 from bber_utils.train import crossfit, inputs, loop
-from bber_utils.train.config import UNIMODAL_MODEL_KEYS, TrainConfig, config_hash, feature_spec
+from bber_utils.train.config import TrainConfig, config_hash, feature_spec, stage1_key
 from bber_utils.train.dataset import EmotionDataset
 from bber_utils.train.distributed import barrier, is_main_process
 from bber_utils.train.inputs import split_datasets, store_key
@@ -56,22 +56,14 @@ class UnimodalRun:
 
 def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame, dev_df: pd.DataFrame,
                    soft_table: dict) -> str:
-    """The cache folder name of a unimodal model: ``{modality}-{hash of what changes its numbers}``. The content
-    of the rows is not in it (``_cache_entry`` adds it where the data changed), so the names of caches written
-    before data fingerprints existed stay valid."""
-    mc = tc.model_config().to_dict()
-    key = {
-        "modality": modality, "features": store_key(store), "model": {k: mc[k] for k in UNIMODAL_MODEL_KEYS},
-        "audio_pool": tc.audio_pool if modality == "audio" else 1,
-        "train": config_hash(list(zip(train_df["utt_id"], train_df["label"])), 16),
-        "dev": config_hash(list(zip(dev_df["utt_id"], dev_df["label"])), 16),
-        "epochs": tc.unimodal_epochs or tc.epochs, "lr": tc.unimodal_lr or tc.lr, "seed": tc.seed,
-        "opt": [tc.batch_size, tc.weight_decay, tc.scheduler, tc.warmup_ratio, tc.patience, tc.grad_clip,
-                tc.balanced_sampling],
-        "targets": [tc.ls_llm_p, tc.label_smoothing, inputs.soft_digest(soft_table) if tc.ls_llm_p > 0 else None],
-    }
-    if tc.class_weight_power != 1.0:  # only when set, so earlier cache keys stay valid
-        key["class_weight_power"] = float(tc.class_weight_power)
+    """The cache folder name of a unimodal model: ``{modality}-{hash of what changes its numbers}``: the config's
+    keys marked ``stage1`` (``config.stage1_key``), the feature store, the rows' ids and labels, the soft labels.
+    The content of the rows is not in it (``_cache_entry`` adds it where the data changed), so the names of caches
+    written before data fingerprints existed stay valid."""
+    key = {**stage1_key(tc, modality), "modality": modality, "features": store_key(store),
+           "train": config_hash(list(zip(train_df["utt_id"], train_df["label"])), 16),
+           "dev": config_hash(list(zip(dev_df["utt_id"], dev_df["label"])), 16)}
+    key["targets"].append(inputs.soft_digest(soft_table) if tc.ls_llm_p > 0 else None)
     return f"{modality}-{config_hash(key, 12)}"
 
 

@@ -92,7 +92,7 @@ def test_bber_extract_command(tmp_path, capsys):
 
 
 def test_encoders_from_profile_parameters(tmp_path):
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.features import encoders_from_params
 
     audio, text = encoders_from_params(load_profile("smoke"))
@@ -104,7 +104,7 @@ def test_encoders_from_profile_parameters(tmp_path):
 
 
 def test_paper_profile_names_the_papers_encoders_without_loading_them(monkeypatch):
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.features import encoders_from_params
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -395,7 +395,7 @@ def test_paper_profile_has_the_reference_cross_modal_layers():
     expansion): the same parameter count, 3,957,760. The rest of the reference's 4,403,463 is its text input
     projection (1024→256 and a LayerNorm per modality: in our encoders) and its head reading 2(H+95) instead of
     our 2H, and it adds up exactly."""
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.train import TrainConfig
 
     cfg = TrainConfig.from_dict(load_profile("paper")).model_config()

@@ -177,3 +177,77 @@ def test_09_predicts_demo_clips_with_three_views(smoke_run):
     assert (dirs.figures / "09_inference_probabilities.png").exists()
     html = "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(dirs.notebooks / "09_inference.ipynb"))
     assert "true label" in html and any(c in html for c in CLASSES)
+
+
+# --------------------------------------------------------------------------- parameters cells: one source (issue 29.4)
+def _cells(name: str) -> tuple[str, str]:
+    """The source of the notebook's ``parameters`` cell and of the code cell after it."""
+    from bber_utils.core.paths import REPO_ROOT
+
+    nb = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    i = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
+    return "".join(code[i]["source"]), "".join(code[i + 1]["source"])
+
+
+@pytest.fixture
+def run_cells(monkeypatch, tmp_path):
+    """Runs a notebook's first cells (``_run_cells``) with its work folder under ``tmp_path``, not the checkout."""
+    from bber_utils.core import paths
+
+    monkeypatch.setattr(paths, "workdir_path", lambda workdir: tmp_path / workdir)  # run_dirs' root
+    return _run_cells
+
+
+def _run_cells(name: str, injected: dict | None = None, edit: dict | None = None) -> dict:
+    """The namespace after the parameters cell (then ``edit``: a reader's change), papermill's injected values
+    (none: JupyterLab) and the cell after it."""
+    params, after = _cells(name)
+    ns: dict = {}
+    exec(params, ns)
+    ns.update(edit or {})
+    ns.update(injected or {})
+    exec(after, ns)
+    return ns
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameters_cell_holds_the_demo_profiles_values(name):
+    """A notebook opened in JupyterLab and run without papermill does what ``make reproduce`` does: its parameters
+    cell takes its values from the demo profile (07 used to hold one seed, SDS 0.5 and four models)."""
+    import ast
+
+    from bber_utils.train import load_profile
+
+    demo = load_profile("demo")
+    cell = {t.id: ast.literal_eval(a.value) for a in ast.parse(_cells(name)[0]).body if isinstance(a, ast.Assign)
+            for t in a.targets}
+    assert cell.pop("profile_params", None) is None
+    assert {k: v for k, v in cell.items() if demo[k] != v} == {}
+
+
+@pytest.mark.parametrize("profile", ["demo", "smoke", "paper"])
+def test_06_trains_every_key_of_the_profile_in_jupyterlab_and_under_papermill(profile, run_cells):
+    """Notebook 06 declares only what a reader changes; its training config is the whole profile's either way, and
+    a value edited in its parameters cell wins."""
+    from bber_utils.core.papermill import injected_parameters
+    from bber_utils.core.paths import REPO_ROOT
+    from bber_utils.train import TrainConfig, load_profile
+
+    want = TrainConfig.from_dict(load_profile(profile)).to_dict()
+    params = load_profile(profile)
+    papermill = run_cells("06_train", injected_parameters(REPO_ROOT / "notebooks" / "06_train.ipynb", params))
+    assert TrainConfig.from_dict(papermill["cfg"]).to_dict() == want
+    if profile == "demo":
+        jupyter = run_cells("06_train")
+        assert TrainConfig.from_dict(jupyter["cfg"]).to_dict() == want
+        edited = run_cells("06_train", edit={"epochs": 5, "label_smoothing": 0.1})  # label_smoothing: added
+        assert TrainConfig.from_dict(edited["cfg"]).to_dict() == {**want, "epochs": 5, "label_smoothing": 0.1}
+
+
+def test_07_runs_the_demo_study_in_jupyterlab(run_cells):
+    from bber_utils.train import load_profile
+
+    ns = run_cells("07_ablations")
+    assert ns["base"] == {**load_profile("demo"), "workdir": ns["base"]["workdir"], "progress": False}
+    assert (ns["ablation_seeds"], ns["ablation_augment"]["sds_ratio"]) == ([42, 43, 44], 1.0)

@@ -145,7 +145,7 @@ def test_process_runner_writes_params_with_the_run_name_and_logs(tmp_path, fake_
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert run_dir.name == registry.run_name_for(fake_train, tmp_path / "work") == params["run_name"]
     assert params["workdir"] == str(run_dir.parents[1]) and params["progress"] is False
-    assert params["sds_ratio"] == 0.5 and "ablation_workers" not in params  # what notebook 06 declares
+    assert params["sds_ratio"] == 0.5 and "ablation_workers" not in params  # the training keys only
     assert (run_dir / "train.log").exists() and (run_dir / "metrics.json").exists()
     assert not (run_dir / "06_train.ipynb").exists()
 
@@ -275,3 +275,33 @@ def test_unbalanced_sweep_values_are_refused(text):
 
     with pytest.raises(ConfigError, match="unbalanced"):
         cli.split_sweep_values(text)
+
+
+def test_both_runners_train_every_training_key_of_the_run(tmp_path, monkeypatch):
+    """The process runner's params.yaml and notebook 06 (given the run as ``profile_params``) train one config: every
+    training key of the run, also those notebook 06's parameters cell does not declare (``grad_clip`` here; they
+    used to fall back to their defaults)."""
+    from bber_utils.core.papermill import injected_parameters
+    from bber_utils.train import TrainConfig, load_profile
+
+    base = {**load_profile("smoke"), "grad_clip": 0.5, "feature_device": "cpu", "progress": False}
+    seen = {}
+
+    def process(name, run_dir, cfg):
+        seen["process"] = cfg
+        (run_dir / "metrics.json").write_text("{}")
+
+    def notebook(src, dst, params):
+        seen["notebook"] = injected_parameters(src, params)
+        (dst.parent / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "_train_process", process)
+    monkeypatch.setattr(runner, "run_notebook", notebook)
+    by_process = runner.run_one(base, tmp_path / "a")
+    by_notebook = runner.run_one(base, tmp_path / "b", study_runner="notebook")
+    assert by_process.name == by_notebook.name
+    trained = [TrainConfig.from_dict({**cfg, "workdir": "w"}).to_dict()
+               for cfg in (seen["process"], seen["notebook"]["profile_params"])]
+    assert trained[0] == trained[1] == TrainConfig.from_dict({**base, "workdir": "w", "run_name": by_process.name})\
+        .to_dict()
+    assert "ablation_seeds" not in seen["process"]  # params.yaml holds training keys only

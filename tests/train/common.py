@@ -51,7 +51,7 @@ def make_workdir(root: Path, corpora=("demo_en", "demo_ru"), per_class=(3, 1, 1)
 
 def tiny_config(wd, **kw):
     base = dict(workdir=str(wd), seed=3, device="cpu", model="biformer", epochs=3, unimodal_epochs=2,
-                batch_size=8, lr=3e-3, patience=5, warmup_ratio=0.1, progress=False, **TINY)
+                batch_size=8, lr=3e-3, patience=5, scheduler="cosine", warmup_ratio=0.1, progress=False, **TINY)
     base.update(kw)
     return base
 
