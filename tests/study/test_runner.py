@@ -287,7 +287,7 @@ def test_both_runners_train_every_training_key_of_the_run(tmp_path, monkeypatch)
     base = {**load_profile("smoke"), "grad_clip": 0.5, "feature_device": "cpu", "progress": False}
     seen = {}
 
-    def process(name, run_dir, cfg):
+    def process(name, run_dir, cfg, nproc_per_node=1):
         seen["process"] = cfg
         (run_dir / "metrics.json").write_text("{}")
 
