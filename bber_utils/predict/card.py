@@ -44,8 +44,8 @@ def model_card(config: dict[str, Any], metrics: dict | None, parameters: dict[st
     """The card's Markdown body (see the module docstring)."""
     name = config["model_name"]
     if is_demo(metrics):
-        first = ("**Trained on the synthetic demo corpus only (built offline by bber from templates and a TTS "
-                 "voice): a demonstration, not a model of real emotional speech — do not use it on real "
+        first = ("**Trained on the synthetic demo corpus only (built offline by bber: template sentences spoken by "
+                 "espeak-ng): a demonstration, not a model of real emotional speech — do not use it on real "
                  "recordings.**")
     elif metrics is None:
         first = "**No metrics.json came with this model: its training data and scores are not known.**"
@@ -135,8 +135,9 @@ def _provenance_section(config: dict, metrics: dict | None) -> list[str]:
 
 
 def _limits_section(metrics: dict | None) -> list[str]:
-    demo = ("- This model learnt the synthetic demo corpus (template sentences spoken by one TTS voice); its "
-            "numbers say that the pipeline works, not how well it recognises real people.\n" if is_demo(metrics)
+    demo = ("- This model learnt the synthetic demo corpus (template sentences spoken by espeak-ng with emotional "
+            "prosody); its numbers say that the pipeline works, not how well it recognises real people.\n"
+            if is_demo(metrics)
             else "")
     return ["## Intended use and limits", "",
             "- Research on emotion recognition from English or Russian speech and its transcript: the seven "
