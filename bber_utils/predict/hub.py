@@ -239,7 +239,7 @@ def _define_model_class() -> type:
                              force_download=False, local_files_only=False, token=None, strict=True, **model_kwargs):
             model = cls(**model_kwargs)
             load_weights(model, Path(model_id), map_location)
-            return model.eval()
+            return model.to(map_location).eval()  # load_model fills the CPU parameters it was given
 
     BberModel.__qualname__ = "BberModel"
     return BberModel

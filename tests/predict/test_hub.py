@@ -234,3 +234,12 @@ def test_the_unimodal_and_fused_probabilities_come_from_the_folder(exported, tmp
     for probs in (out.fused, out.audio, out.text_probs):
         assert len(probs) == 7 and abs(sum(probs) - 1) < 1e-4
     assert not np.allclose(out.audio, out.text_probs)
+
+
+def test_predict_texts_reads_a_model_folder(tmp_path):
+    from bber_utils.predict import texts
+
+    run = make_run(tmp_path, "text_only")
+    folder = export.export_model(run, tmp_path / "model")
+    lines = ["I am so happy", "this is awful"]
+    assert texts.predict_texts(folder, lines, device="cpu").equals(texts.predict_texts(run, lines, device="cpu"))
