@@ -63,8 +63,8 @@ def _register_export(subparsers) -> None:
     p = subparsers.add_parser("export", help="a trained model as a shareable folder (config.json, "
                               "model.safetensors, model card) and, with --onnx, model.onnx",
                               description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default=None, help="a run folder, its best.pt or a model folder (default: the newest "
-                                               "run of --workdir)")
+    p.add_argument("--run", default=None, help="a run folder, its best.pt, a model folder or an owner/name Hub "
+                                               "repository of one (default: the newest run of --workdir)")
     p.add_argument("--out", required=True, help="the model folder to write (an earlier export there is replaced)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (onnxruntime, CPU)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")

@@ -14,6 +14,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from bber_utils.core.errors import looks_like_hub_id
 from bber_utils.predict import checkpoint, hub, onnx_model
 from bber_utils.predict.checkpoint import CheckpointError
 
@@ -24,11 +25,13 @@ from bber_utils.predict.checkpoint import CheckpointError
 def export_model(run: str | os.PathLike | None, out: str | os.PathLike, onnx: bool = False,
                  workdir: str | os.PathLike = "runs/demo", trust_remote_code: bool = False,
                  opset: int | None = None) -> Path:
-    """Write the model of ``run`` (a run folder, its ``best.pt``, or a model folder; None: the newest run of
-    ``workdir``) to the folder ``out``; -> ``out``. ``CheckpointError`` (one line) for a bad source or ``out``."""
+    """Write the model of ``run`` (a run folder, its ``best.pt``, a model folder or an ``owner/name`` repository of
+    one; None: the newest run of ``workdir``) to the folder ``out``; -> ``out``. ``CheckpointError`` (one line) for a bad source or ``out``."""
     out = Path(out)
     _check_out(out)
     source = Path(run) if run else None
+    if source is not None and not source.exists() and looks_like_hub_id(str(run)):
+        source = hub.resolve_model(str(run))  # an owner/name repository: its model folder, e.g. to add ONNX
     if source is not None and hub.is_model_folder(source):
         cfg = hub.read_config(source)
         model, _ = hub.load_trained(source)

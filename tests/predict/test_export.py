@@ -68,3 +68,13 @@ def test_a_run_folder_without_a_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'run'}: neither a run folder (no best.pt) nor a model folder")
     assert len(err.splitlines()) == 1
+
+
+def test_a_hub_repository_can_be_exported_again(tmp_path, monkeypatch):
+    """``--run owner/name``: the repository's folder (fetched with only the model files) is the source."""
+    import huggingface_hub
+
+    folder = export.export_model(make_run(tmp_path, "audio_only"), tmp_path / "m")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(folder))
+    again = export.export_model("someone/bber-demo", tmp_path / "m2")
+    assert (again / "config.json").read_text() == (folder / "config.json").read_text()
