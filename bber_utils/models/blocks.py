@@ -15,6 +15,8 @@ def check_mask(mask: torch.Tensor, name: str) -> None:
     """Every sample needs at least one real frame (an empty sample has nothing to attend to or average)."""
     if mask.dim() != 2 or mask.dtype != torch.bool:
         raise ValueError(f"{name} must be a (B, L) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+    if torch.compiler.is_exporting():  # a graph cannot raise on its data: the caller checks (bber_utils.predict)
+        return
     empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"{name}: samples {empty} of the batch have no real frames (length 0)")
@@ -194,11 +196,13 @@ def resample_to_lengths(x: torch.Tensor, lengths: torch.Tensor, new_lengths: tor
 def align_by_resampling(audio: torch.Tensor, audio_mask: torch.Tensor, text: torch.Tensor,
                         text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Put both modalities on one time axis per sample: the shorter one is linearly resampled to the longer
-    one's length (n_b = max(Ta_b, Tt_b)). -> audio (B, T, H), text (B, T, H), mask (B, T), T = max_b n_b.
+    one's length (n_b = max(Ta_b, Tt_b)). -> audio (B, T, H), text (B, T, H), mask (B, T), T = max(Ta, Tt), the
+    longer padded width (= max_b n_b for a batch padded to its longest sample; taken from the shapes, not the
+    masks' values, so the model exports with dynamic lengths).
     """
     audio_len, text_len = audio_mask.sum(dim=1), text_mask.sum(dim=1)
     joint_len = torch.maximum(audio_len, text_len)
-    out_len = int(joint_len.max())
+    out_len = max(audio.shape[1], text.shape[1])
     mask = torch.arange(out_len, device=audio.device).unsqueeze(0) < joint_len.unsqueeze(1)
     return (resample_to_lengths(audio, audio_len, joint_len, out_len),
             resample_to_lengths(text, text_len, joint_len, out_len), mask)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 # Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
 # and `bber --help`, stays fast.
 
-SCAN_IMPLS = ("auto", "sequential", "chunked", "mambapy", "cuda")
+SCAN_IMPLS = ("auto", "sequential", "chunked", "mambapy", "cuda", "export")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -55,12 +55,15 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
 
     ``impl``: ``"sequential"`` (reference loop over time), ``"chunked"`` (chunked scan with a hand-written
     backward, :class:`ChunkedScan`), ``"mambapy"`` (mambapy's parallel scan), ``"cuda"`` (mamba-ssm's fused
-    kernel, CUDA only) or ``"auto"`` (the fastest available here, see :func:`_auto_impl`).
+    kernel, CUDA only), ``"export"`` (torch's ``scan`` operator: one loop whose length is a graph input, which
+    ``torch.export`` and ``torch.onnx.export`` turn into an ONNX ``Scan`` of dynamic length; slow in eager mode) or
+    ``"auto"`` (``"export"`` while ``torch.export`` traces the model, else the fastest available here, see
+    :func:`_auto_impl`).
     """
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan impl {impl!r}; choose one of {SCAN_IMPLS}")
     if impl == "auto":
-        impl = _auto_impl(u)
+        impl = "export" if torch.compiler.is_exporting() else _auto_impl(u)
     if impl == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z)  # D and z are fused into the kernel
     out_dtype = u.dtype
@@ -70,6 +73,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
             y = _scan_sequential(u, delta, A, B, C)
         elif impl == "mambapy":
             y = _scan_mambapy(u, delta, A, B, C)
+        elif impl == "export":
+            y = _scan_export(u, delta, A, B, C)
         else:
             y = _scan_chunked(u, delta, A, B, C)
         if D is not None:
@@ -123,6 +128,24 @@ def _scan_mambapy(u, delta, A, B, C):
     dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (B, L, ED, N)
     h = pscan(dA, dBu)  # (B, L, ED, N)
     return (h @ C.unsqueeze(-1)).squeeze(-1)
+
+
+def _scan_export(u, delta, A, B, C):
+    """The recurrence as torch's ``scan`` operator over time: exportable with a dynamic length (the Python loops
+    of the other forms would be unrolled to the length of the example input). State (B, ED, N), as ``sequential``."""
+    from torch._higher_order_ops.scan import scan  # torch's (still private) scan operator
+
+    dA = torch.exp(delta.unsqueeze(-1) * A)  # (B, L, ED, N)
+    dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (B, L, ED, N)
+    _, ys = scan(_export_step, u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), (dA, dBu, C), dim=1)
+    return ys  # (B, L, ED)
+
+
+def _export_step(h, xs):
+    """One step of ``_scan_export``: h_t = dA_t ⊙ h_{t-1} + x_t, y_t = h_t C_t."""
+    dA, x, c = xs
+    h = torch.addcmul(x, dA, h)
+    return h, torch.matmul(h, c.unsqueeze(-1)).squeeze(-1)
 
 
 CHUNK = 16  # time steps per chunk: the (B, CHUNK, ED, N) temporaries stay in cache (benchmarks/mamba.md)

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bber_utils.core.errors import ConfigError, check_model_spec
+from bber_utils.core.errors import ConfigError, check_model_spec, looks_like_hub_id
 from bber_utils.core.paths import REPO_ROOT
 from bber_utils.features.extract import encoders_from_params
 from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
@@ -25,13 +25,22 @@ class CheckpointError(RuntimeError):
 
 
 def find_checkpoint(spec: str | os.PathLike | None = None, workdir: str | os.PathLike = "runs/demo") -> Path:
-    """Resolve ``spec`` (a ``.pt`` file or a run folder holding ``best.pt``); with no spec, the newest
-    ``best.pt`` of a bimodal run under ``<workdir>/train`` (else of any run). Raises ``CheckpointError``."""
+    """Resolve ``spec``: a ``.pt`` file, a run folder holding ``best.pt``, a model folder of ``bber export``
+    (returned as it is: ``hub`` reads it) or an ``owner/name`` Hub repository of one (returned as it is); with no
+    spec, the newest ``best.pt`` of a bimodal run under ``<workdir>/train`` (else of any run). Raises
+    ``CheckpointError``."""
     if spec:
         p = Path(spec)
         if p.is_dir():
-            p = p / "best.pt"
+            if (p / "best.pt").exists():
+                return p / "best.pt"
+            if any((p / n).exists() for n in ("config.json", "model.safetensors")):
+                return p  # a model folder: hub.read_config checks it
+            raise CheckpointError(f"{p}: neither a run folder (no best.pt) nor a model folder (no config.json; "
+                                  f"`bber export --run RUN --out {p}` writes one)")
         if not p.exists():
+            if looks_like_hub_id(str(spec)) and not str(spec).endswith(".pt"):
+                return p  # a Hub repository: hub.resolve_model fetches it
             raise CheckpointError(f"checkpoint not found: {p}")
         return p
     root = Path(workdir)  # read only: no folder is created under a workdir that has none

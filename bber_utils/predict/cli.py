@@ -19,6 +19,10 @@ its transcript, as in training (``bber_utils.features.context``): ``--context TU
 a CSV ``context`` column (one turn, or a JSON list of turns) or ``Predictor.predict(..., contexts=)``; the last k
 are used, and none is needed.
 
+Models: a trainer checkpoint or run folder, or a model folder of ``bber export`` / an ``owner/name`` Hub
+repository of one (``--model``); ``--onnx`` runs its ``model.onnx`` on onnxruntime instead of PyTorch
+(docs/sharing.md).
+
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
 file cannot run code on load. The settings stored in a checkpoint are data, checked before use; remote code of
 its text encoder runs only with ``--trust-remote-code`` (``trust_remote_code=True``), never because the file
@@ -32,12 +36,56 @@ import json
 import sys
 
 from bber_utils.core.labels import CLASSES
-from bber_utils.predict import checkpoint, inputs
+from bber_utils.predict import checkpoint, export, inputs
 from bber_utils.predict.checkpoint import CheckpointError
 from bber_utils.predict.predictor import LONG_SECONDS, Predictor, check_window
 
+EXPORT_HELP = """A trained model as a shareable model folder, the Hugging Face way (docs/sharing.md):
+
+  config.json        the model, its sizes, label set, the encoders and feature settings its inputs need
+  model.safetensors  the weights (no pickle)
+  README.md          the model card: model and size, training corpora and rows, scores per corpus and split,
+                     provenance, citation, intended use and limits (from the run's metrics.json)
+  model.onnx         with --onnx: one graph, features in, probabilities out, dynamic batch and lengths
+
+Use it with `bber predict --model DIR clip.wav` (--onnx: onnxruntime), `Predictor(DIR)` or
+`BberModel.from_pretrained(DIR)`; publish it with `hf upload OWNER/NAME DIR` or
+`BberModel.push_to_hub`.
+"""
+
 
 def register_cli(subparsers) -> None:
+    _register_predict(subparsers)
+    _register_export(subparsers)
+
+
+def _register_export(subparsers) -> None:
+    p = subparsers.add_parser("export", help="a trained model as a shareable folder (config.json, "
+                              "model.safetensors, model card) and, with --onnx, model.onnx",
+                              description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default=None, help="a run folder, its best.pt, a model folder or an owner/name Hub "
+                                               "repository of one (default: the newest run of --workdir)")
+    p.add_argument("--out", required=True, help="the model folder to write (an earlier export there is replaced)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (onnxruntime, CPU)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--workdir", default="runs/demo", help="where to look for the newest run")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="the run's text encoder runs its own code (e.g. jina-v3): allow it to be named")
+    p.set_defaults(func=_export_cli)
+
+
+def _export_cli(args) -> int:
+    try:
+        out = export.export_model(args.run, args.out, onnx=args.onnx, workdir=args.workdir,
+                                  trust_remote_code=args.trust_remote_code, opset=args.opset)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0
+
+
+def _register_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="emotions of audio files (audio-only, text-only and fused)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="audio files, folders of audio files, or CSVs with path[,text,context]")
@@ -45,7 +93,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--context", action="append", metavar="TURN",
                    help="a previous turn of the dialogue (repeat for several, oldest first), given to every clip: "
                         "read by models trained with text_context (the last k); per clip: a CSV context column")
-    p.add_argument("--checkpoint", help="best.pt or a run folder (default: the newest demo run)")
+    # dest "model" is not one of bber_utils.cli.PATH_OPTIONS: an owner/name Hub id must stay as typed
+    p.add_argument("--model", "--checkpoint", dest="model", metavar="MODEL",
+                   help="best.pt, a run folder, a model folder of `bber export` or an owner/name Hub repository of "
+                        "one (default: the newest demo run)")
+    p.add_argument("--revision", default=None, help="the Hub revision of an owner/name model (default: main)")
+    p.add_argument("--onnx", action="store_true",
+                   help="run the model folder's model.onnx on onnxruntime (CPU) instead of PyTorch")
+    p.add_argument("--onnx-file", default=None, metavar="FILE",
+                   help="with --onnx: this ONNX file instead (checked against the folder's config.json and weights)")
     p.add_argument("--workdir", default="runs/demo", help="where to look for the default checkpoint")
     p.add_argument("--lang", default="auto", type=str.lower, choices=["auto", "en", "ru"])
     p.add_argument("--asr", default=None, help="Whisper hub id / folder for clips without a transcript")
@@ -74,8 +130,10 @@ def _prepare(args) -> tuple[Predictor, list[str], list, list]:
         texts = args.text
     if args.context:
         contexts = [list(args.context) for _ in paths]
-    predictor = Predictor(checkpoint.find_checkpoint(args.checkpoint, args.workdir), args.device, args.asr,
-                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision)
+    predictor = Predictor(checkpoint.find_checkpoint(args.model, args.workdir), args.device, args.asr,
+                          trust_remote_code=args.trust_remote_code, text_code_revision=args.text_code_revision,
+                          onnx=(args.onnx_file or True) if args.onnx else False,
+                          revision=args.revision)
     return predictor, paths, texts, contexts
 
 

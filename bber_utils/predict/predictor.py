@@ -19,8 +19,9 @@ from bber_utils.core.labels import CLASSES
 from bber_utils.core.progress import tqdm
 from bber_utils.features import build_asr
 from bber_utils.features.context import with_context
-from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders, load_model
-from bber_utils.train.dataset import pad_sequences, pool_frames
+from bber_utils.predict import hub, onnx_model
+from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders
+from bber_utils.train.dataset import pool_frames
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
 # --help`, stays fast.
@@ -55,16 +56,26 @@ class Prediction:
 
 
 class Predictor:
-    """Scores audio clips with a trained checkpoint: ``Predictor(ckpt).predict(paths, texts)``.
+    """Scores audio clips with a trained model: ``Predictor(model).predict(paths, texts)``.
 
-    ``trust_remote_code``: allow the text encoder's own code when the checkpoint was trained with one that needs
-    it (the user's decision: a checkpoint's settings never grant it); ``text_code_revision`` pins that code."""
+    ``model``: a trainer checkpoint (``best.pt``) or run folder, or a model folder of ``bber export`` / an
+    ``owner/name`` repository of one (``hub``). ``onnx``: run the folder's ``model.onnx`` (True) or the given ONNX
+    file on onnxruntime instead of PyTorch (CPU; no torch import unless the encoders need it).
+    ``trust_remote_code``: allow the text encoder's own code when the model was trained with one that needs it
+    (the user's decision: a model's settings never grant it); ``text_code_revision`` pins that code."""
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", asr: str | None = None,
-                 batch_size: int = 16, trust_remote_code: bool = False, text_code_revision: str | None = None):
-        self.device = resolve_device(device)
+                 batch_size: int = 16, trust_remote_code: bool = False, text_code_revision: str | None = None,
+                 onnx: bool | str | os.PathLike = False, revision: str | None = None):
         self.checkpoint = Path(checkpoint)
-        self.model, self.meta = load_model(self.checkpoint, str(self.device))
+        if onnx:
+            self.device = _onnx_device(device)
+            self.backend, self.meta = _onnx_backend(checkpoint, onnx, revision)
+        else:
+            self.device = resolve_device(device)
+            model, self.meta = hub.load_trained(checkpoint, str(self.device), revision)
+            self.backend = TorchBackend(model, self.device)
+        self.model = getattr(self.backend, "model", None)
         self.name = self.meta["model_name"]
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
@@ -75,7 +86,15 @@ class Predictor:
         self.audio_pool = int(settings["audio_pool"] or 1)
         self.context_k = int(settings["text_context"] or 0)
         self.context_mode = settings["text_context_mode"] or "steps"
-        checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """The features this predictor makes must be those the model was trained on: label set, encoders (a model
+        folder names them) and widths. ``CheckpointError`` (one line) otherwise."""
+        hub.check_labels(self.meta, self.checkpoint, CLASSES)
+        checks = hub.modalities(self.name)
+        if self.meta.get("encoders"):
+            hub.check_encoders(self.meta, {m: getattr(self, f"{m}_encoder").key for m in checks}, self.checkpoint)
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
             dim = self._encoder_dim(what)
@@ -167,28 +186,19 @@ class Predictor:
         return preds
 
     def _predict_chunk(self, preds: list[Prediction], wavs: list[np.ndarray]) -> None:
-        import torch
-
         missing = [k for k, p in enumerate(preds) if self.uses_text and not p.text.strip()]
         if missing:
             for k, (text, lang) in zip(missing, self._transcribe([wavs[k] for k in missing])):
                 preds[k].text, preds[k].extra["asr"] = text, True
                 if not preds[k].language:
                     preds[k].language = lang
-        batch: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
         frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
-        audio, batch["audio_mask"] = pad_sequences(frames)
-        text, batch["text_mask"] = pad_sequences(text_features(self.text_encoder, [p.text for p in preds],
-                                                               [p.context for p in preds], self.context_k,
-                                                               self.context_mode))
-        batch["audio"], batch["text"] = audio.float(), text.float()
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with torch.no_grad():
-            fused = torch.softmax(self.model(batch).float(), -1).cpu().numpy()
-            uni = {}
-            if hasattr(self.model, "encode"):
-                enc = self.model.encode(batch)
-                uni = {m: torch.softmax(enc[f"{m}_logits"].float(), -1).cpu().numpy() for m in ("audio", "text")}
+        arrays["audio"], arrays["audio_mask"] = pad_arrays(frames)
+        arrays["text"], arrays["text_mask"] = pad_arrays(text_features(
+            self.text_encoder, [p.text for p in preds], [p.context for p in preds], self.context_k, self.context_mode))
+        probs = self.backend.probabilities(arrays)
+        fused = probs["fused"]
         for k, p in enumerate(preds):
             p.fused = fused[k].round(6).tolist()
             p.label = CLASSES[int(fused[k].argmax())]
@@ -196,8 +206,58 @@ class Predictor:
                 p.audio = p.fused
             elif self.name == "text_only":
                 p.text_probs = p.fused
-            if "audio" in uni:
-                p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+            if "audio" in probs:
+                p.audio, p.text_probs = probs["audio"][k].round(6).tolist(), probs["text"][k].round(6).tolist()
+
+
+class TorchBackend:
+    """A registry model on ``device``: ``probabilities(arrays) -> {"fused"[, "audio", "text"]}`` (numpy)."""
+
+    def __init__(self, model, device):
+        self.model, self.device = model, device
+
+    def probabilities(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        batch = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
+        with torch.no_grad():
+            if not hasattr(self.model, "encode"):
+                return {"fused": torch.softmax(self.model(batch).float(), -1).cpu().numpy()}
+            enc = self.model.encode(batch)
+            logits = {"fused": self.model.fuse(enc), "audio": enc["audio_logits"], "text": enc["text_logits"]}
+            return {k: torch.softmax(v.float(), -1).cpu().numpy() for k, v in logits.items()}
+
+
+def _onnx_device(device: str | None) -> str:
+    if str(device or "auto") not in ("auto", "cpu"):
+        raise ValueError(f"--onnx runs on the CPU (onnxruntime); device {device!r} is not available to it")
+    return "cpu"
+
+
+def _onnx_backend(spec: str | os.PathLike, onnx: bool | str | os.PathLike, revision: str | None):
+    """(``OnnxModel``, meta) of a model folder (or repository) and its ``model.onnx`` (or the file ``onnx``)."""
+    p = Path(spec)
+    if p.is_file() or (p.is_dir() and not hub.is_model_folder(p)):
+        raise CheckpointError(f"{spec}: ONNX runs from a model folder; write one with `bber export --run {spec} "
+                              f"--out DIR --onnx`")
+    folder = hub.resolve_model(spec, revision)
+    cfg = hub.read_config(folder)
+    path = folder / hub.ONNX_NAME if onnx is True else Path(onnx)
+    weights = folder / hub.WEIGHTS_NAME
+    sha = onnx_model.file_sha256(weights) if weights.is_file() else None
+    return onnx_model.OnnxModel(path, cfg, sha, folder), hub.meta_of(cfg)
+
+
+def pad_arrays(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad ``[(T_i, D)]`` to ``(B, T_max, D) float32`` and a ``(B, T_max) bool`` mask (True = real)."""
+    if not seqs or min(len(s) for s in seqs) < 1:
+        raise ValueError("pad_arrays: an empty batch or a sequence of length 0")
+    width = max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), width, seqs[0].shape[1]), np.float32)
+    mask = np.zeros((len(seqs), width), bool)
+    for b, s in enumerate(seqs):
+        out[b, :len(s)], mask[b, :len(s)] = s, True
+    return out, mask
 
 
 def check_window(window_s: float | None) -> None:

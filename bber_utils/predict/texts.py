@@ -10,8 +10,8 @@ import pandas as pd
 
 from bber_utils.core.device import resolve_device
 from bber_utils.core.labels import CLASSES
-from bber_utils.predict import predictor
-from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders, load_model
+from bber_utils.predict import hub, predictor
+from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders
 from bber_utils.train.dataset import pad_sequences
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
@@ -21,7 +21,8 @@ from bber_utils.train.dataset import pad_sequences
 def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: list[list[str]] | None = None,
                   device: str = "auto", batch_size: int = 64, trust_remote_code: bool = False,
                   text_code_revision: str | None = None):
-    """Text-only inference, no audio: a ``text_only`` checkpoint's probabilities for each transcript.
+    """Text-only inference, no audio: a ``text_only`` model's probabilities for each transcript (a checkpoint, a
+    run folder or a model folder of ``bber export``).
 
     ``contexts[i]``: the previous utterances of text i's dialogue, oldest first (used when the run was trained
     with ``text_context: k``; only the last k are read). ``trust_remote_code`` / ``text_code_revision``: as for
@@ -30,7 +31,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
     import torch
 
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, str(dev))
+    model, meta = hub.load_trained(checkpoint, str(dev))
     if meta["model_name"] != "text_only":
         raise CheckpointError(f"{checkpoint}: predict_texts needs a text_only checkpoint, not {meta['model_name']!r}")
     settings = meta["settings"]

@@ -7,7 +7,7 @@ import torch
 
 from bber_utils.models.mamba import MambaBlock, MambaStack, masked_mean, selective_scan
 
-CPU_IMPLS = ["chunked", "mambapy"]
+CPU_IMPLS = ["chunked", "mambapy", "export"]
 
 
 def _scan_inputs(batch, length, ed, n, dtype=torch.float64, seed=0, requires_grad=False):

@@ -73,8 +73,8 @@ def test_no_transcript_and_no_asr_is_a_clear_per_file_error(tmp_path):
 def test_audio_frames_are_pooled_as_in_training(tmp_path, monkeypatch):
     pred = predictor.Predictor(_checkpoint(tmp_path / "best.pt"), device="cpu")
     seen = []
-    forward = pred.model.forward
-    monkeypatch.setattr(pred.model, "forward", lambda batch: seen.append(batch["audio"].shape) or forward(batch))
+    score = pred.backend.probabilities
+    monkeypatch.setattr(pred.backend, "probabilities", lambda arrays: seen.append(arrays["audio"].shape) or score(arrays))
     pred.predict([_wav(tmp_path / "a.wav", seconds=1.0)], ["hello there"])
     assert pred.audio_pool == 4 and seen[0][1] == 13  # 50 log-mel frames per second, averaged in fours
 
