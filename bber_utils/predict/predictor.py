@@ -66,6 +66,7 @@ class Predictor:
         self.checkpoint = Path(checkpoint)
         self.model, self.meta = load_model(self.checkpoint, str(self.device))
         self.name = self.meta["model_name"]
+        self.allowed = allowed_classes(self.meta)
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
         # the same encoders (and store keys), frame pooling and dialogue context the run was trained with
@@ -184,11 +185,11 @@ class Predictor:
         batch["audio"], batch["text"] = audio.float(), text.float()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with torch.no_grad():
-            fused = torch.softmax(self.model(batch).float(), -1).cpu().numpy()
+            fused = masked_softmax(self.model(batch), self.allowed)
             uni = {}
             if hasattr(self.model, "encode"):
                 enc = self.model.encode(batch)
-                uni = {m: torch.softmax(enc[f"{m}_logits"].float(), -1).cpu().numpy() for m in ("audio", "text")}
+                uni = {m: masked_softmax(enc[f"{m}_logits"], self.allowed) for m in ("audio", "text")}
         for k, p in enumerate(preds):
             p.fused = fused[k].round(6).tolist()
             p.label = CLASSES[int(fused[k].argmax())]
@@ -198,6 +199,24 @@ class Predictor:
                 p.text_probs = p.fused
             if "audio" in uni:
                 p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+
+
+def allowed_classes(meta: dict) -> list[int] | None:
+    """The class indices a checkpoint's model predicts (its training corpora' label sets), None for all seven."""
+    names = meta.get("classes")
+    return None if not names else [CLASSES.index(c) for c in names if c in CLASSES]
+
+
+def masked_softmax(logits, allowed: list[int] | None) -> np.ndarray:
+    """Probabilities (N, 7) over the ``allowed`` classes (0 for the others; None = all seven)."""
+    import torch
+
+    logits = logits.float()
+    if allowed is not None and len(allowed) < len(CLASSES):
+        mask = torch.full_like(logits, float("-inf"))
+        mask[:, allowed] = 0.0
+        logits = logits + mask
+    return torch.softmax(logits, -1).cpu().numpy()
 
 
 def check_window(window_s: float | None) -> None:

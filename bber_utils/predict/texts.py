@@ -46,7 +46,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
         text, mask = pad_sequences(feats)
         batch = {"text": text.float().to(dev), "text_mask": mask.to(dev)}
         with torch.no_grad():
-            probs = torch.softmax(model(batch).float(), -1).cpu().numpy()
+            probs = predictor.masked_softmax(model(batch), predictor.allowed_classes(meta))
         for t, p in zip(chunk, probs):
             rows.append({"text": t, "label": CLASSES[int(p.argmax())], **dict(zip(CLASSES, p.round(6)))})
     return pd.DataFrame(rows)

@@ -265,8 +265,8 @@ def _cli(capsys, *args):
 
 
 ROLE_COLUMNS = {"text": "text", "audio_path": "audio_path", "label": "label", "split": "split",
-                "dialogue_id": "dialogue_id", "utterance_id": "utterance_id", "language": "language",
-                "start_s": "start_s", "end_s": "end_s"}
+                "dialogue_id": "dialogue_id", "utterance_id": "utterance_id", "speaker": "speaker",
+                "language": "language", "start_s": "start_s", "end_s": "end_s"}
 
 
 def test_every_role_is_covered_by_the_missing_column_test():
