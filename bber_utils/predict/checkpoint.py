@@ -63,6 +63,8 @@ STORED_SETTINGS = {
     "audio_pool": ("an integer >= 1", _int_at_least(1)),
     "text_context": ("an integer >= 0", _int_at_least(0)),
     "text_context_mode": ("'steps' or 'mean'", lambda v: v in ("steps", "mean")),
+    "audio_norm": ("'none', 'speaker' or 'utterance'", lambda v: v in ("none", "speaker", "utterance")),
+    "text_context_speaker": ("true or false", lambda v: isinstance(v, bool)),
 }
 
 

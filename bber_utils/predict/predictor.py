@@ -19,6 +19,7 @@ from bber_utils.core.labels import CLASSES
 from bber_utils.core.progress import tqdm
 from bber_utils.features import build_asr
 from bber_utils.features.context import with_context
+from bber_utils.features.normalise import group_statistics, normalise_utterance
 from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders, load_model
 from bber_utils.train.dataset import pad_sequences, pool_frames
 
@@ -76,6 +77,12 @@ class Predictor:
         self.audio_pool = int(settings["audio_pool"] or 1)
         self.context_k = int(settings["text_context"] or 0)
         self.context_mode = settings["text_context_mode"] or "steps"
+        self.audio_norm = settings.get("audio_norm") or "none"
+        self._norm_stats = None  # audio_norm "speaker": the statistics of the clips of one predict call
+        if settings.get("text_context_speaker") and self.uses_text:
+            raise CheckpointError(f"{self.checkpoint}: trained with text_context_speaker (context turns flagged by "
+                                  f"speaker); prediction does not take speakers yet: score it with bber train's "
+                                  f"test split")
         checks = {"audio_only": ("audio",), "text_only": ("text",)}.get(self.name, ("audio", "text"))
         for what in checks:
             want = self.meta.get(f"d_{what}", self.meta.get("d_in"))
@@ -152,6 +159,13 @@ class Predictor:
                               f"on utterances of a few seconds and memory grows with length: consider --window 10",
                               stacklevel=2)
             good.append((pred, wav, i, None))
+        if self.audio_norm == "speaker" and good:  # the clips of this call are taken as one speaker's
+            frames = {str(k): x for k, x in enumerate(self.audio_encoder.encode([w for _, w, *_ in good]))}
+            self._norm_stats = group_statistics(frames, dict.fromkeys(frames, "clips"))["clips"]
+            if len(good) < 10:
+                warnings.warn(f"{self.checkpoint}: trained with audio_norm=speaker; the {len(good)} clip(s) given "
+                              f"are normalised by their own statistics: give a speaker's clips together (10 or more)",
+                              stacklevel=2)
         for start in tqdm(range(0, len(good), self.batch_size), desc="predict", disable=not progress):
             chunk = good[start:start + self.batch_size]
             try:
@@ -177,7 +191,7 @@ class Predictor:
                 if not preds[k].language:
                     preds[k].language = lang
         batch: dict[str, Any] = {}
-        frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
+        frames = [pool_frames(self._normalised(x), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
         audio, batch["audio_mask"] = pad_sequences(frames)
         text, batch["text_mask"] = pad_sequences(text_features(self.text_encoder, [p.text for p in preds],
                                                                [p.context for p in preds], self.context_k,
@@ -199,6 +213,16 @@ class Predictor:
                 p.text_probs = p.fused
             if "audio" in uni:
                 p.audio, p.text_probs = uni["audio"][k].round(6).tolist(), uni["text"][k].round(6).tolist()
+
+
+    def _normalised(self, x) -> np.ndarray:
+        """Audio frames as the model was trained on them (``audio_norm``)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.audio_norm == "utterance":
+            return normalise_utterance(x)
+        if self.audio_norm == "speaker" and self._norm_stats is not None:
+            return (x - self._norm_stats[0]) / self._norm_stats[1]
+        return x
 
 
 def allowed_classes(meta: dict) -> list[int] | None:

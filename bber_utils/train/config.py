@@ -40,9 +40,14 @@ CONTROL_KEYS = ("run_name", "resume", "interrupt_after", "progress", "device", "
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
-              "dropout", "norm_first", "ff_expansion")
+              "dropout", "norm_first", "ff_expansion", "pooling")
 # The model keys that shape a unimodal classifier (its cache hash).
-UNIMODAL_MODEL_KEYS = ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv", "out_features", "dropout")
+UNIMODAL_MODEL_KEYS = ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv", "out_features", "dropout",
+                       "pooling")
+# Keys added after runs were published, with their defaults: left out of ``to_dict`` (metrics.json, run names,
+# caches) at these values, so earlier runs keep their names and files.
+LATER_KEYS = {"audio_norm": "none", "pooling": None, "text_context_speaker": False}
+AUDIO_NORMS = ("none", "speaker", "utterance")
 
 
 @dataclass
@@ -78,11 +83,13 @@ class TrainConfig:
     text_max_tokens: int = 95             # text encoder truncation
     text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
     text_context_mode: str = "steps"      # context utterances as all their steps, or "mean": one step each
+    text_context_speaker: bool = False    # context steps also flag whether their speaker is the utterance's
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
     feature_device: str = "auto"          # where missing features are extracted
     feature_batch_size: int = 16
     audio_pool: int = 1                   # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
+    audio_norm: str = "none"              # audio features z-normalised per speaker / per utterance (none: as stored)
     # --- optimisation (both stages) ---
     epochs: int = 75
     batch_size: int = 8
@@ -114,6 +121,7 @@ class TrainConfig:
     dropout: float | None = None
     norm_first: bool | None = None
     ff_expansion: int | None = None       # cross layers' feed-forward H→eH→H (1 = the reference's, 4 = "ff4")
+    pooling: str | None = None            # unimodal encoders' pooling over time: mean (None) | stats | attention
     freeze_encoders: bool = True          # stage 2 keeps the pretrained unimodal encoders frozen
     # --- control ---
     resume: bool = True                   # continue an interrupted run / reuse a finished one with this config
@@ -147,7 +155,8 @@ class TrainConfig:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key; a key added later is left out at its default (``LATER_KEYS``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
 
     def model_config(self):
         """The ``ModelConfig`` of this run (unset sizes take ModelConfig's defaults)."""
@@ -276,7 +285,8 @@ def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
 
     problems = {}
     for key, choices in (("model", MODEL_NAMES), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
-                         ("text_context_mode", ("steps", "mean")), ("tug_mode", MIX_MODES)):
+                         ("text_context_mode", ("steps", "mean")), ("tug_mode", MIX_MODES),
+                         ("audio_norm", AUDIO_NORMS)):
         if getattr(tc, key) not in choices:
             problems[key] = str(unknown(key, getattr(tc, key), choices))
     for key in ("device", "feature_device"):
@@ -332,9 +342,11 @@ def config_hash(obj: Any, n: int = 8) -> str:
 
 def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
-    return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
+    spec = {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
                                         "text_trust_remote_code", "text_code_revision", "audio_pool",
                                         "text_context", "text_context_mode")}
+    return {**spec, **{k: getattr(tc, k) for k in ("audio_norm", "text_context_speaker")
+                       if getattr(tc, k) != LATER_KEYS[k]}}
 
 
 # One-line descriptions of the TrainConfig fields that carry no comment in the class body (tests check that

@@ -30,6 +30,7 @@ from bber_utils.core.labels import CLASSES
 from bber_utils.core.paths import run_dirs, workdir_path
 from bber_utils.core.provenance import environment
 from bber_utils.features.context import with_text_context
+from bber_utils.features.normalise import with_audio_norm
 from bber_utils.models import MODEL_NAMES
 from bber_utils.train import inputs, loop
 from bber_utils.train.config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
@@ -132,6 +133,7 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         splits["train"] = inputs.build_train_manifest(tc, original)
         all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")] + [original], ignore_index=True)
         stores = inputs.build_feature_stores(tc, all_rows.drop_duplicates("utt_id", ignore_index=True))
+        stores = (with_audio_norm(stores[0], tc.audio_norm, all_rows.drop_duplicates("utt_id")), stores[1])
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
@@ -144,7 +146,8 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.features.context)
 
-        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode,
+                                                        tc.text_context_speaker))
     soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
     soft_table = soft_label_table(soft, "soft labels")
     data = _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, stale,

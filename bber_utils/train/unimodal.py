@@ -62,7 +62,7 @@ def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame
     before data fingerprints existed stay valid."""
     mc = tc.model_config().to_dict()
     key = {
-        "modality": modality, "features": store_key(store), "model": {k: mc[k] for k in UNIMODAL_MODEL_KEYS},
+        "modality": modality, "features": store_key(store), "model": {k: mc[k] for k in UNIMODAL_MODEL_KEYS if k in mc},
         "audio_pool": tc.audio_pool if modality == "audio" else 1,
         "train": config_hash(list(zip(train_df["utt_id"], train_df["label"])), 16),
         "dev": config_hash(list(zip(dev_df["utt_id"], dev_df["label"])), 16),
