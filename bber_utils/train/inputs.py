@@ -136,6 +136,7 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
         except ImportError as err:
             raise ImportError(f"tug_ratio={tc.tug_ratio} needs bber_utils.augment.tug ({err})") from err
         langs = sorted(set(out["language"]))
+        _check_tug_languages(langs, dirs.tug)
         paths = [dirs.tug / f"tug_{lang}.parquet" for lang in langs]
         found = [p for p in paths if p.exists()]
         if not found:
@@ -144,6 +145,16 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
         synthetic = concat_manifests([load_manifest(p) for p in found])
         out = mix_synthetic(out, synthetic, ratio=tc.tug_ratio, mode=tc.tug_mode, seed=tc.seed)
     return out.reset_index(drop=True)
+
+
+def _check_tug_languages(langs: list[str], tug_dir: Path) -> None:
+    """``ConfigError`` (one line) for a train language that has neither built-in templates nor a TUG manifest."""
+    from bber_utils.synthesis.templates import LANGUAGES as TEMPLATE_LANGUAGES
+
+    missing = [lang for lang in langs if lang not in TEMPLATE_LANGUAGES and not (tug_dir / f"tug_{lang}.parquet").exists()]
+    if missing:
+        raise ConfigError(f"tug_ratio > 0, but TUG has no templates for language(s) {', '.join(missing)} (built-in: "
+                          f"{', '.join(TEMPLATE_LANGUAGES)}) and no synthetic manifest for them: train with tug_ratio 0")
 
 
 def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:

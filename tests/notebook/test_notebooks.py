@@ -20,7 +20,7 @@ from bber_utils.core.labels import CLASSES
 pytestmark = pytest.mark.notebook
 
 NOTEBOOKS = ["01_prepare_data", "02_extract_features", "03_sds", "04_tug", "05_ls_llm", "06_train",
-             "07_ablations", "08_results", "09_inference"]
+             "07_ablations", "08_results", "09_inference", "10_your_corpus"]
 
 
 def _outputs(path) -> list[dict]:
@@ -177,3 +177,21 @@ def test_09_predicts_demo_clips_with_three_views(smoke_run):
     assert (dirs.figures / "09_inference_probabilities.png").exists()
     html = "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(dirs.notebooks / "09_inference.ipynb"))
     assert "true label" in html and any(c in html for c in CLASSES)
+
+
+def test_10_trains_a_three_class_corpus_from_one_table_speaker_independently(smoke_run):
+    """Without ../shared's Polish corpus, notebook 10 builds its table from the demo clips of three classes: a
+    corpus with its own label set, split by speaker, scored over its three classes, wrong clips with audio."""
+    dirs, _ = smoke_run
+    corpus_dir = dirs.root.parent / f"{dirs.root.name}-your_corpus"
+    manifests = {s: load_manifest(corpus_dir / "manifests" / f"demo_three_{s}.parquet") for s in ("train", "dev", "test")}
+    speakers = [set(df["speaker"]) for df in manifests.values()]
+    assert all(speakers) and not (speakers[0] & speakers[1] or speakers[0] & speakers[2] or speakers[1] & speakers[2])
+    assert set().union(*(set(df["label"]) for df in manifests.values())) <= {"anger", "fear", "neutral"}
+    metrics = json.loads(next((corpus_dir / "train").glob("audio_only-*/metrics.json")).read_text())
+    assert metrics["classes"] == {"demo_three": ["neutral", "anger", "fear"]}
+    assert metrics["metrics"]["demo_three"]["test"]["classes"] == ["neutral", "anger", "fear"]
+    text = json.dumps(_outputs(dirs.notebooks / "10_your_corpus.ipynb"))
+    for needle in ("label set: neutral, anger, fear", "'feer' is not one of the 7 classes", "test clips wrong"):
+        assert needle in text, needle
+    assert not (dirs.manifests / "demo_three_train.parquet").exists()  # the profile's work folder is untouched
