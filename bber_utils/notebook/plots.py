@@ -33,7 +33,9 @@ def _finish(fig, save_to: str | os.PathLike | None):
 def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", normalize: bool = True,
                        save_to=None, classes: dict[str, list[str]] | None = None):
     """One heat map per entry (e.g. per corpus); rows = true class, columns = predicted class. ``classes``:
-    ``{entry: its corpus's label set}``: that entry shows those classes only (a 7x7 matrix is cut to them)."""
+    ``{entry: its corpus's label set}``: that entry shows those classes only (a 7x7 matrix is cut to them);
+    without it, a class that is neither in the split nor predicted is left out (the classes outside a corpus's
+    label set are never predicted, so a corpus shows its own classes)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -41,7 +43,10 @@ def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", 
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
     for ax, (name, cm) in zip(axes[0], confusions.items()):
         cm = np.asarray(cm, dtype=float)
-        names = list((classes or {}).get(name) or CLASSES)
+        given = (classes or {}).get(name)
+        names = [c for c in CLASSES if c in given] if given else list(CLASSES)
+        if not given and cm.shape[0] == len(CLASSES) and cm.sum():
+            names = [c for i, c in enumerate(CLASSES) if cm[i].sum() or cm[:, i].sum()]
         if len(names) < len(CLASSES) and cm.shape[0] == len(CLASSES):
             idx = [CLASSES.index(c) for c in names]
             cm = cm[np.ix_(idx, idx)]

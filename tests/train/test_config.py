@@ -101,3 +101,23 @@ def test_augment_unimodal_given_as_text_is_refused(value):
         TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": value})
     assert TrainConfig.from_dict({"model": "biformer", "sds_ratio": 0.5, "augment_unimodal": False}).stage1_config() \
         .sds_ratio == 0.0
+
+
+def test_keys_added_later_leave_earlier_run_names_and_recorded_configs_unchanged():
+    """``audio_norm``, ``pooling`` and ``text_context_speaker`` at their defaults are left out of ``to_dict`` (the
+    config in metrics.json), of ``identity`` (run names) and of the feature settings a checkpoint stores; set,
+    they are in all three."""
+    import dataclasses
+
+    from bber_utils.train.config import LATER_KEYS, TrainConfig, feature_spec
+
+    tc = TrainConfig()
+    assert not set(LATER_KEYS) & set(tc.to_dict()) and not set(LATER_KEYS) & set(tc.identity())
+    assert {f.name for f in dataclasses.fields(tc)} - set(tc.to_dict()) == set(LATER_KEYS)
+    assert "audio_norm" not in feature_spec(tc)
+    tc2 = TrainConfig(audio_norm="speaker", pooling="stats", text_context_speaker=True)
+    assert {"audio_norm", "pooling", "text_context_speaker"} <= set(tc2.identity())
+    assert feature_spec(tc2)["audio_norm"] == "speaker" and tc2.model_config().pooling == "stats"
+    assert TrainConfig.from_dict(tc2.to_dict()) == tc2
+    with pytest.raises(Exception, match="audio_norm"):
+        TrainConfig.from_dict({"audio_norm": "speakers"})

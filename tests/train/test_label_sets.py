@@ -97,3 +97,12 @@ def test_a_masked_class_gets_no_gradient_and_soft_targets_stay_on_the_label_set(
     assert ds.target(0) == pytest.approx(np.array([1 / 6, 0, 0, 3 / 6, 0, 0, 2 / 6]))
     ds = EmotionDataset(df, None, None, label_smoothing=0.3, allowed=allowed, load_features=False)
     assert ds.target(0) == pytest.approx(np.array([0.1, 0, 0, 0.8, 0, 0, 0.1]))
+
+
+def test_tug_on_a_language_without_templates_is_one_line(tmp_path, fake_features):
+    from bber_utils.core.errors import ConfigError
+
+    wd = _three_class_corpus(tmp_path / "wd")
+    with pytest.raises(ConfigError) as err:
+        T.train(tiny_config(wd, model="audio_only", tug_ratio=0.5, epochs=1, unimodal_epochs=1))
+    assert "\n" not in str(err.value) and "TUG has no templates for language(s) pl" in str(err.value)
