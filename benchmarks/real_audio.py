@@ -174,14 +174,16 @@ def baseline_rows(cache: Path) -> list[dict]:
     rows = []
     for kind in ("egemaps", "mfcc"):
         t = time.perf_counter()
-        path = cache / f"{kind}.npy"
-        if path.exists():
-            x = np.load(path, allow_pickle=False)
+        path, seconds = cache / f"{kind}.npy", cache / f"{kind}.seconds"
+        if path.exists() and seconds.exists():  # the features and the time their extraction took
+            x, total = np.load(path, allow_pickle=False), float(seconds.read_text())
         else:
             x = _features(kind, paths)
             cache.mkdir(parents=True, exist_ok=True)
             np.save(path, x, allow_pickle=False)
-        extract_s = (time.perf_counter() - t) / len(SPEAKERS)
+            total = time.perf_counter() - t
+            seconds.write_text(f"{total:.1f}")
+        extract_s = total / len(SPEAKERS)  # a fold's share of the extraction
         for norm, with_dev in ((n, d) for n in (False, True) for d in (False, True)):
             name = (f"{kind}+{'svm' if kind == 'egemaps' else 'lr'}" + (", speaker norm" if norm else "")
                     + (", + dev speaker" if with_dev else ""))
@@ -248,6 +250,22 @@ def confusion_table(results: pd.DataFrame, name: str) -> str:
     return "\n".join(lines)
 
 
+def machine_line() -> str:
+    """``CPU model, N cores, load average, date``: where and when the table was written (the times are per run)."""
+    import datetime
+    import platform
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Machine: {model}, {os.cpu_count()} cores shared with other work (load average {load:.1f} when the "
+            f"table was written); {datetime.date.today().isoformat()}; `s / run` is the wall time of one run.")
+
+
 def write_outputs(meta: str = "") -> str:
     """``real_audio_table.md`` and the block between the markers in ``docs/real-data.md``, from the results."""
     from bber_utils.study.readme import update_readme
@@ -257,7 +275,7 @@ def write_outputs(meta: str = "") -> str:
     first = next((r for r in ROWS if r in set(results["row"])), None)
     md = (f"UAR (%) over anger, fear and neutral on the held-out speaker of {CITATION} Leave-one-speaker-out "
           f"(m2–m5), mean ± 95 % CI over folds × seeds; written by benchmarks/real_audio.py from "
-          f"{RESULTS.name}.{(' ' + meta) if meta else ''}\n\n{summary_table(results)}\n")
+          f"{RESULTS.name}. {meta or machine_line()}\n\n{summary_table(results)}\n")
     if first:
         md += "\n" + confusion_table(results, first) + "\n"
     TABLE.write_text(md, encoding="utf-8")
