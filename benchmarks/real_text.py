@@ -284,13 +284,13 @@ def main(argv=None) -> int:
         for row in baselines(splits, workdir, ["e5-sentence"]):
             if (row["step"], row["encoder"], row["size"], row["variant"], str(row["seed"])) not in done:
                 _append(row)
-    for run in runs:
-        for seed in run["seeds"]:
-            if args.seeds and str(seed) not in args.seeds.split(","):
-                continue
-            if ("text_only mamba", run["encoder"], run["size"], run["variant"], str(seed)) in done:
-                continue
-            _append(train_run(workdir, run, seed, args.epochs, args.patience, soft))
+    order = sorted({s for r in runs for s in r["seeds"]})  # every row's first seed before any row's second
+    for seed, run in ((seed, run) for seed in order for run in runs if seed in run["seeds"]):
+        if args.seeds and str(seed) not in args.seeds.split(","):
+            continue
+        if ("text_only mamba", run["encoder"], run["size"], run["variant"], str(seed)) in done:
+            continue
+        _append(train_run(workdir, run, seed, args.epochs, args.patience, soft))
     print(write_outputs())
     print(f"\nwall time: {time.perf_counter() - t0:.0f} s")
     return 0
