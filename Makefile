@@ -4,7 +4,8 @@
 #   make lab         set up, then open JupyterLab on notebooks/
 #   make lock        regenerate the lock files requirements/cpu.lock and gpu.lock from pyproject.toml (uv)
 #   make mutants     set up, then run the mutation check (each README "we differ" row and fixed defect put back)
-#   make real-text   set up, then run the real-text benchmark (real MELD texts from ../shared, dev split)
+#   make real-text   set up, then run the real-text benchmark (real MELD texts from ../shared, official dev split)
+#   make real-audio  set up, then run the real-audio benchmark (real Polish speech from ../shared, by speaker)
 #   make browser-check  notebook 09 in JupyterLab in headless Chromium (runs the smoke profile first if needed)
 # A virtual environment (.venv) is created and used unless one is already active. Setup installs the exact,
 # hash-checked versions of requirements/cpu.lock (gpu.lock where nvidia-smi works); LOCK=0 uses pyproject's ranges.
@@ -36,7 +37,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.bber-installed
 
-.PHONY: help setup system-tools browser reproduce test lab lock mutants clean real-text browser-check
+.PHONY: help setup system-tools browser reproduce test lab lock mutants clean real-text real-audio browser-check
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -111,6 +112,9 @@ test: setup browser
 
 real-text: setup
 	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_text.py
+
+real-audio: setup
+	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_audio.py
 
 mutants: setup
 	$(PY) -m tools.mutants

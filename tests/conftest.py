@@ -37,7 +37,7 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """Run notebooks 01–09 on configs/smoke.yaml into a fresh work folder; yields (RunDirs, runs)."""
+    """Run notebooks 01–10 on configs/smoke.yaml into a fresh work folder; yields (RunDirs, runs)."""
     from bber_utils.core.paths import run_dirs
     from bber_utils.notebook.pipeline import reproduce
 

@@ -1,4 +1,4 @@
-"""benchmarks/real_text.py: run selection and the generated tables (no data needed)."""
+"""benchmarks/real_text.py and real_audio.py: run selection and the generated tables (no data needed)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,38 @@ def test_plans_only_regex_and_quick():
     b = _bench()
     quick = b.plans("quick")
     assert quick and all(r["seeds"] == [1] and r["encoder"] == "e5-words" for r in quick)
-    ctx = b.plans("full", r"cw=0\.5 text_context=\d mean")
-    assert [r["overrides"]["text_context"] for r in ctx] == [1, 2, 4]
+    ctx = b.plans("full", r"context=\d mean speaker")
+    assert [r["overrides"]["text_context"] for r in ctx] == [2, 4]
     assert all(r["overrides"]["class_weight_power"] == 0.5 and r["overrides"]["text_context_mode"] == "mean"
-               for r in ctx)
+               and r["overrides"]["text_context_speaker"] for r in ctx)
+    weights = b.plans("full", r"^e5-words demo cw=[\d.]+$")
+    assert [r["overrides"]["class_weight_power"] for r in weights] == [0.5, 1.0, 0.0]
+    assert [len(r["seeds"]) for r in weights] == [3, 3, 1]
+    assert b.encoder_params("e5-sentence") == {"text_encoder": "e5-words", "text_max_tokens": 1}
+
+
+def test_real_audio_table_has_the_ci_over_folds_and_seeds_per_fold_values_and_a_confusion(tmp_path, monkeypatch):
+    import json
+
+    spec = importlib.util.spec_from_file_location("real_audio_bench", ROOT / "benchmarks" / "real_audio.py")
+    a = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(a)
+    assert a.dev_speaker("m5") == "m2" and a.dev_speaker("m2") == "m3"
+    cm = json.dumps([[8, 1, 1], [2, 6, 2], [0, 1, 9]])
+    rows = [dict(row="audio_only", fold=f, seed=s, uar=60.0 + i, war=60.0, confusion=cm, seconds=10)
+            for i, (f, s) in enumerate((f, s) for f in a.SPEAKERS for s in a.SEEDS)]
+    rows += [dict(row="mfcc+lr", fold=f, seed=0, uar=50.0, war=50.0, confusion=cm, seconds=1) for f in a.SPEAKERS]
+    res, doc = tmp_path / "r.csv", tmp_path / "doc.md"
+    pd.DataFrame(rows, columns=a.COLUMNS).to_csv(res, index=False)
+    doc.write_text(f"head\n{a.MARK_START}\nold\n{a.MARK_END}\ntail\n")
+    for name, value in (("RESULTS", res), ("DOC", doc), ("TABLE", tmp_path / "t.md")):
+        monkeypatch.setattr(a, name, value)
+    a.main(["--table-only"])
+    text = doc.read_text()
+    # 12 runs, values 60..71: mean 65.5, 95 % half-width t(11) * sd / sqrt(12) = 2.201 * 3.606 / 3.464 = 2.3
+    assert "| audio_only | 12 | 65.5 ± 2.3 | 61.0 | 64.0 | 67.0 | 70.0 |" in text
+    assert "| mfcc+lr | 4 | 50.0 ± 0.0 |" in text and "10.34808/h46c-hb44" in text
+    assert "| fear | 24 | 72 | 24 |" in text and "\nold\n" not in text and text.endswith("tail\n")
 
 
 def test_table_only_writes_readme_and_note_from_results(tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def _one_line_error(capsys, rc, *needles):
 @pytest.mark.parametrize("argv, needles", [
     (["--set", "epoch=50"], ["unknown --set key 'epoch'", "did you mean 'epochs'"]),
     (["--set", "epochs=5", "--set", "lrr=0.5"], ["'lrr'", "did you mean 'lr'"]),
-    (["--only", "10"], ["no notebook numbered '10'"]),
+    (["--only", "11"], ["no notebook numbered '11'"]),
     (["--only", "06_trian"], ["did you mean '06'"]),
     (["--from", "6b"], ["no notebook numbered '6b'"]),
     (["--profile", "dmeo"], ["no profile or file 'dmeo'", "did you mean 'demo'"]),

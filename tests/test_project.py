@@ -19,7 +19,7 @@ from bber_utils.notebook.pipeline import list_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_NOTEBOOKS = ["01_prepare_data", "02_extract_features", "03_sds", "04_tug", "05_ls_llm", "06_train",
-                      "07_ablations", "08_results", "09_inference"]
+                      "07_ablations", "08_results", "09_inference", "10_your_corpus"]
 
 
 def _pyproject() -> dict:

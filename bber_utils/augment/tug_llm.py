@@ -72,7 +72,9 @@ def build_template_prompt(emotion: str, language: str, examples: list[str]) -> l
     if emotion not in CLASSES:
         raise ValueError(f"unknown emotion {emotion!r}; expected one of {CLASSES}")
     if language not in LANGUAGE_NAMES:
-        raise ValueError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_NAMES)}")
+        raise ValueError(f"TUG has no LLM template prompt for language {language!r} (prompts exist for "
+                         f"{', '.join(sorted(LANGUAGE_NAMES))}): add its name to tug_llm.LANGUAGE_NAMES, or train "
+                         f"with tug_ratio 0")
     lang = LANGUAGE_NAMES[language]
     lines = [
         f"Emotion: {emotion}. Language of every string: {lang}.",

@@ -56,3 +56,29 @@ def label_index(label: str) -> int:
         return CLASS_TO_INDEX[label]
     except KeyError:
         raise UnknownLabelError(f"{label!r} is not one of {CLASSES}") from None
+
+
+def parse_label_set(spec) -> tuple[str, ...]:
+    """A corpus's label set, in ``CLASSES`` order, from ``"anger,fear,neutral"`` or a list of class names (any
+    case). ``None``/``""``/``"all"`` = all seven. ``UnknownLabelError`` (one line) for a name that is not one of
+    the seven classes, naming the closest one, or for an empty set."""
+    import difflib
+
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+        return CLASSES
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [str(n).strip().lower() for n in names if str(n).strip()]
+    for n in names:
+        if n not in CLASS_TO_INDEX:
+            close = difflib.get_close_matches(n, CLASSES, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownLabelError(f"label set: {n!r} is not one of the {NUM_CLASSES} classes{hint}; "
+                                    f"classes: {', '.join(CLASSES)}")
+    if not names:
+        raise UnknownLabelError(f"label set: no class named; give some of {', '.join(CLASSES)}")
+    return tuple(c for c in CLASSES if c in names)
+
+
+def class_indices(classes) -> tuple[int, ...]:
+    """The indices of a label set (names) in ``CLASSES`` order."""
+    return tuple(CLASS_TO_INDEX[c] for c in parse_label_set(classes))

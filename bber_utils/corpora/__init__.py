@@ -10,6 +10,9 @@
 * ``union`` -> ``meld`` + ``resd`` (multi-corpus runs; ``load_union`` joins them per split);
 
 and ``manifests/skips.csv`` (``corpus, split, utt_id, path, reason``): one row per utterance left out.
+MELD, RESD and the demo corpora have all seven classes; a corpus with its own label set (a table's ``classes``)
+has ``manifests/{corpus}_classes.json`` (``save_label_set``, ``corpus_classes``): training predicts only the
+classes of its corpora, and each corpus is scored over its own classes.
 Like SpeechBrain's prepare scripts it is idempotent: the options are stored in
 ``manifests/prepare_options.json`` and a second call with the same options reads the manifests back. The options
 include a fingerprint of the inputs (the readers' options, a content hash of every CSV, and the name, size and
@@ -31,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from bber_utils.core.fileio import atomic_write, atomic_write_text, check_writable
-from bber_utils.core.labels import CLASSES
+from bber_utils.core.labels import CLASSES, parse_label_set
 from bber_utils.core.paths import run_dirs
 from bber_utils.corpora import meld, resd
 from bber_utils.corpora.demo import build_demo_corpus
@@ -51,6 +54,7 @@ OPTIONS_FILE = "prepare_options.json"
 # Utterances per published split (RESD's dev is drawn from its train).
 PUBLISHED_SIZES = {"meld": {"train": 9989, "dev": 1109, "test": 2610}, "resd": {"train": 1116, "test": 280}}
 SKIPS_FILE = "skips.csv"
+LABEL_SET_SUFFIX = "_classes.json"
 INPUTS_FILE = "prepare_inputs.json"
 _FORMAT_VERSION = 2
 
@@ -157,9 +161,7 @@ def prepare(dataset: str, workdir: str | os.PathLike, meld_root: str | os.PathLi
         skip_tables.append(skips)
 
     options_path.unlink(missing_ok=True)  # a crash from here on must not leave stale options behind
-    for old in dirs.manifests.glob("*.parquet"):
-        if old not in expected and _split_of(old) is not None:
-            old.unlink()
+    remove_other_corpora(dirs.manifests, expected, keep_label_sets=())
     for corpus, frames in result.items():
         for split, df in frames.items():
             save_manifest(df, dirs.manifest(corpus, split))
@@ -200,6 +202,37 @@ def _demo_ru_dev_fraction(demo_kwargs: dict) -> float:
         d = inspect.signature(build_demo_corpus).parameters.get("dev_fraction")
         d = d.default if d is not None and isinstance(d.default, (int, float)) else 0.15 / 0.85
     return float(d) / (1.0 + float(d))
+
+
+def remove_other_corpora(manifests: Path, expected: list[Path], keep_label_sets: tuple = ()) -> None:
+    """Remove the manifests that are not ``expected`` and the label sets of corpora not in ``keep_label_sets``
+    (MELD, RESD and the demo corpora have all seven classes: no label-set file)."""
+    for old in manifests.glob("*.parquet"):
+        if old not in expected and _split_of(old) is not None:
+            old.unlink()
+    for old in manifests.glob(f"*{LABEL_SET_SUFFIX}"):
+        if old.name[: -len(LABEL_SET_SUFFIX)] not in keep_label_sets:
+            old.unlink()
+
+
+def save_label_set(workdir: str | os.PathLike, corpus: str, classes) -> Path:
+    """Write ``manifests/{corpus}_classes.json``: the corpus's label set (class names, ``CLASSES`` order)."""
+    path = run_dirs(workdir).manifests / f"{corpus}{LABEL_SET_SUFFIX}"
+    atomic_write_text(path, json.dumps({"corpus": corpus, "classes": list(parse_label_set(classes))}))
+    return path
+
+
+def corpus_classes(workdir: str | os.PathLike, corpus: str) -> tuple[str, ...]:
+    """A corpus's label set: its ``manifests/{corpus}_classes.json``, or all seven classes without one. A file
+    that cannot be read, or names an unknown class, is a one-line ``ValueError`` naming it."""
+    path = run_dirs(workdir).manifests / f"{corpus}{LABEL_SET_SUFFIX}"
+    if not path.exists():
+        return CLASSES
+    try:
+        return parse_label_set(json.loads(path.read_text(encoding="utf-8"))["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable label set ({' '.join(str(exc).split())}); prepare the corpus "
+                         f"again") from None
 
 
 def _split_of(path: Path) -> str | None:

@@ -34,9 +34,18 @@ def register_cli(subparsers) -> None:
     t.add_argument("--label-map", default=None, help="raw=class pairs ('joy=happy,exc=happy') or a JSON file")
     t.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                    help="the table's column for a role (text, audio_path, label, split, dialogue_id, "
-                        "utterance_id, language, start_s, end_s), e.g. --column text=Utterance; the column must "
-                        "exist. Numeric utterance ids order a dialogue's context, else the table's row order")
-    t.add_argument("--language", default="en", help="language of rows without a language column (en | ru)")
+                        "utterance_id, speaker, language, start_s, end_s), e.g. --column text=Utterance; the column "
+                        "must exist. Numeric utterance ids order a dialogue's context, else the table's row order")
+    t.add_argument("--language", default="en",
+                   help="language of rows without a language column: any ISO 639-1 code (en, ru, pl ...)")
+    t.add_argument("--classes", default=None,
+                   help="the corpus's label set, e.g. anger,fear,neutral (default: the classes its labels name); "
+                        "training predicts only these, scores average over them")
+    t.add_argument("--split-by", default="dialogue", choices=["dialogue", "speaker"],
+                   help="without a split column: draw dev/test by dialogue, or by speaker (speaker-independent; "
+                        "with a split column, speaker checks that no speaker is in two splits)")
+    t.add_argument("--add", action="store_true",
+                   help="keep the other corpora of --out (train on several corpora, each with its own label set)")
     t.add_argument("--test-fraction", type=float, default=0.15,
                    help="table without split column: dialogues to test [0, 1); dev + test below 1")
     p.set_defaults(func=run_prepare)
@@ -82,7 +91,8 @@ def _run_table(args: argparse.Namespace) -> int:
         frames, report = prepare_table(args.csv, args.out, corpus=args.corpus, force=args.force, columns=columns,
                                        label_map=args.label_map, language=args.language,
                                        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
-                                       seed=args.seed, limit=args.limit)
+                                       seed=args.seed, limit=args.limit, classes=args.classes,
+                                       split_by=args.split_by, add=args.add)
     except (ValueError, FileNotFoundError, TableError) as exc:
         print(f"bber prepare: error: {exc}", file=sys.stderr)
         return 2

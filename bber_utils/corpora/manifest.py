@@ -4,7 +4,7 @@ Columns (``MANIFEST_COLUMNS``)::
 
     utt_id      str   unique across corpora: "{corpus}-{published split}-{native id}", e.g. "meld-train-dia0_utt0"
     corpus      str   "meld", "resd", "demo_en", "demo_ru", "tug_en", ...
-    language    str   "en" | "ru"
+    language    str   an ISO 639-1 code: "en", "ru", "pl" ...
     split       str   "train" | "dev" | "test"
     audio_path  str   absolute path of a 16 kHz mono wav (or any format audio.load_audio reads)
     start_s     float offset into the file, seconds (0.0 for whole-file clips)
@@ -28,6 +28,7 @@ import pandas as pd
 
 from bber_utils.core.fileio import atomic_write
 from bber_utils.core.labels import CLASSES
+from bber_utils.core.languages import ISO_639_1
 
 MANIFEST_COLUMNS: list[str] = [
     "utt_id", "corpus", "language", "split", "audio_path", "start_s", "end_s",
@@ -35,7 +36,8 @@ MANIFEST_COLUMNS: list[str] = [
 ]
 SPLITS = ("train", "dev", "test")
 SOURCES = ("original", "sds", "tug")
-LANGUAGES = ("en", "ru")
+LANGUAGES = ("en", "ru")  # the languages of the paper's corpora (and of the built-in templates); any ISO 639-1 code
+#                           is a valid manifest language (``core.languages``)
 
 
 class ManifestError(ValueError):
@@ -60,7 +62,7 @@ def validate_manifest(df: pd.DataFrame, where: str = "manifest") -> pd.DataFrame
         ("label", lambda s: s.isin(CLASSES), f"label not in {CLASSES}"),
         ("split", lambda s: s.isin(SPLITS), f"split not in {SPLITS}"),
         ("source", lambda s: s.isin(SOURCES), f"source not in {SOURCES}"),
-        ("language", lambda s: s.isin(LANGUAGES), f"language not in {LANGUAGES}"),
+        ("language", lambda s: s.isin(ISO_639_1), "language is not an ISO 639-1 code (en, ru, pl ...)"),
         ("utt_id", lambda s: ~s.duplicated(), "duplicate utt_id"),
         ("utt_id", lambda s: s.astype(str).str.len() > 0, "empty utt_id"),
     ]

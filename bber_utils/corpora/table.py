@@ -6,10 +6,16 @@ Columns (names configurable with ``columns={"text": "Utterance", ...}``):
     audio_path    audio file (relative to the table's folder)  }
     label         the corpus's own label, mapped to the 7 classes with ``label_map`` (+ the built-in synonyms)
     split         optional: train | dev | test (also val / valid / validation -> dev); absent: drawn by dialogue
+                  (or by speaker: ``split_by="speaker"``)
     dialogue_id   optional: conversation id (enables ``text_context``)
     utterance_id  optional: position within the dialogue (order of the context), see below
-    language      optional: en | ru (else the ``language`` argument)
+    speaker       optional: who speaks (kept in the manifest; ``split_by="speaker"`` splits by it)
+    language      optional: any ISO 639-1 code, e.g. en, ru, pl (else the ``language`` argument)
     start_s, end_s  optional: offsets into the audio file, seconds
+
+The corpus's label set (``classes``, e.g. ``"anger,fear,neutral"``; default: the classes its mapped labels
+name) is what training predicts and scoring averages over (``corpora.corpus_classes``); a row whose class is not
+in it is skipped and reported. A name that is not one of the seven classes is a one-line error.
 
 A role named in ``columns`` must be a column of the table (``TableError`` naming the role, the table's columns
 and the closest one); an unnamed role is used when the table has a column of its default name.
@@ -23,7 +29,8 @@ A row without audio gets ``audio_path = ""`` and ``duration_s = NaN``: a text-on
 missing or unreadable, an unmapped label, a bad split or language, a duplicate id or neither text nor audio is
 skipped and reported in ``manifests/skips.csv``; ``TableReport.unmapped`` counts the unmapped raw labels.
 
-Without a ``split`` column the rows are split by dialogue (or by row without one), seeded:
+Without a ``split`` column the rows are split by dialogue (or by row without one; by speaker with
+``split_by="speaker"``, then no speaker is in two splits, and a table with one speaker is a one-line error), seeded:
 ``dev_fraction`` and ``test_fraction`` of the groups go to dev and test (each in [0, 1), their sum < 1; at least
 one group stays in train). An empty train split, or an empty dev/test split that was asked for (a fraction > 0, or
 rows whose split column says so), is a ``TableError`` naming the cause (e.g. every row's label unmapped).
@@ -50,17 +57,20 @@ import soundfile as sf
 
 from bber_utils.core.errors import ConfigError, did_you_mean, unknown
 from bber_utils.core.fileio import atomic_write, atomic_write_text, check_writable
-from bber_utils.core.labels import CLASSES, CORPUS_LABEL_MAPS
+from bber_utils.core.labels import CLASSES, CORPUS_LABEL_MAPS, parse_label_set
+from bber_utils.core.languages import check_language, is_language
 from bber_utils.core.paths import run_dirs, workdir_path
-from bber_utils.corpora import OPTIONS_FILE, SKIPS_FILE, _split_of, load_corpus
+from bber_utils.corpora import (OPTIONS_FILE, SKIPS_FILE, available_corpora, load_corpus, load_skips,
+                                remove_other_corpora, save_label_set)
 from bber_utils.corpora.dialogues import row_ordered_dialogues
-from bber_utils.corpora.manifest import LANGUAGES, MANIFEST_COLUMNS, SPLITS, make_utt_id, save_manifest
+from bber_utils.corpora.manifest import MANIFEST_COLUMNS, SPLITS, make_utt_id, save_manifest
 from bber_utils.corpora.skips import SKIP_COLUMNS, skip_row, skips_frame
 from bber_utils.corpora.text_clean import TableError, csv_frame, read_table_bytes, repair_text
 
-COLUMN_ROLES = ("text", "audio_path", "label", "split", "dialogue_id", "utterance_id", "language", "start_s",
-                "end_s")
-EXTRA_COLUMNS = ["native_id", "dialogue_id", "utterance_id", "emotion_raw"]
+COLUMN_ROLES = ("text", "audio_path", "label", "split", "dialogue_id", "utterance_id", "speaker", "language",
+                "start_s", "end_s")
+EXTRA_COLUMNS = ["native_id", "dialogue_id", "utterance_id", "speaker", "emotion_raw"]
+SPLIT_BY = ("dialogue", "speaker")
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
 # Common labels of emotion corpora (IEMOCAP, CREMA-D, Dusha, MELD, RESD) -> the 7 classes. A user map wins.
@@ -87,10 +97,14 @@ class TableReport:
     text_only: int = 0
     row_order_dialogues: int = 0
     row_order_example: str = ""
+    classes: tuple = CLASSES
+    classes_declared: bool = False
 
     def summary(self) -> str:
         lines = [f"{self.rows} row(s) read; kept {sum(self.kept.values())} {self.kept}; "
-                 f"{self.text_only} without audio; skipped {self.skipped}"]
+                 f"{self.text_only} without audio; skipped {self.skipped}",
+                 f"label set: {', '.join(self.classes)} ("
+                 f"{'declared' if self.classes_declared else 'the classes its labels name; --classes declares it'})"]
         if self.unmapped:
             lines.append("unmapped labels (skipped): " + ", ".join(f"{k!r}: {v}" for k, v in
                                                                sorted(self.unmapped.items())))
@@ -231,15 +245,49 @@ def _check_columns(df: pd.DataFrame, cols: dict[str, str], named: dict[str, str]
     return has
 
 
-def _assign_splits(df, col, has, dev_fraction, test_fraction, seed) -> tuple[pd.Series, dict[str, str]]:
+def _speaker_groups(col, has, path: Path) -> pd.Series:
+    """Each row's speaker for a speaker-independent split; ``TableError`` without a speaker column, for a row
+    without a speaker, or when the table has a single speaker."""
+    if not has["speaker"]:
+        raise TableError(f"{path}: a speaker-independent split (split by speaker) needs a speaker column "
+                         f"(--column speaker=NAME)")
+    speaker = col("speaker")
+    if (speaker == "").any():
+        raise TableError(f"{path} row {int(np.flatnonzero(speaker == '')[0])}: no speaker, but a "
+                         f"speaker-independent split was asked for")
+    if speaker.nunique() < 2:
+        raise TableError(f"{path}: a speaker-independent split was asked for, but the table has a single speaker "
+                         f"({speaker.iloc[0]!r}): train and the scored splits need different speakers")
+    return speaker
+
+
+def _check_speaker_split(split: pd.Series, speaker: pd.Series, path: Path) -> None:
+    """``TableError`` naming a speaker found in two splits of a split column (speaker-independent split asked)."""
+    seen = pd.DataFrame({"split": split, "speaker": speaker}).dropna().drop_duplicates()
+    shared = seen[seen["speaker"].duplicated(keep=False)].sort_values(["speaker", "split"])
+    if len(shared):
+        who = shared["speaker"].iloc[0]
+        raise TableError(f"{path}: speaker {who!r} is in the {' and '.join(shared[shared['speaker'] == who]['split'])} "
+                         f"splits, but a speaker-independent split was asked for")
+    if seen["speaker"].nunique() < 2:
+        raise TableError(f"{path}: a speaker-independent split was asked for, but the table has a single speaker "
+                         f"({speaker.iloc[0]!r}): train and the scored splits need different speakers")
+
+
+def _assign_splits(df, col, has, dev_fraction, test_fraction, seed, split_by: str = "dialogue",
+                   path: Path = Path("table")) -> tuple[pd.Series, dict[str, str]]:
     """Each row's split (NaN for an unknown value) and, per split asked for, how it was asked
     (``"column"`` or ``"drawn from N dialogue(s)"``)."""
     if has["split"]:
         split = col("split").str.lower().map(SPLIT_ALIASES)
+        if split_by == "speaker":
+            _check_speaker_split(split, _speaker_groups(col, has, path), path)
         return split, {sp: "column" for sp in set(split.dropna())} | {"train": "column"}
     dialogue = col("dialogue_id")
     unit = "dialogue" if has["dialogue_id"] else "row"
     groups = dialogue.where(dialogue != "", "row" + pd.Series(range(len(df)), index=df.index).astype(str))
+    if split_by == "speaker":
+        unit, groups = "speaker", _speaker_groups(col, has, path)
     how = f"drawn from {groups.nunique()} {unit}(s)"
     asked = {"train": how} | {sp: f"{how}, --{sp}-fraction {f}" for sp, f in
                                (("dev", dev_fraction), ("test", test_fraction)) if f > 0}
@@ -273,7 +321,7 @@ def _check_not_empty(path: Path, frames: dict, skips: list[dict], report: TableR
 
 
 def _table_row(i: int, c: dict[str, str], sp: Any, lmap: dict, language: str, base: Path, check_audio: bool,
-               corpus: str, path: Path) -> tuple[dict | None, str, str | None, Path]:
+               corpus: str, path: Path, label_set: tuple | None = None) -> tuple[dict | None, str, str | None, Path]:
     """One table row -> (manifest row or None, utt_id, skip reason or None, the path the skip names)."""
     where = f"{path.name} row {i}"
     native = _ID_SAFE.sub("_", _native_id(c["dialogue_id"], c["utterance_id"], i))
@@ -284,9 +332,11 @@ def _table_row(i: int, c: dict[str, str], sp: Any, lmap: dict, language: str, ba
     label = map_table_label(raw, lmap)
     if label is None:
         return None, utt_id, f"{where}: unmapped label {raw!r}", path
+    if label_set is not None and label not in label_set:
+        return None, utt_id, f"{where}: class {label!r} not in the corpus's label set", path
     lang = (c["language"] or language).lower()
-    if lang not in LANGUAGES:
-        return None, utt_id, f"{where}: language {lang!r} not in {LANGUAGES}", path
+    if not is_language(lang):
+        return None, utt_id, f"{where}: language {lang!r} is not an ISO 639-1 code", path
     text, audio = repair_text(c["text"]), c["audio_path"]
     if not text.strip() and not audio:
         return None, utt_id, f"{where}: neither text nor audio", path
@@ -309,14 +359,15 @@ def _table_row(i: int, c: dict[str, str], sp: Any, lmap: dict, language: str, ba
     return ({"utt_id": utt_id, "corpus": corpus, "language": lang, "split": sp, "audio_path": audio_path,
              "start_s": float(start) if start == start else 0.0, "end_s": float(end), "duration_s": duration,
              "text": text, "label": label, "source": "original", "native_id": native,
-             "dialogue_id": c["dialogue_id"], "utterance_id": c["utterance_id"], "emotion_raw": str(raw)},
+             "dialogue_id": c["dialogue_id"], "utterance_id": c["utterance_id"], "speaker": c["speaker"],
+             "emotion_raw": str(raw)},
             utt_id, None, path)
 
 
 def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str, str] | None = None,
                label_map: Any = None, language: str = "en", dev_fraction: float = 0.15,
                test_fraction: float = 0.15, seed: int = 42, audio_root: str | os.PathLike | None = None,
-               limit: int = 0, check_audio: bool = True):
+               limit: int = 0, check_audio: bool = True, classes: Any = None, split_by: str = "dialogue"):
     """Read a table into ``({split: manifest DataFrame}, skips DataFrame, TableReport)``.
 
     ``columns`` renames roles to the table's own column names (e.g. ``{"text": "Utterance", "label":
@@ -324,13 +375,18 @@ def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str
     given, else the utterance id, else ``row{N}`` (N = 0-based data row). Extra columns: ``native_id,
     dialogue_id, utterance_id, emotion_raw``. ``limit`` keeps the first N rows per split (dialogues stay whole
     only if they fit). ``check_audio`` reads each audio file's header (duration; missing/unreadable -> skip).
+    ``classes``: the corpus's label set (names, or ``"anger,fear,neutral"``; None = the classes its labels name,
+    ``TableReport.classes``). ``split_by``: ``dialogue`` or ``speaker`` (speaker-independent) without a split
+    column; ``speaker`` with a split column checks that no speaker is in two splits.
     ``ValueError`` (``TableError`` for the file) for bad options, a bad table or an empty split (module doc).
     """
     path = Path(path)
     if not _ID_SAFE.sub("", corpus) == corpus or not corpus:
         raise ValueError(f"corpus name {corpus!r}: use letters, digits, '_', '-' or '.'")
-    if language not in LANGUAGES:
-        raise ValueError(f"language {language!r} is not one of {LANGUAGES}")
+    language = check_language(language)
+    if split_by not in SPLIT_BY:
+        raise unknown("split_by", split_by, SPLIT_BY)
+    label_set = None if classes is None else parse_label_set(classes)
     check_fractions(dev_fraction, test_fraction)
     if limit < 0:
         raise ConfigError(f"--limit {limit}: must be >= 0 (0 = all rows)")
@@ -340,12 +396,13 @@ def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str
     has = _check_columns(df, cols, {k: str(v) for k, v in (columns or {}).items() if v}, path)
     cells = {r: (df[cols[r]].astype(str).str.strip() if has[r] else pd.Series([""] * len(df), index=df.index))
              for r in COLUMN_ROLES}
-    split, asked = _assign_splits(df, cells.__getitem__, has, dev_fraction, test_fraction, seed)
+    split, asked = _assign_splits(df, cells.__getitem__, has, dev_fraction, test_fraction, seed, split_by, path)
     base = Path(audio_root) if audio_root else path.parent
     report, skips, rows, seen = TableReport(rows=len(df)), [], [], set()
     for i, c in enumerate(dict(zip(cells, vals)) for vals in zip(*(s.tolist() for s in cells.values()))):
         sp = split.iloc[i]
-        row, utt_id, reason, where = _table_row(i, c, sp, lmap, language, base, check_audio, corpus, path)
+        row, utt_id, reason, where = _table_row(i, c, sp, lmap, language, base, check_audio, corpus, path,
+                                                label_set)
         if row is not None and utt_id in seen:
             row, reason = None, f"{path.name} row {i}: duplicate id {row['native_id']!r}"
         if row is None:
@@ -359,6 +416,9 @@ def read_table(path: str | os.PathLike, corpus: str = "table", columns: dict[str
     frames = _split_frames(pd.DataFrame(rows, columns=MANIFEST_COLUMNS + EXTRA_COLUMNS), limit, report)
     report.skipped = len(skips)
     _check_not_empty(path, frames, skips, report, asked)
+    found = set().union(*(set(f["label"]) for f in frames.values()))
+    report.classes = label_set or tuple(c for c in CLASSES if c in found)
+    report.classes_declared = label_set is not None
     _note_row_order(frames, report)
     return frames, skips_frame(skips), report
 
@@ -389,14 +449,20 @@ def _note_row_order(frames: dict[str, pd.DataFrame], report: TableReport) -> Non
 
 
 def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: str = "table",
-                  force: bool = False, **kwargs: Any):
-    """``read_table`` then write ``<workdir>/manifests/{corpus}_{split}.parquet``, ``skips.csv`` and the
-    options file (like ``corpora.prepare``: the same options read the manifests back). Returns
-    ``({corpus: {split: DataFrame}}, TableReport | None)``; the report is None when read back."""
+                  force: bool = False, add: bool = False, **kwargs: Any):
+    """``read_table`` then write ``<workdir>/manifests/{corpus}_{split}.parquet``, its label set
+    ``{corpus}_classes.json``, ``skips.csv`` and the options file (like ``corpora.prepare``: the same options read
+    the manifests back). ``add=True`` keeps the other corpora of the work folder (multi-corpus training, each
+    with its own label set; their skips stay in ``skips.csv``). Returns ``({corpus: {split: DataFrame}},
+    TableReport | None)``; the report is None when read back."""
 
     root = workdir_path(workdir)  # nothing is created before the table is read and found usable
+    others = [c for c in available_corpora(root) if c != corpus] if add else []
     lm = kwargs.get("label_map")
-    options = {"format": 1, "dataset": "table", "corpora": [corpus], "table": str(Path(table).resolve()),
+    for key, default in (("classes", None), ("split_by", "dialogue")):  # later options: unset = earlier options
+        if kwargs.get(key, default) == default:
+            kwargs.pop(key, None)
+    options = {"format": 1, "dataset": "table", "corpora": [*others, corpus], "table": str(Path(table).resolve()),
                "mtime": Path(table).stat().st_mtime if Path(table).exists() else None,
                **{k: (parse_label_map(lm) if k == "label_map" else v) for k, v in sorted(kwargs.items())}}
     options = json.loads(json.dumps(options, default=str))
@@ -412,11 +478,14 @@ def prepare_table(table: str | os.PathLike, workdir: str | os.PathLike, corpus: 
     frames, skips, report = read_table(table, corpus=corpus, **kwargs)
     dirs = run_dirs(root)
     options_path.unlink(missing_ok=True)
-    for old in dirs.manifests.glob("*.parquet"):
-        if old not in expected and _split_of(old) is not None:
-            old.unlink()
+    kept = [dirs.manifest(c, sp) for c in others for sp in SPLITS]
+    remove_other_corpora(dirs.manifests, expected + kept, keep_label_sets=tuple(others))
     for sp, df in frames.items():
         save_manifest(df, dirs.manifest(corpus, sp))
+    save_label_set(root, corpus, report.classes)
+    if others:
+        old = load_skips(root)
+        skips = pd.concat([old[old["corpus"] != corpus], skips[SKIP_COLUMNS]], ignore_index=True)
     atomic_write(dirs.manifests / SKIPS_FILE, lambda tmp: skips[SKIP_COLUMNS].to_csv(tmp, index=False))
     atomic_write_text(options_path, json.dumps(options, indent=2))
     return {corpus: frames}, report

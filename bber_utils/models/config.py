@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 GRAPH_CONVS = ("gatv2", "gat")
+POOLINGS = ("mean", "stats", "attention")
+LATER_KEYS = {"pooling": "mean"}  # keys added after checkpoints were published, and their defaults
 
 
 @dataclass
@@ -36,6 +38,8 @@ class ModelConfig:
                                    # wider "ff4" variant, 0 = attention only (no feed-forward)
     freeze_encoders: bool = True   # bimodal models keep the pretrained unimodal encoders frozen
     num_classes: int = 7
+    pooling: str = "mean"          # unimodal encoders' pooling over time: mean (the paper's masked mean) | stats
+                                   # (mean and standard deviation, projected to H) | attention (learned weights)
 
     def __post_init__(self) -> None:
         problems = []
@@ -50,6 +54,8 @@ class ModelConfig:
             problems.append(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.graph_conv not in GRAPH_CONVS:
             problems.append(f"graph_conv must be one of {GRAPH_CONVS} (got {self.graph_conv!r})")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling must be one of {POOLINGS} (got {self.pooling!r})")
         if not 0.0 <= float(self.dropout) < 1.0:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout!r})")
         if problems:
@@ -63,7 +69,9 @@ class ModelConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key; a key added later is left out at its default (``LATER_KEYS``), so the stored configuration
+        of earlier checkpoints and caches still matches."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
 
 
 def as_model_config(cfg: "ModelConfig | Mapping[str, Any] | None") -> ModelConfig:

@@ -14,8 +14,33 @@ from bber_utils.models.config import ModelConfig, as_model_config
 from bber_utils.models.mamba import MambaStack, masked_mean
 
 
+class TimePooling(nn.Module):
+    """``(B, L, H), mask (B, L)`` -> ``(B, H)``: the masked mean (``mean``, the paper's), the masked mean and
+    standard deviation projected back to H (``stats``: statistics pooling, as in x-vectors), or a masked softmax
+    over learned per-step scores (``attention``)."""
+
+    def __init__(self, hidden: int, mode: str = "mean"):
+        super().__init__()
+        self.mode = mode
+        if mode == "stats":
+            self.proj = nn.Linear(2 * hidden, hidden)
+        elif mode == "attention":
+            self.score = nn.Linear(hidden, 1)
+
+    def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mode == "mean":
+            return masked_mean(seq, mask)
+        m = mask.unsqueeze(-1).to(seq.dtype)
+        if self.mode == "attention":
+            scores = self.score(seq).squeeze(-1).masked_fill(~mask, float("-inf"))
+            return (torch.softmax(scores, dim=-1).unsqueeze(-1) * seq).sum(dim=1)
+        mean = masked_mean(seq, mask)
+        var = ((seq - mean.unsqueeze(1)) ** 2 * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        return self.proj(torch.cat([mean, torch.sqrt(var + 1e-5)], dim=-1))
+
+
 class UnimodalClassifier(nn.Module):
-    """``Linear(d_in→H) → Dropout → MambaStack → masked mean → head``.
+    """``Linear(d_in→H) → Dropout → MambaStack → pooling over time (masked mean) → head``.
 
     ``forward(x (B, L, d_in), mask (B, L) bool | None)`` -> dict(logits (B, C), seq (B, L, H), mask (B, L),
     pooled (B, H)); padded positions of ``seq`` are zero.
@@ -39,6 +64,8 @@ class UnimodalClassifier(nn.Module):
         self.mamba = MambaStack(cfg.hidden_dim, cfg.mamba_layers, d_state=cfg.mamba_d_state,
                                 d_conv=cfg.mamba_d_conv, dropout=cfg.dropout)
         self.head = ClassifierHead(cfg.hidden_dim, cfg.out_features, cfg.num_classes, cfg.dropout)
+        if cfg.pooling != "mean":  # only then: the paper's model keeps its state dict (and its numbers)
+            self.pool = TimePooling(cfg.hidden_dim, cfg.pooling)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if x.dim() != 3 or x.shape[-1] != self.d_in:
@@ -47,7 +74,7 @@ class UnimodalClassifier(nn.Module):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         check_mask(mask, "mask")
         seq = self.mamba(self.drop(self.proj(x)), mask)
-        pooled = masked_mean(seq, mask)
+        pooled = self.pool(seq, mask) if hasattr(self, "pool") else masked_mean(seq, mask)
         return {"logits": self.head(pooled), "seq": seq, "mask": mask, "pooled": pooled}
 
 

@@ -31,8 +31,11 @@ def _finish(fig, save_to: str | os.PathLike | None):
 
 
 def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", normalize: bool = True,
-                       save_to=None):
-    """One heat map per entry (e.g. per corpus); rows = true class, columns = predicted class."""
+                       save_to=None, classes: dict[str, list[str]] | None = None):
+    """One heat map per entry (e.g. per corpus); rows = true class, columns = predicted class. ``classes``:
+    ``{entry: its corpus's label set}``: that entry shows those classes only (a 7x7 matrix is cut to them);
+    without it, a class that is neither in the split nor predicted is left out (the classes outside a corpus's
+    label set are never predicted, so a corpus shows its own classes)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -40,9 +43,16 @@ def confusion_matrices(confusions: dict[str, list[list[int]]], title: str = "", 
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
     for ax, (name, cm) in zip(axes[0], confusions.items()):
         cm = np.asarray(cm, dtype=float)
+        given = (classes or {}).get(name)
+        names = [c for c in CLASSES if c in given] if given else list(CLASSES)
+        if not given and cm.shape[0] == len(CLASSES) and cm.sum():
+            names = [c for i, c in enumerate(CLASSES) if cm[i].sum() or cm[:, i].sum()]
+        if len(names) < len(CLASSES) and cm.shape[0] == len(CLASSES):
+            idx = [CLASSES.index(c) for c in names]
+            cm = cm[np.ix_(idx, idx)]
         shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
         sns.heatmap(shown, ax=ax, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0,
-                    vmax=1 if normalize else None, cbar=False, xticklabels=CLASSES, yticklabels=CLASSES,
+                    vmax=1 if normalize else None, cbar=False, xticklabels=names, yticklabels=names,
                     annot_kws={"size": 7})
         ax.set(title=name, xlabel="predicted class", ylabel="true class")
         ax.tick_params(axis="x", rotation=45)

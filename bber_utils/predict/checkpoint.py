@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bber_utils.core.errors import ConfigError, check_model_spec, looks_like_hub_id
+from bber_utils.core.labels import CLASSES
 from bber_utils.core.paths import REPO_ROOT
 from bber_utils.features.extract import encoders_from_params
 from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
@@ -72,6 +73,8 @@ STORED_SETTINGS = {
     "audio_pool": ("an integer >= 1", _int_at_least(1)),
     "text_context": ("an integer >= 0", _int_at_least(0)),
     "text_context_mode": ("'steps' or 'mean'", lambda v: v in ("steps", "mean")),
+    "audio_norm": ("'none', 'speaker' or 'utterance'", lambda v: v in ("none", "speaker", "utterance")),
+    "text_context_speaker": ("true or false", lambda v: isinstance(v, bool)),
 }
 
 
@@ -180,3 +183,22 @@ def checkpoint_encoders(checkpoint: str | os.PathLike, settings: dict[str, Any],
         return encoders_from_params(spec)
     except ValueError as exc:
         raise CheckpointError(f"{checkpoint}: its stored encoder settings: {str(exc).splitlines()[0]}") from None
+
+
+def allowed_classes(meta: dict) -> list[int] | None:
+    """The class indices a checkpoint's model predicts (its training corpora' label sets), None for all seven."""
+    names = meta.get("classes")
+    return None if not names else [CLASSES.index(c) for c in names if c in CLASSES]
+
+
+def masked_softmax(logits, allowed: list[int] | None):
+    """Probabilities ``(N, 7)`` (a float tensor) over the ``allowed`` classes: the other classes' logits are masked
+    before the softmax (training never pushed them down, so they may be large); None = all seven."""
+    import torch
+
+    logits = logits.float()
+    if allowed is not None and len(allowed) < len(CLASSES):
+        mask = torch.full_like(logits, float("-inf"))
+        mask[:, allowed] = 0.0
+        logits = logits + mask
+    return torch.softmax(logits, -1)

@@ -40,7 +40,7 @@ FORMAT, FORMAT_VERSION = "bber-model", 1
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ONNX_NAME = "config.json", "model.safetensors", "README.md", "model.onnx"
 FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ONNX_NAME)  # all a model folder holds, and all we fetch
 CONFIG_KEYS = ("format", "format_version", "model_name", "model_config", "d_audio", "d_text", "labels", "features",
-               "encoders", "source")
+               "encoders", "source", "classes")
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
@@ -115,6 +115,10 @@ def _check_fields(cfg: dict, path: Path) -> None:
     if len(labels) != mc.num_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels but the model has {mc.num_classes} outputs "
                               f"(model_config.num_classes)")
+    classes = cfg.get("classes")  # a label set: the classes the model predicts (absent: all its labels)
+    if classes is not None and (not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes)
+                                or not set(classes) <= set(labels)):
+        raise CheckpointError(f"{path}: classes must be two or more distinct names of its labels (got {classes!r:.80})")
     for key in ("features", "encoders"):
         if not isinstance(cfg.get(key), dict):
             raise CheckpointError(f"{path}: {key} is not a key-value map")
@@ -164,7 +168,8 @@ def config_from_checkpoint(meta: dict, encoders: dict[str, dict], source: dict |
             "labels": list(labels or CLASSES),
             "features": {k: v for k, v in meta["settings"].items() if v is not None},
             "encoders": {m: _jsonable(encoders[m]) for m in modalities(name)},
-            "source": _jsonable(source or {})}
+            "source": _jsonable(source or {}),
+            **({"classes": list(meta["classes"])} if meta.get("classes") else {})}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -292,5 +297,6 @@ def meta_of(cfg: dict) -> dict:
     """The ``meta`` of ``load_trained`` from a checked config (``read_config``), for a model folder."""
     return {"model_name": cfg["model_name"], "d_audio": cfg["d_audio"], "d_text": cfg["d_text"],
             "model_config": cfg["model_config"], "settings": cfg["settings"], "labels": cfg["labels"],
-            "encoders": cfg["encoders"], "features": cfg["features"], "config": {}, "model_folder": True}
+            "encoders": cfg["encoders"], "features": cfg["features"], "config": {}, "model_folder": True,
+            **({"classes": cfg["classes"]} if cfg.get("classes") else {})}
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bber_utils.core.fileio import atomic_write
-from bber_utils.predict.checkpoint import CheckpointError
+from bber_utils.predict.checkpoint import CheckpointError, allowed_classes, masked_softmax
 
 # Heavy libraries (torch, onnx, onnxruntime) are imported inside the functions that use them, so that importing this
 # module, and `bber --help`, stays fast.
@@ -59,9 +59,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _graph_module(model, modalities: tuple[str, ...]):
-    """``model`` (a registry model) as a module of tensors in, probabilities out (the graph's signature)."""
+def _graph_module(model, modalities: tuple[str, ...], classes: list[str] | None = None):
+    """``model`` (a registry model) as a module of tensors in, probabilities out (the graph's signature); a label
+    set's other classes (``classes``, a model folder's) get probability 0 (their logits masked)."""
     import torch
+
+    allowed = allowed_classes({"classes": classes})
 
     class Graph(torch.nn.Module):
         def __init__(self):
@@ -72,10 +75,10 @@ def _graph_module(model, modalities: tuple[str, ...]):
             batch = {k: v for k, v in (("audio", audio), ("audio_mask", audio_mask), ("text", text),
                                        ("text_mask", text_mask)) if v is not None}
             if len(modalities) == 1:
-                return torch.softmax(self.model(batch), -1)
+                return masked_softmax(self.model(batch), allowed)
             enc = self.model.encode(batch)
-            return tuple(torch.softmax(x, -1) for x in (self.model.fuse(enc), enc["audio_logits"],
-                                                         enc["text_logits"]))
+            return tuple(masked_softmax(x, allowed) for x in (self.model.fuse(enc), enc["audio_logits"],
+                                                               enc["text_logits"]))
 
     return Graph().eval()
 
@@ -105,7 +108,7 @@ def export_onnx(model, cfg: dict, path: str | os.PathLike, weights_sha256: str, 
     import torch
 
     mods = modalities_of(cfg)
-    graph = _graph_module(model.eval(), mods)
+    graph = _graph_module(model.eval(), mods, cfg.get("classes"))
     names = input_names(mods)
     kwargs = {n: torch.from_numpy(a) for n, a in zip(names, example_inputs(cfg))}
     batch = torch.export.Dim("batch")

@@ -19,8 +19,9 @@ from bber_utils.core.labels import CLASSES
 from bber_utils.core.progress import tqdm
 from bber_utils.features import build_asr
 from bber_utils.features.context import with_context
+from bber_utils.features.normalise import group_statistics, normalise_utterance
 from bber_utils.predict import hub, onnx_model
-from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders
+from bber_utils.predict.checkpoint import CheckpointError, allowed_classes, checkpoint_encoders, masked_softmax
 from bber_utils.train.dataset import pool_frames
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
@@ -74,9 +75,10 @@ class Predictor:
         else:
             self.device = resolve_device(device)
             model, self.meta = hub.load_trained(checkpoint, str(self.device), revision)
-            self.backend = TorchBackend(model, self.device)
+            self.backend = TorchBackend(model, self.device, allowed_classes(self.meta))
         self.model = getattr(self.backend, "model", None)
         self.name = self.meta["model_name"]
+        self.allowed = allowed_classes(self.meta)
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
         # the same encoders (and store keys), frame pooling and dialogue context the run was trained with
@@ -86,6 +88,12 @@ class Predictor:
         self.audio_pool = int(settings["audio_pool"] or 1)
         self.context_k = int(settings["text_context"] or 0)
         self.context_mode = settings["text_context_mode"] or "steps"
+        self.audio_norm = settings.get("audio_norm") or "none"
+        self._norm_stats = None  # audio_norm "speaker": the statistics of the clips of one predict call
+        if settings.get("text_context_speaker") and self.uses_text:
+            raise CheckpointError(f"{self.checkpoint}: trained with text_context_speaker (context turns flagged by "
+                                  f"speaker); prediction does not take speakers yet: score it with bber train's "
+                                  f"test split")
         self._check_inputs()
 
     def _check_inputs(self) -> None:
@@ -112,6 +120,15 @@ class Predictor:
             reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise CheckpointError(f"{self.checkpoint}: cannot load its {what} encoder "
                                   f"{getattr(encoder, 'model_spec', what)!r} ({reason[:160]})") from exc
+
+    def _normalised(self, x) -> np.ndarray:
+        """Audio frames as the model was trained on them (``audio_norm``)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.audio_norm == "utterance":
+            return normalise_utterance(x)
+        if self.audio_norm == "speaker" and self._norm_stats is not None:
+            return (x - self._norm_stats[0]) / self._norm_stats[1]
+        return x
 
     @property
     def uses_text(self) -> bool:
@@ -170,6 +187,13 @@ class Predictor:
                               f"on utterances of a few seconds and memory grows with length: consider --window 10",
                               stacklevel=2)
             good.append((pred, wav, i, None))
+        if self.audio_norm == "speaker" and good:  # the clips of this call are taken as one speaker's
+            frames = {str(k): x for k, x in enumerate(self.audio_encoder.encode([w for _, w, *_ in good]))}
+            self._norm_stats = group_statistics(frames, dict.fromkeys(frames, "clips"))["clips"]
+            if len(good) < 10:
+                warnings.warn(f"{self.checkpoint}: trained with audio_norm=speaker; the {len(good)} clip(s) given "
+                              f"are normalised by their own statistics: give a speaker's clips together (10 or more)",
+                              stacklevel=2)
         for start in tqdm(range(0, len(good), self.batch_size), desc="predict", disable=not progress):
             chunk = good[start:start + self.batch_size]
             try:
@@ -193,7 +217,7 @@ class Predictor:
                 if not preds[k].language:
                     preds[k].language = lang
         arrays: dict[str, np.ndarray] = {}
-        frames = [pool_frames(np.asarray(x, dtype=np.float32), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
+        frames = [pool_frames(self._normalised(x), self.audio_pool) for x in self.audio_encoder.encode(wavs)]
         arrays["audio"], arrays["audio_mask"] = pad_arrays(frames)
         arrays["text"], arrays["text_mask"] = pad_arrays(text_features(
             self.text_encoder, [p.text for p in preds], [p.context for p in preds], self.context_k, self.context_mode))
@@ -211,10 +235,11 @@ class Predictor:
 
 
 class TorchBackend:
-    """A registry model on ``device``: ``probabilities(arrays) -> {"fused"[, "audio", "text"]}`` (numpy)."""
+    """A registry model on ``device``: ``probabilities(arrays) -> {"fused"[, "audio", "text"]}`` (numpy), over the
+    classes ``allowed`` (``allowed_classes``; None = all seven)."""
 
-    def __init__(self, model, device):
-        self.model, self.device = model, device
+    def __init__(self, model, device, allowed: list[int] | None = None):
+        self.model, self.device, self.allowed = model, device, allowed
 
     def probabilities(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -222,10 +247,10 @@ class TorchBackend:
         batch = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
         with torch.no_grad():
             if not hasattr(self.model, "encode"):
-                return {"fused": torch.softmax(self.model(batch).float(), -1).cpu().numpy()}
+                return {"fused": masked_softmax(self.model(batch), self.allowed).cpu().numpy()}
             enc = self.model.encode(batch)
             logits = {"fused": self.model.fuse(enc), "audio": enc["audio_logits"], "text": enc["text_logits"]}
-            return {k: torch.softmax(v.float(), -1).cpu().numpy() for k, v in logits.items()}
+            return {k: masked_softmax(v, self.allowed).cpu().numpy() for k, v in logits.items()}
 
 
 def _onnx_device(device: str | None) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from bber_utils.core.device import resolve_device
 from bber_utils.core.labels import CLASSES
 from bber_utils.predict import hub, predictor
-from bber_utils.predict.checkpoint import CheckpointError, checkpoint_encoders
+from bber_utils.predict.checkpoint import CheckpointError, allowed_classes, checkpoint_encoders, masked_softmax
 from bber_utils.train.dataset import pad_sequences
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
@@ -47,7 +47,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
         text, mask = pad_sequences(feats)
         batch = {"text": text.float().to(dev), "text_mask": mask.to(dev)}
         with torch.no_grad():
-            probs = torch.softmax(model(batch).float(), -1).cpu().numpy()
+            probs = masked_softmax(model(batch), allowed_classes(meta)).cpu().numpy()
         for t, p in zip(chunk, probs):
             rows.append({"text": t, "label": CLASSES[int(p.argmax())], **dict(zip(CLASSES, p.round(6)))})
     return pd.DataFrame(rows)

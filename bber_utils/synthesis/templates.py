@@ -164,7 +164,9 @@ def normalise_templates(obj: dict) -> dict:
 def _template_path(language: str, emotion: str, source: str | os.PathLike | None) -> Path:
     if source is None:
         if language not in LANGUAGES:
-            raise TemplateError(f"no built-in templates for language {language!r}; known: {LANGUAGES}")
+            raise TemplateError(f"TUG has no built-in templates for language {language!r} (they exist for "
+                                f"{', '.join(LANGUAGES)}): add JSON templates under {BUILTIN_DIR}/{language}/, or "
+                                f"train with tug_ratio 0")
         if emotion not in TEMPLATE_NAMES:
             raise TemplateError(f"no built-in templates for {emotion!r}; known: {TEMPLATE_NAMES}")
         return BUILTIN_DIR / language / f"{emotion}.json"

@@ -27,6 +27,7 @@ from bber_utils.augment.tug import MIX_MODES
 from bber_utils.core.device import DEVICE_CHOICES
 from bber_utils.core.errors import ConfigError, check_model_spec, unknown
 from bber_utils.core.parameters import field_comments
+from bber_utils.features.normalise import AUDIO_NORMS
 from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
 from bber_utils.models import MODEL_NAMES
 from bber_utils.models.config import ModelConfig
@@ -53,10 +54,14 @@ def control(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"control": True})
 
 
-def later(default: Any, **stage1_how: Any) -> Any:
+def later(default: Any, listed: bool = True, **stage1_how: Any) -> Any:
     """A key added after runs were named: left out of the run hash (and of the stage-1 key, with ``stage1_how``)
-    while it holds ``default``, the value those runs had, so their names and caches stay valid."""
+    while it holds ``default``, the value those runs had, so their names and caches stay valid. ``listed=False``:
+    also left out of ``to_dict`` (``metrics.json``, a checkpoint's settings) at ``default``, so the files of runs
+    that never set it stay byte for byte what they were."""
     meta = {"later": default, **({"stage1": stage1_how.pop("slot"), **stage1_how} if stage1_how else {})}
+    if not listed:
+        meta["unlisted"] = True
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -96,11 +101,13 @@ class TrainConfig:
     text_max_tokens: int = 95             # text encoder truncation
     text_context: int = 0                 # previous utterances of the dialogue given to the text branch (ours)
     text_context_mode: str = later("steps")  # context utterances as all their steps, or "mean": one step each
+    text_context_speaker: bool = later(False, listed=False)  # context steps also flag a turn by the same speaker
     text_trust_remote_code: bool = False  # needed by jinaai/jina-embeddings-v3
     text_code_revision: str | None = None # remote-code commit of the text model
     feature_device: str = control("auto")  # where missing features are extracted
     feature_batch_size: int = control(16)  # utterances per encoder batch when missing features are extracted
     audio_pool: int = stage1(1, "audio_pool", modality="audio", neutral=1)  # average audio frames in windows of N (4: 50 -> 12.5 frames/s)
+    audio_norm: str = later("none", listed=False)  # audio features z-scored per speaker / utterance (none: as stored)
     # --- optimisation (both stages) ---
     epochs: int = 75                      # maximum epochs of stage 2 (and of stage 1 unless unimodal_epochs is set)
     batch_size: int = stage1(8, "opt.0")  # global training batch size
@@ -132,6 +139,7 @@ class TrainConfig:
     dropout: float | None = stage1(_MODEL.dropout, "model")  # dropout probability
     norm_first: bool | None = None        # pre-norm (True) or post-norm (False) Transformer layers
     ff_expansion: int | None = None       # cross layers' feed-forward H→eH→H (1 = the reference's, 4 = "ff4")
+    pooling: str | None = later(None, listed=False, slot="model")  # encoders' pooling: mean (None) | stats | attention
     freeze_encoders: bool = _MODEL.freeze_encoders  # stage 2 keeps the pretrained unimodal encoders frozen
     # --- control ---
     resume: bool = control(True)          # continue an interrupted run / reuse a finished one with this config
@@ -164,7 +172,10 @@ class TrainConfig:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key; a key declared ``later(..., listed=False)`` is left out at its default."""
+        meta = {f.name: f.metadata for f in dataclasses.fields(self)}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (meta[k].get("unlisted") and v == meta[k]["later"])}
 
     def model_config(self):
         """The ``ModelConfig`` of this run (unset sizes take ModelConfig's defaults)."""
@@ -205,7 +216,7 @@ CONTROL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metada
 # Model keys of bber_utils.models.ModelConfig (None here = ModelConfig's own default).
 MODEL_KEYS = ("hidden_dim", "num_heads", "num_layers", "mamba_layers", "mamba_d_state", "mamba_d_conv",
               "bimamba_layers", "graph_heads", "graph_conv", "graph_segments", "gated_dim", "out_features",
-              "dropout", "norm_first", "ff_expansion")
+              "dropout", "norm_first", "ff_expansion", "pooling")
 # The model keys that shape a unimodal classifier (in its cache key: ``stage1`` slot "model").
 UNIMODAL_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("stage1") == "model")
 
@@ -220,7 +231,8 @@ def stage1_key(tc: TrainConfig, modality: str) -> dict[str, Any]:
         if "stage1" not in how or ("later" in how and value == how["later"]):
             continue
         if how["stage1"] == "model":
-            key.setdefault("model", {})[f.name] = sizes[f.name]
+            if f.name in sizes:  # ModelConfig leaves a later key out at its own default
+                key.setdefault("model", {})[f.name] = sizes[f.name]
             continue
         value = (value or getattr(tc, how["fallback"])) if "fallback" in how else value
         value = how["neutral"] if how.get("modality", modality) != modality else value
@@ -327,7 +339,8 @@ def _check_choices(tc: TrainConfig, bad: dict[str, str]) -> dict[str, str]:
 
     problems = {}
     for key, choices in (("model", MODEL_NAMES), ("scheduler", SCHEDULERS), ("amp", AMP_MODES),
-                         ("text_context_mode", ("steps", "mean")), ("tug_mode", MIX_MODES)):
+                         ("text_context_mode", ("steps", "mean")), ("tug_mode", MIX_MODES),
+                         ("audio_norm", AUDIO_NORMS)):
         if getattr(tc, key) not in choices:
             problems[key] = str(unknown(key, getattr(tc, key), choices))
     for key in ("device", "feature_device"):
@@ -383,9 +396,11 @@ def config_hash(obj: Any, n: int = 8) -> str:
 
 def feature_spec(tc: TrainConfig) -> dict[str, Any]:
     """How the model's inputs were made (stored in every checkpoint, for inference)."""
-    return {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
+    spec = {k: getattr(tc, k) for k in ("audio_encoder", "text_encoder", "audio_layer", "text_max_tokens",
                                         "text_trust_remote_code", "text_code_revision", "audio_pool",
                                         "text_context", "text_context_mode")}
+    later_keys = ("audio_norm", "text_context_speaker")  # only when set, so earlier checkpoints read the same
+    return {**spec, **{k: v for k, v in tc.to_dict().items() if k in later_keys}}
 
 
 def config_key_descriptions() -> dict[str, str]:

@@ -12,6 +12,10 @@ Targets (``item["target"]``, a distribution over the 7 classes):
   uninterrupted one), a new epoch a new draw. Samples without a soft label fall back to one-hot and are counted
   (``dataset.soft_missing``). The loss uses the whole distribution, not its argmax (the reference's bug).
 
+With ``allowed`` (the classes of the training corpora' label sets, when fewer than seven) a target puts no mass
+outside them: smoothing spreads over the allowed classes, and a soft label is restricted to them and
+renormalised. ``classes`` (an evaluation set's corpus label set) is what its scores average over.
+
 ``collate`` pads right to the longest sequence of the batch and returns bool masks (True = real frame); any
 length >= 1 works.
 
@@ -136,6 +140,8 @@ class EmotionDataset:
         load_features: bool = True,
         audio_pool: int = 1,
         name: str = "dataset",
+        allowed=None,
+        classes=None,
     ):
         if not 0.0 <= ls_llm_p <= 1.0:
             raise ValueError(f"ls_llm_p must be in [0, 1], got {ls_llm_p}")
@@ -149,6 +155,8 @@ class EmotionDataset:
             raise ValueError(f"audio_pool must be >= 1, got {audio_pool}")
         self.audio_pool = int(audio_pool)
         self.logits = logits
+        self.allowed = None if allowed is None or len(set(allowed)) == NUM_CLASSES else tuple(sorted(allowed))
+        self.classes = None if classes is None or len(set(classes)) == NUM_CLASSES else tuple(sorted(classes))
         self.skipped: dict[str, int] = {}
         keep = np.ones(len(manifest), dtype=bool)
         ids = manifest["utt_id"].astype(str).tolist()
@@ -198,9 +206,24 @@ class EmotionDataset:
 
     def target(self, i: int) -> np.ndarray:
         """(7,) float32 target distribution of sample ``i`` this epoch."""
+        if self.allowed is not None:
+            return self._allowed_target(i)
         if self.use_soft[i]:
             return self.soft[self.utt_ids[i]]
         t = np.full(NUM_CLASSES, self.label_smoothing / NUM_CLASSES, dtype=np.float32)
+        t[self.labels[i]] += 1.0 - self.label_smoothing
+        return t
+
+    def _allowed_target(self, i: int) -> np.ndarray:
+        """The target of sample ``i`` with no mass outside ``allowed``."""
+        cols = list(self.allowed)
+        t = np.zeros(NUM_CLASSES, dtype=np.float32)
+        if self.use_soft[i]:
+            soft = self.soft[self.utt_ids[i]][cols]
+            if soft.sum() > 0:
+                t[cols] = soft / soft.sum()
+                return t
+        t[cols] = self.label_smoothing / len(cols)
         t[self.labels[i]] += 1.0 - self.label_smoothing
         return t
 

@@ -42,9 +42,10 @@ def reuse_unimodal(run, run_dir: Path):
 
 
 def train_fusion(tc: TrainConfig, stores: tuple, splits: dict, unimodal: dict, soft_table: dict,
-                 weights: np.ndarray, device, run_dir: Path, meta: dict):
+                 weights: np.ndarray, device, run_dir: Path, meta: dict, space=None):
     """Train the chosen fusion model, score it on every corpus's dev and test -> ``(history, best_epoch,
-    metrics)``. Raises ``Interrupted`` when ``interrupt_after`` stopped it (``history.csv`` is written)."""
+    metrics)``. Raises ``Interrupted`` when ``interrupt_after`` stopped it (``history.csv`` is written).
+    ``space`` (``inputs.LabelSpace``): the classes it may predict and each corpus's own label set."""
 
     loop.seed_everything(tc.seed)
     model = build_model(tc.model, tc.model_config(), stores[0].dim, stores[1].dim)
@@ -54,8 +55,9 @@ def train_fusion(tc: TrainConfig, stores: tuple, splits: dict, unimodal: dict, s
     logits = None
     if needs_oof(tc.model):
         logits = {m: {**run.oof, **run.logits} for m, run in unimodal.items()}
-    train_ds = split_datasets(splits["train"], stores, soft_table, logits, tc, "train", train=True)
-    eval_sets = {s: split_datasets(splits[s], stores, logits=logits, tc=tc, name=s) for s in ("dev", "test")}
+    train_ds = split_datasets(splits["train"], stores, soft_table, logits, tc, "train", train=True, space=space)
+    eval_sets = {s: split_datasets(splits[s], stores, logits=logits, tc=tc, name=s, space=space)
+                 for s in ("dev", "test")}
     forward = loop.forward_batch
     if tc.freeze_encoders and hasattr(model, "encode"):
         enc_bs = tc.eval_batch_size

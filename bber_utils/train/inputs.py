@@ -2,7 +2,7 @@
 manifest with SDS merges and TUG synthetic rows, the feature stores (extracting what is missing), the LS-LLM
 soft-label table, the rows whose features exist, and one dataset per corpus and split.
 
-Owns: ``resolve_corpora``, ``load_splits``, ``build_train_manifest``, ``load_soft_labels_for``,
+Owns: ``LabelSpace``, ``label_space``, ``check_label_sets``, ``resolve_corpora``, ``load_splits``, ``build_train_manifest``, ``load_soft_labels_for``,
 ``build_feature_stores``, ``store_key``, ``filter_available``, ``split_datasets``, and the fingerprints of what a
 run reads (``content_ids``, ``data_fingerprint``, ``soft_digest``).
 Imports from this package: ``config``, ``distributed``. Must not import: ``loop``, ``runs``, ``crossfit`` or the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,64 @@ import numpy as np
 import pandas as pd
 
 from bber_utils.core.errors import ConfigError
+from bber_utils.core.labels import CLASSES, NUM_CLASSES, class_indices
 from bber_utils.core.paths import REPO_ROOT, run_dirs
+from bber_utils.corpora import corpus_classes
 from bber_utils.corpora.manifest import concat_manifests, load_manifest
 from bber_utils.features import ensure_features
 from bber_utils.features.extract import encoders_from_params, has_audio
 from bber_utils.train.config import TrainConfig
 from bber_utils.train.dataset import EmotionDataset
 from bber_utils.train.distributed import is_main_process
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The label sets of a run's corpora: ``scoring`` (each corpus's own classes, indices; what its scores
+    average over) and ``allowed`` (their union: the classes the model may predict; None = all seven, as for MELD,
+    RESD and the demo corpora, where nothing is masked)."""
+
+    scoring: dict = field(default_factory=dict)
+    allowed: tuple | None = None
+
+    def classes_of(self, corpus: str) -> tuple | None:
+        """The corpus's label set (indices), or None for all seven."""
+        own = self.scoring.get(corpus)
+        return None if own is None or len(own) == NUM_CLASSES else own
+
+
+def label_space(corpora: list[str], workdir) -> LabelSpace:
+    """The ``LabelSpace`` of ``corpora`` from their label-set files (``corpora.corpus_classes``)."""
+    scoring = {c: class_indices(corpus_classes(workdir, c)) for c in corpora}
+    union = tuple(sorted(set().union(*scoring.values()))) if scoring else tuple(range(NUM_CLASSES))
+    return LabelSpace(scoring, None if len(union) == NUM_CLASSES else union)
+
+
+def check_label_sets(splits: dict[str, pd.DataFrame], space: LabelSpace) -> tuple[dict, dict, dict]:
+    """``(splits, outside, unseen)``: the rows whose class is outside their corpus's label set are left out and
+    counted (``outside``: {split: {reason: n}}); ``unseen``: {corpus: {split: {class: n}}}, the dev/test rows of a
+    class that the corpus's train rows lack (scored, but no model learned them). One warning line for each."""
+    out, outside, unseen = dict(splits), {}, {}
+    for split, df in splits.items():
+        own = df["corpus"].map(lambda c: {CLASSES[i] for i in space.scoring.get(c, range(NUM_CLASSES))})
+        bad = np.array([lbl not in s for lbl, s in zip(df["label"], own)], dtype=bool)
+        if bad.any():
+            reason = "class outside the corpus's label set"
+            outside[split] = {reason: int(bad.sum())}
+            warnings.warn(f"{split} split: skipped {int(bad.sum())} row(s) whose class is outside their corpus's "
+                          f"label set (e.g. {df['utt_id'][bad].iloc[0]!r}: {df['label'][bad].iloc[0]!r})",
+                          stacklevel=2)
+            out[split] = df.loc[~bad].reset_index(drop=True)
+    for corpus, rows in out["train"].groupby("corpus"):
+        trained = set(rows["label"])
+        for split in ("dev", "test"):
+            other = out[split][(out[split]["corpus"] == corpus) & ~out[split]["label"].isin(trained)]
+            if len(other):
+                counts = {str(k): int(v) for k, v in other["label"].value_counts().sort_index().items()}
+                unseen.setdefault(corpus, {})[split] = counts
+                warnings.warn(f"{corpus}: its {split} split has {len(other)} row(s) of classes its train split lacks "
+                              f"{counts}: they are scored, but no model learned them", stacklevel=2)
+    return out, outside, unseen
 
 
 def resolve_corpora(train_corpora: Any, workdir) -> list[str]:
@@ -84,6 +136,7 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
         except ImportError as err:
             raise ImportError(f"tug_ratio={tc.tug_ratio} needs bber_utils.augment.tug ({err})") from err
         langs = sorted(set(out["language"]))
+        _check_tug_languages(langs, dirs.tug)
         paths = [dirs.tug / f"tug_{lang}.parquet" for lang in langs]
         found = [p for p in paths if p.exists()]
         if not found:
@@ -92,6 +145,16 @@ def build_train_manifest(tc: TrainConfig, train_df: pd.DataFrame) -> pd.DataFram
         synthetic = concat_manifests([load_manifest(p) for p in found])
         out = mix_synthetic(out, synthetic, ratio=tc.tug_ratio, mode=tc.tug_mode, seed=tc.seed)
     return out.reset_index(drop=True)
+
+
+def _check_tug_languages(langs: list[str], tug_dir: Path) -> None:
+    """``ConfigError`` (one line) for a train language that has neither built-in templates nor a TUG manifest."""
+    from bber_utils.synthesis.templates import LANGUAGES as TEMPLATE_LANGUAGES
+
+    missing = [lang for lang in langs if lang not in TEMPLATE_LANGUAGES and not (tug_dir / f"tug_{lang}.parquet").exists()]
+    if missing:
+        raise ConfigError(f"tug_ratio > 0, but TUG has no templates for language(s) {', '.join(missing)} (built-in: "
+                          f"{', '.join(TEMPLATE_LANGUAGES)}) and no synthetic manifest for them: train with tug_ratio 0")
 
 
 def load_soft_labels_for(tc: TrainConfig) -> pd.DataFrame | None:
@@ -198,13 +261,15 @@ def filter_available(df: pd.DataFrame, stores: tuple, where: str) -> tuple[pd.Da
 
 
 def split_datasets(df: pd.DataFrame, stores, soft=None, logits=None, tc: TrainConfig | None = None,
-                    name: str = "", train: bool = False):
-    """One dataset per corpus (``{corpus: EmotionDataset}``), or one for all when ``train``."""
+                   name: str = "", train: bool = False, space: LabelSpace | None = None):
+    """One dataset per corpus (``{corpus: EmotionDataset}``), or one for all when ``train``; ``space``: the
+    classes the model may predict and each corpus's own label set (None: all seven)."""
 
+    space = space or LabelSpace()
     kw = dict(ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed) if train else {}
     if train:
         return EmotionDataset(df, *stores, soft_labels=soft, logits=logits, name=name, audio_pool=tc.audio_pool,
-                              **kw)
+                              allowed=space.allowed, **kw)
     return {c: EmotionDataset(g.reset_index(drop=True), *stores, logits=logits, name=f"{name} {c}",
-                              audio_pool=tc.audio_pool)
+                              audio_pool=tc.audio_pool, allowed=space.allowed, classes=space.classes_of(c))
             for c, g in df.groupby("corpus", sort=True)}

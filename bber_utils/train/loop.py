@@ -157,12 +157,13 @@ def predict(model, dataset, forward: Callable, device, batch_size: int = 64, amp
 
 
 def evaluate(model, datasets: dict[str, Any], forward, device, batch_size=64, amp_dtype=None):
-    """``({corpus: score}, {corpus: logits})`` for datasets keyed by corpus."""
+    """``({corpus: score}, {corpus: logits})`` for datasets keyed by corpus; each scored over its own label set
+    (``ds.classes``), the prediction taken over the classes the model may predict (``ds.allowed``)."""
     scores, logits = {}, {}
     for corpus, ds in datasets.items():
         lg = predict(model, ds, forward, device, batch_size, amp_dtype)
         logits[corpus] = lg
-        scores[corpus] = score_logits(ds.labels, lg)
+        scores[corpus] = score_logits(ds.labels, lg, getattr(ds, "allowed", None), getattr(ds, "classes", None))
     return scores, logits
 
 
@@ -193,6 +194,7 @@ class _Trainer:
     weights: Any                           # (7,) class weights on the device
     amp_dtype: Any                         # autocast dtype, or None
     world: int
+    allowed: tuple | None = None           # the classes the loss's softmax covers (None: all seven)
 
 
 @dataclass
@@ -284,7 +286,8 @@ def _build_trainer(model, train_ds, tc: TrainConfig, weights, device, forward, l
     train_model = wrap_model(forward_module(model, forward), device)
     if tc.compile:
         train_model = torch.compile(train_model)
-    return _Trainer(model, train_model, params, optimizer, scheduler, scaler, batches, w, amp_dtype, world)
+    return _Trainer(model, train_model, params, optimizer, scheduler, scaler, batches, w, amp_dtype, world,
+                    getattr(train_ds, "allowed", None))
 
 
 def _resume(tr: _Trainer, last_path: Path, best_path: Path, checkpoint_meta: dict) -> _LoopState | FitResult | None:
@@ -356,7 +359,8 @@ def _batch_loss(tr: _Trainer, batch: dict, device):
 
     with torch.autocast(device.type, dtype=tr.amp_dtype, enabled=tr.amp_dtype is not None):
         logits = tr.train_model(batch)
-    numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], tr.weights, batch["label"])
+    numerator, denominator = soft_cross_entropy_parts(logits, batch["target"], tr.weights, batch["label"],
+                                                      tr.allowed)
     n_real = (batch["target"].sum(1) > 0).sum()  # samples of this rank that are not padding
     if tr.world > 1:  # sums over the global batch: the gradient DDP averages is the single-process one
         sums = dist_sum(torch.stack([numerator.detach(), denominator.detach(), n_real.float()]))

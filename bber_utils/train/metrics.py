@@ -1,8 +1,10 @@
-"""UAR, WAR, MF1, WF1 over the seven classes, as the paper reports them.
+"""UAR, WAR, MF1, WF1 over a corpus's label set (the seven classes unless the corpus declares fewer).
 
-The label set is fixed to all seven classes (``labels=range(7)``): a class absent from both ``y_true`` and
-``y_pred`` still counts in the macro averages with recall/F1 0 (``zero_division=0``). The reference lets such
-classes drop out of the averages, which inflates scores on small or skewed splits (tests/train/test_metrics.py).
+The label set is fixed (all seven classes, ``labels=range(7)``, or the corpus's own ``classes``): a class of the
+set absent from both ``y_true`` and ``y_pred`` still counts in the macro averages with recall/F1 0
+(``zero_division=0``). The reference lets such classes drop out of the averages, which inflates scores on small or
+skewed splits (tests/train/test_metrics.py). A prediction outside the set is a wrong prediction. ``allowed``
+(the classes the model may predict: those of its training corpora) restricts the argmax of ``score_logits``.
 
 WAR is recall weighted by support, which equals plain accuracy; it is kept under its paper name.
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bber_utils.core.labels import NUM_CLASSES
+from bber_utils.core.labels import CLASSES, NUM_CLASSES
 
 # Heavy libraries (sklearn) are imported inside the functions that use them, so that importing this module, and `bber
 # --help`, stays fast.
@@ -24,16 +26,18 @@ from bber_utils.core.labels import NUM_CLASSES
 METRIC_NAMES: tuple[str, ...] = ("uar", "war", "mf1", "wf1")
 
 
-def score(y_true, y_pred) -> dict[str, Any]:
+def score(y_true, y_pred, classes=None) -> dict[str, Any]:
     """Score integer class predictions.
 
     Args:
         y_true: (N,) true class indices in ``labels.CLASSES`` order.
         y_pred: (N,) predicted class indices.
+        classes: the label set averaged over (class indices; None = all seven).
 
     Returns:
         ``{"uar", "war", "mf1", "wf1", "mean"}`` as floats in [0, 1] (``mean`` = their average) and
-        ``"confusion"``: a 7x7 list of ints, rows = true class, columns = predicted class.
+        ``"confusion"``: a 7x7 list of ints, rows = true class, columns = predicted class; with a label set of
+        fewer than seven classes also ``"classes"``: their names.
     """
     from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
@@ -41,7 +45,8 @@ def score(y_true, y_pred) -> dict[str, Any]:
     y_pred = np.asarray(y_pred, dtype=int).reshape(-1)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"score: y_true has {y_true.size} labels but y_pred has {y_pred.size}")
-    labels = list(range(NUM_CLASSES))
+    subset = classes is not None and len(set(classes)) < NUM_CLASSES
+    labels = sorted(set(int(c) for c in classes)) if subset else list(range(NUM_CLASSES))
     for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
         bad = (arr < 0) | (arr >= NUM_CLASSES)
         if bad.any():
@@ -51,7 +56,7 @@ def score(y_true, y_pred) -> dict[str, Any]:
         out = {m: 0.0 for m in METRIC_NAMES}
         out["mean"] = 0.0
         out["confusion"] = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int).tolist()
-        return out
+        return _with_classes(out, labels, subset)
     kw = dict(labels=labels, zero_division=0)
     out = {
         "uar": float(recall_score(y_true, y_pred, average="macro", **kw)),
@@ -60,14 +65,30 @@ def score(y_true, y_pred) -> dict[str, Any]:
         "wf1": float(f1_score(y_true, y_pred, average="weighted", **kw)),
     }
     out["mean"] = float(np.mean([out[m] for m in METRIC_NAMES]))
-    out["confusion"] = confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist()
+    out["confusion"] = confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES))).astype(int).tolist()
+    return _with_classes(out, labels, subset)
+
+
+def _with_classes(out: dict[str, Any], labels: list[int], subset: bool) -> dict[str, Any]:
+    if subset:
+        out["classes"] = [CLASSES[i] for i in labels]
     return out
 
 
-def score_logits(y_true, logits) -> dict[str, Any]:
-    """``score`` of the argmax of ``logits`` (N, 7)."""
+def masked_argmax(logits, allowed=None) -> np.ndarray:
+    """``argmax`` of ``logits`` (N, 7) over the ``allowed`` class indices only (None = all)."""
     logits = np.asarray(logits)
-    return score(y_true, logits.argmax(axis=-1) if logits.size else np.zeros(0, dtype=int))
+    if not logits.size:
+        return np.zeros(0, dtype=int)
+    if allowed is None or len(set(allowed)) == NUM_CLASSES:
+        return logits.argmax(axis=-1)
+    allowed = np.array(sorted(set(int(c) for c in allowed)))
+    return allowed[logits[:, allowed].argmax(axis=-1)]
+
+
+def score_logits(y_true, logits, allowed=None, classes=None) -> dict[str, Any]:
+    """``score`` over ``classes`` of the argmax of ``logits`` (N, 7) over the ``allowed`` classes."""
+    return score(y_true, masked_argmax(logits, allowed), classes)
 
 
 def mean_over_corpora(per_corpus: dict[str, dict[str, Any]], key: str = "mean") -> float:

@@ -30,6 +30,7 @@ from bber_utils.core.labels import CLASSES
 from bber_utils.core.paths import run_dirs, workdir_path
 from bber_utils.core.provenance import environment
 from bber_utils.features.context import with_text_context
+from bber_utils.features.normalise import with_audio_norm
 from bber_utils.models import MODEL_NAMES
 from bber_utils.train import inputs, loop
 from bber_utils.train.config import UNIMODAL_MODELS, TrainConfig, config_hash, feature_spec
@@ -74,6 +75,8 @@ class _Inputs:
     soft_stale: int                        # soft labels dropped: made for another label than the manifest's
     weights: np.ndarray                    # (7,) class weights of the train rows
     fingerprint: str = ""                  # what stage 2 reads (``_data_fingerprint``)
+    space: inputs.LabelSpace = inputs.LabelSpace()  # the corpora's label sets: what is predicted and scored
+    unseen: dict | None = None             # {corpus: {split: {class: n}}}: scored classes its train lacks
 
 
 def _train(tc: TrainConfig) -> RunResult:
@@ -99,18 +102,18 @@ def _train(tc: TrainConfig) -> RunResult:
     dims = (int(stores[0].dim) if stores[0] is not None else 1, int(stores[1].dim))
     tc1, splits1, weights1 = _stage1_inputs(tc, data)
     unimodal = {m: train_unimodal(tc1, m, store, splits1, data.soft_table, weights1, device,
-                                  needs_oof(tc.model), dims, oof_train=data.splits["train"])
+                                  needs_oof(tc.model), dims, oof_train=data.splits["train"], space=data.space)
                 for m, store in zip(("audio", "text"), stores) if store is not None}
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
             "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "config": tc.identity(),
-            "data": data.fingerprint}
+            "data": data.fingerprint, **_classes_meta(data.space)}
     if tc.model in UNIMODAL_MODELS:
         history, best_epoch, metrics = reuse_unimodal(unimodal[tc.model.split("_")[0]], run_dir)
     else:
         history, best_epoch, metrics = train_fusion(tc, stores, data.splits, unimodal, data.soft_table,
-                                                    data.weights, device, run_dir, meta)
+                                                    data.weights, device, run_dir, meta, space=data.space)
 
     result = _metrics_json(tc, run_name, data, unimodal, metrics, best_epoch, device, t_start)
     write_history(history, run_dir / "history.csv")
@@ -123,15 +126,18 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
     """Corpora -> splits -> augmented train manifest -> feature stores -> available rows -> soft labels."""
 
     corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
-    splits = inputs.load_splits(corpora, tc.workdir)
+    space = inputs.label_space(corpora, tc.workdir)
+    splits, outside, unseen = inputs.check_label_sets(inputs.load_splits(corpora, tc.workdir), space)
     original = splits["train"]
     with rank_zero_first():  # rank 0 writes the SDS clips and extracts missing features; the others read them
         splits["train"] = inputs.build_train_manifest(tc, original)
         all_rows = pd.concat([splits[s] for s in ("train", "dev", "test")] + [original], ignore_index=True)
         stores = inputs.build_feature_stores(tc, all_rows.drop_duplicates("utt_id", ignore_index=True))
+        stores = (with_audio_norm(stores[0], tc.audio_norm, all_rows.drop_duplicates("utt_id")), stores[1])
     skipped = {}
     for split in ("train", "dev", "test"):
         splits[split], skipped[split] = inputs.filter_available(splits[split], stores, f"{split} split")
+        skipped[split].update(outside.get(split, {}))
     for split in ("train", "dev"):
         if len(splits[split]) == 0:
             raise ConfigError(f"no {split} row has features (skipped: {skipped[split]}); see the warnings above")
@@ -140,11 +146,12 @@ def _load_inputs(tc: TrainConfig) -> _Inputs:
         stage1_train, _ = inputs.filter_available(original, stores, "original train rows (stage 1)")
     if tc.text_context:  # our extension: previous utterances of the same dialogue and split (bber_utils.features.context)
 
-        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode))
+        stores = (stores[0], with_text_context(stores[1], splits, tc.text_context, tc.text_context_mode,
+                                                        tc.text_context_speaker))
     soft, stale = matching_soft_labels(inputs.load_soft_labels_for(tc), splits["train"], "soft labels")
     soft_table = soft_label_table(soft, "soft labels")
     data = _Inputs(corpora, splits, stage1_train, stores, skipped, soft_table, stale,
-                   _loss_weights(splits["train"], tc))
+                   _loss_weights(splits["train"], tc, space), space=space, unseen=unseen)
     data.fingerprint = _data_fingerprint(tc, data)
     return data
 
@@ -166,10 +173,11 @@ def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
     return fingerprint
 
 
-def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig) -> np.ndarray:
+def _loss_weights(train_df: pd.DataFrame, tc: TrainConfig, space: inputs.LabelSpace | None = None) -> np.ndarray:
     """(7,) class weights of the loss: balanced over ``train_df``'s labels, to the power ``class_weight_power``."""
 
-    weights = class_weights(np.array([CLASSES.index(lbl) for lbl in train_df["label"]]))
+    weights = class_weights(np.array([CLASSES.index(lbl) for lbl in train_df["label"]]),
+                            space.allowed if space is not None else None)
     return (weights ** float(tc.class_weight_power)).astype(np.float32)
 
 
@@ -180,7 +188,12 @@ def _stage1_inputs(tc: TrainConfig, data: _Inputs) -> tuple[TrainConfig, dict, n
     tc1 = tc.stage1_config()
     if tc1 is tc:
         return tc, data.splits, data.weights
-    return tc1, {**data.splits, "train": data.stage1_train}, _loss_weights(data.stage1_train, tc1)
+    return tc1, {**data.splits, "train": data.stage1_train}, _loss_weights(data.stage1_train, tc1, data.space)
+
+
+def _classes_meta(space: inputs.LabelSpace) -> dict:
+    """``{"classes": [names]}`` for a checkpoint whose model predicts fewer than seven classes (else nothing)."""
+    return {} if space.allowed is None else {"classes": [CLASSES[i] for i in space.allowed]}
 
 
 def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolve: bool = True) -> str:
@@ -229,6 +242,10 @@ def _metrics_json(tc: TrainConfig, run_name: str, data: _Inputs, unimodal: dict,
         "n_train": {f"{c}/{s}": int(n) for (c, s), n in train_counts.items()},
         "skipped": data.skipped,
         "corpora": data.corpora,
+        **({"classes": {c: [CLASSES[i] for i in own] for c, own in data.space.scoring.items()}}
+           if data.space.allowed is not None or any(len(o) < len(CLASSES) for o in data.space.scoring.values())
+           else {}),
+        **({"unseen_classes": data.unseen} if data.unseen else {}),
         "device": str(device),
         "environment": environment(),
     }

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bber_utils.core.labels import CLASSES
 from bber_utils.core.paths import run_dirs
 from bber_utils.corpora.dialogues import dialogue_positions
 from bber_utils.models import build_model
@@ -55,15 +56,19 @@ class UnimodalRun:
 
 
 def _unimodal_hash(tc: TrainConfig, modality: str, store, train_df: pd.DataFrame, dev_df: pd.DataFrame,
-                   soft_table: dict) -> str:
+                   soft_table: dict, space: inputs.LabelSpace | None = None) -> str:
     """The cache folder name of a unimodal model: ``{modality}-{hash of what changes its numbers}``: the config's
-    keys marked ``stage1`` (``config.stage1_key``), the feature store, the rows' ids and labels, the soft labels.
-    The content of the rows is not in it (``_cache_entry`` adds it where the data changed), so the names of caches
-    written before data fingerprints existed stay valid."""
+    keys marked ``stage1`` (``config.stage1_key``), the feature store, the rows' ids and labels, the soft labels,
+    and the label space when fewer than seven classes are predicted. The content of the rows is not in it
+    (``_cache_entry`` adds it where the data changed), so the names of caches written before data fingerprints
+    existed stay valid."""
     key = {**stage1_key(tc, modality), "modality": modality, "features": store_key(store),
            "train": config_hash(list(zip(train_df["utt_id"], train_df["label"])), 16),
            "dev": config_hash(list(zip(dev_df["utt_id"], dev_df["label"])), 16)}
     key["targets"].append(inputs.soft_digest(soft_table) if tc.ls_llm_p > 0 else None)
+    if space is not None and space.allowed is not None:  # fewer than seven classes predicted (label sets)
+        key["allowed"] = list(space.allowed)
+        key["scoring"] = {c: list(v) for c, v in sorted(space.scoring.items())}
     return f"{modality}-{config_hash(key, 12)}"
 
 
@@ -95,29 +100,35 @@ def unimodal_model(tc: TrainConfig, modality: str, d_in: int):
 
 def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.DataFrame], soft_table: dict,
                    weights: np.ndarray, device, need_oof: bool, dims: tuple[int, int],
-                   oof_train: pd.DataFrame | None = None) -> UnimodalRun:
+                   oof_train: pd.DataFrame | None = None, space: inputs.LabelSpace | None = None) -> UnimodalRun:
     """Stage 1 for one modality: train (or reuse from the cache) the unimodal classifier and its logits.
 
     The cache entry is the config's (``_unimodal_hash``) for the data it reads (``inputs.data_fingerprint`` of
     its train, dev and test rows in this modality's store, ``_cache_entry``): changed transcripts or clips
     train a new entry. ``oof_train``: the rows that need out-of-fold logits (stage 2's train rows; default
     ``splits["train"]``). When stage 1 trains on fewer rows (the originals of an augmented run), the folds are
-    drawn over ``oof_train`` and each fold model trains on the stage-1 rows outside its fold."""
+    drawn over ``oof_train`` and each fold model trains on the stage-1 rows outside its fold. ``space``: the
+    corpora's label sets (what the model may predict, what each corpus is scored over; None: all seven)."""
+    space = space or inputs.LabelSpace()
     stores = (store, None) if modality == "audio" else (None, store)
     fingerprint = inputs.data_fingerprint({s: splits[s] for s in ("train", "dev", "test")}, (store,))
     barrier()  # every rank sees the same cache state
     key, folder = _cache_entry(run_dirs(tc.workdir).train / "_unimodal",
-                               _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table),
+                               _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table,
+                                              space),
                                fingerprint)
     epochs, lr = tc.unimodal_epochs or tc.epochs, tc.unimodal_lr or tc.lr
     meta = {"model_name": f"{modality}_only", "d_audio": int(dims[0]), "d_text": int(dims[1]), "key": key,
             "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "data": fingerprint}
+    if space.allowed is not None:
+        meta["classes"] = [CLASSES[i] for i in space.allowed]
     run = _load_cached(folder, modality, fingerprint)
     if run is None:
-        run = _fit_unimodal(tc, modality, folder, stores, splits, soft_table, weights, device, meta, lr, epochs)
+        run = _fit_unimodal(tc, modality, folder, stores, splits, soft_table, weights, device, meta, lr, epochs,
+                            space)
     if need_oof:
         run.oof = _out_of_fold_logits(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr,
-                                      epochs, splits["train"] if oof_train is None else oof_train)
+                                      epochs, splits["train"] if oof_train is None else oof_train, space)
     return run
 
 
@@ -140,12 +151,14 @@ def _load_cached(folder: Path, modality: str, fingerprint: str) -> UnimodalRun |
 
 
 def _fit_unimodal(tc: TrainConfig, modality: str, folder: Path, stores: tuple, splits: dict, soft_table: dict,
-                  weights, device, meta: dict, lr: float, epochs: int) -> UnimodalRun:
+                  weights, device, meta: dict, lr: float, epochs: int,
+                  space: inputs.LabelSpace | None = None) -> UnimodalRun:
     """Train the unimodal classifier into ``folder`` (resumable), score dev and test, write the cache files."""
     loop.seed_everything(tc.seed)
     model = unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
-    train_ds = split_datasets(splits["train"], stores, soft_table, tc=tc, name=f"{modality} train", train=True)
-    dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
+    train_ds = split_datasets(splits["train"], stores, soft_table, tc=tc, name=f"{modality} train", train=True,
+                              space=space)
+    dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev", space=space)
     res = loop.fit(model, train_ds, dev_sets, tc=tc, ckpt_dir=folder / "full", weights=weights, device=device,
                    forward=loop.forward_batch, lr=lr, epochs=epochs, checkpoint_meta=meta, desc=f"{modality}-only")
     if not res.finished:
@@ -153,7 +166,7 @@ def _fit_unimodal(tc: TrainConfig, modality: str, folder: Path, stores: tuple, s
     model.load_state_dict(res.best_state)
     metrics, logit_rows = {}, []
     for split in ("dev", "test"):
-        sets = split_datasets(splits[split], stores, tc=tc, name=f"{modality} {split}")
+        sets = split_datasets(splits[split], stores, tc=tc, name=f"{modality} {split}", space=space)
         scores, lg = loop.evaluate(model, sets, loop.forward_batch, device, tc.eval_batch_size)
         for corpus, s in scores.items():
             metrics.setdefault(corpus, {})[split] = s
@@ -167,7 +180,7 @@ def _fit_unimodal(tc: TrainConfig, modality: str, folder: Path, stores: tuple, s
 
 
 def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_table, weights, device, meta, lr,
-                        epochs, train_df: pd.DataFrame) -> dict:
+                        epochs, train_df: pd.DataFrame, space: inputs.LabelSpace | None = None) -> dict:
     """Cross-fitted logits of ``train_df``'s rows (cached as ``oof{K}[-{rows hash}].parquet`` beside the unimodal
     model); the fold models train on the stage-1 rows (``splits["train"]``) outside their fold."""
 
@@ -194,7 +207,7 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
             for old in run.folder.glob(f"fold*of{tag}"):
                 shutil.rmtree(old, ignore_errors=True)
     folds = crossfit.fold_assignment(train_df, tc.oof_folds, tc.seed, links)
-    dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev")
+    dev_sets = split_datasets(splits["dev"], stores, tc=tc, name=f"{modality} dev", space=space)
     frames = []
     for k in sorted(set(folds.tolist())):
         fit_rows = crossfit.fold_training_rows(train_df, folds, k) & ids.isin(stage1_ids).to_numpy()
@@ -203,7 +216,8 @@ def _out_of_fold_logits(tc, modality, run: UnimodalRun, stores, splits, soft_tab
         model = unimodal_model(tc, modality, (stores[0] or stores[1]).dim).to(device)
         train_ds = EmotionDataset(train_df.loc[fit_rows].reset_index(drop=True), *stores, soft_labels=soft_table,
                                   ls_llm_p=tc.ls_llm_p, label_smoothing=tc.label_smoothing, seed=tc.seed,
-                                  audio_pool=tc.audio_pool, name=f"{modality} fold {k}")
+                                  audio_pool=tc.audio_pool, name=f"{modality} fold {k}",
+                                  allowed=space.allowed if space is not None else None)
         res = loop.fit(model, train_ds, dev_sets, tc=tc, ckpt_dir=run.folder / f"fold{k}of{tag}",
                        weights=weights, device=device, forward=loop.forward_batch, lr=lr, epochs=epochs,
                        checkpoint_meta={**meta, "fold": k, "data": fingerprint},

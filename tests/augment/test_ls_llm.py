@@ -677,3 +677,20 @@ def test_two_label_processes_at_once_send_each_request_once(openai_stub, tmp_pat
     assert [p.returncode for p in procs] == [0, 0], outs
     assert len(openai_stub.requests) == 10  # the 10 train utterances of the two corpora, once each
     assert sorted("10 asked now" in out for out, _ in outs) == [False, True], outs
+
+
+def test_the_lexicon_labeller_says_in_one_line_when_a_language_has_no_cue_words(tmp_path):
+    import warnings
+
+    from bber_utils.corpora.manifest import load_manifest, save_manifest
+    from bber_utils.core.paths import run_dirs
+
+    wd = _workdir_with_manifests(tmp_path / "wd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # en and ru: no warning
+        label_workdir(wd, backend="lexicon", progress=False)
+    path = run_dirs(wd).manifest("demo_ru", "train")
+    save_manifest(load_manifest(path).assign(language="pl"), path)
+    with pytest.warns(UserWarning, match=r"cue words for en, ru only; rows in pl .* use an LLM backend") as rec:
+        label_workdir(wd, backend="lexicon", progress=False)
+    assert all("\n" not in str(w.message) for w in rec)

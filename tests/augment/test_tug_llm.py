@@ -40,7 +40,7 @@ def test_prompt_names_emotion_examples_tags_and_placeholders():
     assert "Russian" in ru and "agrees" in ru and "Real Russian" not in ru  # no examples -> no example block
     with pytest.raises(ValueError, match="unknown emotion"):
         build_template_prompt("joy", "en", [])
-    with pytest.raises(ValueError, match="unknown language"):
+    with pytest.raises(ValueError, match="TUG has no LLM template prompt for language"):
         build_template_prompt("sad", "de", [])
 
 

@@ -265,8 +265,8 @@ def _cli(capsys, *args):
 
 
 ROLE_COLUMNS = {"text": "text", "audio_path": "audio_path", "label": "label", "split": "split",
-                "dialogue_id": "dialogue_id", "utterance_id": "utterance_id", "language": "language",
-                "start_s": "start_s", "end_s": "end_s"}
+                "dialogue_id": "dialogue_id", "utterance_id": "utterance_id", "speaker": "speaker",
+                "language": "language", "start_s": "start_s", "end_s": "end_s"}
 
 
 def test_every_role_is_covered_by_the_missing_column_test():
@@ -547,3 +547,86 @@ def test_resd_negative_dev_fraction_is_refused_before_reading(tmp_path, capsys):
                  "--dev-fraction", "-0.2"]) == 2
     out = capsys.readouterr().err  # errors go to stderr
     assert out.strip().count("\n") == 0 and "--dev-fraction -0.2" in out and not (tmp_path / "w").exists()
+
+
+def _speakers_table(tmp_path, speakers=("m2", "m3", "m4", "m5"), classes=("anger", "fear", "neutral")):
+    rows = [{"text": "tak", "label": c, "speaker": s, "utterance_id": f"{s}_{c}_{i}"}
+            for s in speakers for c in classes for i in range(2)]
+    return _write(tmp_path, rows)
+
+
+def test_a_declared_label_set_is_written_and_rows_outside_it_are_skipped_and_counted(tmp_path):
+    from bber_utils.corpora import corpus_classes
+
+    rows = [{"text": f"t{i}", "label": lab, "split": sp} for i, (lab, sp) in
+            enumerate([("anger", "train"), ("fear", "train"), ("joy", "train"), ("neutral", "dev"), ("fear", "test")])]
+    frames, report = prepare_table(_write(tmp_path, rows), tmp_path / "w", corpus="pl", classes="Anger,fear,neutral")
+    assert report.classes == ("neutral", "anger", "fear") and report.classes_declared
+    assert report.skipped == 1 and "happy" not in set(frames["pl"]["train"]["label"])
+    assert corpus_classes(tmp_path / "w", "pl") == ("neutral", "anger", "fear")
+    assert "label set: neutral, anger, fear (declared)" in report.summary()
+
+
+def test_without_a_declared_label_set_a_table_has_the_classes_its_labels_name(tmp_path):
+    from bber_utils.corpora import corpus_classes
+
+    frames, report = prepare_table(_speakers_table(tmp_path), tmp_path / "w", corpus="pl", split_by="speaker")
+    assert report.classes == ("neutral", "anger", "fear") and not report.classes_declared
+    assert corpus_classes(tmp_path / "w", "pl") == ("neutral", "anger", "fear")
+    assert corpus_classes(tmp_path / "w", "other") == CLASSES  # no label-set file: all seven (MELD, RESD, demo)
+
+
+def test_a_label_set_naming_an_unknown_class_is_one_cli_line(tmp_path, capsys):
+    code, lines = _cli(capsys, "--csv", _speakers_table(tmp_path), "--out", tmp_path / "w", "--classes",
+                       "anger,feer,neutral")
+    assert code == 2 and len(lines) == 1 and "'feer'" in lines[0] and "did you mean 'fear'?" in lines[0]
+    assert not (tmp_path / "w" / "manifests").exists()
+
+
+def test_a_speaker_independent_split_keeps_every_speaker_in_one_split(tmp_path):
+    frames, _, report = read_table(_speakers_table(tmp_path), split_by="speaker", seed=3)
+    by_split = {sp: set(df["speaker"]) for sp, df in frames.items()}
+    assert all(len(v) == 1 for k, v in by_split.items() if k != "train") and len(by_split["train"]) == 2
+    assert set.union(*by_split.values()) == {"m2", "m3", "m4", "m5"}
+    assert not set.intersection(*by_split.values())
+    assert frames["train"]["speaker"].notna().all()
+
+
+def test_a_speaker_independent_split_of_a_single_speaker_is_one_line(tmp_path, capsys):
+    from bber_utils.corpora.text_clean import TableError
+
+    path = _speakers_table(tmp_path, speakers=("m2",))
+    with pytest.raises(TableError, match="single speaker \\('m2'\\)"):
+        read_table(path, split_by="speaker")
+    code, lines = _cli(capsys, "--csv", path, "--out", tmp_path / "w", "--split-by", "speaker")
+    assert code == 2 and len(lines) == 1 and "single speaker" in lines[0]
+    rows = [{"text": "t", "label": "fear", "speaker": s, "split": sp} for s, sp in
+            (("m2", "train"), ("m3", "dev"), ("m2", "test"))]
+    with pytest.raises(TableError, match="speaker 'm2' is in the test and train splits"):
+        read_table(_write(tmp_path, rows, "s.csv"), split_by="speaker")
+    with pytest.raises(TableError, match="needs a speaker column"):
+        read_table(_write(tmp_path, [{"text": "t", "label": "fear"}], "n.csv"), split_by="speaker")
+
+
+def test_any_iso_639_1_language_is_read_and_anything_else_is_skipped_or_refused(tmp_path):
+    rows = [{"text": "tak", "label": "anger", "split": "train", "language": lang} for lang in ("pl", "de", "xx")]
+    frames, skips, _ = read_table(_write(tmp_path, rows), language="pl", dev_fraction=0, test_fraction=0)
+    assert frames["train"]["language"].tolist() == ["pl", "de"]
+    assert "'xx' is not an ISO 639-1 code" in skips["reason"].iloc[0]
+    with pytest.raises(ValueError, match="'polish' is not an ISO 639-1 code"):
+        read_table(_write(tmp_path, rows), language="polish")
+
+
+def test_add_keeps_the_other_corpora_and_their_label_sets(tmp_path):
+    from bber_utils.corpora import available_corpora, corpus_classes
+
+    rows = [{"text": f"t{i}", "label": lab, "split": sp} for i, (lab, sp) in
+            enumerate([("joy", "train"), ("sad", "train"), ("joy", "dev"), ("sad", "test")])]
+    prepare_table(_speakers_table(tmp_path), tmp_path / "w", corpus="pl", split_by="speaker")
+    prepare_table(_write(tmp_path, rows, "en.csv"), tmp_path / "w", corpus="en", add=True)
+    assert available_corpora(tmp_path / "w") == ["pl", "en"]
+    assert corpus_classes(tmp_path / "w", "pl") == ("neutral", "anger", "fear")
+    assert corpus_classes(tmp_path / "w", "en") == ("happy", "sad")
+    prepare_table(_write(tmp_path, rows, "en.csv"), tmp_path / "w", corpus="en", force=True)  # no add: alone
+    assert available_corpora(tmp_path / "w") == ["en"]
+    assert not (tmp_path / "w" / "manifests" / "pl_classes.json").exists()

@@ -85,3 +85,31 @@ def test_context_mode_mean_gives_one_step_per_previous_utterance():
         TrainConfig.from_dict({"text_context_mode": "last"})
     assert "text_context_mode" not in TrainConfig.from_dict({}).identity()
     assert TrainConfig.from_dict({"text_context_mode": "mean"}).identity()["text_context_mode"] == "mean"
+
+
+def test_context_turns_are_flagged_by_whether_their_speaker_is_the_utterances():
+    """``text_context_speaker``: one more column, 1.0 on the steps of turns by the utterance's own speaker (and
+    on its own steps), 0.0 on the others' turns; a distinct cache key; every split needs no speaker column but
+    one must exist somewhere."""
+    import pytest
+
+    store = {"u0": np.ones((2, 3), np.float32), "u1": 2 * np.ones((1, 3), np.float32),
+             "u2": 3 * np.ones((2, 3), np.float32)}
+
+    class S(dict):
+        dim, path = 3, "feat"
+
+    speakers = {"u0": "Ross", "u1": "Rachel", "u2": "Ross"}
+    for mode, flags in (("steps", [1, 1, 0, 1, 1]), ("mean", [1, 0, 1, 1])):
+        s = ContextTextStore(S(store), {"u2": ["u0", "u1"]}, 2, mode=mode, speakers=speakers)
+        x = s["u2"]
+        assert s.dim == 5 and x.shape == (len(flags), 5)
+        assert x[:, -1].tolist() == flags  # same speaker as u2
+        assert x[:, -2].tolist() == [0.0] * (len(flags) - 2) + [1.0, 1.0]  # own steps
+        assert str(s.path).endswith("-speaker")
+    df = _rows("train", [0], 3).assign(speaker=["Ross", "Rachel", "Ross"])
+    ctx = with_text_context(S({u: np.ones((1, 3), np.float32) for u in df["utt_id"]}), {"train": df}, 2,
+                            "mean", speaker=True)
+    assert ctx[df["utt_id"][2]][:, -1].tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="needs the manifests' speaker column"):
+        with_text_context(S(store), {"train": _rows("train", [0], 2)}, 1, speaker=True)

@@ -79,3 +79,17 @@ def test_builder_checks_options():
         build_text_encoder("hashgram", layer=2)
     assert build_text_encoder("e5-words", trust_remote_code=True, max_tokens=None).max_tokens == 95
     assert build_text_encoder("hashgram", max_tokens=10).key != build_text_encoder("hashgram").key
+
+
+def test_the_offline_text_encoders_read_any_language():
+    """A Polish corpus (``language: pl``): e5 (multilingual-e5-small) and hashgram (characters) encode it; e5
+    puts a Polish sentence near its English translation."""
+    pl = ["Jestem dziś bardzo szczęśliwy", "Oddaj to natychmiast!"]
+    for enc in (HashGramEncoder(), E5WordsEncoder()):
+        out = enc.encode(pl)
+        assert [len(x) for x in out] == ([4, 4] if isinstance(enc, HashGramEncoder) else [5, 5])  # + "!"
+        assert all(np.isfinite(x).all() and np.abs(x).sum() > 0 for x in out)
+    e5 = E5WordsEncoder()
+    pl_happy, en_happy, en_other = (e[0] for e in e5.encode([pl[0], "I am very happy today",
+                                                              "The train leaves at nine"]))
+    assert pl_happy @ en_happy > pl_happy @ en_other

@@ -426,3 +426,35 @@ def test_feed_forward_width_is_an_option(expansion):
     assert logits.shape == (2, 7) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="ff_expansion must be >= 0"):
         small_cfg(ff_expansion=-1)
+
+
+@pytest.mark.parametrize("pooling", ["stats", "attention"])
+def test_unimodal_pooling_ignores_padding_and_the_default_keeps_the_papers_state_dict(pooling):
+    import torch
+
+    from bber_utils.models.config import ModelConfig
+    from bber_utils.models.unimodal import UnimodalClassifier
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2, out_features=8,
+                      pooling=pooling)
+    model = UnimodalClassifier(5, cfg).eval()
+    x = torch.randn(1, 6, 5)
+    padded = torch.cat([x, torch.randn(1, 3, 5) * 100], dim=1)
+    mask = torch.tensor([[True] * 6 + [False] * 3])
+    with torch.no_grad():
+        a, b = model(x)["logits"], model(padded, mask)["logits"]
+    assert torch.allclose(a, b, atol=1e-5)
+    assert any(k.startswith("pool.") for k in model.state_dict())
+    plain = UnimodalClassifier(5, ModelConfig(hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2,
+                                              out_features=8))
+    assert not any(k.startswith("pool.") for k in plain.state_dict())
+    assert "pooling" not in plain_config_dict() and cfg.to_dict()["pooling"] == pooling
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        ModelConfig(pooling="max")
+
+
+def plain_config_dict():
+    from bber_utils.models.config import ModelConfig
+
+    return ModelConfig().to_dict()

@@ -20,7 +20,7 @@ from bber_utils.core.labels import CLASSES
 pytestmark = pytest.mark.notebook
 
 NOTEBOOKS = ["01_prepare_data", "02_extract_features", "03_sds", "04_tug", "05_ls_llm", "06_train",
-             "07_ablations", "08_results", "09_inference"]
+             "07_ablations", "08_results", "09_inference", "10_your_corpus"]
 
 
 def _outputs(path) -> list[dict]:
@@ -251,3 +251,24 @@ def test_07_runs_the_demo_study_in_jupyterlab(run_cells):
     ns = run_cells("07_ablations")
     assert ns["base"] == {**load_profile("demo"), "workdir": ns["base"]["workdir"], "progress": False}
     assert (ns["ablation_seeds"], ns["ablation_augment"]["sds_ratio"]) == ([42, 43, 44], 1.0)
+
+
+def test_10_trains_a_three_class_corpus_from_one_table_speaker_independently(smoke_run):
+    """Notebook 10 reads the Polish corpus when ../shared has it, else builds its table from the demo clips of three
+    classes: a corpus with its own label set, split by speaker, scored over its three classes, wrong clips."""
+    from bber_utils.notebook.corpus import polish_folder
+
+    dirs, _ = smoke_run
+    corpus_dir = dirs.root.parent / f"{dirs.root.name}-your_corpus"
+    name = "polish" if polish_folder() is not None else "demo_three"
+    manifests = {s: load_manifest(corpus_dir / "manifests" / f"{name}_{s}.parquet") for s in ("train", "dev", "test")}
+    speakers = [set(df["speaker"]) for df in manifests.values()]
+    assert all(speakers) and not (speakers[0] & speakers[1] or speakers[0] & speakers[2] or speakers[1] & speakers[2])
+    assert set().union(*(set(df["label"]) for df in manifests.values())) <= {"anger", "fear", "neutral"}
+    metrics = json.loads(next((corpus_dir / "train").glob("audio_only-*/metrics.json")).read_text())
+    assert metrics["classes"] == {name: ["neutral", "anger", "fear"]}
+    assert metrics["metrics"][name]["test"]["classes"] == ["neutral", "anger", "fear"]
+    text = json.dumps(_outputs(dirs.notebooks / "10_your_corpus.ipynb"))
+    for needle in ("label set: neutral, anger, fear", "'feer' is not one of the 7 classes", "test clips wrong"):
+        assert needle in text, needle
+    assert not (dirs.manifests / f"{name}_train.parquet").exists()  # the profile's work folder is untouched

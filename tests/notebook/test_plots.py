@@ -57,3 +57,20 @@ def test_findings_forest_plots_each_difference_with_its_interval(tmp_path):
     assert list(left) == pytest.approx((table["diff_pts"] - ci).tolist())
     assert list(right) == pytest.approx((table["diff_pts"] + ci).tolist())
     assert "percentage points" in ax.get_xlabel() and (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_a_confusion_figure_shows_the_corpus_own_classes():
+    """A three-class corpus's 7x7 confusion (the other classes never true, never predicted) is drawn over its
+    three classes; a seven-class one over seven; an explicit label set wins."""
+    import numpy as np
+
+    from bber_utils.core.labels import CLASSES
+
+    cm = np.zeros((7, 7), int)
+    own = [CLASSES.index(c) for c in ("neutral", "anger", "fear")]
+    cm[np.ix_(own, own)] = [[5, 1, 0], [2, 3, 1], [4, 0, 2]]
+    fig = plots.confusion_matrices({"pl": cm.tolist(), "demo": np.ones((7, 7), int).tolist()})
+    labels = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+    assert labels[0] == ["neutral", "anger", "fear"] and labels[1] == list(CLASSES)
+    fig = plots.confusion_matrices({"pl": cm.tolist()}, classes={"pl": ["neutral", "anger", "fear", "sad"]})
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["neutral", "sad", "anger", "fear"]

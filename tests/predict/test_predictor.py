@@ -69,3 +69,27 @@ def test_predict_workdir_creates_no_folders(tmp_path, capsys):
     rc = cli.main(["predict", str(clip), "--workdir", str(target)])
     assert rc == 2 and "no trained model under" in capsys.readouterr().err
     assert list(target.iterdir()) == []
+
+
+def test_a_model_of_a_three_class_corpus_predicts_only_its_classes_and_normalises_as_trained(tmp_path):
+    """A checkpoint storing ``classes`` (its training corpora's label sets) gives probability 0 to the others;
+    ``audio_norm: speaker`` normalises the clips of one call together (one warning line under 10 clips)."""
+    import torch
+
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["classes"] = ["neutral", "anger", "fear"]
+    state["features"]["audio_norm"] = "speaker"
+    torch.save(state, ckpt)
+    clips = [str(_tone(tmp_path / f"c{i}.wav", 0.5 + 0.3 * i)) for i in range(3)]
+    p = predictor.Predictor(ckpt, device="cpu")
+    with pytest.warns(UserWarning, match="audio_norm=speaker; the 3 clip"):
+        preds = p.predict(clips)
+    for pred in preds:
+        probs = dict(zip(CLASSES, pred.fused))
+        assert pred.label in ("neutral", "anger", "fear") and sum(pred.fused) == pytest.approx(1, abs=1e-5)
+        assert all(probs[c] == 0 for c in ("happy", "sad", "surprise", "disgust"))
+    state["features"]["audio_norm"] = "none"
+    torch.save(state, ckpt)
+    plain = predictor.Predictor(ckpt, device="cpu").predict(clips)
+    assert any(a.fused != b.fused for a, b in zip(preds, plain))  # the normalisation changed the inputs

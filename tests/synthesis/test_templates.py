@@ -175,3 +175,15 @@ def test_reference_published_templates_are_accepted():
     raw = json.loads((REFERENCE_TEMPLATES / "surprise.json").read_text(encoding="utf-8"))
     rep = validate_templates(raw)
     assert rep.ok and any("narrow NBSP" in w for w in rep.warnings)
+
+
+def test_tug_says_in_one_line_when_a_language_has_no_templates():
+    from bber_utils.augment.tug_llm import build_template_prompt
+    from bber_utils.synthesis.templates import load_templates
+
+    with pytest.raises(TemplateError) as err:
+        load_templates("pl", "anger")
+    assert "\n" not in str(err.value) and "no built-in templates for language 'pl'" in str(err.value)
+    assert "tug_ratio 0" in str(err.value)
+    with pytest.raises(ValueError, match="TUG has no LLM template prompt for language 'pl'"):
+        build_template_prompt("anger", "pl", [])

@@ -116,7 +116,7 @@ NOT_IN_STAGE1_KEY = {
     # through the feature store's key (its folder name)
     "audio_encoder": "store", "text_encoder": "store", "audio_layer": "store", "text_max_tokens": "store",
     "text_context": "store", "text_context_mode": "store", "text_trust_remote_code": "store",
-    "text_code_revision": "store",
+    "text_code_revision": "store", "audio_norm": "store", "text_context_speaker": "store",
     # through unimodal_epochs / unimodal_lr when those are unset
     "epochs": "fallback", "lr": "fallback",
     # stage 2 only: fusion layers, their sizes, its frozen encoders, the out-of-fold file (oof{K}.parquet)
@@ -139,7 +139,7 @@ def _legacy_stage1_key(tc, modality):
     stage-1 cache written by that code must keep its name."""
     mc = tc.model_config().to_dict()
     key = {"model": {k: mc[k] for k in ("hidden_dim", "mamba_layers", "mamba_d_state", "mamba_d_conv",
-                                        "out_features", "dropout")},
+                                        "out_features", "dropout", "pooling") if k in mc},
            "audio_pool": tc.audio_pool if modality == "audio" else 1,
            "epochs": tc.unimodal_epochs or tc.epochs, "lr": tc.unimodal_lr or tc.lr, "seed": tc.seed,
            "opt": [tc.batch_size, tc.weight_decay, tc.scheduler, tc.warmup_ratio, tc.patience, tc.grad_clip,
@@ -178,6 +178,8 @@ CONFIGS = st.fixed_dictionaries({
     "model": st.sampled_from(["biformer", "audio_only", "bimamba"]), "sds_ratio": st.sampled_from([0.0, 0.5]),
     "augment_unimodal": st.booleans(), "text_context_mode": st.sampled_from(["steps", "mean"]),
     "device": st.sampled_from(["cpu", "auto"]), "num_layers": _MAYBE | st.integers(0, 3),
+    "pooling": _MAYBE | st.sampled_from(["mean", "stats", "attention"]),
+    "audio_norm": st.sampled_from(["none", "speaker"]), "text_context_speaker": st.booleans(),
 })
 
 
@@ -202,3 +204,25 @@ def test_each_marked_key_changes_the_stage1_key(name):
     changed = dataclasses.replace(tc, **{name: other(getattr(tc, name))})
     for modality in ("audio", "text") if name != "audio_pool" else ("audio",):
         assert stage1_key(changed, modality) != stage1_key(tc, modality), (name, modality)
+
+
+def test_keys_added_later_leave_earlier_run_names_and_recorded_configs_unchanged():
+    """``audio_norm``, ``pooling`` and ``text_context_speaker`` at their defaults are left out of ``to_dict`` (the
+    config in metrics.json), of ``identity`` (run names) and of the feature settings a checkpoint stores; set,
+    they are in all three."""
+    import dataclasses
+
+    from bber_utils.train.config import TrainConfig, feature_spec
+
+    LATER_KEYS = {"audio_norm", "pooling", "text_context_speaker"}
+    assert {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("unlisted")} == LATER_KEYS
+    tc = TrainConfig()
+    assert not set(LATER_KEYS) & set(tc.to_dict()) and not set(LATER_KEYS) & set(tc.identity())
+    assert {f.name for f in dataclasses.fields(tc)} - set(tc.to_dict()) == set(LATER_KEYS)
+    assert "audio_norm" not in feature_spec(tc)
+    tc2 = TrainConfig(audio_norm="speaker", pooling="stats", text_context_speaker=True)
+    assert {"audio_norm", "pooling", "text_context_speaker"} <= set(tc2.identity())
+    assert feature_spec(tc2)["audio_norm"] == "speaker" and tc2.model_config().pooling == "stats"
+    assert TrainConfig.from_dict(tc2.to_dict()) == tc2
+    with pytest.raises(Exception, match="audio_norm"):
+        TrainConfig.from_dict({"audio_norm": "speakers"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -146,6 +147,19 @@ def train_manifests(workdir: str | os.PathLike, corpora: Iterable[str] | None = 
     return pd.concat([load_manifest(p) for p in paths], ignore_index=True)
 
 
+LEXICON_LANGUAGES = ("en", "ru")  # the languages of the lexicon's cue words (``lexicon.CUE_STEMS``)
+
+
+def _warn_uncovered_languages(df, backend: str) -> None:
+    """One warning line when the offline lexicon labeller meets rows of a language it has no cue words for (the
+    LLM backends' prompt asks about the utterance in any language)."""
+    langs = sorted(set(df["language"].astype(str)) - set(LEXICON_LANGUAGES)) if "language" in df else []
+    if backend == "lexicon" and langs:
+        warnings.warn(f"LS-LLM: the lexicon labeller has cue words for {', '.join(LEXICON_LANGUAGES)} only; rows in "
+                      f"{', '.join(langs)} get soft labels from the true label alone: use an LLM backend "
+                      f"(transformers | openai), whose prompt works for any language", stacklevel=3)
+
+
 def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: str | None = None,
                   mode: str = "generate", corpora: Iterable[str] | None = None, batch_size: int = 8,
                   policy: str = "swap", limit: int = 0, progress: bool = True, labeller: Labeller | None = None,
@@ -165,6 +179,8 @@ def label_workdir(workdir: str | os.PathLike, backend: str = "lexicon", model: s
                                          "writable or choose another --workdir")
     if limit and limit > 0:
         df = df.groupby("corpus", sort=False).head(int(limit)).reset_index(drop=True)
+    if labeller is None:
+        _warn_uncovered_languages(df, backend)
     labeller = labeller or build_labeller(backend, model, mode, batch_size=batch_size, **backend_kwargs)
     table = label_utterances(df, labeller, dirs.ls_llm / "cache", batch_size=batch_size, policy=policy,
                              progress=progress, shard=shard)
