@@ -217,7 +217,7 @@ def _define_model_class() -> type:
 
         def __init__(self, model_name: str, model_config: dict, d_audio: int, d_text: int, labels: list,
                      features: dict, encoders: dict, format: str = FORMAT, format_version: int = FORMAT_VERSION,
-                     source: dict | None = None):
+                     source: dict | None = None, classes: list | None = None):
             super().__init__()
             self.model = build_model(model_name, model_config, int(d_audio), int(d_text))
             self.model_name = model_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 import numpy as np
 import pytest
@@ -93,3 +94,29 @@ def test_a_model_of_a_three_class_corpus_predicts_only_its_classes_and_normalise
     torch.save(state, ckpt)
     plain = predictor.Predictor(ckpt, device="cpu").predict(clips)
     assert any(a.fused != b.fused for a, b in zip(preds, plain))  # the normalisation changed the inputs
+
+
+def test_a_three_class_model_keeps_its_label_set_in_a_model_folder_and_its_onnx_graph(tmp_path):
+    """``bber export`` of a label-set checkpoint writes ``classes`` into config.json and masks the other classes'
+    logits in the ONNX graph: PyTorch and onnxruntime from the folder give those classes probability 0, as the
+    checkpoint does (their logits were never trained, so they must not reach the softmax)."""
+    import torch
+
+    from bber_utils.predict.export import export_model
+
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["classes"] = ["neutral", "anger", "fear"]
+    state["model"] = {k: v + 3.0 if k.endswith("bias") else v for k, v in state["model"].items()}
+    torch.save(state, ckpt)
+    folder = export_model(ckpt, tmp_path / "folder", onnx=True)
+    assert json.loads((folder / "config.json").read_text())["classes"] == ["neutral", "anger", "fear"]
+    clips = [str(_tone(tmp_path / f"c{i}.wav", 0.5 + 0.3 * i)) for i in range(2)]
+    runs = {name: predictor.Predictor(spec, device="cpu", onnx=onnx).predict(clips)
+            for name, spec, onnx in (("checkpoint", ckpt, False), ("folder", folder, False), ("onnx", folder, True))}
+    for name, preds in runs.items():
+        for pred in preds:
+            probs = dict(zip(CLASSES, pred.fused))
+            assert all(probs[c] == 0 for c in ("happy", "sad", "surprise", "disgust")), name
+            assert pred.label in ("neutral", "anger", "fear"), name
+    assert np.allclose([p.fused for p in runs["onnx"]], [p.fused for p in runs["checkpoint"]], atol=1e-4)

@@ -27,7 +27,7 @@ BAD = {
     "mamba_d_conv": 0, "bimamba_layers": -2, "graph_heads": 0, "graph_conv": "gcn", "graph_segments": -1,
     "gated_dim": 0, "out_features": 0, "dropout": 1.5, "norm_first": "no", "ff_expansion": -1,
     "freeze_encoders": None, "resume": "true", "interrupt_after": -1, "progress": 2, "num_threads": -1,
-    "compile": "no",
+    "compile": "no", "audio_norm": "speakers", "pooling": "max", "text_context_speaker": "yes",
 }
 
 
@@ -201,6 +201,7 @@ def test_each_marked_key_changes_the_stage1_key(name):
     tc = TrainConfig(unimodal_epochs=None, unimodal_lr=None)
     other = {bool: lambda v: not v, str: lambda v: "cosine" if v != "cosine" else "none"}.get(
         type(getattr(tc, name)), lambda v: 2 * v or 1 if isinstance(v, int) else 0.5 * (v or 1) + 0.01)
+    other = (lambda v: "stats") if name == "pooling" else other
     changed = dataclasses.replace(tc, **{name: other(getattr(tc, name))})
     for modality in ("audio", "text") if name != "audio_pool" else ("audio",):
         assert stage1_key(changed, modality) != stage1_key(tc, modality), (name, modality)
