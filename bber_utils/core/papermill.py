@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from bber_utils.core.fileio import atomic_write_text
 from bber_utils.core.paths import REPO_ROOT
 
 # Heavy libraries (jupyter_client, jupyter_core, nbformat, papermill, traitlets) are imported inside the functions
@@ -44,7 +45,8 @@ def _peak_child_rss_mb() -> float:
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
                  on_cell: Callable[[int, int], None] | None = None) -> None:
     """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that
-    declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error.
+    declares ``profile_params``, the path of a file holding the whole parameter map: ``write_profile_params``);
+    raise ``NotebookFailed`` naming the cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
     not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
     ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
@@ -54,8 +56,8 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     declared = declared_parameters(src)
     full = dict(parameters)
     parameters = {k: v for k, v in parameters.items() if k in declared}
-    if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile
-        parameters["profile_params"] = full
+    if "profile_params" in declared:  # notebooks that launch other notebooks (07) get the whole profile, as a file
+        parameters["profile_params"] = str(write_profile_params(full, dst))
     kernel_log = dst.with_name(f"{dst.stem}.kernel.log")
     try:
         # kernels over local IPC sockets, not TCP, so the kernel never warns "running over TCP without
@@ -80,6 +82,15 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     finally:
         if kernel_log.exists() and kernel_log.stat().st_size == 0:
             kernel_log.unlink()
+
+
+def write_profile_params(params: dict[str, Any], executed: Path) -> Path:
+    """The whole parameter map as ``<executed stem>.profile.yaml`` beside the executed notebook (JSON, which is
+    YAML: ``core.profiles.load_profile`` reads it), so that the notebook's injected cell holds one short path
+    instead of a dump of every key."""
+    path = Path(executed).with_name(f"{Path(executed).stem}.profile.yaml")
+    atomic_write_text(path, json.dumps(params, indent=1, default=str) + "\n")
+    return path
 
 
 _CTRL_C = threading.Event()  # set by Ctrl-C while a notebook runs; cleared as the next one starts

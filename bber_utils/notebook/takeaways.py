@@ -3,7 +3,8 @@ cell above shows and returns the sentence (Markdown), so the text cannot contrad
 
 01 ``class_balance``, ``short_utterances``; 02 ``sequence_lengths``, ``pca_structure``; 03 ``sds_effect``,
 ``sds_class_shares``; 04 ``tug_lengths``; 05 ``soft_label_diagonal``, ``soft_label_entropy``,
-``true_class_highest``; 06 ``audio_pooling``, ``learning_curve``, ``fusion_gain``, ``largest_confusions``;
+``true_class_highest``; 06 ``audio_pooling``, ``attention_focus``, ``gate_split``, ``learning_curve``,
+``fusion_gain``, ``largest_confusions``;
 08 ``paper_comparison``, ``real_text``; 09 ``fusion_behaviour``, ``right_and_wrong``.
 """
 
@@ -219,6 +220,26 @@ def fusion_gain(histories: dict[str, pd.DataFrame], fusion: str) -> str:
                     f"{'ahead of' if ahead else 'not ahead of'} both unimodal encoders it starts from.")
 
 
+def attention_focus(weights, labels: list[str]) -> str:
+    """From ``walkthrough.cross_attention``: the text steps the audio steps attend to most, on average, against
+    an even spread (1 / number of text steps)."""
+    mean = np.asarray(weights, dtype=float).mean(axis=0)
+    order = np.argsort(mean)[::-1][:2]
+    top = ", ".join(f"'{labels[k]}' ({mean[k]:.2f})" for k in order)
+    return takeaway(f"each row is one audio step's attention over the {len(labels)} text steps (it sums to 1; an "
+                    f"even spread would give {1 / len(labels):.2f} each). Averaged over the audio steps, the most "
+                    f"attended are {top}.")
+
+
+def gate_split(z, trained: bool) -> str:
+    """From ``walkthrough.gate_values``: how the gate splits the fused features between audio and text."""
+    z = np.asarray(z, dtype=float)
+    state = ("These values were learned in training." if trained else "These are the gate's values at "
+             "initialisation: this run did not train a gated model.")
+    return takeaway(f"the gate takes on average {_pct(z.mean())} of each feature from audio; "
+                    f"{int((z > 0.5).sum())} of {len(z)} features lean to audio (z > 0.5), the others to text. {state}")
+
+
 DESIGNED_PAIRS = {frozenset({"anger", "happy"}), frozenset({"sad", "disgust"})}
 
 
@@ -246,10 +267,13 @@ def paper_comparison(paper: pd.DataFrame) -> str | None:
     ours = [c for c in paper.columns if str(c).startswith("ours")]
     if ours and paper[ours].notna().any().any():
         return None
-    corpora = ", ".join(sorted(set(paper["corpus"]))) if "corpus" in paper else "MELD and RESD"
-    return ("No run of this work folder trained on the paper's corpora (" + corpora + "), so there is nothing to "
-            "put beside its reported numbers: the demo profile trains on its own synthetic corpus. Run the paper "
-            "profile (`bber reproduce --profile paper`) to fill this table.")
+    names = {"meld": "MELD", "resd": "RESD"}
+    reported = "; ".join(f"{r['setting']}: {names.get(r['corpus'], r['corpus'])} {str(r['metric']).upper()} "
+                         f"{r['paper (reported)']:g}" for _, r in paper.iterrows())
+    corpora = " or ".join(dict.fromkeys(names.get(c, c) for c in paper["corpus"]))
+    return (f"No run of this work folder trained on {corpora}, so none of our numbers can stand beside the paper's "
+            f"reported ones ({reported}; percent, test sets): the demo profile trains on its own synthetic corpus. "
+            "The paper profile (`bber reproduce --profile paper`) fills this table.")
 
 
 def _markdown_table(text: str) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from bber_utils.augment import ls_llm
 from bber_utils.core.labels import CLASSES
 from bber_utils.features.context import with_text_context
 from bber_utils.features.text_encoders import words
+from bber_utils.models.config import ModelConfig
 from bber_utils.predict.inputs import predictions_table
 from bber_utils.train import inputs
 from bber_utils.train.config import TrainConfig
@@ -394,3 +395,15 @@ def right_and_wrong(predictor, clips, chunk: int = 8, limit: int = 64):
     ok = checked[checked["error"].isna()] if len(checked) else checked
     pair = pd.concat([ok[ok["label"] == ok["true label"]].head(1), ok[ok["label"] != ok["true label"]].head(1)])
     return pair, checked
+
+
+def config_table(cfg: dict) -> pd.DataFrame:
+    """The keys where notebook 06's run differs from ``TrainConfig``'s defaults (the paper's values), with both
+    values: what this run changes, not every key (``bber train --help`` lists them all)."""
+    ours, paper = TrainConfig.from_dict(cfg).to_dict(), TrainConfig().to_dict()
+    sizes = ModelConfig().to_dict()  # a model key left at None takes ModelConfig's (the paper's) size
+    paper = {k: sizes.get(k) if v is None and k in sizes else v for k, v in paper.items()}
+    ours = {k: sizes.get(k) if v is None and k in sizes else v for k, v in ours.items()}
+    rows = {k: {"this run": str(v), "default (the paper's)": str(paper.get(k))}
+            for k, v in ours.items() if v != paper.get(k)}
+    return pd.DataFrame(rows).T.rename_axis("key")

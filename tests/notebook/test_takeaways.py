@@ -106,6 +106,15 @@ def test_audio_pooling_names_frames_and_steps():
     assert "u: 204 frames (4.1 s) → 51 steps" in text and "12.5 steps per second" in text
 
 
+def test_attention_and_gate_takeaways_read_their_arrays():
+    weights = np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    text = T.attention_focus(weights, ["(sentence)", "oh", "no"])
+    assert "over the 3 text steps" in text and "0.33 each" in text and "'(sentence)' (0.60), 'oh' (0.25)" in text
+    gate = T.gate_split([0.9, 0.8, 0.2, 0.3], trained=False)
+    assert "55 % of each feature from audio" in gate and "2 of 4 features lean to audio" in gate
+    assert "at initialisation" in gate and "learned" in T.gate_split([0.9], trained=True)
+
+
 def test_learning_curve_names_the_overfitting_after_the_best_epoch():
     """The run the issue describes: best at epoch 5, then train loss down to 0.09 while dev falls 0.73 -> 0.68."""
     hist = pd.DataFrame({"epoch": range(10), "train_loss": [1.5, 1.2, .9, .7, .5, .4, .3, .2, .12, .09],
@@ -140,9 +149,10 @@ def test_largest_confusions_are_read_from_the_matrix():
 
 
 def test_paper_comparison_replaces_a_table_without_our_numbers():
-    paper = pd.DataFrame({"corpus": ["meld", "resd"], "paper (reported)": [38.5, 67.9],
-                          "ours (test, %)": [None, None]})
-    assert "meld, resd" in T.paper_comparison(paper)
+    paper = pd.DataFrame({"setting": ["bimodal", "bimodal"], "corpus": ["meld", "resd"], "metric": ["uar", "uar"],
+                          "paper (reported)": [38.54, 67.89], "ours (test, %)": [None, None]})
+    text = T.paper_comparison(paper)
+    assert "trained on MELD or RESD" in text and "bimodal: MELD UAR 38.54; bimodal: RESD UAR 67.89" in text
     assert T.paper_comparison(paper.assign(**{"ours (test, %)": [40.0, None]})) is None
 
 
