@@ -395,10 +395,11 @@ ARCHITECTURE_ARROWS = [("audio_in", "audio_enc"), ("text_in", "text_enc"), ("aud
 
 
 def architecture(title: str = "BBER: two Mamba encoders (stage 1), cross-modal fusion and a head (stage 2)",
-                 save_to=None):
+                 save_to=None, close: bool = False):
     """The model as a block diagram: the audio and text features, the two unimodal Mamba encoders (trained first,
     then frozen) with their own heads, the cross-modal layers, the fusion (concatenation, graph or gate) and the
-    classifier head, with the shape each passes on (B utterances, T steps, H hidden width)."""
+    classifier head, with the shape each passes on (B utterances, T steps, H hidden width). ``close``: only write
+    it (a notebook cell then does not show it again)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -419,7 +420,10 @@ def architecture(title: str = "BBER: two Mamba encoders (stage 1), cross-modal f
     ax.text(9.1, 4.75, "stage 2: the fusion model", ha="center", fontsize=8, color="tab:green")
     ax.set(xlim=(0, 12.8), ylim=(0.2, 7.1), title=title)
     ax.axis("off")
-    return _finish(fig, save_to)
+    _finish(fig, save_to)
+    if close:
+        plt.close(fig)
+    return fig
 
 
 def cross_attention(weights, text_labels, seconds_per_step: float, title: str = "", tag: str = "",

@@ -255,8 +255,11 @@ def largest_confusions(confusions: dict[str, list[list[int]]], top: int = 3) -> 
         cells = [np.unravel_index(k, rates.shape) for k in order if rates.flat[k] > 0]
         designed += sum(frozenset({CLASSES[i], CLASSES[j]}) in DESIGNED_PAIRS for i, j in cells)
         parts.append(f"{corpus}: " + ", ".join(f"{CLASSES[i]} → {CLASSES[j]} {rates[i, j]:.2f}" for i, j in cells))
-    note = (f"{designed} of them are the pairs the demo voices alike (anger/happy, sad/disgust)" if designed else
-            "none of them is a pair the demo voices alike (anger/happy, sad/disgust): the fusion resolves those")
+    if designed:
+        note = (f"{designed} of them {'is a pair' if designed == 1 else 'are pairs'} the demo voices alike "
+                "(anger/happy, sad/disgust)")
+    else:
+        note = "none of them is a pair the demo voices alike (anger/happy, sad/disgust)"
     return takeaway("the largest confusions (share of a true class predicted as another) are " + "; ".join(parts)
                     + f" — {note}.")
 
@@ -324,7 +327,7 @@ def fusion_behaviour(table: pd.DataFrame) -> str:
     """From ``predict.predictions_table``: per clip, whether the fused answer is the more confident modality's,
     and what the fusion did where both modalities were unsure (top probability under 0.5)."""
     rows = table[table["error"].isna()] if "error" in table else table
-    follows, unsure = 0, []
+    follows, unsure, confident = 0, [], 0
     for i, (_, row) in enumerate(rows.iterrows(), 1):
         (a, pa), (t, pt), (f, pf) = _top(row, "audio"), _top(row, "text"), _top(row, "fused")
         if not f or not a or not t:
@@ -332,12 +335,15 @@ def fusion_behaviour(table: pd.DataFrame) -> str:
         follows += f == (a if pa >= pt else t)
         if max(pa, pt) < UNSURE:
             unsure.append(f"clip {i}: audio {pa:.2f}, text {pt:.2f}, fused {f} {pf:.2f}")
+            confident += pf >= UNSURE
     if not len(rows):
         return takeaway("no clip was predicted.")
     said = f"on {follows} of {len(rows)} clips the fused answer is the answer of the more confident modality"
     if unsure:
-        said += ("; where both modalities were unsure (" + "; ".join(unsure) + ") the fusion can still be "
-                 "confident: it reads the two encoders' sequences, not their top probabilities")
+        said += (f"; both modalities were unsure (top probability under {UNSURE:g}) on {len(unsure)} clip(s) ("
+                 + "; ".join(unsure) + f"), and the fusion was confident anyway on {confident} of them")
+        if confident:
+            said += ": it reads the two encoders' sequences, not their top probabilities"
     return takeaway(said + ".")
 
 

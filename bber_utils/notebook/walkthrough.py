@@ -336,8 +336,8 @@ def optimiser_table(model, cfg: dict) -> pd.DataFrame:
         "optimiser": f"AdamW (torch.optim.AdamW), learning rate {tc.lr:g}",
         "weight decay": f"{tc.weight_decay:g} on {counts[0]:,} weights (matrices, kernels); 0 on {counts[1]:,} "
                         "biases, norm scales and Mamba's A_log, D",
-        "schedule": {"cosine": f"linear warm-up over the first {tc.warmup_ratio:.0%} of the steps, then cosine "
-                               "decay to 1 % of the rate, per step",
+        "schedule": {"cosine": f"linear warm-up over the first {100 * tc.warmup_ratio:g} % of the steps, then "
+                               "cosine decay to 1 % of the rate, per step",
                      "plateau": "rate halved after 2 epochs without a better dev mean",
                      "none": "constant rate"}.get(tc.scheduler, tc.scheduler),
         "loss": "cross-entropy with soft targets (one-hot, smoothed or LS-LLM), weighted per class",

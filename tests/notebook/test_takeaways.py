@@ -145,7 +145,7 @@ def test_largest_confusions_are_read_from_the_matrix():
     assert "demo_en: happy → surprise 0.31, surprise → anger 0.25" in text
     assert "none of them is a pair the demo voices alike" in text
     text3 = T.largest_confusions({"demo_en": cm.tolist()}, top=3)
-    assert "anger → happy 0.06" in text3 and "1 of them" in text3
+    assert "anger → happy 0.06" in text3 and "1 of them is a pair" in text3
 
 
 def test_paper_comparison_replaces_a_table_without_our_numbers():
@@ -184,7 +184,10 @@ def test_fusion_behaviour_reports_a_confident_fusion_over_two_unsure_modalities(
                           _prediction("neutral", _probs("sad", .47), _probs("fear", .46), _probs("neutral", .75))])
     text = T.fusion_behaviour(table)
     assert "on 2 of 3 clips" in text and "clip 3: audio 0.47, text 0.46, fused neutral 0.75" in text
+    assert "on 1 clip(s)" in text and "confident anyway on 1 of them: it reads" in text
     assert "so is the fusion" not in text
+    unsure = T.fusion_behaviour(table.iloc[2:].assign(fused_neutral=0.3))
+    assert "confident anyway on 0 of them." in unsure and "it reads" not in unsure
 
 
 def test_right_and_wrong_describes_the_wrong_clip():
