@@ -125,7 +125,7 @@ def edit_and_run_exercise(page, transcript: str, timeout_ms: int = 120_000) -> d
     page.keyboard.press("Shift+Enter")
     page.wait_for_function(
         "([i, t]) => { const c = window.jupyterapp.shell.currentWidget.content.widgets[i];"
-        " return c.node.querySelector('.jp-OutputArea') && c.node.querySelector('.jp-OutputArea').innerText.includes(t); }",
+        " const out = c.node.querySelector('.jp-OutputArea'); return out && out.innerText.includes(t); }",
         arg=[index, transcript], timeout=timeout_ms)
     edited = page.evaluate("(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel"
                            ".getSource()", index)

@@ -75,7 +75,8 @@ def test_real_batch_is_what_the_trainer_reads_with_audio_pool(tmp_path, monkeypa
 
     def stores(tc, manifest):
         ids, y = manifest["utt_id"].tolist(), [CLASSES.index(v) for v in manifest["label"]]
-        return FakeStore(features_for(ids, y, 6, 0, "audio"), 6, "a"), FakeStore(features_for(ids, y, 5, 1, "t"), 5, "t")
+        return (FakeStore(features_for(ids, y, 6, 0, "audio"), 6, "a"),
+                FakeStore(features_for(ids, y, 5, 1, "t"), 5, "t"))
 
     monkeypatch.setattr(inputs, "build_feature_stores", stores)
     batch, rows = walkthrough.real_batch({"workdir": str(wd), "audio_pool": 3})
@@ -104,7 +105,8 @@ def test_variants_share_the_trained_encoders_and_show_their_graph_and_gate():
     assert sorted(zip(edges["from"], edges["to"])) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     segmented = walkthrough.variant("bigraphformer", _model("biformer", graph_segments=2))
     nodes, edges = walkthrough.graph_nodes(segmented), walkthrough.graph_edges(segmented)
-    assert len(nodes) == 6 and (edges["edge"] == "audio ↔ text").sum() == 18 and (edges["edge"] == "self-loop").sum() == 6
+    assert len(nodes) == 6 and (edges["edge"] == "audio ↔ text").sum() == 18
+    assert (edges["edge"] == "self-loop").sum() == 6
     trace = walkthrough.shape_trace(graph, walkthrough.example_batch(10, 12))
     assert "graph" in set(trace["module"])
 
