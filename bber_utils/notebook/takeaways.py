@@ -357,6 +357,7 @@ def right_and_wrong(table: pd.DataFrame) -> str:
     if len(wrong):
         w = wrong.iloc[0]
         (a, pa), (t, pt) = _top(w, "audio"), _top(w, "text")
-        said += (f"; the wrong one shown is a {w['true label']} clip called {w['label']}: audio said {a} "
+        article = "an" if str(w["true label"])[:1] in "aeiou" else "a"
+        said += (f"; the wrong one shown is {article} {w['true label']} clip called {w['label']}: audio said {a} "
                  f"({pa:.2f}), text {t} ({pt:.2f})")
     return takeaway(said + ".")

@@ -198,6 +198,8 @@ def test_right_and_wrong_describes_the_wrong_clip():
     assert "1 of 2 clips right" in text and "a happy clip called anger: audio said happy (0.50), text anger (0.80)" \
         in text
     assert math.isnan(T._top({"audio_sad": None}, "audio")[1])
+    other = table.assign(label=["sad", "sad"], **{"true label": ["sad", "anger"]})
+    assert "is an anger clip called sad" in T.right_and_wrong(other)
 
 
 @pytest.mark.parametrize("fn", [T.class_balance, T.sequence_lengths])
