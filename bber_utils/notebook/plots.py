@@ -181,8 +181,9 @@ def probability_bars(rows, title_col: str = "path", max_clips: int = 6, tag: str
         ax.set_ylabel("probability (0-1)", fontsize=8)
         truth = row.get("true label")
         shown = f"predicted {row.get('label')}" + (f" · true {truth}" if isinstance(truth, str) else "")
-        ax.set_title(f"{Path(str(row[title_col])).name}: {shown}  “{str(row.get('text', ''))[:50]}”",
-                     fontsize=8, loc="left")
+        text = str(row.get("text", "") or "")
+        text = text if len(text) <= 50 else text[:49].rstrip() + "…"
+        ax.set_title(f"{Path(str(row[title_col])).name}: {shown}  “{text}”", fontsize=8, loc="left")
     axes[-1, 0].set_xticks(x, CLASSES, rotation=30)
     axes[-1, 0].set_xlabel("emotion class")
     axes[0, 0].legend(fontsize=7, ncol=3, loc="upper right")
