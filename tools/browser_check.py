@@ -6,7 +6,8 @@
 parameterised for that folder and profile (papermill's ``parameterize_notebook``, nothing executed) into
 ``<workdir>/browser/``, JupyterLab is started on 127.0.0.1 with a random token, and Chromium (Debian's
 ``/usr/bin/chromium``, driven by playwright) opens it, runs all cells, waits for the rendered probability figure
-and the inference widget, edits the transcript, presses Predict and checks that the figure changed. Prints one JSON
+and the inference widget, edits the transcript, presses Predict and checks that the figure changed; then it edits
+the notebook's exercise cell (a new transcript, typed into its editor) and runs it. Prints one JSON
 line with what it found; exit 0 when every check passed. Needs ``apt-get install chromium`` and ``pip install
 playwright`` (the ``dev`` extra); no browser download.
 """
@@ -100,6 +101,38 @@ def _start_lab(root: Path, port: int, token: str, log) -> subprocess.Popen:
     raise RuntimeError("jupyter lab did not answer within 120 s")
 
 
+EXERCISE_TRANSCRIPT = "The train is late again and nobody told us anything"
+
+
+def edit_and_run_exercise(page, transcript: str, timeout_ms: int = 120_000) -> dict:
+    """The first cell tagged ``exercise`` as a student meets it: click into its editor, replace its
+    ``transcript = "..."`` line by typing, run it with Shift+Enter, and wait for its output to show the new
+    transcript. -> findings (``exercise_ran_edited``: True when the edited cell's own output came back)."""
+    index = page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.content.widgets.findIndex("
+        " c => (c.model.getMetadata('tags') || []).includes('exercise'))")
+    if index < 0:
+        return {"exercise_ran_edited": False, "exercise_cell": "none tagged exercise"}
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.scroll_into_view_if_needed()
+    source = page.evaluate("(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel"
+                           ".getSource()", index)
+    lines = [f'transcript = "{transcript}"' if line.startswith("transcript = ") else line
+             for line in source.splitlines()]
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text("\n".join(lines))
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        "([i, t]) => { const c = window.jupyterapp.shell.currentWidget.content.widgets[i];"
+        " const out = c.node.querySelector('.jp-OutputArea'); return out && out.innerText.includes(t); }",
+        arg=[index, transcript], timeout=timeout_ms)
+    edited = page.evaluate("(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel"
+                           ".getSource()", index)
+    return {"exercise_cell": index, "exercise_ran_edited": transcript in edited,
+            "exercise_output": cell.locator(".jp-OutputArea").inner_text()[:300]}
+
+
 def check(workdir: str | os.PathLike, profile: str = "smoke", screenshot: str | os.PathLike | None = None,
           timeout_s: float = 300) -> dict:
     """Run the check; returns ``{"ok": bool, ...findings}`` (raises only when it cannot start)."""
@@ -148,6 +181,7 @@ def check(workdir: str | os.PathLike, profile: str = "smoke", screenshot: str | 
                     found["status_other_clip"] = page.inner_text(".bber-status")
                 page.wait_for_function("() => { const i = document.querySelector('.bber-probabilities img');"
                                        " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+                found.update(edit_and_run_exercise(page, EXERCISE_TRANSCRIPT))
                 page.wait_for_timeout(3000)
                 if screenshot:
                     page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")
@@ -169,7 +203,7 @@ def check(workdir: str | os.PathLike, profile: str = "smoke", screenshot: str | 
             except subprocess.TimeoutExpired:
                 lab.kill()
     found["ok"] = bool(found.get("figure_rendered") and found.get("figure_updated_after_edit")
-                       and found.get("error_outputs") == 0)
+                       and found.get("exercise_ran_edited") and found.get("error_outputs") == 0)
     return found
 
 

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from bber_utils.core.fileio import atomic_write_text
 from bber_utils.core.paths import REPO_ROOT
 
 # Heavy libraries (jupyter_client, jupyter_core, nbformat, papermill, traitlets) are imported inside the functions
@@ -43,7 +44,9 @@ def _peak_child_rss_mb() -> float:
 
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
                  on_cell: Callable[[int, int], None] | None = None) -> None:
-    """Execute one notebook with papermill, passing it ``injected_parameters``; raise ``NotebookFailed`` naming the cell on error.
+    """Execute one notebook with papermill, passing it ``injected_parameters`` (``profile_params``, the whole
+    parameter map, as the path of a file holding it: ``write_profile_params``); raise ``NotebookFailed`` naming the
+    cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
     not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
     ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
@@ -51,6 +54,8 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     from papermill.exceptions import PapermillExecutionError
 
     parameters = injected_parameters(src, parameters)
+    if "profile_params" in parameters:  # one short path in the injected cell instead of a dump of every key
+        parameters["profile_params"] = str(write_profile_params(parameters["profile_params"], dst))
     kernel_log = dst.with_name(f"{dst.stem}.kernel.log")
     try:
         # kernels over local IPC sockets, not TCP, so the kernel never warns "running over TCP without
@@ -75,6 +80,15 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     finally:
         if kernel_log.exists() and kernel_log.stat().st_size == 0:
             kernel_log.unlink()
+
+
+def write_profile_params(params: dict[str, Any], executed: Path) -> Path:
+    """The whole parameter map as ``<executed stem>.profile.yaml`` beside the executed notebook (JSON, which is
+    YAML: ``core.profiles.load_profile`` reads it), so that the notebook's injected cell holds one short path
+    instead of a dump of every key."""
+    path = Path(executed).with_name(f"{Path(executed).stem}.profile.yaml")
+    atomic_write_text(path, json.dumps(params, indent=1, default=str) + "\n")
+    return path
 
 
 _CTRL_C = threading.Event()  # set by Ctrl-C while a notebook runs; cleared as the next one starts

@@ -2,7 +2,7 @@
 
 The files, bottom-up:
 
-    registry.py   load_registry: every train/<run>/metrics.json as one table; run_name_for
+    registry.py   load_registry: every train/<run>/metrics.json as one table; best_run (by dev); run_name_for
     stats.py      summarize (mean, std, 95 % CI over seeds), study_table, paired_difference, compare_rows, compare_to
     cluster.py    the slurm block's checks, run_groups: runs as submitit jobs (SLURM or local), RunsFailed
     runner.py     run_one (bber train in a child process, or notebook 06 by papermill), run_sweep, expand_grid,
@@ -24,7 +24,8 @@ from bber_utils.study.design import AUGMENT_NAMES, FUSION_MODELS, PAPER_REPORTED
 from bber_utils.study.findings import (conclusions_markdown, findings_markdown, study_comparisons, study_findings,
                                        study_report)
 from bber_utils.study.readme import is_default_workdir, publish, readme_block, update_readme
-from bber_utils.study.registry import METRICS, SETTING_KEYS, load_registry, read_metrics, run_name_for, run_settings
+from bber_utils.study.registry import (METRICS, SETTING_KEYS, best_run, load_registry, read_metrics, run_name_for,
+                                      run_settings)
 from bber_utils.study.report import SETTING_NAMES, paper_table_view, study_markdown
 from bber_utils.study.runner import STUDY_RUNNERS, expand_grid, run_one, run_sweep
 from bber_utils.study.schedule import run_study
@@ -33,7 +34,8 @@ from bber_utils.study.stats import (compare_rows, compare_to, confidence_interva
                                     summarize)
 
 __all__ = ["AUGMENT_NAMES", "FUSION_MODELS", "METRICS", "PAPER_REPORTED", "RunsFailed", "SETTING_KEYS",
-           "SETTING_NAMES", "SLURM_DEFAULTS", "STUDY_RUNNERS", "compare_rows", "compare_to", "conclusions_markdown", "confidence_interval",
+           "SETTING_NAMES", "SLURM_DEFAULTS", "STUDY_RUNNERS", "best_run", "compare_rows", "compare_to",
+           "conclusions_markdown", "confidence_interval",
            "expand_grid", "findings_markdown", "is_default_workdir", "greedy_search", "grid_search", "load_registry", "paired_difference",
            "paper_study", "paper_table", "paper_table_view", "publish", "read_metrics", "readme_block",
            "run_name_for", "run_one", "run_settings", "run_study", "run_sweep", "study_comparisons",

@@ -116,6 +116,15 @@ def load_registry(workdir: str | os.PathLike, skipped: list | None = None):
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
 
+def best_run(registry, split: str = "dev") -> str | None:
+    """The run with the highest ``mean`` (of UAR, WAR, MF1, WF1) on ``split``, averaged over its corpora: the run
+    notebook 08 reports as "best by dev" and notebook 09 predicts with. Chosen on dev, never on test; ties go
+    to the first run name. None when no run has that split."""
+
+    scores = registry[registry["split"] == split].groupby("run")["mean"].mean() if len(registry) else []
+    return str(scores.idxmax()) if len(scores) else None
+
+
 def run_name_for(params: dict[str, Any], workdir: str | os.PathLike | None = None) -> str:
     """The name notebook 06 (``train``) gives a run of ``params``: model, the non-default augmentations, seed and
     a hash of every key that changes the numbers, with ``train_corpora="all"`` resolved against ``workdir``'s

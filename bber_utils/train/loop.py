@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bber_utils.core.labels import NUM_CLASSES
-from bber_utils.core.progress import tqdm
+from bber_utils.core.progress import finish_early, tqdm
 from bber_utils.train.config import TrainConfig
 from bber_utils.train.dataset import PaddedDataset, collate
 from bber_utils.train.distributed import (barrier, broadcast_from_main, dist_info, dist_sum, forward_module,
@@ -252,6 +252,7 @@ def fit(model, train_ds, dev_sets: dict[str, Any], *, tc: TrainConfig, ckpt_dir:
                         best=f"{state.best_score:.3f}@{state.best_epoch}")
         epochs_this_call += 1
         if stop:
+            finish_early(bar, f"{desc} (early stop at epoch {epoch + 1} of {epochs})")
             break
         if tc.interrupt_after and epochs_this_call >= tc.interrupt_after and not finished:
             bar.close()

@@ -1,4 +1,5 @@
-"""Notebook 09 in a real browser: JupyterLab + headless Chromium (tools/browser_check.py) on the smoke run's folder.
+"""Notebook 09 in a real browser: JupyterLab + headless Chromium (tools/browser_check.py) on the smoke run's folder:
+Run All, the inference widget, and an exercise cell edited and run as a student would.
 
 Skips with the reason when chromium or playwright is missing (``apt-get install -y chromium``; the ``dev`` extra
 installs playwright)."""
@@ -30,5 +31,6 @@ def test_notebook_09_widget_works_in_jupyterlab(smoke_run, tmp_path):
     found = tool.check(dirs.root, "smoke", screenshot=tmp_path / "09.png")
     assert found["figure_rendered"], found
     assert found["figure_updated_after_edit"], found
+    assert found["exercise_ran_edited"] and tool.EXERCISE_TRANSCRIPT in found["exercise_output"], found
     assert found["error_outputs"] == 0, found
     assert (tmp_path / "09.png").stat().st_size > 5000

@@ -7,6 +7,7 @@ artefacts of one notebook, not only that it ran.
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import numpy as np
@@ -53,10 +54,45 @@ def test_outputs_are_clean_and_interactive_cells_show_their_default_state(smoke_
 
 
 def test_06_walks_through_the_model_and_the_metrics(smoke_run):
+    """The whole model on real utterances: shapes of the chosen, graph and gated variants, the graph, the gate, one
+    cross-attention map, the scan's code, audio_pool, the optimiser; the takeaways computed; bars that close."""
     dirs, _ = smoke_run
-    text = json.dumps(_outputs(dirs.notebooks / "06_train.ipynb"))
-    for needle in ("cross.layers.0", "(model)", "bigraphformer", "paper sizes", "imbalanced", "best dev epoch"):
+    text = json.dumps(_outputs(dirs.notebooks / "06_train.ipynb"), ensure_ascii=False)
+    for needle in ("cross.layers.0", "(model)", "bigraphformer", "paper sizes", "imbalanced", "best dev epoch",
+                   "graph.conv1", "gate", "audio ↔ text", "_scan_sequential", "AdamW", "audio_pool",
+                   "Takeaway: each row is one audio step", "Takeaway: the gate takes", "largest confusions",
+                   "default (the paper's)", "demo_en-test"):
         assert needle in text, needle
+    assert "rows x 1 columns" not in text  # the config table: only what differs from the paper, shown whole
+    for name in ("06_architecture.png", "06_cross_attention.png", "06_gate.png"):
+        assert (dirs.figures / name).stat().st_size > 5000, name
+    streams = "".join(o.get("text", "") for o in _outputs(dirs.notebooks / "06_train.ipynb")
+                      if o.get("output_type") == "stream")
+    bars = [frame for frame in re.split(r"[\r\n]", streams) if "%|" in frame]
+    assert bars and all("100%" in b for b in bars), bars  # early stopping closes its bar at its real end
+
+
+def test_exercises_are_kept_and_not_executed(smoke_run):
+    """`bber reproduce` skips the exercise cells (skip-execution) but keeps them, with the collapsed answers."""
+    dirs, runs = smoke_run
+    for name in NOTEBOOKS:
+        nb = nbformat.read(str(dirs.notebooks / f"{name}.ipynb"), as_version=4)
+        exercises = [c for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
+        assert exercises, name
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in exercises), name
+        assert any(c.metadata.get("jupyter", {}).get("source_hidden") for c in nb.cells), name
+
+
+def test_every_figure_of_the_demo_corpus_says_so(smoke_run):
+    """Each figure title carries " — synthetic demo" on the demo corpus: the executed notebooks pass the tag that
+    ``plots.synthetic_tag`` computes from the work folder (here: demo corpora)."""
+    from bber_utils.notebook import plots
+
+    dirs, _ = smoke_run
+    assert plots.synthetic_tag(dirs.root) == plots.SYNTHETIC_TAG
+    pngs = {p.name for p in dirs.figures.glob("*.png")}
+    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_", "08_", "09_"):
+        assert any(n.startswith(prefix) for n in pngs), prefix
 
 
 def test_01_writes_bilingual_manifests_in_every_split(smoke_run):
@@ -155,11 +191,24 @@ def test_07_and_08_study_table_and_figures(smoke_run):
     table = (dirs.figures / "08_study_table.md").read_text(encoding="utf-8")
     assert "| study | setting | seeds |" in table and "synthetic demo corpus" in table
     outs = json.dumps(_outputs(dirs.notebooks / "08_results.ipynb"))
-    assert "not published" in outs and "Conclusions" in nbformat.read(
-        str(dirs.notebooks / "08_results.ipynb"), as_version=4).cells[-1].source
+    assert "only (not published to the repository" in outs
+    assert "trained on MELD or RESD" in outs and "<td>\\u2013</td>" not in outs  # one sentence, not a table of dashes
+    cells = nbformat.read(str(dirs.notebooks / "08_results.ipynb"), as_version=4).cells
+    assert any("Conclusions" in c.source for c in cells if c.cell_type == "markdown")
+    assert (dirs.figures / "08_architecture.png").exists()
     assert "**What fusion adds.** BiFormer \\u2212 audio only" in outs and "of 3 seeds" not in outs  # computed
     assert "ahead on" in outs and "of 1 seeds" in outs  # the smoke study has one seed
     assert "**Findings**" in table
+
+
+def test_07_gets_the_profile_as_a_file_not_a_dump(smoke_run):
+    """The executed 07 shows one short injected line (the file's path), not every key of the profile."""
+    dirs, _ = smoke_run
+    nb = nbformat.read(str(dirs.notebooks / "07_ablations.ipynb"), as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    line = next(ln for ln in injected.source.splitlines() if ln.startswith("profile_params"))
+    assert len(line) < 200 and line.endswith('07_ablations.profile.yaml"'), line
+    assert json.loads((dirs.notebooks / "07_ablations.profile.yaml").read_text())["profile"] == "smoke"
 
 
 def test_07_reuses_the_run_of_notebook_06(smoke_run):
@@ -177,6 +226,21 @@ def test_09_predicts_demo_clips_with_three_views(smoke_run):
     assert (dirs.figures / "09_inference_probabilities.png").exists()
     html = "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(dirs.notebooks / "09_inference.ipynb"))
     assert "true label" in html and any(c in html for c in CLASSES)
+
+
+def test_09_uses_the_run_08_chose_on_dev_and_shows_a_right_and_a_wrong_clip(smoke_run):
+    """Not the newest run (07's last one): the best dev mean over corpora, as notebook 08 reports it."""
+    from bber_utils.study import best_run, load_registry
+
+    dirs, _ = smoke_run
+    chosen = best_run(load_registry(dirs.root), split="dev")
+    outs = json.dumps(_outputs(dirs.notebooks / "09_inference.ipynb"))
+    assert f"train/{chosen}/best.pt (the best run on dev, as in notebook 08)" in outs
+    assert chosen in json.dumps(_outputs(dirs.notebooks / "08_results.ipynb"))
+    newest = max((p for p in dirs.train.glob("*/best.pt") if not p.parent.name.startswith("_")),
+                 key=lambda p: p.stat().st_mtime).parent.name
+    assert chosen != newest or "the best run on dev" in outs
+    assert "clips right" in outs and (dirs.figures / "09_right_and_wrong.png").exists()
 
 
 # --------------------------------------------------------------------------- parameters cells: one source (issue 29.4)

@@ -247,3 +247,26 @@ def test_a_kernel_interrupted_mid_cell_is_recorded_as_interrupted(tmp_path, monk
     out = tmp_path / "wd" / "notebooks"
     assert list(pd.read_csv(out / "summary.csv")["status"]) == ["interrupted"]
     assert not list(out.glob("*.kernel.log"))
+
+
+def test_a_notebook_that_launches_runs_gets_the_profile_as_a_short_path(tmp_path):
+    """07 declares ``profile_params``: it receives the path of a file holding the whole profile (its injected cell
+    stays one short line), and ``load_profile`` reads every key back, types kept."""
+    src = tmp_path / "07_x.ipynb"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("workdir = 'x'\nprofile_params = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from bber_utils.core.profiles import load_profile\nprint(sorted(load_profile(profile_params).items()))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    full = {"workdir": str(tmp_path), "ablation_seeds": [42, 43, 44], "search_space": {"sds_ratio": [0.0, 1.0]},
+            "asr_model": None, "note": "x" * 2000}
+    dst = tmp_path / "out" / "07_x.ipynb"
+    dst.parent.mkdir()
+    papermill.run_notebook(src, dst, full, kernel="python3")
+    executed = nbformat.read(str(dst), as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert len(injected.source) < 300 and "x" * 50 not in injected.source
+    assert str(sorted(full.items())) in executed.cells[-1].outputs[0]["text"]
+    assert (tmp_path / "out" / "07_x.profile.yaml").exists()

@@ -98,3 +98,16 @@ def test_older_augmented_fusion_run_is_not_pooled_with_the_new_protocol():
     # where the key changes nothing, old and new runs stay one setting
     for cfg in ({"model": "biformer"}, {"model": "audio_only", "sds_ratio": 0.5}):
         assert registry.run_settings(cfg) == registry.run_settings(TrainConfig.from_dict(cfg).identity())
+
+
+def test_best_run_is_chosen_on_dev_averaged_over_corpora_never_on_test(tmp_path):
+    """Notebook 08 reports it and notebook 09 predicts with it: the best dev mean over the corpora, whatever test
+    says (run "b" is best on test and on one corpus's dev, "a" on the average of dev)."""
+    write_run(tmp_path, "a", {"model": "biformer", "seed": 1},
+              {("x", "dev"): .8, ("y", "dev"): .6, ("x", "test"): .1, ("y", "test"): .1})
+    write_run(tmp_path, "b", {"model": "biformer", "seed": 2},
+              {("x", "dev"): .9, ("y", "dev"): .4, ("x", "test"): .9, ("y", "test"): .9})
+    registry = study_registry.load_registry(tmp_path)
+    assert study_registry.best_run(registry) == "a"
+    assert study_registry.best_run(registry, split="test") == "b"
+    assert study_registry.best_run(study_registry.load_registry(tmp_path / "none")) is None

@@ -486,3 +486,17 @@ def test_train_in_a_read_only_workdir_says_so_in_one_line(tmp_path, capsys, read
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"cannot write to {wd / 'train'}: read-only (Permission denied); training writes" in err
     assert read_only.snapshot(wd) == before
+
+
+def test_progress_bars_end_at_the_epoch_early_stopping_ended_the_run(tmp_path, fake_features, capsys, monkeypatch):
+    """A run stopped by early stopping closes its bar at 100 % of the epochs it ran (not "60% 18/30")."""
+    from tqdm.std import tqdm
+
+    monkeypatch.setattr(loop, "tqdm", tqdm)  # the text bar, as `bber reproduce` gives its kernels
+    wd = make_workdir(tmp_path)
+    res = T.train(tiny_config(wd, epochs=12, unimodal_epochs=12, patience=1, lr=1e-6, progress=True))
+    assert len(res.history) < 12  # early stopping ended stage 2
+    finals = [frame.strip() for frame in capsys.readouterr().err.split("\r") if "early stop" in frame]
+    assert finals, "no bar says it stopped early"
+    for frame in finals:
+        assert "100%" in frame and "early stop at epoch" in frame, frame
