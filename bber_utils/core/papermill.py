@@ -84,7 +84,7 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
 
 def write_profile_params(params: dict[str, Any], executed: Path) -> Path:
     """The whole parameter map as ``<executed stem>.profile.yaml`` beside the executed notebook (JSON, which is
-    YAML: ``core.profiles.load_profile`` reads it), so that the notebook's injected cell holds one short path
+    YAML: ``train.profiles.load_profile`` reads it), so that the notebook's injected cell holds one short path
     instead of a dump of every key."""
     path = Path(executed).with_name(f"{Path(executed).stem}.profile.yaml")
     atomic_write_text(path, json.dumps(params, indent=1, default=str) + "\n")

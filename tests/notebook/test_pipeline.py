@@ -257,7 +257,7 @@ def test_a_notebook_that_launches_runs_gets_the_profile_as_a_short_path(tmp_path
     params = nbformat.v4.new_code_cell("workdir = 'x'\nprofile_params = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from bber_utils.core.profiles import load_profile\nprint(sorted(load_profile(profile_params).items()))")]
+        "from bber_utils.core.profiles import read_profile\nprint(sorted(read_profile(profile_params).items()))")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, src)
     full = {"workdir": str(tmp_path), "ablation_seeds": [42, 43, 44], "search_space": {"sds_ratio": [0.0, 1.0]},

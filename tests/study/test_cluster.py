@@ -298,7 +298,7 @@ def test_a_smoke_study_as_submitit_jobs_gives_the_process_runners_table(tmp_path
     is a file), is named with its train.log, and a rerun trains only it. The table equals the process runner's
     on a copy of the same prepared folder."""
     from bber_utils import corpora
-    from bber_utils.core.profiles import load_profile
+    from bber_utils.train.profiles import load_profile
     from bber_utils.study import paper_study
 
     process, jobs = tmp_path / "process", tmp_path / "submitit"
