@@ -167,6 +167,10 @@ def _local_kernel_manager(kernel_log: Path | None = None):
     from traitlets import default
 
     class LocalKernelManager(AsyncKernelManager):
+        @default("client_factory")
+        def _client_factory_default(self):
+            return _repolling_client()
+
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if kernel_log is None:
                 return await super()._async_launch_kernel(kernel_cmd, **kw)
@@ -189,6 +193,34 @@ def _local_kernel_manager(kernel_log: Path | None = None):
             return os.path.join(jupyter_runtime_dir(), f"bber-{uuid.uuid4().hex[:12]}")
 
     return LocalKernelManager
+
+
+def _repolling_client():
+    """jupyter_client's async kernel client, except that a wait without a timeout polls its socket again every
+    second. Waiting on a zmq socket with no timeout can miss the wake-up of a message that has arrived (nbclient
+    issue 312, with widget cells): the cell's reply sits unread and the notebook hangs forever while the kernel is
+    idle. A repeated poll finds the message; a wait with a timeout is unchanged."""
+    import queue
+
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from traitlets import Type
+
+    class RepollingChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout: float | None = None):
+            if timeout is not None:
+                return await super().get_msg(timeout)
+            while True:
+                try:
+                    return await super().get_msg(1.0)
+                except queue.Empty:
+                    continue
+
+    class RepollingKernelClient(AsyncKernelClient):
+        shell_channel_class = Type(RepollingChannel)
+        iopub_channel_class = Type(RepollingChannel)
+
+    return RepollingKernelClient
 
 
 def _stored_code_cell_number(executed: Path) -> int:

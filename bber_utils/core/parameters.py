@@ -119,8 +119,28 @@ class InferenceParams:
     inference_per_language: int = 2       # demo clips per language when inference_paths is null
 
 
+@dataclass
+class YourCorpusParams:
+    """10_your_corpus (the training keys are the profile's; these choose the table and what is trained on it)."""
+
+    table_csv: str | None = None          # your table (CSV or Parquet); null: the example (Polish corpus, else demo)
+    corpus_name: str = "mine"             # the corpus name of your table's rows
+    columns: dict = field(default_factory=dict)    # role -> your column, e.g. {"audio_path": "file"}
+    label_map: dict = field(default_factory=dict)  # your label -> one of the seven classes, e.g. {"angry": "anger"}
+    classes: str | None = None            # the corpus's label set, e.g. "anger,fear,neutral" (null: its labels')
+    language: str = "en"                  # ISO 639-1 code of your table's rows
+    shared_root: str | None = None        # where the example looks for the Polish corpus (null: ../shared)
+    corpus_workdir: str | None = None     # null: "<workdir>-your_corpus", beside the profile's work folder
+    dev_fraction: float = 0.2             # share of the speakers in dev ...
+    test_fraction: float = 0.2            # ... and in test
+    corpus_model: str = "audio_only"      # the model trained on the corpus (the example's text carries no emotion)
+    corpus_audio_norm: str = "speaker"    # its audio_norm (what the real-audio benchmark found best)
+    corpus_pooling: str = "stats"         # its pooling (mean | stats | attention)
+    max_wrong_clips: int = 6              # wrong test clips shown with audio players
+
+
 NOTEBOOK_PARAMETERS = (PrepareParams, ExtractParams, SdsParams, TugParams, LsLlmParams, StudyParams, ResultsParams,
-                       InferenceParams)
+                       InferenceParams, YourCorpusParams)
 
 
 def defaults(cls) -> dict[str, Any]:

@@ -19,14 +19,14 @@ from typing import Any, Mapping
 
 from bber_utils.core.errors import unknown
 from bber_utils.core.parameters import (ExtractParams, InferenceParams, LsLlmParams, PrepareParams, ResultsParams,
-                                        SdsParams, StudyParams, TugParams, field_comments)
+                                        SdsParams, StudyParams, TugParams, YourCorpusParams, field_comments)
 from bber_utils.core.parameters import defaults as class_defaults
 from bber_utils.core.profiles import profile_path, read_profile
 from bber_utils.train.config import TrainConfig, config_key_descriptions
 
-# Every parameter's dataclass, in the order of the notebooks (01 ... 09; 06's keys are TrainConfig's).
+# Every parameter's dataclass, in the order of the notebooks (01 ... 10; 06's keys are TrainConfig's).
 PARAMETER_CLASSES = (PrepareParams, ExtractParams, SdsParams, TugParams, LsLlmParams, TrainConfig, StudyParams,
-                     ResultsParams, InferenceParams)
+                     ResultsParams, InferenceParams, YourCorpusParams)
 _PROFILE_HELP = "the profile's name (default: its file's stem; its work folder is runs/<name>)"
 
 

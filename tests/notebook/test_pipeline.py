@@ -18,7 +18,7 @@ from bber_utils.notebook.pipeline import list_notebooks, select_notebooks
 
 def test_select_by_number():
     nbs = list_notebooks()
-    assert [p.name[:2] for p in select_notebooks(nbs, from_="07")] == ["07", "08", "09"]
+    assert [p.name[:2] for p in select_notebooks(nbs, from_="07")] == ["07", "08", "09", "10"]
     assert [p.name[:2] for p in select_notebooks(nbs, only=["1", "06"])] == ["01", "06"]
     with pytest.raises(ValueError, match="no notebook numbered"):
         select_notebooks(nbs, only=["42"])
@@ -270,3 +270,29 @@ def test_a_notebook_that_launches_runs_gets_the_profile_as_a_short_path(tmp_path
     assert len(injected.source) < 300 and "x" * 50 not in injected.source
     assert str(sorted(full.items())) in executed.cells[-1].outputs[0]["text"]
     assert (tmp_path / "out" / "07_x.profile.yaml").exists()
+
+
+def test_the_kernel_client_never_waits_on_its_sockets_without_a_timeout(monkeypatch):
+    """A wait with no timeout can miss a reply that has arrived (nbclient issue 312: the notebook hung for good
+    with its kernel idle, at a widget cell); the client polls every second instead, and gets the message."""
+    import asyncio
+    import queue
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    calls = []
+
+    async def get_msg(self, timeout=None):
+        calls.append(timeout)
+        if timeout is None:
+            raise AssertionError("waited without a timeout")
+        if len(calls) < 3:
+            raise queue.Empty
+        return {"msg_type": "execute_reply"}
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", get_msg)
+    client = papermill._local_kernel_manager()(kernel_name="python3").client_factory
+    for channel in (client.shell_channel_class.default_value, client.iopub_channel_class.default_value):
+        calls.clear()
+        msg = asyncio.run(channel.__new__(channel).get_msg())
+        assert msg["msg_type"] == "execute_reply" and calls == [1.0, 1.0, 1.0]
