@@ -70,7 +70,8 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
         kernel_log.unlink(missing_ok=True)  # it holds only the noise of the interrupted kernel's shutdown
         raise
     except PapermillExecutionError as exc:
-        if exc.ename == "KeyboardInterrupt":  # the kernel itself was interrupted
+        if exc.ename == "KeyboardInterrupt":  # the kernel itself was interrupted (its log: "KeyboardInterrupt caught")
+            kernel_log.unlink(missing_ok=True)
             raise KeyboardInterrupt(f"{src.name} interrupted") from None
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(
