@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from bber_utils.core import cpu
 from bber_utils.core.paths import REPO_ROOT
 
 # Heavy libraries (jupyter_client, jupyter_core, nbformat, papermill, traitlets) are imported inside the functions
@@ -47,10 +48,12 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     declares ``profile_params``, the whole parameter map); raise ``NotebookFailed`` naming the cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
     not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
-    ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
+    ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback. The kernel
+    starts with the pinned CPU environment (``core.cpu.pin``)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    cpu.pin(warn=False)  # the kernel inherits the environment: pinned CPU code paths whoever runs this
     declared = declared_parameters(src)
     full = dict(parameters)
     parameters = {k: v for k, v in parameters.items() if k in declared}

@@ -192,9 +192,8 @@ def validate_request(profile: str, from_: str | None, only: list[str] | None,
 
 
 def _kernel_environment() -> None:
-    """Settings the notebook kernels inherit: bit-identical CPU maths for a seed (MKL must take the same code
-    path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
-    os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+    """Settings the notebook kernels inherit (the pinned CPU code paths come from ``papermill.run_notebook``):
+    no hub telemetry, text progress bars."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("BBER_PROGRESS", "text")  # no widget frontend: text progress bars (bber_utils.core.progress)
 
