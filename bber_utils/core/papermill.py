@@ -42,6 +42,12 @@ def _peak_child_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished child process (kernels, and what they started) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
                  on_cell: Callable[[int, int], None] | None = None) -> None:
     """Execute one notebook with papermill, passing it the parameters it declares (and, to a notebook that

@@ -55,6 +55,7 @@ class NotebookRun:
     seconds: float
     peak_rss_mb: float
     output: str
+    cpu_seconds: float = 0.0  # user + system CPU of the kernel and every process it started (the study's runs)
 
 
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -228,7 +229,7 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     try:
         for nb in notebooks:
             dst = dirs.notebooks / nb.name
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), papermill.children_cpu_seconds()
             status = "failed"
             progress.start(nb.stem)
             try:
@@ -241,7 +242,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
                 progress.stop()
                 if dst.exists():
                     record_environment(dst, env, str(params.get("profile", profile)))
-                run = NotebookRun(nb.stem, status, time.perf_counter() - t0, papermill._peak_child_rss_mb(), str(dst))
+                run = NotebookRun(nb.stem, status, time.perf_counter() - t0, papermill._peak_child_rss_mb(), str(dst),
+                                  papermill.children_cpu_seconds() - cpu0)
                 runs.append(run)
                 log(f"  {nb.stem:<24} {status:<6} {run.seconds:7.1f} s")
     finally:
