@@ -3,9 +3,8 @@ and numpy load, and that it makes the smoke BiFormer's checkpoints the same unde
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 NEEDS_AVX2 = pytest.mark.skipif(not cpu.pinnable()[0], reason=f"nothing to pin here: {cpu.pinnable()[1]}")
 PROBE = ("import json, torch; from bber_utils.core import cpu; torch.zeros(1).sum(); "
          "print(json.dumps(cpu.state()))")
-
-
-def _unpinned_env(**extra) -> dict[str, str]:
-    """This process's environment without the pinned variables (as on a machine nothing was set on), plus
-    ``extra``."""
-    names = {*cpu.isa_settings(), *cpu.thread_settings(), cpu.SWITCH}
-    return {**{k: v for k, v in os.environ.items() if k not in names}, **extra}
 
 
 @pytest.mark.parametrize("flags, machine, switch, expect", [
@@ -69,7 +61,7 @@ def test_the_bber_command_pins_before_numpy_and_torch_load():
     before anything loads numpy; torch loaded afterwards runs on AVX2, whatever the environment said."""
     code = "import bber_utils.cli, sys; assert 'torch' not in sys.modules; " + PROBE
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], cwd=REPO, check=True,
-                         capture_output=True, text=True, env=_unpinned_env(ATEN_CPU_CAPABILITY="default"))
+                         capture_output=True, text=True, env=_bench().bare_env(ATEN_CPU_CAPABILITY="default"))
     state = json.loads(out.stdout)
     assert state["pinned"] and state["torch_capability"] == "AVX2", state
     assert "X86_V4" not in state.get("numpy_dispatch", []), state  # numpy stops at the AVX2 level too
@@ -103,46 +95,25 @@ def test_a_notebook_kernel_started_by_papermill_runs_pinned(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------------------- the proof on the smoke BiFormer
 
-@pytest.fixture(scope="module")
-def smoke_features(tmp_path_factory) -> Path:
-    """A smoke work folder with its manifests and features (the demo corpus at 3 utterances per class)."""
-    work = tmp_path_factory.mktemp("cpu_pin") / "base"
-    bber = [sys.executable, "-m", "bber_utils.cli"]
-    subprocess.run([*bber, "prepare", "demo", "--out", str(work), "--demo-per-class", "3"], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([*bber, "extract", "--workdir", str(work), "--quiet"], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL)
-    return work
-
-
-def _train_smoke_biformer(base: Path, name: str, **env) -> dict[str, "object"]:
-    """``bber train --config smoke`` in a copy of ``base`` (its own stage-1 cache), in a child process with
-    ``env``; returns ``{checkpoint path: state}`` of every best.pt (stage 1's encoders and the fusion model)."""
-    import torch
-
-    work = base.with_name(name)
-    shutil.copytree(base, work)
-    subprocess.run([sys.executable, "-m", "bber_utils.cli", "train", "--config", "smoke", f"workdir={work}",
-                    "progress=false"], check=True, cwd=REPO, stdout=subprocess.DEVNULL, env=_unpinned_env(**env))
-    return {str(p.relative_to(work)): torch.load(p, map_location="cpu", weights_only=True)["model"]
-            for p in sorted((work / "train").rglob("best.pt"))}
-
-
-def _same(a: dict, b: dict) -> bool:
-    import torch
-
-    assert a.keys() == b.keys() and len(a) == 3, (a.keys(), b.keys())  # audio, text, fusion
-    return all(torch.equal(a[p][k], b[p][k]) for p in a for k in a[p])
+def _bench():
+    """benchmarks/cpu_pin.py (its smoke work folder and training helpers)."""
+    spec = importlib.util.spec_from_file_location("cpu_pin_bench", REPO / "benchmarks" / "cpu_pin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @NEEDS_AVX2
 @pytest.mark.slow
-def test_the_smoke_biformer_is_the_same_under_two_cpu_capabilities_only_when_pinned(smoke_features):
-    """Two CPUs simulated on this one: ATen's kernels for a CPU without SIMD (``default``) and for AVX2. Pinned
-    (the default), both runs take the AVX2 paths and every tensor of every checkpoint is identical; with
+def test_the_smoke_biformer_is_the_same_under_two_cpu_capabilities_only_when_pinned(tmp_path):
+    """Two CPUs simulated on this one: ATen's kernels for a CPU without SIMD (``default``) and for AVX2, each
+    training the smoke BiFormer (stage 1's audio and text encoders, then the fusion model) in a child process.
+    Pinned (the default), both take the AVX2 paths and every tensor of every checkpoint is identical; with
     ``BBER_CPU_PIN=0`` the same two runs differ (by about 1e-6 in stage 1 and 1e-4 in the fusion model)."""
-    pinned = [_train_smoke_biformer(smoke_features, f"pin-{c}", ATEN_CPU_CAPABILITY=c) for c in ("default", "avx2")]
-    assert _same(*pinned)
-    free = [_train_smoke_biformer(smoke_features, f"free-{c}", ATEN_CPU_CAPABILITY=c, BBER_CPU_PIN="0")
+    b = _bench()
+    base = b.prepare_smoke(tmp_path / "base", b.bare_env())
+    pinned = [b.train_copy(base, f"pin-{c}", b.bare_env(ATEN_CPU_CAPABILITY=c)) for c in ("default", "avx2")]
+    assert set(b.max_differences(*pinned).values()) == {0.0}
+    free = [b.train_copy(base, f"free-{c}", b.bare_env(ATEN_CPU_CAPABILITY=c, BBER_CPU_PIN="0"))
             for c in ("default", "avx2")]
-    assert not _same(*free)
+    assert max(b.max_differences(*free).values()) > 0
