@@ -18,9 +18,6 @@ import numpy as np
 
 from bber_utils.core.labels import NUM_CLASSES
 
-# Heavy libraries (sklearn) are imported inside the functions that use them, so that importing this module, and `bber
-# --help`, stays fast.
-
 METRIC_NAMES: tuple[str, ...] = ("uar", "war", "mf1", "wf1")
 
 
@@ -34,34 +31,51 @@ def score(y_true, y_pred) -> dict[str, Any]:
     Returns:
         ``{"uar", "war", "mf1", "wf1", "mean"}`` as floats in [0, 1] (``mean`` = their average) and
         ``"confusion"``: a 7x7 list of ints, rows = true class, columns = predicted class.
-    """
-    from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
+    The numbers are scikit-learn's ``recall_score`` / ``f1_score`` (``labels=range(7)``, ``zero_division=0``,
+    macro and weighted) to the last bit — the same counts, divisions and averages, without its input checks,
+    which cost more than the model's evaluation on a small dev set (every epoch scores dev);
+    tests/train/test_metrics.py compares them on random and edge cases.
+    """
     y_true = np.asarray(y_true, dtype=int).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=int).reshape(-1)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"score: y_true has {y_true.size} labels but y_pred has {y_pred.size}")
-    labels = list(range(NUM_CLASSES))
     for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
         bad = (arr < 0) | (arr >= NUM_CLASSES)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"score: {name}[{i}] = {arr[i]} is not a class index 0..{NUM_CLASSES - 1}")
+    confusion = np.bincount(y_true * NUM_CLASSES + y_pred, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES,
+                                                                                            NUM_CLASSES)
     if y_true.size == 0:
         out = {m: 0.0 for m in METRIC_NAMES}
         out["mean"] = 0.0
-        out["confusion"] = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int).tolist()
+        out["confusion"] = confusion.astype(int).tolist()
         return out
-    kw = dict(labels=labels, zero_division=0)
+    tp, true, pred = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    recall = _divide(tp.astype(np.float64), true)
+    f1 = _divide(2.0 * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
     out = {
-        "uar": float(recall_score(y_true, y_pred, average="macro", **kw)),
-        "war": float(recall_score(y_true, y_pred, average="weighted", **kw)),
-        "mf1": float(f1_score(y_true, y_pred, average="macro", **kw)),
-        "wf1": float(f1_score(y_true, y_pred, average="weighted", **kw)),
+        "uar": float(np.nanmean(recall)),
+        "war": float(np.average(recall, weights=true)),
+        "mf1": float(np.nanmean(f1)),
+        "wf1": float(np.average(f1, weights=true)),
     }
     out["mean"] = float(np.mean([out[m] for m in METRIC_NAMES]))
-    out["confusion"] = confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist()
+    out["confusion"] = confusion.astype(int).tolist()
     return out
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` in float64, 0 where the denominator is 0 (scikit-learn's ``_prf_divide`` with
+    ``zero_division=0``)."""
+    mask = denominator == 0
+    denominator = np.array(denominator, dtype=np.float64)
+    denominator[mask] = 1
+    result = np.asarray(numerator, dtype=np.float64) / denominator
+    result[mask] = 0.0
+    return result
 
 
 def score_logits(y_true, logits) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bber_utils.train.metrics import mean_over_corpora, score, score_logits
 
@@ -53,3 +55,31 @@ def test_bad_input_is_named():
 
 def test_mean_over_corpora():
     assert mean_over_corpora({"a": {"mean": 0.2}, "b": {"mean": 0.6}}) == pytest.approx(0.4)
+
+
+def _sklearn_score(y_true, y_pred) -> dict:
+    from sklearn.metrics import confusion_matrix, f1_score, recall_score
+
+    kw = dict(labels=list(range(7)), zero_division=0)
+    out = {"uar": float(recall_score(y_true, y_pred, average="macro", **kw)),
+           "war": float(recall_score(y_true, y_pred, average="weighted", **kw)),
+           "mf1": float(f1_score(y_true, y_pred, average="macro", **kw)),
+           "wf1": float(f1_score(y_true, y_pred, average="weighted", **kw))}
+    out["mean"] = float(np.mean([out[m] for m in ("uar", "war", "mf1", "wf1")]))
+    out["confusion"] = confusion_matrix(y_true, y_pred, labels=list(range(7))).astype(int).tolist()
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=300))
+def test_scores_are_scikit_learns_to_the_last_bit(pairs):
+    """Every epoch scores dev: ``score`` computes what scikit-learn's recall_score / f1_score give, bit for bit
+    (early stopping compares these numbers, so any last-bit difference could change a run)."""
+    y_true, y_pred = (np.array(v) for v in zip(*pairs))
+    assert score(y_true, y_pred) == _sklearn_score(y_true, y_pred)
+
+
+@pytest.mark.parametrize("y_true, y_pred", [([3] * 40, [3] * 40), ([0, 1, 2], [4, 5, 6]), (list(range(7)) * 16,
+                                                                                         [0] * 112)])
+def test_scores_match_scikit_learn_on_edge_cases(y_true, y_pred):
+    assert score(y_true, y_pred) == _sklearn_score(y_true, y_pred)
