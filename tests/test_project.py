@@ -231,6 +231,10 @@ def test_binder_postbuild_in_a_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {**os.environ, "PATH": f"{venv}/bin{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
     run = lambda *a, **kw: subprocess.run(list(a), cwd=clone, env=env, check=True, **kw)  # noqa: E731
+    local = os.environ.get("PIP_FIND_LINKS")
+    if local:  # pip's own wheelhouse holds torch's CPU build (as `make` uses it): PyTorch's page may be unreachable
+        req = clone / "binder" / "requirements.txt"
+        req.write_text(re.sub(r"^--find-links .*$", f"--find-links {local}", req.read_text(), flags=re.M))
     run("python", "-m", "pip", "install", "-q", "-r", "binder/requirements.txt")  # its -r paths: from the file
     run("bash", "binder/postBuild")
     # binder/start wraps the server (and so its kernels): papermill's kernel here runs pinned like Lab's
