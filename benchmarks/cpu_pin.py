@@ -52,14 +52,19 @@ def prepare_smoke(work: Path, env: dict[str, str] | None = None) -> Path:
 
 def train_copy(base: Path, name: str, env: dict[str, str]) -> dict[str, dict]:
     """``bber train --config smoke`` in a copy of ``base`` (its own stage-1 cache), in a child process with
-    ``env``; ``{checkpoint: state dict}`` of the stage-1 encoders and the fusion model."""
+    ``env``; ``{checkpoint: state dict}`` of the stage-1 encoders and the fusion model, and ``"cpu_seconds"``: the
+    child's user + system CPU time."""
+    import resource
+
     import torch
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     work = base.with_name(name)
     shutil.copytree(base, work, ignore=shutil.ignore_patterns("train"))
     subprocess.run([*BBER, "train", "--config", "smoke", f"workdir={work}", "progress=false"], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL, env=env)
-    out = {}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out: dict = {"cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
     for label, pattern in CHECKPOINTS.items():
         path = next(work.glob(pattern))
         out[label] = torch.load(path, map_location="cpu", weights_only=True)["model"]
@@ -69,7 +74,7 @@ def train_copy(base: Path, name: str, env: dict[str, str]) -> dict[str, dict]:
 def max_differences(a: dict[str, dict], b: dict[str, dict]) -> dict[str, float]:
     """Per checkpoint, the largest absolute difference of any tensor (0.0: every tensor identical)."""
     return {label: max((a[label][k].double() - b[label][k].double()).abs().max().item() for k in a[label])
-            for label in a}
+            for label in CHECKPOINTS}
 
 
 def _features_difference(base: Path, env: dict[str, str]) -> float:
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         states = train_copy(base, f"run{len(rows)}", env)
         reference = reference or states
         diff = max_differences(reference, states)
-        rows.append(f"| {label} | " + " | ".join("identical" if d == 0 else f"{d:.2g}" for d in diff.values()) + " |")
+        rows.append(f"| {label} | " + " | ".join("identical" if d == 0 else f"{d:.2g}" for d in diff.values())
+                    + f" | {states['cpu_seconds']:.1f} |")
         print(rows[-1], flush=True)
     own = {k: v for k, v in cpu.pinned_environment().items() if k not in ("NPY_ENABLE_CPU_FEATURES",
                                                                             "OPENBLAS_CORETYPE")}
@@ -129,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             f"`python benchmarks/cpu_pin.py`, {dt.date.today()}, {cpu_model()} ({os.cpu_count()} cores), "
             f"torch and numpy of `requirements/cpu.lock`. The smoke BiFormer trained from the same features per "
             f"row; each cell is the largest absolute difference of any tensor of that checkpoint to the first "
-            f"row's.\n",
-            "| setting | " + " | ".join(CHECKPOINTS) + " |", "|---|" + "---|" * len(CHECKPOINTS), *rows,
+            f"row's; the last column is the training process's CPU time (user + system; the machine was shared, "
+            f"so take it as a rough cost of each setting).\n",
+            "| setting | " + " | ".join(CHECKPOINTS) + " | CPU s |", "|---|" + "---|" * (len(CHECKPOINTS) + 1), *rows,
             f"\nlogmel features extracted with numpy and OpenBLAS at this CPU's own level instead of AVX2: largest "
             f"difference {feat:.2g}" + (" (identical)" if feat == 0 else "") + ".\n"]
     args.out.write_text("\n".join(text), encoding="utf-8")
