@@ -61,18 +61,6 @@ def train(cfg: dict[str, Any] | TrainConfig) -> RunResult:
         torch.set_num_threads(threads)
 
 
-def _deterministic_algorithms(compiling: bool) -> None:
-    """ATen's deterministic algorithms (warnings where an op has none). ``torch.use_deterministic_algorithms``
-    also sets inductor's flag, and importing inductor for it costs 1.3 s of CPU in every training process (24
-    in the demo study); without ``compile`` ATen's own switch is all that acts."""
-    import torch
-
-    if compiling:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch._C._set_deterministic_algorithms(True, warn_only=True)
-
-
 @dataclass
 class _Inputs:
     """What both stages train and score on."""
@@ -95,7 +83,9 @@ def _train(tc: TrainConfig) -> RunResult:
     device = init_distributed(resolve_device(tc.device))  # torchrun: join the process group, cuda:LOCAL_RANK
     resolve_device(tc.feature_device, allow_mps=True)  # a typo fails now, not when features are missing
     if device.type == "cpu":
-        _deterministic_algorithms(tc.compile)
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
     check_writable(workdir_path(tc.workdir) / "train", "training writes its run folder there; make it writable "
                                                        "or choose another workdir=")
     loop.seed_everything(tc.seed)

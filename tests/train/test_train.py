@@ -61,21 +61,6 @@ def test_train_writes_the_run_folder(tmp_path, fake_features):
     assert len(table) == 3 * 2 * 2
 
 
-def test_cpu_training_is_deterministic_without_loading_inductor(tmp_path, fake_features):
-    """ATen's deterministic algorithms are on for a CPU run, set without importing torch._inductor (1.3 s of CPU
-    in each of the study's training processes; ``torch.use_deterministic_algorithms`` imports it)."""
-    import subprocess
-    import sys
-
-    import torch
-
-    T.train(tiny_config(make_workdir(tmp_path), run_name="det"))
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    code = ("import sys, torch; from bber_utils.train import stages; stages._deterministic_algorithms(False); "
-            "assert torch.are_deterministic_algorithms_enabled(); assert 'torch._inductor' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
-
-
 def test_unimodal_stage_is_cached_and_reused(tmp_path, fake_features):
     wd = make_workdir(tmp_path, corpora=("demo_en",))
     r1 = T.train(tiny_config(wd, epochs=1, run_name="a"))
