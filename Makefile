@@ -25,8 +25,9 @@ LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 PYTEST_ARGS ?=
 SYSTEM_TOOLS := espeak-ng ffmpeg
 
-# Bit-identical CPU runs for a seed: MKL must take the same code path whatever ran before (set before torch loads).
-export MKL_CBWR ?= COMPATIBLE
+# The CPU code paths (the same bytes for a seed on every x86-64 CPU with AVX2) are pinned by each entry point
+# itself (bber, the notebook kernels, pytest): bber_utils/core/cpu.py. `python -m bber_utils.core.cpu CMD` runs
+# any other command pinned.
 
 ifdef VIRTUAL_ENV
 VENV := $(VIRTUAL_ENV)
@@ -111,7 +112,7 @@ test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 real-text: setup
-	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_text.py
+	$(PY) -m bber_utils.core.cpu $(PY) benchmarks/real_text.py
 
 real-audio: setup
 	MKL_CBWR=COMPATIBLE $(PY) benchmarks/real_audio.py
@@ -120,7 +121,7 @@ mutants: setup
 	$(PY) -m tools.mutants
 
 lab: setup
-	$(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+	$(PY) -m bber_utils.core.cpu $(BIN)/jupyter lab --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
 
 browser-check: setup browser
 	@[ -f runs/smoke/notebooks/summary.csv ] || $(BIN)/bber reproduce --profile smoke

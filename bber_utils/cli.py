@@ -19,17 +19,21 @@ import os
 import sys
 from pathlib import Path
 
-from bber_utils import __version__
-from bber_utils.augment import cli as augment_cli
-from bber_utils.core.errors import ConfigError
-from bber_utils.core.fileio import READ_ONLY_ERRNOS
-from bber_utils.corpora import cli as corpora_cli
-from bber_utils.corpora.text_clean import TableError
-from bber_utils.features import cli as features_cli
-from bber_utils.notebook import cli as notebook_cli
-from bber_utils.predict import cli as predict_cli
-from bber_utils.study import cli as study_cli
-from bber_utils.train import cli as train_cli
+from bber_utils.core import cpu
+
+cpu.pin()  # before the imports below load numpy (and any command torch): the same code paths on every x86-64 CPU
+
+from bber_utils import __version__  # noqa: E402
+from bber_utils.augment import cli as augment_cli  # noqa: E402
+from bber_utils.core.errors import ConfigError  # noqa: E402
+from bber_utils.core.fileio import READ_ONLY_ERRNOS  # noqa: E402
+from bber_utils.corpora import cli as corpora_cli  # noqa: E402
+from bber_utils.corpora.text_clean import TableError  # noqa: E402
+from bber_utils.features import cli as features_cli  # noqa: E402
+from bber_utils.notebook import cli as notebook_cli  # noqa: E402
+from bber_utils.predict import cli as predict_cli  # noqa: E402
+from bber_utils.study import cli as study_cli  # noqa: E402
+from bber_utils.train import cli as train_cli  # noqa: E402
 
 # Each package's cli module registers its subcommands, in this order in `bber --help`.
 COMMANDS = [

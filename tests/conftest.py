@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from bber_utils.core import cpu
+
+cpu.pin()  # before any test loads numpy or torch: the CPU code paths of every entry point (core/cpu.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # same maths for a seed, whatever ran before
 
 
 @pytest.fixture(autouse=True, scope="session")

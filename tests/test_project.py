@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from bber_utils.cli import COMMANDS, build_parser
+from bber_utils.core import cpu
 from bber_utils.notebook.pipeline import list_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +196,9 @@ def test_binder_files_agree_with_the_lock_and_the_makefile():
     text = post.read_text()
     assert "pip install --no-deps -e ." in text and "ipykernel install" in text and "--name bber" in text
     assert "binder_notebooks.py" in text
+    start = binder / "start"
+    assert start.stat().st_mode & 0o111, "start must be executable"
+    assert 'exec python -m bber_utils.core.cpu "$@"' in start.read_text(), "Lab's kernels must run pinned"
     readme = (REPO / "README.md").read_text()
     assert re.search(r"mybinder\.org/v2/gh/\S+\?urlpath=lab/tree/notebooks", readme), "no Binder badge"
 
@@ -228,10 +232,19 @@ def test_binder_postbuild_in_a_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {**os.environ, "PATH": f"{venv}/bin{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
     run = lambda *a, **kw: subprocess.run(list(a), cwd=clone, env=env, check=True, **kw)  # noqa: E731
-    run("python", "-m", "pip", "install", "-q", "-r", "binder/requirements.txt", cwd=clone / "binder")
+    local = os.environ.get("PIP_FIND_LINKS")
+    if local:  # pip's own wheelhouse holds torch's CPU build (as `make` uses it): PyTorch's page may be unreachable
+        req = clone / "binder" / "requirements.txt"
+        req.write_text(re.sub(r"^--find-links .*$", f"--find-links {local}", req.read_text(), flags=re.M))
+    run("python", "-m", "pip", "install", "-q", "-r", "binder/requirements.txt")  # its -r paths: from the file
     run("bash", "binder/postBuild")
-    run("python", "-m", "papermill", "--no-progress-bar", "notebooks/01_prepare_data.ipynb", str(tmp_path / "01.ipynb"))
+    # binder/start wraps the server (and so its kernels): papermill's kernel here runs pinned like Lab's
+    run("bash", "binder/start", "python", "-m", "papermill", "--no-progress-bar", "notebooks/01_prepare_data.ipynb",
+        str(tmp_path / "01.ipynb"))
     assert (clone / "runs" / "smoke" / "manifests").is_dir()
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    capability = run("bash", "binder/start", "python", "-c", probe, capture_output=True, text=True).stdout.strip()
+    assert capability == ("AVX2" if cpu.pinnable()[0] else capability)
 
 
 def test_progress_bars_come_from_the_package_helper():

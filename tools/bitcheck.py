@@ -8,7 +8,8 @@ shard, and every tensor of every checkpoint (``best.pt``, ``last.pt``, fold mode
 
 ``python -m tools.bitcheck digest OUT.json --workdir DIR`` digests a work folder a snapshot already filled.
 ``python -m tools.bitcheck compare A.json B.json`` prints the files whose digests differ, and exits 1 if any does.
-Run both snapshots on the same machine with ``MKL_CBWR=COMPATIBLE`` (``make`` sets it).
+Run both snapshots on the same machine; ``bber`` pins the CPU code paths itself (``bber_utils/core/cpu.py``;
+``BBER_CPU_PIN=0`` compares the machine's own).
 """
 
 from __future__ import annotations

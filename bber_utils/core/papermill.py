@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from bber_utils.core import cpu
 from bber_utils.core.fileio import atomic_write_text
 from bber_utils.core.paths import REPO_ROOT
 
@@ -42,6 +43,12 @@ def _peak_child_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished child process (kernels, and what they started) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str | None = None,
                  on_cell: Callable[[int, int], None] | None = None) -> None:
     """Execute one notebook with papermill, passing it ``injected_parameters`` (``profile_params``, the whole
@@ -49,10 +56,12 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, Any], kernel: str |
     cell on error.
     ``on_cell(n, total)`` is called as the n-th of ``total`` code cells starts (papermill's parameters cell
     not counted, as in the failure message). The kernel's own log (not the cells' output) goes to
-    ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback."""
+    ``<dst stem>.kernel.log``, kept only when not empty: a kernel stopped by Ctrl-C prints no traceback. The kernel
+    starts with the pinned CPU environment (``core.cpu.pin``)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    cpu.pin(warn=False)  # the kernel inherits the environment: pinned CPU code paths whoever runs this
     parameters = injected_parameters(src, parameters)
     if "profile_params" in parameters:  # one short path in the injected cell instead of a dump of every key
         parameters["profile_params"] = str(write_profile_params(parameters["profile_params"], dst))

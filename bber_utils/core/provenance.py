@@ -3,8 +3,8 @@
 
 ``environment()`` returns a JSON-able dict: Python, torch (with CUDA / cuDNN and thread counts), espeak-ng and
 ffmpeg, CPU and GPU model, the git commit and whether the tree was dirty, the lock file's SHA-256 and every
-installed package whose version differs from it (``lock_differences``), plus the versions of the project's
-direct dependencies (``packages``).
+installed package whose version differs from it (``lock_differences``), the versions of the project's direct
+dependencies (``packages``), and the pinned CPU code paths (``cpu_pin``: ``bber_utils.core.cpu.state``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from bber_utils.core import cpu
 from bber_utils.core.paths import REPO_ROOT, workdir_path
 
 LOCK_DIR = REPO_ROOT / "requirements"
@@ -162,6 +163,7 @@ def environment() -> dict[str, Any]:
     env["threads_env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR")
                           if k in os.environ}
     env["torch"] = _torch_info()
+    env["cpu_pin"] = cpu.state()  # the pinned CPU code paths and what torch and numpy chose (after torch loads)
     env["git"] = git_state()
     env["executable"] = sys.executable
     return env

@@ -149,6 +149,10 @@ def _export_step(h, xs):
 
 
 CHUNK = 16  # time steps per chunk: the (B, CHUNK, ED, N) temporaries stay in cache (benchmarks/mamba.md)
+# The forward keeps each chunk's decays, inputs and states for the backward (instead of recomputing them there)
+# while these three (B, L, ED, N) tensors take at most this many bytes: every training shape of the profiles
+# (a few MB); the benchmark stack recomputes, as nothing of that size should be first-touched on a CPU.
+KEEP_STATES_BYTES = 64 * 2**20
 
 
 def _scan_chunked(u, delta, A, B, C, chunk: int = CHUNK):
@@ -160,14 +164,15 @@ class ChunkedScan(torch.autograd.Function):
 
     Forward: per chunk, the decays exp(Δ A) and inputs Δ u B are built as (B, T, ED, N) tensors, the
     recurrence runs through the chunk with one in-place ``addcmul`` per step, the state at the chunk's end is
-    carried into the next chunk, and y = C·h is reduced at once. Only the states at the chunk starts are saved.
-    Backward: per chunk, last to first, h is recomputed from the saved start state, the adjoint
+    carried into the next chunk, and y = C·h is reduced at once. The states at the chunk starts are saved, and,
+    while they fit in ``KEEP_STATES_BYTES``, each chunk's decays, inputs and states too (else recomputed).
+    Backward: per chunk, last to first, h (recomputed from the saved start state, or kept), the adjoint
     g_t = C_t gy_t + exp(Δ_{t+1} A) g_{t+1} runs backwards with the carry from the next chunk, and
 
         gC_t = h_tᵀ gy_t          q_t = g_t ⊙ (h_t − x_t)   (= g_t ⊙ exp(Δ_t A) ⊙ h_{t−1})
         gΔ_t = Σ_n q_t A + u_t (g_t B_t)     gu_t = Δ_t (g_t B_t)
         gA   = Σ_{b,t} q_t Δ_t             gB_t = (Δ_t u_t)ᵀ g_t
-    Nothing of size (B, L, ED, N) is ever materialised, so memory is that of the inputs.
+    Kept or recomputed, the backward runs the same operations on the same values (the same bits).
 
     Within a chunk the recurrence is stepped rather than written as cumulative sums of log-decays
     (h_t = e^{S_t} Σ_{s≤t} e^{-S_s} x_s): we measured that form 2-3× slower on CPU (two exps and a reverse cumsum
@@ -180,22 +185,25 @@ class ChunkedScan(torch.autograd.Function):
         batch, length, ed = u.shape
         h = u.new_zeros(batch, ed, A.shape[1])  # state carried between chunks
         y = u.new_empty(batch, length, ed)
-        starts = []
+        keep = any(ctx.needs_input_grad) and 3 * batch * length * ed * A.shape[1] * u.element_size() <= KEEP_STATES_BYTES
+        starts, kept = [], []
         for s in range(0, length, chunk):
             e = min(s + chunk, length)
             starts.append(h)
             dA, x = _chunk_terms(u[:, s:e], delta[:, s:e], A, B[:, s:e])
-            hs = _chunk_recurrence(dA, x, h, out=x)  # (B, T, ED, N)
+            hs = _chunk_recurrence(dA, x, h, out=torch.empty_like(x) if keep else x)  # (B, T, ED, N)
             torch.matmul(hs, C[:, s:e].unsqueeze(-1), out=y[:, s:e].unsqueeze(-1))
             h = hs[:, -1].clone()
-        ctx.chunk = chunk
+            if keep:
+                kept.append((dA, x, hs))
+        ctx.chunk, ctx.kept = chunk, kept
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
         return y
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C, starts = ctx.saved_tensors
-        chunk = ctx.chunk
+        chunk, kept = ctx.chunk, ctx.kept
         length = u.shape[1]
         gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
         gB, gC = torch.empty_like(B), torch.empty_like(C)
@@ -205,22 +213,27 @@ class ChunkedScan(torch.autograd.Function):
             s = c * chunk
             e = min(s + chunk, length)
             d, uc, Bc, gyc = delta[:, s:e], u[:, s:e], B[:, s:e], gy[:, s:e]
-            dA, x = _chunk_terms(uc, d, A, Bc)
-            h = _chunk_recurrence(dA, x, starts[c], out=torch.empty_like(x))
+            if kept:
+                dA, x, h = kept[c]
+            else:
+                dA, x = _chunk_terms(uc, d, A, Bc)
+                h = _chunk_recurrence(dA, x, starts[c], out=torch.empty_like(x))
             g = gyc.unsqueeze(-1) * C[:, s:e].unsqueeze(2)  # (B, T, ED, N), becomes the adjoint in place
+            gs, dAs = g.unbind(1), dA.unbind(1)
             if carry is not None:
-                g[:, -1] += carry
-            for t in range(g.shape[1] - 2, -1, -1):
-                g[:, t].addcmul_(dA[:, t + 1], g[:, t + 1])
-            carry = dA[:, 0] * g[:, 0]
+                gs[-1].add_(carry)
+            for t in range(len(gs) - 2, -1, -1):
+                gs[t].addcmul_(dAs[t + 1], gs[t + 1])
+            carry = dAs[0] * gs[0]
 
             torch.matmul(gyc.unsqueeze(2), h, out=gC[:, s:e].unsqueeze(2))
             gB_ = torch.matmul(g, Bc.unsqueeze(-1)).squeeze(-1)  # (B, T, ED): Σ_n g B
             torch.matmul((d * uc).unsqueeze(2), g, out=gB[:, s:e].unsqueeze(2))
             torch.mul(d, gB_, out=gu[:, s:e])
-            q = h.sub_(x).mul_(g)  # (B, T, ED, N)
+            q = torch.sub(h, x).mul_(g)  # (B, T, ED, N); the kept states stay as they are
             gA += (q * d.unsqueeze(-1)).sum((0, 1))
             torch.addcmul((q.mul_(A)).sum(-1), uc, gB_, out=gdelta[:, s:e])
+        ctx.kept = None
         return gu, gdelta, gA, gB, gC, None
 
 
@@ -232,10 +245,12 @@ def _chunk_terms(u, delta, A, B):
 
 
 def _chunk_recurrence(dA, x, h0, out):
-    """h_t = dA_t h_{t-1} + x_t through one chunk from the state h0 (B, ED, N); ``out`` may be ``x``."""
-    torch.addcmul(x[:, 0], dA[:, 0], h0, out=out[:, 0])
-    for t in range(1, x.shape[1]):
-        torch.addcmul(x[:, t], dA[:, t], out[:, t - 1], out=out[:, t])
+    """h_t = dA_t h_{t-1} + x_t through one chunk from the state h0 (B, ED, N); ``out`` may be ``x``. One
+    ``addcmul`` per step on views taken at once (``unbind``: the loop is a few Python calls per step)."""
+    xs, dAs, outs = x.unbind(1), dA.unbind(1), out.unbind(1)
+    torch.addcmul(xs[0], dAs[0], h0, out=outs[0])
+    for t in range(1, len(xs)):
+        torch.addcmul(xs[t], dAs[t], outs[t - 1], out=outs[t])
     return out
 
 

@@ -57,6 +57,7 @@ class NotebookRun:
     seconds: float
     peak_rss_mb: float
     output: str
+    cpu_seconds: float = 0.0  # user + system CPU of the kernel and every process it started (the study's runs)
 
 
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -195,9 +196,8 @@ def validate_request(profile: str, from_: str | None, only: list[str] | None,
 
 
 def _kernel_environment() -> None:
-    """Settings the notebook kernels inherit: bit-identical CPU maths for a seed (MKL must take the same code
-    path whatever ran before; it has to be set before torch loads, hence here) and offline model hubs."""
-    os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+    """Settings the notebook kernels inherit (the pinned CPU code paths come from ``papermill.run_notebook``):
+    no hub telemetry, text progress bars."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("BBER_PROGRESS", "text")  # no widget frontend: text progress bars (bber_utils.core.progress)
 
@@ -232,7 +232,7 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
     try:
         for nb in notebooks:
             dst = dirs.notebooks / nb.name
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), papermill.children_cpu_seconds()
             status = "failed"
             progress.start(nb.stem)
             try:
@@ -245,7 +245,8 @@ def reproduce(profile: str = "demo", from_: str | None = None, only: list[str] |
                 progress.stop()
                 if dst.exists():
                     record_environment(dst, env, str(params.get("profile", profile)))
-                run = NotebookRun(nb.stem, status, time.perf_counter() - t0, papermill._peak_child_rss_mb(), str(dst))
+                run = NotebookRun(nb.stem, status, time.perf_counter() - t0, papermill._peak_child_rss_mb(), str(dst),
+                                  papermill.children_cpu_seconds() - cpu0)
                 runs.append(run)
                 log(f"  {nb.stem:<24} {status:<6} {run.seconds:7.1f} s")
     finally:

@@ -20,9 +20,6 @@ import numpy as np
 
 from bber_utils.core.labels import CLASSES, NUM_CLASSES
 
-# Heavy libraries (sklearn) are imported inside the functions that use them, so that importing this module, and `bber
-# --help`, stays fast.
-
 METRIC_NAMES: tuple[str, ...] = ("uar", "war", "mf1", "wf1")
 
 
@@ -38,9 +35,12 @@ def score(y_true, y_pred, classes=None) -> dict[str, Any]:
         ``{"uar", "war", "mf1", "wf1", "mean"}`` as floats in [0, 1] (``mean`` = their average) and
         ``"confusion"``: a 7x7 list of ints, rows = true class, columns = predicted class; with a label set of
         fewer than seven classes also ``"classes"``: their names.
-    """
-    from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
+    The numbers are scikit-learn's ``recall_score`` / ``f1_score`` (``labels`` = the label set,
+    ``zero_division=0``, macro and weighted) to the last bit — the same counts, divisions and averages, without its
+    input checks, which cost more than the model's evaluation on a small dev set (every epoch scores dev);
+    tests/train/test_metrics.py compares them on random and edge cases.
+    """
     y_true = np.asarray(y_true, dtype=int).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=int).reshape(-1)
     if y_true.shape != y_pred.shape:
@@ -52,21 +52,37 @@ def score(y_true, y_pred, classes=None) -> dict[str, Any]:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"score: {name}[{i}] = {arr[i]} is not a class index 0..{NUM_CLASSES - 1}")
+    confusion = np.bincount(y_true * NUM_CLASSES + y_pred, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES,
+                                                                                            NUM_CLASSES)
     if y_true.size == 0:
         out = {m: 0.0 for m in METRIC_NAMES}
         out["mean"] = 0.0
-        out["confusion"] = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int).tolist()
+        out["confusion"] = confusion.astype(int).tolist()
         return _with_classes(out, labels, subset)
-    kw = dict(labels=labels, zero_division=0)
+    tp, true, pred = (np.diag(confusion)[labels], confusion.sum(axis=1)[labels], confusion.sum(axis=0)[labels])
+    recall = _divide(tp.astype(np.float64), true)
+    f1 = _divide(2.0 * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
+    weighted = (lambda v: float(np.average(v, weights=true))) if true.sum() else (lambda v: 0.0)
     out = {
-        "uar": float(recall_score(y_true, y_pred, average="macro", **kw)),
-        "war": float(recall_score(y_true, y_pred, average="weighted", **kw)),
-        "mf1": float(f1_score(y_true, y_pred, average="macro", **kw)),
-        "wf1": float(f1_score(y_true, y_pred, average="weighted", **kw)),
+        "uar": float(np.nanmean(recall)),
+        "war": weighted(recall),
+        "mf1": float(np.nanmean(f1)),
+        "wf1": weighted(f1),
     }
     out["mean"] = float(np.mean([out[m] for m in METRIC_NAMES]))
-    out["confusion"] = confusion_matrix(y_true, y_pred, labels=list(range(NUM_CLASSES))).astype(int).tolist()
+    out["confusion"] = confusion.astype(int).tolist()
     return _with_classes(out, labels, subset)
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` in float64, 0 where the denominator is 0 (scikit-learn's ``_prf_divide`` with
+    ``zero_division=0``)."""
+    mask = denominator == 0
+    denominator = np.array(denominator, dtype=np.float64)
+    denominator[mask] = 1
+    result = np.asarray(numerator, dtype=np.float64) / denominator
+    result[mask] = 0.0
+    return result
 
 
 def _with_classes(out: dict[str, Any], labels: list[int], subset: bool) -> dict[str, Any]:

@@ -35,8 +35,12 @@ def test_environment_records_what_the_issue_lists():
     env = P.environment()
     json.dumps(env)  # JSON-able, as it goes into metrics.json
     for key in ("python", "cpu", "cpu_count", "cpus_usable", "espeak_ng", "ffmpeg", "lock", "packages", "torch",
-                "git", "threads_env"):
+                "git", "threads_env", "cpu_pin"):
         assert key in env, key
+    pin = env["cpu_pin"]
+    assert pin["pinned"] == pin["pinnable"], pin  # the test suite runs pinned (tests/conftest.py) where it can
+    if pin["pinnable"]:
+        assert pin["torch_capability"] == "AVX2" and pin["variables"]["MKL_CBWR"] == "COMPATIBLE", pin
     assert env["python"].startswith("3.")
     assert {"version", "cuda", "num_threads", "num_interop_threads", "gpus"} <= set(env["torch"])
     assert env["torch"]["num_threads"] >= 1

@@ -182,6 +182,25 @@ def test_chunked_scan_any_chunk_length_matches_sequential(chunk):
         torch.testing.assert_close(g, g_ref)
 
 
+def test_chunked_scan_backward_is_the_same_with_kept_or_recomputed_states(monkeypatch):
+    """The forward keeps each chunk's decays, inputs and states for the backward while they fit in
+    ``KEEP_STATES_BYTES`` (every training shape of the profiles), else the backward recomputes them: the same
+    gradients to the last bit either way, so the memory budget never changes a run's numbers."""
+    from bber_utils.models import mamba
+
+    inputs = _scan_inputs(3, 37, 16, 8, dtype=torch.float32, requires_grad=True)
+    grad_y = torch.randn(3, 37, 16)
+
+    def grads():
+        y = mamba._scan_chunked(*inputs[:5])
+        return [y, *torch.autograd.grad(y, inputs[:5], grad_y)]
+
+    kept = grads()
+    monkeypatch.setattr(mamba, "KEEP_STATES_BYTES", 0)
+    recomputed = grads()
+    assert all(torch.equal(a, b) for a, b in zip(kept, recomputed))
+
+
 def test_chunked_scan_is_stable_for_large_steps_in_float32():
     """Δ·|A| up to ~800 per step: the state is wiped every step, and nothing overflows."""
     u, delta, A, B, C, D, z = _scan_inputs(2, 40, 4, 16, dtype=torch.float32)

@@ -1,8 +1,11 @@
-"""bber_utils.train.metrics: the label set is fixed to all 7 classes."""
+"""bber_utils.train.metrics: scores over a fixed label set (all seven classes, or a corpus's own), scikit-learn's to the last bit."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bber_utils.core.labels import CLASSES
 from bber_utils.train.metrics import mean_over_corpora, score, score_logits
 
 
@@ -84,3 +87,45 @@ def test_logits_of_classes_outside_the_allowed_set_are_never_predicted():
     assert masked_argmax(logits).tolist() == [1, 1, 1, 1]
     s = score_logits(np.array([0, 3, 6, 3]), logits, allowed=(0, 3, 6), classes=(0, 3, 6))
     assert s["uar"] == 1.0
+
+
+def _sklearn_score(y_true, y_pred, labels=None) -> dict:
+    import warnings
+
+    from sklearn.metrics import confusion_matrix, f1_score, recall_score
+
+    kw = dict(labels=sorted(labels) if labels else list(range(7)), zero_division=0)
+    warnings.simplefilter("ignore")  # scikit-learn warns where a weighted average has no support
+    out = {"uar": float(recall_score(y_true, y_pred, average="macro", **kw)),
+           "war": float(recall_score(y_true, y_pred, average="weighted", **kw)),
+           "mf1": float(f1_score(y_true, y_pred, average="macro", **kw)),
+           "wf1": float(f1_score(y_true, y_pred, average="weighted", **kw))}
+    out["mean"] = float(np.mean([out[m] for m in ("uar", "war", "mf1", "wf1")]))
+    out["confusion"] = confusion_matrix(y_true, y_pred, labels=list(range(7))).astype(int).tolist()
+    if labels and len(labels) < 7:
+        out["classes"] = [CLASSES[i] for i in sorted(labels)]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=300))
+def test_scores_are_scikit_learns_to_the_last_bit(pairs):
+    """Every epoch scores dev: ``score`` computes what scikit-learn's recall_score / f1_score give, bit for bit
+    (early stopping compares these numbers, so any last-bit difference could change a run)."""
+    y_true, y_pred = (np.array(v) for v in zip(*pairs))
+    assert score(y_true, y_pred) == _sklearn_score(y_true, y_pred)
+
+
+@pytest.mark.parametrize("y_true, y_pred", [([3] * 40, [3] * 40), ([0, 1, 2], [4, 5, 6]), (list(range(7)) * 16,
+                                                                                         [0] * 112)])
+def test_scores_match_scikit_learn_on_edge_cases(y_true, y_pred):
+    assert score(y_true, y_pred) == _sklearn_score(y_true, y_pred)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=200),
+       st.sets(st.integers(0, 6), min_size=2, max_size=6))
+def test_scores_over_a_label_set_are_scikit_learns_to_the_last_bit(pairs, labels):
+    """The same over a corpus's label set (``labels`` = its classes), whatever the rows outside it."""
+    y_true, y_pred = (np.array(v) for v in zip(*pairs))
+    assert score(y_true, y_pred, classes=labels) == _sklearn_score(y_true, y_pred, labels)
