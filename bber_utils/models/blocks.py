@@ -196,13 +196,14 @@ def resample_to_lengths(x: torch.Tensor, lengths: torch.Tensor, new_lengths: tor
 def align_by_resampling(audio: torch.Tensor, audio_mask: torch.Tensor, text: torch.Tensor,
                         text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Put both modalities on one time axis per sample: the shorter one is linearly resampled to the longer
-    one's length (n_b = max(Ta_b, Tt_b)). -> audio (B, T, H), text (B, T, H), mask (B, T), T = max(Ta, Tt), the
-    longer padded width (= max_b n_b for a batch padded to its longest sample; taken from the shapes, not the
-    masks' values, so the model exports with dynamic lengths).
+    one's length (n_b = max(Ta_b, Tt_b)). -> audio (B, T, H), text (B, T, H), mask (B, T), T = max_b n_b. While
+    exporting, T is the longer padded width max(Ta, Tt), read from the shapes rather than the masks' values so the
+    graph takes any length: the same T for a batch each of whose modalities is padded to its longest sample (as
+    ``predict`` pads it); a training batch padded wider keeps max_b n_b, so training is unchanged.
     """
     audio_len, text_len = audio_mask.sum(dim=1), text_mask.sum(dim=1)
     joint_len = torch.maximum(audio_len, text_len)
-    out_len = max(audio.shape[1], text.shape[1])
+    out_len = max(audio.shape[1], text.shape[1]) if torch.compiler.is_exporting() else int(joint_len.max())
     mask = torch.arange(out_len, device=audio.device).unsqueeze(0) < joint_len.unsqueeze(1)
     return (resample_to_lengths(audio, audio_len, joint_len, out_len),
             resample_to_lengths(text, text_len, joint_len, out_len), mask)
