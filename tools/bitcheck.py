@@ -123,6 +123,8 @@ def write_digest(out: Path, workdir: Path) -> None:
 def snapshot(out: Path, workdir: Path | None) -> None:
     env = {**os.environ, "MKL_CBWR": os.environ.get("MKL_CBWR", "COMPATIBLE")}
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bitcheck-"))
+    if workdir.exists() and any(workdir.iterdir()):  # finished runs would be reused, not made again
+        sys.exit(f"bitcheck: {workdir} is not empty; a snapshot needs a fresh work folder")
     bber = [sys.executable, "-m", "bber_utils.cli"]
     subprocess.run([*bber, "reproduce", "--profile", "smoke", "--workdir", str(workdir)], check=True, env=env)
     for extra in EXTRA_RUNS:
