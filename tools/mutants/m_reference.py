@@ -170,16 +170,19 @@ def _reference_mamba(mp):
 
 # 10. macro metrics over the classes present only -----------------------------------------------------------------
 def _metrics_present_classes(mp):
+    """The macro averages over the classes present in ``y_true`` or ``y_pred`` only (the reference's scikit-learn
+    calls without ``labels``), put back into ``train.metrics.score``."""
     import numpy
-    import sklearn.metrics as skm
 
-    def present_only(fn):
-        def wrapped(y_true, y_pred, *a, labels=None, **kw):
-            return fn(y_true, y_pred, *a, labels=sorted(set(numpy.r_[y_true, y_pred].tolist())), **kw)
-        return wrapped
+    from bber_utils.train import metrics
 
-    mp.setattr(skm, "recall_score", present_only(skm.recall_score))
-    mp.setattr(skm, "f1_score", present_only(skm.f1_score))
+    real = metrics.score
+
+    def present_only(y_true, y_pred, classes=None):
+        present = sorted(set(numpy.r_[numpy.ravel(y_true), numpy.ravel(y_pred)].astype(int).tolist()))
+        return {k: v for k, v in real(y_true, y_pred, classes=present or None).items() if k != "classes"}
+
+    mp.setattr(metrics, "score", present_only)
 
 
 # 11. WithProb fusion mixes the full unimodal models' in-sample logits ---------------------------------------------
