@@ -185,9 +185,9 @@ def checkpoint_encoders(checkpoint: str | os.PathLike, settings: dict[str, Any],
         raise CheckpointError(f"{checkpoint}: its stored encoder settings: {str(exc).splitlines()[0]}") from None
 
 
-def allowed_classes(meta: dict) -> list[int] | None:
-    """The class indices a checkpoint's model predicts (its training corpora' label sets), None for all seven."""
-    names = meta.get("classes")
+def allowed_classes(names: list[str] | None) -> list[int] | None:
+    """The class indices of ``names``, the classes a model predicts (a checkpoint's or model folder's
+    ``classes``: its training corpora's label sets); None for all seven."""
     return None if not names else [CLASSES.index(c) for c in names if c in CLASSES]
 
 

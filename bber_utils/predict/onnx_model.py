@@ -64,7 +64,7 @@ def _graph_module(model, modalities: tuple[str, ...], classes: list[str] | None 
     set's other classes (``classes``, a model folder's) get probability 0 (their logits masked)."""
     import torch
 
-    allowed = allowed_classes({"classes": classes})
+    allowed = allowed_classes(classes)
 
     class Graph(torch.nn.Module):
         def __init__(self):

@@ -75,10 +75,9 @@ class Predictor:
         else:
             self.device = resolve_device(device)
             model, self.meta = hub.load_trained(checkpoint, str(self.device), revision)
-            self.backend = TorchBackend(model, self.device, allowed_classes(self.meta))
+            self.backend = TorchBackend(model, self.device, allowed_classes(self.meta.get("classes")))
         self.model = getattr(self.backend, "model", None)
         self.name = self.meta["model_name"]
-        self.allowed = allowed_classes(self.meta)
         self.asr_spec, self._asr = asr, None
         self.batch_size = int(batch_size)
         # the same encoders (and store keys), frame pooling and dialogue context the run was trained with

@@ -47,7 +47,7 @@ def predict_texts(checkpoint: str | os.PathLike, texts: list[str], contexts: lis
         text, mask = pad_sequences(feats)
         batch = {"text": text.float().to(dev), "text_mask": mask.to(dev)}
         with torch.no_grad():
-            probs = masked_softmax(model(batch), allowed_classes(meta)).cpu().numpy()
+            probs = masked_softmax(model(batch), allowed_classes(meta.get("classes"))).cpu().numpy()
         for t, p in zip(chunk, probs):
             rows.append({"text": t, "label": CLASSES[int(p.argmax())], **dict(zip(CLASSES, p.round(6)))})
     return pd.DataFrame(rows)
