@@ -28,8 +28,9 @@ TRAIN_ALLOWED = {
     "loop": {"config", "distributed", "runs", "dataset", "samplers", "loss", "metrics"},
     "unimodal": {"config", "distributed", "runs", "loop", "inputs", "crossfit", "dataset"},
     "fusion": {"config", "distributed", "runs", "loop", "inputs", "dataset", "samplers"},
-    "stages": {"config", "distributed", "runs", "loop", "inputs", "crossfit", "unimodal", "fusion", "dataset", "loss",
-               "metrics"},
+    "parallel_stage1": {"config", "distributed", "unimodal"},
+    "stages": {"config", "distributed", "runs", "loop", "inputs", "crossfit", "unimodal", "parallel_stage1", "fusion",
+               "dataset", "loss", "metrics"},
     "profiles": {"config"},
     "cli": {"config", "distributed", "stages", "profiles"},
 }

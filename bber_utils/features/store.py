@@ -112,6 +112,10 @@ class FeatureStore:
         self.stats: dict[str, Any] = {}
         self.skipped = pd.DataFrame(columns=["utt_id", "reason"])
 
+    def __getstate__(self) -> dict:
+        """Pickled (to a second process) without its opened shards: they are memory-mapped again there."""
+        return {**self.__dict__, "_shards": {}}
+
     def __contains__(self, utt_id: object) -> bool:
         return utt_id in self._rows
 

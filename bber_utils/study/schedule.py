@@ -29,7 +29,8 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     ``run_one`` (``study_runner``: ``bber train`` in a subprocess, or notebook 06 by papermill) unless
     ``runner`` replaces it. ``workers`` runs go at once (``_run_scheduled``): runs sharing a cached unimodal
     stage wait for the first of them, so no stage is trained twice; each run is deterministic on its own, so the
-    numbers do not depend on ``workers``. ``study_runner="submitit"``: each run a submitit job with the
+    numbers do not depend on ``workers``; with more than one, each run trains its stage 1 in its own process
+    (``parallel_stage1`` off). ``study_runner="submitit"``: each run a submitit job with the
     resources of ``base["slurm"]``, in the same order (``runner.run_on_cluster``; ``workers`` is unused).
     """
     _check_study_runner(study_runner)
@@ -37,6 +38,8 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     runs = [{k: v for k, v in s.items() if k not in ("study", "setting")} for s in settings]
+    if int(workers) > 1:  # the workers fill the cores already: no second process for a run's stage 1
+        base = {**base, "parallel_stage1": False}
     jobs = [job for seed in seeds for job in _jobs(base, runs, [int(seed)])]  # seeds outer: each seed's group early
     if study_runner == "submitit":  # a job per run; base["slurm"] names the resources
         folders = run_on_cluster(jobs, workdir, base.get("slurm"), runner)

@@ -49,9 +49,13 @@ def stage1(default: Any, slot: str, **how: Any) -> Any:
     return dataclasses.field(default=default, metadata={"stage1": slot, **how})
 
 
-def control(default: Any) -> Any:
-    """A key that does not change a run's numbers (where, how fast, how it reports): left out of the run hash."""
-    return dataclasses.field(default=default, metadata={"control": True})
+def control(default: Any, listed: bool = True) -> Any:
+    """A key that does not change a run's numbers (where, how fast, how it reports): left out of the run hash.
+    ``listed=False``: also left out of ``to_dict`` at ``default`` (see ``later``), for a key added after runs
+    were written."""
+    if listed:
+        return dataclasses.field(default=default, metadata={"control": True})
+    return dataclasses.field(default=default, metadata={"control": True, "later": default, "unlisted": True})
 
 
 def later(default: Any, listed: bool = True, **stage1_how: Any) -> Any:
@@ -147,6 +151,8 @@ class TrainConfig:
     progress: bool = control(True)        # tqdm progress bars
     num_threads: int = control(0)         # torch CPU threads during the run (0 = leave torch's setting)
     compile: bool = control(False)        # torch.compile the training forward (CUDA; compiles slowly on CPU)
+    parallel_stage1: bool = control(True, listed=False)  # one torch thread, 2+ cores: stage 1's text encoder
+    # trains in a second process beside the audio one (same numbers; bber_utils/train/parallel_stage1.py)
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
         """Build from a profile / notebook parameter dict; keys that are not parameters here are ignored. A float

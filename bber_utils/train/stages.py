@@ -39,7 +39,7 @@ from bber_utils.train.distributed import barrier, init_distributed, is_main_proc
 from bber_utils.train.fusion import needs_oof, reuse_unimodal, train_fusion
 from bber_utils.train.loss import class_weights
 from bber_utils.train.runs import RunResult, git_commit, save_json, write_history
-from bber_utils.train.unimodal import train_unimodal
+from bber_utils.train.parallel_stage1 import train_stage1
 
 # Heavy libraries (torch) are imported inside the functions that use them, so that importing this module, and `bber
 # --help`, stays fast.
@@ -101,9 +101,8 @@ def _train(tc: TrainConfig) -> RunResult:
         raise ValueError(f"model {tc.model!r} needs audio, but no manifest row has any; use model=text_only")
     dims = (int(stores[0].dim) if stores[0] is not None else 1, int(stores[1].dim))
     tc1, splits1, weights1 = _stage1_inputs(tc, data)
-    unimodal = {m: train_unimodal(tc1, m, store, splits1, data.soft_table, weights1, device,
-                                  needs_oof(tc.model), dims, oof_train=data.splits["train"], space=data.space)
-                for m, store in zip(("audio", "text"), stores) if store is not None}
+    unimodal = train_stage1(tc1, stores, splits1, data.soft_table, weights1, device, needs_oof(tc.model), dims,
+                            oof_train=data.splits["train"], space=data.space, parallel=tc.parallel_stage1)
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],

@@ -9,7 +9,7 @@ re-prepare that changed a transcript, a clip or a label, the same config trains 
 (``_cache_entry``) and the out-of-fold logits are computed again. A cache file that cannot be read back is
 computed again with one warning line (``runs.read_cache``).
 
-Owns: ``train_unimodal``, ``UnimodalRun``, ``unimodal_model``, ``_unimodal_hash``, ``_cache_entry``,
+Owns: ``train_unimodal``, ``is_cached``, ``UnimodalRun``, ``unimodal_model``, ``_unimodal_hash``, ``_cache_entry``,
 ``_out_of_fold_logits``.
 Imports from this package: ``config``, ``distributed``, ``runs``, ``loop``, ``inputs``, ``crossfit``.
 Must not import: ``fusion``, ``stages``, ``cli``. Calls ``loop.fit`` / ``loop.predict`` and
@@ -111,12 +111,8 @@ def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.D
     corpora's label sets (what the model may predict, what each corpus is scored over; None: all seven)."""
     space = space or inputs.LabelSpace()
     stores = (store, None) if modality == "audio" else (None, store)
-    fingerprint = inputs.data_fingerprint({s: splits[s] for s in ("train", "dev", "test")}, (store,))
     barrier()  # every rank sees the same cache state
-    key, folder = _cache_entry(run_dirs(tc.workdir).train / "_unimodal",
-                               _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table,
-                                              space),
-                               fingerprint)
+    key, folder, fingerprint = _entry_for(tc, modality, store, splits, soft_table, space)
     epochs, lr = tc.unimodal_epochs or tc.epochs, tc.unimodal_lr or tc.lr
     meta = {"model_name": f"{modality}_only", "d_audio": int(dims[0]), "d_text": int(dims[1]), "key": key,
             "model_config": tc.model_config().to_dict(), "features": feature_spec(tc), "data": fingerprint}
@@ -130,6 +126,24 @@ def train_unimodal(tc: TrainConfig, modality: str, store, splits: dict[str, pd.D
         run.oof = _out_of_fold_logits(tc, modality, run, stores, splits, soft_table, weights, device, meta, lr,
                                       epochs, splits["train"] if oof_train is None else oof_train, space)
     return run
+
+
+def _entry_for(tc: TrainConfig, modality: str, store, splits: dict[str, pd.DataFrame], soft_table: dict,
+               space: inputs.LabelSpace) -> tuple[str, Path, str]:
+    """``(key, folder, data fingerprint)`` of the stage-1 cache entry these inputs train or read."""
+    fingerprint = inputs.data_fingerprint({s: splits[s] for s in ("train", "dev", "test")}, (store,))
+    key, folder = _cache_entry(run_dirs(tc.workdir).train / "_unimodal",
+                               _unimodal_hash(tc, modality, store, splits["train"], splits["dev"], soft_table,
+                                              space),
+                               fingerprint)
+    return key, folder, fingerprint
+
+
+def is_cached(tc: TrainConfig, modality: str, store, splits: dict[str, pd.DataFrame], soft_table: dict,
+              space: inputs.LabelSpace | None = None) -> bool:
+    """True when ``train_unimodal`` would read this modality's classifier from the cache (its ``done.json``)."""
+    folder = _entry_for(tc, modality, store, splits, soft_table, space or inputs.LabelSpace())[1]
+    return (folder / "done.json").exists()
 
 
 def _load_cached(folder: Path, modality: str, fingerprint: str) -> UnimodalRun | None:

@@ -28,6 +28,7 @@ BAD = {
     "gated_dim": 0, "out_features": 0, "dropout": 1.5, "norm_first": "no", "ff_expansion": -1,
     "freeze_encoders": None, "resume": "true", "interrupt_after": -1, "progress": 2, "num_threads": -1,
     "compile": "no", "audio_norm": "speakers", "pooling": "max", "text_context_speaker": "yes",
+    "parallel_stage1": "yes",
 }
 
 
@@ -208,14 +209,15 @@ def test_each_marked_key_changes_the_stage1_key(name):
 
 
 def test_keys_added_later_leave_earlier_run_names_and_recorded_configs_unchanged():
-    """``audio_norm``, ``pooling`` and ``text_context_speaker`` at their defaults are left out of ``to_dict`` (the
-    config in metrics.json), of ``identity`` (run names) and of the feature settings a checkpoint stores; set,
-    they are in all three."""
+    """``audio_norm``, ``pooling`` and ``text_context_speaker`` (and the control key ``parallel_stage1``) at their
+    defaults are left out of ``to_dict`` (the config in metrics.json), of ``identity`` (run names) and of the
+    feature settings a checkpoint stores; set, the first three are in all three, ``parallel_stage1`` in
+    ``to_dict`` only."""
     import dataclasses
 
     from bber_utils.train.config import TrainConfig, feature_spec
 
-    LATER_KEYS = {"audio_norm", "pooling", "text_context_speaker"}
+    LATER_KEYS = {"audio_norm", "pooling", "text_context_speaker", "parallel_stage1"}
     assert {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("unlisted")} == LATER_KEYS
     tc = TrainConfig()
     assert not set(LATER_KEYS) & set(tc.to_dict()) and not set(LATER_KEYS) & set(tc.identity())
@@ -225,5 +227,7 @@ def test_keys_added_later_leave_earlier_run_names_and_recorded_configs_unchanged
     assert {"audio_norm", "pooling", "text_context_speaker"} <= set(tc2.identity())
     assert feature_spec(tc2)["audio_norm"] == "speaker" and tc2.model_config().pooling == "stats"
     assert TrainConfig.from_dict(tc2.to_dict()) == tc2
+    tc3 = TrainConfig(parallel_stage1=False)
+    assert tc3.to_dict()["parallel_stage1"] is False and tc3.identity() == tc.identity()
     with pytest.raises(Exception, match="audio_norm"):
         TrainConfig.from_dict({"audio_norm": "speakers"})
