@@ -377,6 +377,8 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
         n_unreadable = len(skipped)
         writer = _Writer(path, store_dtype, index)
         if todo:
+            if hasattr(encoder, "keep_units_in"):  # e5 word/window vectors shared with later processes
+                encoder.keep_units_in(main_path / "units")
             _extract(todo, modality, encoder, writer, batch_size, device, on_error, flush_every,
                      flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}",
                      flush_seconds)

