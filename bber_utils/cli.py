@@ -33,6 +33,7 @@ from bber_utils.features import cli as features_cli  # noqa: E402
 from bber_utils.notebook import cli as notebook_cli  # noqa: E402
 from bber_utils.predict import cli as predict_cli  # noqa: E402
 from bber_utils.study import cli as study_cli  # noqa: E402
+from bber_utils.study import forked  # noqa: E402
 from bber_utils.train import cli as train_cli  # noqa: E402
 
 # Each package's cli module registers its subcommands, in this order in `bber --help`.
@@ -141,4 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == [forked.SERVE]:  # the study's training server (bber_utils/study/forked.py), not a command
+        sys.exit(forked.serve(main))
     sys.exit(main())

@@ -25,7 +25,7 @@ from bber_utils.core.fileio import atomic_write_text
 from bber_utils.core.papermill import run_notebook
 from bber_utils.core.paths import REPO_ROOT, run_dirs
 from bber_utils.core.progress import tqdm
-from bber_utils.study import cluster, registry
+from bber_utils.study import cluster, forked, registry
 from bber_utils.study.registry import _augment_values
 from bber_utils.train import TrainConfig
 from bber_utils.train.config import UNIMODAL_MODELS
@@ -118,15 +118,20 @@ def _finished_with_this_data(run_dir: Path, cfg: dict[str, Any]) -> bool:
 
 
 def _train_process(name: str, run_dir: Path, cfg: dict[str, Any], nproc_per_node: int = 1) -> None:
-    """``bber train`` on ``cfg`` (written to ``run_dir/params.yaml``) in a child process, stdout and stderr in
-    ``run_dir/train.log``. A non-zero exit raises ``RuntimeError`` quoting the log's last lines; an interrupt
-    (Ctrl-C) stops the child first, then propagates."""
+    """``bber train`` on ``cfg`` (written to ``run_dir/params.yaml``) in a child process (on Linux forked from a
+    server that has imported the trainer, ``study.forked``), stdout and stderr in ``run_dir/train.log``. A
+    non-zero exit raises ``RuntimeError`` quoting the log's last lines; an interrupt (Ctrl-C) stops the child
+    first, then propagates."""
 
     config = atomic_write_text(run_dir / "params.yaml", yaml.safe_dump(cfg, sort_keys=True, allow_unicode=True))
     log_path = run_dir / "train.log"
+    argv = _train_command(config, nproc_per_node)
     with open(log_path, "wb") as log:
-        child = subprocess.Popen(_train_command(config, nproc_per_node), stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT))
+        if forked.enabled() and forked.is_plain_train_command(argv, config):  # the same command, imports done
+            child = forked.server_for_this_thread().start(argv[3:], log_path)  # train --config CONFIG
+        else:
+            child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=str(REPO_ROOT))
         with _CHILDREN_LOCK:
             _CHILDREN.add(child)
         try:
@@ -196,7 +201,10 @@ def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     if study_runner == "submitit":
         return run_on_cluster(jobs, workdir, base.get("slurm"), runner, progress)
     runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
-    return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
+    try:
+        return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
+    finally:  # its runs' CPU time and memory then count among this process's children
+        forked.stop_servers()
 
 
 def run_on_cluster(jobs: list[dict[str, Any]], workdir: str | os.PathLike, slurm: dict | None,

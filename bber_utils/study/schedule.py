@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from bber_utils.core.paths import run_dirs
 from bber_utils.core.progress import tqdm
-from bber_utils.study import stats
+from bber_utils.study import forked, stats
 from bber_utils.study.registry import load_registry
 from bber_utils.study.runner import _check_study_runner, _jobs, _stop_children, group_jobs, run_on_cluster, run_one
 from bber_utils.study.runner import _unimodal_group  # noqa: F401 - defined in runner, long known here
@@ -46,7 +46,10 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     else:
         runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
         folders = []  # list.append is atomic: the worker threads share it
-        _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
+        try:
+            _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
+        finally:  # its runs' CPU time and memory then count among this process's children
+            forked.stop_servers()
     registry = load_registry(workdir)
     if folders and all(f is not None for f in folders):  # this study's runs only, not every run in the folder
         registry = registry[registry["run"].isin({Path(f).name for f in folders})]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import types
 import warnings
 from typing import Any
 
@@ -86,7 +88,15 @@ def _start_text_process(tc1: TrainConfig, store, args: dict):
     """The text encoder's stage 1 in a spawned process (nothing of this one's state but what it is given)."""
     ctx = multiprocessing.get_context("spawn")
     side = ctx.Process(target=_text_stage1, args=(tc1, store, args), name="bber-stage1-text", daemon=True)
-    side.start()
+    main = sys.modules["__main__"]
+    # A spawned child imports the parent's main script again (multiprocessing's "safe importing of the main
+    # module"): a user's script that calls train() at its top level would run again there. The child needs only
+    # bber_utils, so it is started as if there were no main script.
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        side.start()
+    finally:
+        sys.modules["__main__"] = main
     print("stage 1: the text-only encoder trains in a second process beside the audio-only one", flush=True)
     return side
 

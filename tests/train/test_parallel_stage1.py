@@ -94,3 +94,33 @@ def test_the_second_process_starts_only_where_it_helps(tmp_path, monkeypatch, ca
     if case == "tiny":  # the same inputs, only big enough: it helps
         monkeypatch.setattr(parallel_stage1, "MIN_SAMPLE_EPOCHS", 0)
         assert parallel_stage1._side_process_helps(tc, stores, device, splits, {}, None) is True
+
+
+SCRIPT = """
+import sys
+print("TOP LEVEL RAN", flush=True)
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+import bber_utils.train as T
+from bber_utils.train import parallel_stage1
+from tests.train.common import real_workdir, tiny_config
+parallel_stage1.MIN_SAMPLE_EPOCHS = 0
+parallel_stage1._cores = lambda: 2
+wd = real_workdir(Path(sys.argv[1]))
+T.train(tiny_config(wd, epochs=1, unimodal_epochs=2, text_encoder="hashgram", audio_pool=2, num_threads=1))
+"""
+
+
+def test_a_users_script_that_trains_at_its_top_level_runs_once(tmp_path):
+    """The second process does not import the main script again (multiprocessing's spawn would)."""
+    import subprocess
+    from pathlib import Path
+
+    script = tmp_path / "my_training.py"
+    script.write_text(SCRIPT)
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "work"), str(repo)], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("TOP LEVEL RAN") == 1 and "second process beside" in out.stdout, out.stdout
+    assert "exited with status" not in out.stderr, out.stderr[-2000:]
