@@ -94,6 +94,7 @@ def _train(tc: TrainConfig) -> RunResult:
     loop.seed_everything(tc.seed)
     data = _load_inputs(tc)
     run_name, run_dir = _open_run_dir(tc, data.corpora)
+    phases = {"inputs_s": time.perf_counter() - t_start}  # where the run's time goes (metrics.json "phases")
 
     # --- stage 1: unimodal encoders (the baselines) -------------------------------------------------
     stores = data.stores
@@ -103,6 +104,7 @@ def _train(tc: TrainConfig) -> RunResult:
     tc1, splits1, weights1 = _stage1_inputs(tc, data)
     unimodal = train_stage1(tc1, stores, splits1, data.soft_table, weights1, device, needs_oof(tc.model), dims,
                             oof_train=data.splits["train"], space=data.space, parallel=tc.parallel_stage1)
+    phases["stage1_s"] = time.perf_counter() - t_start - sum(phases.values())
 
     # --- stage 2: the chosen model ------------------------------------------------------------------
     meta = {"model_name": tc.model, "d_audio": dims[0], "d_text": dims[1],
@@ -114,7 +116,9 @@ def _train(tc: TrainConfig) -> RunResult:
         history, best_epoch, metrics = train_fusion(tc, stores, data.splits, unimodal, data.soft_table,
                                                     data.weights, device, run_dir, meta, space=data.space)
 
+    phases["stage2_s"] = time.perf_counter() - t_start - sum(phases.values())
     result = _metrics_json(tc, run_name, data, unimodal, metrics, best_epoch, device, t_start)
+    result["phases"] = phases
     write_history(history, run_dir / "history.csv")
     save_json(result, run_dir / "metrics.json")
     barrier()  # every rank returns once the run folder is complete

@@ -27,6 +27,8 @@ def test_train_writes_the_run_folder(tmp_path, fake_features):
                 "metrics", "unimodal"):
         assert key in m
     assert m["run"] == "r1" and m["model"] == "biformer" and m["config"]["epochs"] == 3
+    assert set(m["phases"]) == {"inputs_s", "stage1_s", "stage2_s"} and min(m["phases"].values()) > 0
+    assert sum(m["phases"].values()) <= m["wall_time_s"] + 1e-6
     assert set(m["metrics"]) == {"demo_en", "demo_ru"}
     for corpus in ("demo_en", "demo_ru"):
         for split in ("dev", "test"):
