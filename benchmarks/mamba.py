@@ -7,6 +7,8 @@ the process (less sensitive to other processes on a busy machine than wall time)
 
     .venv/bin/python benchmarks/mamba.py                      # the table of benchmarks/mamba.md (a few minutes)
     .venv/bin/python benchmarks/mamba.py --lengths 200 --reps 5
+    .venv/bin/python benchmarks/mamba.py --estimate --threads 2 1     # matmul-bound estimate (its md section)
+    .venv/bin/python benchmarks/mamba.py --inference --lengths 50 200 1000 4000 --threads 2 1   # forward only
 """
 
 from __future__ import annotations
@@ -220,22 +222,287 @@ def scan_only(lengths, reps):
                       f"{len(ts)} |", flush=True)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# --estimate: the matmul-bound estimate of the stack, and where the chunked scan stands against it
+# --inference: forward only (torch.no_grad) of each scan form over lengths and batch sizes, for scan="auto"
+# Both write their section of benchmarks/mamba.md (between its markers) and print it.
+# ----------------------------------------------------------------------------------------------------------
+
+MD = Path(__file__).resolve().with_suffix(".md")
+DT_RANK = -(-D_MODEL // 16)  # MambaBlock's default dt_rank
+ED = EXPAND * D_MODEL
+# The stack's dense ops per layer: (name, in features, out features) of each Linear
+LINEARS = (("in_proj", D_MODEL, 2 * ED), ("x_proj", ED, DT_RANK + 2 * D_STATE), ("dt_proj", DT_RANK, ED),
+           ("out_proj", ED, D_MODEL))
+
+
+def dense_flops(length: int, batch: int = BATCH) -> int:
+    """Forward FLOPs of the stack's dense ops: the four Linears (2·in·out per token) and the depthwise causal
+    conv (2·ED·d_conv per token), times the layers. Forward+backward of these is 3× (input and weight grads)."""
+    per_token = sum(2 * k * n for _, k, n in LINEARS) + 2 * ED * D_CONV
+    return N_LAYERS * batch * length * per_token
+
+
+def matmul_products(length: int, batch: int = BATCH):
+    """The matrix products of the Linears' forward and backward at this length: name -> (a, b) with a @ b."""
+    import torch
+
+    m, out = batch * length, {}
+    for name, k, n in LINEARS:
+        x, w, gy = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
+        out[f"{name} fwd"] = (x, w.t())          # y = x Wᵀ
+        out[f"{name} grad input"] = (gy, w)      # gx = gy W
+        out[f"{name} grad weight"] = (gy.t(), x)  # gW = gyᵀ x
+    return out
+
+
+def _time_call(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def cpu_model() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        return "unknown CPU"
+
+
+def write_section(name: str, text: str, md: Path = MD) -> None:
+    """Replace the lines between ``<!-- mamba.py --NAME -->`` and ``<!-- end --NAME -->`` of ``md`` by ``text``."""
+    from bber_utils.core.fileio import atomic_write_text
+
+    begin, end = f"<!-- mamba.py --{name} -->", f"<!-- end --{name} -->"
+    page = md.read_text(encoding="utf-8")
+    if begin not in page or end not in page:
+        raise SystemExit(f"{md}: markers {begin} ... {end} not found; add them where the section goes")
+    head, rest = page.split(begin, 1)
+    atomic_write_text(md, f"{head}{begin}\n{text.strip()}\n{end}{rest.split(end, 1)[1]}")
+
+
+def _machine_line(threads) -> str:
+    import torch
+
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, CPU pinned as bber pins it "
+            f"(`bber_utils/core/cpu.py`, capability {torch.backends.cpu.get_cpu_capability()}), torch threads "
+            f"{' and '.join(map(str, threads))}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def _median_times(samples):
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+def measure_estimate(length: int, reps: int):
+    """Interleaved reps of: every matrix product of the Linears (forward set, then backward set), the stack with
+    the chunked scan forward+backward, and forward only. Returns name -> (wall, CPU) medians, and the FLOPs."""
+    import torch
+
+    from bber_utils.models.mamba import MambaStack
+
+    products = matmul_products(length)
+    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND, scan="chunked")
+    x = torch.randn(BATCH, length, D_MODEL)
+    jobs = {name: (lambda a=a, b=b: torch.mm(a, b)) for name, (a, b) in products.items()}
+    jobs["stack fwd+bwd"] = lambda: stack(x).pow(2).mean().backward()
+    jobs["stack fwd"] = lambda: _no_grad(stack, x)
+    if torch.get_num_threads() > 1:  # the scan on torch's threads too, instead of on mamba.SCAN_THREADS
+        jobs["stack fwd+bwd, scan threaded"] = _scan_on_all_threads(jobs["stack fwd+bwd"])
+    for job in jobs.values():  # warm-up
+        job()
+    samples = {name: [] for name in jobs}
+    for _ in range(reps):
+        for name, job in jobs.items():
+            stack.zero_grad(set_to_none=True)
+            samples[name].append(_time_call(job))
+    times = {name: _median_times(s) for name, s in samples.items()}
+    flops = {name: 2 * a.shape[0] * a.shape[1] * b.shape[1] for name, (a, b) in products.items()}
+    return times, flops
+
+
+def _scan_on_all_threads(job):
+    def run():
+        from bber_utils.models import mamba
+
+        saved, mamba.SCAN_THREADS = mamba.SCAN_THREADS, None
+        try:
+            job()
+        finally:
+            mamba.SCAN_THREADS = saved
+
+    return run
+
+
+def _no_grad(model, x):
+    import torch
+
+    with torch.no_grad():
+        return model(x)
+
+
+def estimate_rows(lengths, reps, threads):
+    """The rows of the estimate table, one per (threads, length, pass)."""
+    import torch
+
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        for length in lengths:
+            times, flops = measure_estimate(length, reps)
+            fwd = [n for n in flops if n.endswith("fwd")]
+            for mode, factor, names in (("fwd", 1, fwd), ("fwd+bwd", 3, list(flops)),
+                                        ("fwd+bwd, scan threaded", 3, list(flops))):
+                if f"stack {mode}" not in times:
+                    continue
+                mm_wall, mm_cpu = (sum(times[n][i] for n in names) for i in (0, 1))
+                dense, measured = factor * dense_flops(length), sum(flops[n] for n in names)
+                est_wall, est_cpu = dense * mm_wall / measured, dense * mm_cpu / measured
+                wall, cpu = times[f"stack {mode}"]
+                rows.append((t, length, mode, dense / 1e9, measured / mm_wall / 1e9,
+                             est_wall, wall, wall / est_wall, est_cpu, cpu, cpu / est_cpu))
+                print(*(f"{v:.3g}" if isinstance(v, float) else v for v in rows[-1]), flush=True)
+    return rows
+
+
+def estimate(lengths, reps, threads) -> str:
+    """The --estimate section: method, machine, and the table."""
+    load0 = os.getloadavg()[0]
+    rows = estimate_rows(lengths, reps, threads)
+    lines = [
+        f"Written by `benchmarks/mamba.py --estimate --lengths {' '.join(map(str, lengths))} --reps {reps} "
+        f"--threads {' '.join(map(str, threads))}` on {_machine_line(threads)}; load average "
+        f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; medians of {reps} interleaved reps.",
+        "",
+        "| threads | L | pass | dense GFLOP | matmul GFLOP/s | estimate wall (s) | chunked wall (s) | × estimate "
+        "| estimate CPU (s) | chunked CPU (s) | × estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t, length, mode, gflop, rate, est_w, wall, r_w, est_c, cpu, r_c in rows:
+        lines.append(f"| {t} | {length} | {mode} | {gflop:.2f} | {rate:.1f} | {est_w:.3f} | {wall:.3f} | "
+                     f"**{r_w:.2f}×** | {est_c:.3f} | {cpu:.3f} | **{r_c:.2f}×** |")
+    return "\n".join(lines)
+
+
+def profile(length: int, threads) -> str:
+    """The --profile section: torch.profiler's ops of one forward+backward of the stack (chunked scan), by self
+    CPU time: where the time goes besides the matrix products (aten::mm)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from bber_utils.models.mamba import MambaStack
+
+    torch.set_num_threads(threads[0])
+    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND, scan="chunked")
+    x = torch.randn(BATCH, length, D_MODEL)
+    stack(x).pow(2).mean().backward()  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        stack(x).pow(2).mean().backward()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40)
+    return (f"Written by `benchmarks/mamba.py --profile --lengths {length} --threads {threads[0]}` on "
+            f"{_machine_line(threads[:1])}; load average {os.getloadavg()[0]:.1f}. One forward+backward, L = {length}, "
+            f"after a warm-up; the profiler's own overhead is in the total.\n\n```text\n{table.strip()}\n```")
+
+
+INFERENCE_FORMS = ("chunked", "sequential", "mambapy")
+MAMBAPY_MAX_BYTES = 300 * 2**20  # mambapy materialises several (B, L, ED, N) tensors: left out above this
+MAX_TOKENS = 32_000  # --inference leaves out B × L above this (minutes per rep on 2 shared cores)
+
+
+def inference_row(length: int, batch: int, reps: int):
+    """Forward-only (no grad) times of each scan form on (B, L, ED, N) = (batch, length, 512, 16), interleaved:
+    form -> (wall, CPU) medians; and the form ``scan="auto"`` picks there."""
+    import torch
+
+    from bber_utils.models import mamba
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(batch, length, ED, generator=g)
+    delta = torch.rand(batch, length, ED, generator=g) * 0.1 + 1e-3  # Δ range of Mamba's init
+    A = -torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(ED, 1)
+    B, C = torch.randn(batch, length, D_STATE, generator=g), torch.randn(batch, length, D_STATE, generator=g)
+    forms = [f for f in INFERENCE_FORMS if f != "mambapy" or 4 * u.numel() * D_STATE <= MAMBAPY_MAX_BYTES]
+    samples = {f: [] for f in forms}
+    with torch.no_grad():
+        for form in forms:  # warm-up
+            mamba.selective_scan(u, delta, A, B, C, impl=form)
+        for _ in range(reps):
+            for form in forms:
+                samples[form].append(_time_call(lambda: mamba.selective_scan(u, delta, A, B, C, impl=form)))
+        auto = mamba._auto_impl(u, A)
+    return {f: _median_times(s) for f, s in samples.items()}, auto
+
+
+def inference(lengths, batches, reps, threads, max_tokens=MAX_TOKENS) -> str:
+    """The --inference section: machine and the table (fastest form by CPU time, and auto's choice)."""
+    import torch
+
+    load0 = os.getloadavg()[0]
+    lines = [
+        f"Written by `benchmarks/mamba.py --inference --lengths {' '.join(map(str, lengths))} --batches "
+        f"{' '.join(map(str, batches))} --reps {reps} --threads {' '.join(map(str, threads))} --max-tokens "
+        f"{max_tokens}` on "
+        f"{_machine_line(threads)}; load average {load0:.1f} at start, END at end. The scan alone, "
+        f"(B, L, ED, N) = (B, L, {ED}, {D_STATE}), under `torch.no_grad`; wall / CPU median (ms) of {reps} "
+        f"interleaved reps; – = not run (mambapy above {MAMBAPY_MAX_BYTES >> 20} MiB per tensor); B × L above "
+        f"{max_tokens} not run.",
+        "",
+        f"| threads | L | B | {' | '.join(INFERENCE_FORMS)} | fastest (CPU) | auto picks |",
+        "|---|---|---|" + "---|" * len(INFERENCE_FORMS) + "---|---|",
+    ]
+    for t in threads:
+        torch.set_num_threads(t)
+        for length in lengths:
+            for batch in (b for b in batches if b * length <= max_tokens):
+                times, auto = inference_row(length, batch, reps)
+                cells = [f"{times[f][0] * 1e3:.1f} / {times[f][1] * 1e3:.1f}" if f in times else "–"
+                         for f in INFERENCE_FORMS]
+                fastest = min(times, key=lambda f: times[f][1])
+                lines.append(f"| {t} | {length} | {batch} | {' | '.join(cells)} | {fastest} | {auto} |")
+                print(lines[-1], flush=True)
+    return "\n".join(lines).replace("END", f"{os.getloadavg()[0]:.1f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--reps", type=int, default=3, help="repetitions per candidate (median reported)")
     parser.add_argument("--slow-reps", type=int, default=1,
                         help="repetitions for the slow loops (transformers default, bber sequential fwd+bwd) at L > 200")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="torch threads (--estimate / --inference: each in turn; else the first)")
     parser.add_argument("--skip", nargs="*", default=[], help="candidate names to leave out")
     parser.add_argument("--scan-only", action="store_true", help="time the scan implementations alone")
+    parser.add_argument("--estimate", action="store_true",
+                        help="matmul-bound estimate vs the chunked stack; writes its section of benchmarks/mamba.md")
+    parser.add_argument("--inference", action="store_true",
+                        help="forward-only scan forms; writes its section of benchmarks/mamba.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler of the stack's forward+backward (first length and thread count); "
+                             "writes its section of benchmarks/mamba.md")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="--inference: batch sizes")
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="--inference: leave out B × L above this")
     args = parser.parse_args(argv)
 
+    from bber_utils.core import cpu
+
+    cpu.pin()  # the CPU code paths and thread counts bber runs on, set before torch loads
     import torch
 
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     torch.manual_seed(0)
+    for flag, section in (("estimate", lambda: estimate(args.lengths, args.reps, args.threads)),
+                          ("inference", lambda: inference(args.lengths, args.batches, args.reps, args.threads, args.max_tokens)),
+                          ("profile", lambda: profile(args.lengths[0], args.threads))):
+        if getattr(args, flag):
+            text = section()
+            write_section(flag, text)
+            print(text)
+            return 0
     if args.scan_only:
         print("| scan (B, L, ED, N) | pass | implementation | wall median (s) | CPU median (s) | reps |")
         print("|---|---|---|---|---|---|")

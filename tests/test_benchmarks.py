@@ -10,11 +10,16 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("real_text_bench", ROOT / "benchmarks" / "real_text.py")
+def _load(script: str):
+    """benchmarks/<script>.py as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{script}_bench", ROOT / "benchmarks" / f"{script}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bench():
+    return _load("real_text")
 
 
 def test_plans_only_regex_and_quick():
@@ -34,9 +39,7 @@ def test_plans_only_regex_and_quick():
 def test_real_audio_table_has_the_ci_over_folds_and_seeds_per_fold_values_and_a_confusion(tmp_path, monkeypatch):
     import json
 
-    spec = importlib.util.spec_from_file_location("real_audio_bench", ROOT / "benchmarks" / "real_audio.py")
-    a = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(a)
+    a = _load("real_audio")
     assert a.dev_speaker("m5") == "m2" and a.dev_speaker("m2") == "m3"
     cm = json.dumps([[8, 1, 1], [2, 6, 2], [0, 1, 9]])
     rows = [dict(row="audio_only", fold=f, seed=s, uar=60.0 + i, war=60.0, confusion=cm, seconds=10)
@@ -72,3 +75,29 @@ def test_table_only_writes_readme_and_note_from_results(tmp_path, monkeypatch):
     for path in docs.values():
         text = path.read_text()
         assert "old" not in text and "| s | e | demo | v | 2 | 59.0 ± 1.4 |" in text and text.endswith("tail\n")
+
+
+def _mamba_bench():
+    return _load("mamba")
+
+
+def test_mamba_estimate_counts_the_dense_flops_of_the_stack():
+    """Per token and layer: in_proj 2·256·1024, x_proj 2·512·48, dt_proj 2·16·512, out_proj 2·512·256 and the
+    depthwise conv 2·512·4 multiply-adds; and the timed matrix products are the Linears' forward and backward."""
+    m = _mamba_bench()
+    per_token = 2 * 256 * 1024 + 2 * 512 * 48 + 2 * 16 * 512 + 2 * 512 * 256 + 2 * 512 * 4
+    assert m.dense_flops(200) == 4 * 8 * 200 * per_token
+    products = m.matmul_products(3, batch=2)
+    assert len(products) == 12
+    linear_flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in products.values())
+    assert 4 * linear_flops == 3 * (m.dense_flops(3, batch=2) - 4 * 2 * 3 * 2 * 512 * 4)  # 4 layers, conv apart
+
+
+def test_mamba_bench_writes_only_its_section_of_the_page(tmp_path):
+    m = _mamba_bench()
+    page = tmp_path / "mamba.md"
+    page.write_text("head\n<!-- mamba.py --estimate -->\nold\n<!-- end --estimate -->\ntail\n")
+    m.write_section("estimate", "| new |", md=page)
+    assert page.read_text() == "head\n<!-- mamba.py --estimate -->\n| new |\n<!-- end --estimate -->\ntail\n"
+    real = (ROOT / "benchmarks" / "mamba.md").read_text()
+    assert all(f"<!-- {m} --{s} -->" in real for s in ("estimate", "inference") for m in ("mamba.py", "end"))

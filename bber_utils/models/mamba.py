@@ -23,6 +23,7 @@ The scan has interchangeable implementations behind one function, :func:`selecti
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -63,7 +64,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan impl {impl!r}; choose one of {SCAN_IMPLS}")
     if impl == "auto":
-        impl = "export" if torch.compiler.is_exporting() else _auto_impl(u)
+        impl = "export" if torch.compiler.is_exporting() else _auto_impl(u, A)
     if impl == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z)  # D and z are fused into the kernel
     out_dtype = u.dtype
@@ -89,12 +90,24 @@ def _upcast(t):
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _auto_impl(u) -> str:
+# Forward only, the sequential loop beats the chunked scan on CPU (both run on ``SCAN_THREADS``) once the state
+# (B, ED, N) reaches this many elements (1 MiB in float32: batch 32 at ED 512, N 16): a chunk's (B, 16, ED, N)
+# work tensors are then 16 MiB each and every pass over them goes to memory, while the loop's per-step
+# temporaries stay in cache. Below it, and for training at every size we measured, the chunked scan is the
+# fastest (benchmarks/mamba.md, "Forward only").
+SEQUENTIAL_INFERENCE_STATE = 2**18
+
+
+def _auto_impl(u, A) -> str:
     """mamba-ssm's fused kernel on CUDA when installed; mambapy's parallel scan on other GPUs (a few big kernels
-    rather than a loop of small ones; not measured here); on CPU the chunked scan, the fastest both for
-    training and for inference in benchmarks/mamba.md."""
+    rather than a loop of small ones; not measured here). On CPU the chunked scan, except forward only (no grad)
+    with a state B·ED·N of at least ``SEQUENTIAL_INFERENCE_STATE`` elements: the sequential loop there
+    (benchmarks/mamba.md). The two agree to float32 rounding, not bit for bit."""
     if u.is_cuda:
         return "cuda" if mamba_ssm_available() else "mambapy"
+    inference = not (torch.is_grad_enabled() and (u.requires_grad or A.requires_grad))
+    if inference and u.shape[0] * u.shape[2] * A.shape[1] >= SEQUENTIAL_INFERENCE_STATE:
+        return "sequential"
     return "chunked"
 
 
@@ -109,6 +122,11 @@ def mamba_ssm_available() -> bool:
 
 def _scan_sequential(u, delta, A, B, C):
     """Reference: one step per time position. Materialises nothing of size (B, L, ED, N)."""
+    with _scan_threads():
+        return _sequential_steps(u, delta, A, B, C)
+
+
+def _sequential_steps(u, delta, A, B, C):
     batch, length, ed = u.shape
     h = u.new_zeros(batch, ed, A.shape[1])
     deltaBu = (delta * u).unsqueeze(-1)  # (B, L, ED, 1)
@@ -153,10 +171,30 @@ CHUNK = 16  # time steps per chunk: the (B, CHUNK, ED, N) temporaries stay in ca
 # while these three (B, L, ED, N) tensors take at most this many bytes: every training shape of the profiles
 # (a few MB); the benchmark stack recomputes, as nothing of that size should be first-touched on a CPU.
 KEEP_STATES_BYTES = 64 * 2**20
+# Torch threads of the stepped CPU scans (None: torch's own setting). Their loops are thousands of small ops, each
+# an OpenMP parallel region when run on several threads: on a shared machine every region waits for a thread
+# the OS has put off, and the stack ran slower with the scan on 2 threads than on 1 (benchmarks/mamba.md).
+# Elementwise ops and reductions over non-scalar outputs give the same bits on any number of threads, and so did
+# the scan's batched matrix-vector products (tests/models/test_mamba.py).
+SCAN_THREADS = 1
 
 
 def _scan_chunked(u, delta, A, B, C, chunk: int = CHUNK):
     return ChunkedScan.apply(u, delta, A, B, C, chunk)
+
+
+@contextlib.contextmanager
+def _scan_threads():
+    """Run the stepped scans (chunked and sequential) on ``SCAN_THREADS`` torch threads, restored after."""
+    threads = torch.get_num_threads()
+    if SCAN_THREADS is None or SCAN_THREADS == threads:
+        yield
+        return
+    torch.set_num_threads(SCAN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ChunkedScan(torch.autograd.Function):
@@ -172,7 +210,10 @@ class ChunkedScan(torch.autograd.Function):
         gC_t = h_tᵀ gy_t          q_t = g_t ⊙ (h_t − x_t)   (= g_t ⊙ exp(Δ_t A) ⊙ h_{t−1})
         gΔ_t = Σ_n q_t A + u_t (g_t B_t)     gu_t = Δ_t (g_t B_t)
         gA   = Σ_{b,t} q_t Δ_t             gB_t = (Δ_t u_t)ᵀ g_t
-    Kept or recomputed, the backward runs the same operations on the same values (the same bits).
+    Kept or recomputed, the backward runs the same operations on the same values (the same bits). The
+    (B, T, ED, N) temporaries that are not kept live in a few work tensors allocated once per call and reused
+    by every chunk (:class:`_Work`): a fresh tensor per chunk and operation adds its allocation and first-touch
+    page faults to the arithmetic on it (benchmarks/mamba.md).
 
     Within a chunk the recurrence is stepped rather than written as cumulative sums of log-decays
     (h_t = e^{S_t} Σ_{s≤t} e^{-S_s} x_s): we measured that form 2-3× slower on CPU (two exps and a reverse cumsum
@@ -182,65 +223,107 @@ class ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
+        with _scan_threads():
+            return ChunkedScan._forward(ctx, u, delta, A, B, C, chunk)
+
+    @staticmethod
+    def _forward(ctx, u, delta, A, B, C, chunk):
         batch, length, ed = u.shape
-        h = u.new_zeros(batch, ed, A.shape[1])  # state carried between chunks
-        y = u.new_empty(batch, length, ed)
+        n_chunks = -(-length // chunk)
         keep = any(ctx.needs_input_grad) and 3 * batch * length * ed * A.shape[1] * u.element_size() <= KEEP_STATES_BYTES
-        starts, kept = [], []
-        for s in range(0, length, chunk):
-            e = min(s + chunk, length)
-            starts.append(h)
-            dA, x = _chunk_terms(u[:, s:e], delta[:, s:e], A, B[:, s:e])
-            hs = _chunk_recurrence(dA, x, h, out=torch.empty_like(x) if keep else x)  # (B, T, ED, N)
+        starts = u.new_empty(n_chunks, batch, ed, A.shape[1])  # the state at each chunk's start
+        starts[0].zero_()
+        y = u.new_empty(batch, length, ed)
+        du = delta * u
+        work = _Work(u, A, chunk, 0 if keep else 2)
+        kept = []
+        for c in range(n_chunks):
+            s, e = c * chunk, min(c * chunk + chunk, length)
+            dA, x = work.fresh(e - s, 2) if keep else work.views(e - s)
+            _chunk_terms(delta[:, s:e], du[:, s:e], A, B[:, s:e], dA, x)
+            hs = _chunk_recurrence(dA, x, starts[c], out=torch.empty_like(x) if keep else x)  # (B, T, ED, N)
             torch.matmul(hs, C[:, s:e].unsqueeze(-1), out=y[:, s:e].unsqueeze(-1))
-            h = hs[:, -1].clone()
+            if c + 1 < n_chunks:
+                starts[c + 1].copy_(hs[:, -1])
             if keep:
                 kept.append((dA, x, hs))
         ctx.chunk, ctx.kept = chunk, kept
-        ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
+        ctx.save_for_backward(u, delta, A, B, C, starts)
         return y
 
     @staticmethod
     def backward(ctx, gy):
+        with _scan_threads():
+            return ChunkedScan._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         u, delta, A, B, C, starts = ctx.saved_tensors
         chunk, kept = ctx.chunk, ctx.kept
         length = u.shape[1]
         gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
         gB, gC = torch.empty_like(B), torch.empty_like(C)
         gA = torch.zeros_like(A)
+        du = delta * u
+        work = _Work(u, A, chunk, 2 if kept else 4)
         carry = None  # exp(Δ A) g at the first step of the chunk after this one
         for c in reversed(range(starts.shape[0])):
-            s = c * chunk
-            e = min(s + chunk, length)
+            s, e = c * chunk, min(c * chunk + chunk, length)
             d, uc, Bc, gyc = delta[:, s:e], u[:, s:e], B[:, s:e], gy[:, s:e]
             if kept:
-                dA, x, h = kept[c]
+                (dA, x, h), (g, q) = kept[c], work.views(e - s)
             else:
-                dA, x = _chunk_terms(uc, d, A, Bc)
-                h = _chunk_recurrence(dA, x, starts[c], out=torch.empty_like(x))
-            g = gyc.unsqueeze(-1) * C[:, s:e].unsqueeze(2)  # (B, T, ED, N), becomes the adjoint in place
-            gs, dAs = g.unbind(1), dA.unbind(1)
-            if carry is not None:
-                gs[-1].add_(carry)
-            for t in range(len(gs) - 2, -1, -1):
-                gs[t].addcmul_(dAs[t + 1], gs[t + 1])
-            carry = dAs[0] * gs[0]
+                dA, x, h, g = work.views(e - s)
+                _chunk_terms(d, du[:, s:e], A, Bc, dA, x)
+                q = _chunk_recurrence(dA, x, starts[c], out=h)  # h, then q in its place
+            torch.mul(gyc.unsqueeze(-1), C[:, s:e].unsqueeze(2), out=g)  # becomes the adjoint in place
+            carry = _adjoint(g, dA, carry)
 
             torch.matmul(gyc.unsqueeze(2), h, out=gC[:, s:e].unsqueeze(2))
             gB_ = torch.matmul(g, Bc.unsqueeze(-1)).squeeze(-1)  # (B, T, ED): Σ_n g B
-            torch.matmul((d * uc).unsqueeze(2), g, out=gB[:, s:e].unsqueeze(2))
+            torch.matmul(du[:, s:e].unsqueeze(2), g, out=gB[:, s:e].unsqueeze(2))
             torch.mul(d, gB_, out=gu[:, s:e])
-            q = torch.sub(h, x).mul_(g)  # (B, T, ED, N); the kept states stay as they are
-            gA += (q * d.unsqueeze(-1)).sum((0, 1))
+            torch.sub(h, x, out=q).mul_(g)  # (B, T, ED, N); the kept states stay as they are
+            gA += torch.mul(q, d.unsqueeze(-1), out=g if kept else x).sum((0, 1))
             torch.addcmul((q.mul_(A)).sum(-1), uc, gB_, out=gdelta[:, s:e])
         ctx.kept = None
         return gu, gdelta, gA, gB, gC, None
 
 
-def _chunk_terms(u, delta, A, B):
-    """Decays exp(Δ A) and inputs Δ u B of one chunk: (B, T, ED), (ED, N), (B, T, N) -> 2 × (B, T, ED, N)."""
-    dA = torch.exp(delta.unsqueeze(-1) * A)
-    x = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+class _Work:
+    """``count`` work tensors of shape (B, chunk, ED, N), allocated once and reused by every chunk of one scan;
+    ``views(T)`` gives them as contiguous (B, T, ED, N) tensors (the last chunk may be shorter)."""
+
+    def __init__(self, u, A, chunk, count):
+        self.shape = (u.shape[0], chunk, u.shape[2], A.shape[1])
+        self.u = u
+        self.flat = [u.new_empty(math.prod(self.shape)) for _ in range(count)]
+
+    def views(self, steps):
+        shape = (self.shape[0], steps, *self.shape[2:])
+        return [f[: math.prod(shape)].view(shape) for f in self.flat]
+
+    def fresh(self, steps, count):
+        return [self.u.new_empty(self.shape[0], steps, *self.shape[2:]) for _ in range(count)]
+
+
+def _adjoint(g, dA, carry):
+    """The adjoint recurrence through one chunk, in place in ``g`` (= C gy on entry): g_t += exp(Δ_{t+1} A) g_{t+1},
+    with ``carry`` (exp(Δ A) g of the next chunk's first step, None for the last chunk) added at the chunk's end.
+    Returns this chunk's carry for the chunk before it."""
+    gs, dAs = g.unbind(1), dA.unbind(1)
+    if carry is not None:
+        gs[-1].add_(carry)
+    for t in range(len(gs) - 2, -1, -1):
+        gs[t].addcmul_(dAs[t + 1], gs[t + 1])
+    return dAs[0] * gs[0]
+
+
+def _chunk_terms(delta, du, A, B, dA, x):
+    """Decays exp(Δ A) and inputs (Δ u) B of one chunk, written into ``dA`` and ``x``:
+    (B, T, ED), (B, T, ED), (ED, N), (B, T, N) -> 2 × (B, T, ED, N)."""
+    torch.mul(delta.unsqueeze(-1), A, out=dA).exp_()
+    torch.mul(du.unsqueeze(-1), B.unsqueeze(2), out=x)
     return dA, x
 
 

@@ -232,3 +232,79 @@ def test_stack_under_bfloat16_autocast_keeps_the_scan_in_float32():
     y.float().pow(2).mean().backward()
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), reference, atol=0.1, rtol=0.05)
+
+
+def _auto_form(monkeypatch, batch, ed, n, threads, grad):
+    """The scan form that ``selective_scan(impl="auto")`` runs on CPU for this state size, thread count and grad
+    mode: the sequential and chunked forms are replaced by spies that record their call."""
+    from bber_utils.models import mamba
+
+    called = []
+    for form in ("sequential", "chunked"):
+        real = getattr(mamba, f"_scan_{form}")
+        monkeypatch.setattr(mamba, f"_scan_{form}", lambda *a, _real=real, _form=form: called.append(_form) or _real(*a))
+    u, delta, A, B, C, D, z = _scan_inputs(batch, 3, ed, n, dtype=torch.float32, requires_grad=grad)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.set_grad_enabled(grad):
+            selective_scan(u, delta, A, B, C, D=D, z=z, impl="auto")
+    finally:
+        torch.set_num_threads(before)
+    assert len(called) == 1, called
+    return called[0]
+
+
+def test_auto_scan_picks_the_measured_fastest_form_on_cpu(monkeypatch):
+    """The rule of benchmarks/mamba.md ("Forward only"): forward only with a state B·ED·N of at least
+    ``SEQUENTIAL_INFERENCE_STATE`` elements, the sequential loop, whatever torch's thread count (both forms run
+    on ``SCAN_THREADS``); the chunked scan with gradients or with a smaller state."""
+    from bber_utils.models.mamba import SEQUENTIAL_INFERENCE_STATE
+
+    n = 16
+    big_ed = SEQUENTIAL_INFERENCE_STATE // n  # batch 1: a state of exactly the threshold
+    assert _auto_form(monkeypatch, 1, big_ed, n, threads=1, grad=False) == "sequential"
+    assert _auto_form(monkeypatch, 2, big_ed, n, threads=1, grad=False) == "sequential"
+    assert _auto_form(monkeypatch, 1, big_ed - 1, n, threads=1, grad=False) == "chunked"
+    assert _auto_form(monkeypatch, 1, big_ed, n, threads=2, grad=False) == "sequential"
+    assert _auto_form(monkeypatch, 1, big_ed - 1, n, threads=2, grad=False) == "chunked"
+    assert _auto_form(monkeypatch, 1, big_ed, n, threads=1, grad=True) == "chunked"
+
+
+def test_auto_scan_keeps_the_chunked_form_for_the_demo_training_and_its_evaluation(monkeypatch):
+    """The demo trains (batch 32) and evaluates (eval_batch_size 64, no grad) a Mamba of hidden_dim 32 (ED 64,
+    N 8) on 1 or 2 threads: the chunked scan in every case, so its numbers stay bit for bit what they were."""
+    for threads in (1, 2):
+        for batch, grad in ((32, True), (64, False)):
+            assert _auto_form(monkeypatch, batch, 64, 8, threads=threads, grad=grad) == "chunked"
+
+
+def test_stepped_scans_run_on_scan_threads_with_the_same_bits(monkeypatch):
+    """The chunked scan (forward and backward) and the sequential loop run on ``SCAN_THREADS`` torch threads
+    whatever torch's setting, and give the same bits as on torch's 2 threads (chunks big enough for every op to
+    be split between threads there)."""
+    from bber_utils.models import mamba
+
+    inputs = _scan_inputs(4, 37, 64, 16, dtype=torch.float32, requires_grad=True)
+    grad_y = torch.randn(4, 37, 64)
+    seen = []
+    recurrence = mamba._chunk_recurrence
+    monkeypatch.setattr(mamba, "_chunk_recurrence", lambda *a, **k: seen.append(torch.get_num_threads()) or recurrence(*a, **k))
+    monkeypatch.setattr(mamba, "KEEP_STATES_BYTES", 0)  # the backward recomputes: its threads are seen too
+
+    def run():
+        y = selective_scan(*inputs[:5], impl="chunked")
+        return [y, *torch.autograd.grad(y, inputs[:5], grad_y), selective_scan(*inputs[:5], impl="sequential")]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one_thread = run()
+        assert seen and set(seen) == {mamba.SCAN_THREADS} and torch.get_num_threads() == 2
+        monkeypatch.setattr(mamba, "SCAN_THREADS", None)
+        seen.clear()
+        two_threads = run()
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(one_thread, two_threads))
