@@ -101,3 +101,39 @@ def test_mamba_bench_writes_only_its_section_of_the_page(tmp_path):
     assert page.read_text() == "head\n<!-- mamba.py --estimate -->\n| new |\n<!-- end --estimate -->\ntail\n"
     real = (ROOT / "benchmarks" / "mamba.md").read_text()
     assert all(f"<!-- {m} --{s} -->" in real for s in ("estimate", "inference") for m in ("mamba.py", "end"))
+
+
+def test_study_profile_sums_each_settings_runs_and_leaves_out_notebook_06s_run(tmp_path):
+    import json
+    import os
+
+    sp = _load("study_profile")
+    wd = tmp_path / "w"
+    runs = {"a-s1": (10.0, {"inputs_s": 1.0, "stage1_s": 6.0, "stage2_s": 3.0}), "a-s2": (20.0, {}),
+            "b-s1": (5.0, {"inputs_s": 2.0, "stage1_s": 0.5, "stage2_s": 2.5}), "n06": (99.0, {})}
+    for name, (wall, phases) in runs.items():
+        folder = wd / "train" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"seed": 1, "wall_time_s": wall, "phases": phases}))
+        if name != "n06":  # notebook 06's run has no params.yaml: the study only read it
+            (folder / "params.yaml").write_text("x: 1\n")
+            os.utime(folder / "params.yaml", (1000.0, 1000.0))
+            os.utime(folder / "metrics.json", (1000.0 + wall + 2, 1000.0 + wall + 2))
+    (wd / "ablations").mkdir()
+    pd.DataFrame({"setting": ["a", "a", "b"], "runs": ["a-s1;a-s2", "a-s1;a-s2", "b-s1;n06"]}).to_csv(
+        wd / "ablations" / "study.csv", index=False)
+    rows = sp.run_rows(wd)
+    assert sorted(rows["run"]) == ["a-s1", "a-s2", "b-s1"]
+    md = sp.table(rows)
+    assert "| a | 2 | 34.0 | 4.0 | 30.0 | 1.0 | 6.0 | 3.0 |" in md  # a run without phases adds to wall only
+    assert "| all runs | 3 | 41.0 | 6.0 | 35.0 | 3.0 | 6.5 | 5.5 |" in md
+
+
+def test_reproduce_compare_puts_two_summaries_side_by_side(tmp_path):
+    rc = _load("reproduce_compare")
+    before = pd.DataFrame({"notebook": ["01", "07"], "seconds": [10.0, 100.0], "cpu_seconds": [12.0, 190.0],
+                           "peak_rss_mb": [500, 700]})
+    after = before.assign(seconds=[9.0, 80.0], cpu_seconds=[11.0, 150.0])
+    md = rc.compare(before, after)
+    assert "| 07 | 100.0 | 80.0 | -20.0 | 190.0 | 150.0 |" in md
+    assert "| all notebooks | 110.0 | 89.0 | -21.0 | 202.0 | 161.0 |" in md
