@@ -312,7 +312,7 @@ def cross_attention(model, batch, index: int = 0, layer: int = 0):
 
 
 def scan_code() -> str:
-    """The selective scan's reference code path (``models.mamba._scan_sequential``) and which implementation
+    """The selective scan's reference loop (``models.mamba._sequential_steps``) and which implementation
     ``impl="auto"`` runs on this machine's CPU, as Markdown."""
     import inspect
 
@@ -320,10 +320,13 @@ def scan_code() -> str:
 
     from bber_utils.models import mamba
 
-    source = inspect.getsource(mamba._scan_sequential)
-    picked = mamba._auto_impl(torch.zeros(1))
-    return (f"```python\n{source}```\n\nOn this CPU `selective_scan(..., impl=\"auto\")` runs `{picked}`, the "
-            "same recurrence over chunks of time steps (checked against the loop above in tests/models/).")
+    source = inspect.getsource(mamba._sequential_steps)
+    picked = mamba._auto_impl(torch.zeros(1, 1, 1, requires_grad=True), torch.zeros(1, 1))  # training
+    return (f"```python\n{source}```\n\nOn this CPU `selective_scan(..., impl=\"auto\")` runs `{picked}` while "
+            "training, the same recurrence over chunks of time steps (checked against the loop above in "
+            "tests/models/); forward only with a large state (batch x channels x state size of at least "
+            f"{mamba.SEQUENTIAL_INFERENCE_STATE:,}) it runs this loop itself, the faster of the two there "
+            "(benchmarks/mamba.md).")
 
 
 def optimiser_table(model, cfg: dict) -> pd.DataFrame:

@@ -59,7 +59,7 @@ def test_06_walks_through_the_model_and_the_metrics(smoke_run):
     dirs, _ = smoke_run
     text = json.dumps(_outputs(dirs.notebooks / "06_train.ipynb"), ensure_ascii=False)
     for needle in ("cross.layers.0", "(model)", "bigraphformer", "paper sizes", "imbalanced", "best dev epoch",
-                   "graph.conv1", "gate", "audio ↔ text", "_scan_sequential", "AdamW", "audio_pool",
+                   "graph.conv1", "gate", "audio ↔ text", "_sequential_steps", "AdamW", "audio_pool",
                    "Takeaway: each row is one audio step", "Takeaway: the gate takes", "largest confusions",
                    "default (the paper's)", "demo_en-test"):
         assert needle in text, needle
