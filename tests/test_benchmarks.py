@@ -88,5 +88,6 @@ def test_findings_pair_the_rows_by_seed_and_name_the_best_against_the_goal():
     assert ("`e5-words demo cw=0.5` WF1 62.0 ± 2.0 (UAR 40.0 ± 1.0) against `e5-words demo cw=1.0` 60.7 ± 2.1 "
             "(UAR 40.7 ± 0.6): WF1 +1.3, ahead in 2/3 seeds; UAR -0.7.") in text
     assert "WF1 -10.0, ahead in 0/1 seeds" in text  # cw=0.5 against cw=0, over the one seed both have
-    assert "reached.** The best row over 3 seeds is `text_only mamba e5-words cw=0.5`: 62.0 ± 2.0." in text
+    assert ("reached.** The best row over 3 seeds is `text_only mamba e5-words cw=0.5`: 62.0 ± 2.0; the best of all, "
+            "one fit: `text_only mamba e5-words cw=0`, 70.0.") in text
     assert "not reached" in b.findings(res.assign(wf1=res["wf1"] - 1))
