@@ -26,13 +26,13 @@ def test_plans_only_regex_and_quick():
     b = _bench()
     quick = b.plans("quick")
     assert quick and all(r["seeds"] == [1] and r["encoder"] == "e5-words" for r in quick)
-    ctx = b.plans("full", r"context=\d mean speaker")
+    ctx = b.plans("full", r"cw=0.5 context=\d mean speaker")
     assert [r["overrides"]["text_context"] for r in ctx] == [2, 4]
     assert all(r["overrides"]["class_weight_power"] == 0.5 and r["overrides"]["text_context_mode"] == "mean"
                and r["overrides"]["text_context_speaker"] for r in ctx)
     weights = b.plans("full", r"^e5-words demo cw=[\d.]+$")
     assert [r["overrides"]["class_weight_power"] for r in weights] == [0.5, 1.0, 0.0]
-    assert [len(r["seeds"]) for r in weights] == [3, 3, 1]
+    assert [len(r["seeds"]) for r in weights] == [3, 3, 3]
     assert b.encoder_params("e5-sentence") == {"text_encoder": "e5-words", "text_max_tokens": 1}
 
 
@@ -67,7 +67,8 @@ def test_table_only_writes_readme_and_note_from_results(tmp_path, monkeypatch):
     docs = {}
     for name in ("README", "NOTE"):
         docs[name] = tmp_path / f"{name}.md"
-        docs[name].write_text(f"head\n{b.MARK_START}\nold\n{b.MARK_END}\ntail\n")
+        findings = f"{b.FINDINGS_START}\nold\n{b.FINDINGS_END}\n" if name == "NOTE" else ""
+        docs[name].write_text(f"head\n{b.MARK_START}\nold\n{b.MARK_END}\n{findings}tail\n")
         monkeypatch.setattr(b, name, docs[name])
     monkeypatch.setattr(b, "RESULTS", res)
     monkeypatch.setattr(b, "TABLE", tmp_path / "t.md")
@@ -75,6 +76,7 @@ def test_table_only_writes_readme_and_note_from_results(tmp_path, monkeypatch):
     for path in docs.values():
         text = path.read_text()
         assert "old" not in text and "| s | e | demo | v | 2 | 59.0 ± 1.4 |" in text and text.endswith("tail\n")
+    assert "The best row over 2 seeds is `s e v`: 59.0 ± 1.4." in docs["NOTE"].read_text()
 
 
 def _mamba_bench():
@@ -137,3 +139,20 @@ def test_reproduce_compare_puts_two_summaries_side_by_side(tmp_path):
     md = rc.compare(before, after)
     assert "| 07 | 100.0 | 80.0 | -20.0 | 190.0 | 150.0 |" in md
     assert "| all notebooks | 110.0 | 89.0 | -21.0 | 202.0 | 161.0 |" in md
+
+
+def test_findings_pair_the_rows_by_seed_and_name_the_best_against_the_goal():
+    b = _bench()
+    row = lambda variant, seed, wf1, uar: dict(step="text_only mamba", encoder="e5-words", size="demo",  # noqa
+                                               variant=variant, seed=seed, wf1=wf1, uar=uar, war=0, mf1=0, seconds=1)
+    res = pd.DataFrame([row("cw=0.5", 1, 60.0, 40.0), row("cw=0.5", 2, 62.0, 41.0), row("cw=0.5", 3, 64.0, 39.0),
+                        row("cw=1.0", 1, 59.0, 41.0), row("cw=1.0", 2, 63.0, 41.0), row("cw=1.0", 3, 60.0, 40.0),
+                        row("cw=0", 1, 70.0, 10.0)])  # one seed only: not the best of the 3-seed rows
+    text = b.findings(res)
+    # paired by seed: WF1 +1, -1, +4 -> +1.3, ahead in 2 of 3; UAR -1, 0, -1 -> -0.7
+    assert ("`e5-words demo cw=0.5` WF1 62.0 ± 2.0 (UAR 40.0 ± 1.0) against `e5-words demo cw=1.0` 60.7 ± 2.1 "
+            "(UAR 40.7 ± 0.6): WF1 +1.3, ahead in 2/3 seeds; UAR -0.7.") in text
+    assert "WF1 -10.0, ahead in 0/1 seeds" in text  # cw=0.5 against cw=0, over the one seed both have
+    assert ("reached.** The best row over 3 seeds is `text_only mamba e5-words cw=0.5`: 62.0 ± 2.0; the best of all, "
+            "one fit: `text_only mamba e5-words cw=0`, 70.0.") in text
+    assert "not reached" in b.findings(res.assign(wf1=res["wf1"] - 1))

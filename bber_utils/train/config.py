@@ -27,6 +27,7 @@ from bber_utils.augment.tug import MIX_MODES
 from bber_utils.core.device import DEVICE_CHOICES
 from bber_utils.core.errors import ConfigError, check_model_spec, unknown
 from bber_utils.core.parameters import field_comments
+from bber_utils.corpora import class_weight_power_for
 from bber_utils.features.normalise import AUDIO_NORMS
 from bber_utils.features.text_encoders import OFFLINE_TEXT_ENCODERS
 from bber_utils.models import MODEL_NAMES
@@ -58,15 +59,24 @@ def control(default: Any, listed: bool = True) -> Any:
     return dataclasses.field(default=default, metadata={"control": True, "later": default, "unlisted": True})
 
 
-def later(default: Any, listed: bool = True, **stage1_how: Any) -> Any:
+def later(default: Any, listed: bool = True, per_corpus: bool = False, **stage1_how: Any) -> Any:
     """A key added after runs were named: left out of the run hash (and of the stage-1 key, with ``stage1_how``)
     while it holds ``default``, the value those runs had, so their names and caches stay valid. ``listed=False``:
     also left out of ``to_dict`` (``metrics.json``, a checkpoint's settings) at ``default``, so the files of runs
-    that never set it stay byte for byte what they were."""
+    that never set it stay byte for byte what they were. ``per_corpus``: the key defaults to None, the training
+    corpora's value (``TrainConfig.for_corpora``; ``default`` where they have none), and None is hashed like
+    ``default`` (a name computed before the corpora are known)."""
     meta = {"later": default, **({"stage1": stage1_how.pop("slot"), **stage1_how} if stage1_how else {})}
     if not listed:
         meta["unlisted"] = True
-    return dataclasses.field(default=default, metadata=meta)
+    if per_corpus:
+        meta["per_corpus"] = True
+    return dataclasses.field(default=None if per_corpus else default, metadata=meta)
+
+
+def _at_default(value: Any, meta: Any) -> bool:
+    """True when a ``later`` key holds the value runs had before it (or, per corpus, is not yet resolved)."""
+    return "later" in meta and (value == meta["later"] or (value is None and bool(meta.get("per_corpus"))))
 
 
 @dataclass
@@ -97,7 +107,7 @@ class TrainConfig:
     label_smoothing: float = stage1(0.0, "targets.1")  # uniform smoothing of one-hot targets (the baseline to LS-LLM)
     augment_unimodal: bool = False        # also train stage 1 of a fusion model on the augmented rows and targets
     balanced_sampling: bool = stage1(True, "opt.6")  # multi-corpus: each corpus drawn equally often per epoch
-    class_weight_power: float = later(1.0, slot="class_weight_power", cast=float)  # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none)
+    class_weight_power: float | None = later(1.0, per_corpus=True, slot="class_weight_power", cast=float)  # loss weights = balanced weights ** power (1 balanced, 0.5 sqrt, 0 none); None: the corpora's (bber_utils.corpora.CLASS_WEIGHT_POWER: 0.5 for MELD alone, else 1)
     # --- features ---
     audio_encoder: str = "logmel"         # bber_utils.features.build_audio_encoder spec (name, hub id, path)
     text_encoder: str = "e5-words"        # bber_utils.features.build_text_encoder spec
@@ -193,10 +203,17 @@ class TrainConfig:
         """The keys that change the numbers (for run names and resume checks)."""
         meta = {f.name: f.metadata for f in dataclasses.fields(self)}
         out = {k: v for k, v in self.to_dict().items()
-               if not meta[k].get("control") and not ("later" in meta[k] and v == meta[k]["later"])}
+               if not meta[k].get("control") and not _at_default(v, meta[k])}
         if not self.stage1_choice_matters():  # no run name changes where the key changes nothing
             del out["augment_unimodal"]
         return out
+
+    def for_corpora(self, corpora: list[str]) -> "TrainConfig":
+        """This config for training on ``corpora``: a key left to the corpora (``class_weight_power`` None) set
+        to their value (``corpora.class_weight_power_for``), so the run's hash, caches and files hold it."""
+        if self.class_weight_power is not None:
+            return self
+        return dataclasses.replace(self, class_weight_power=class_weight_power_for(corpora))
 
     def augmented(self) -> bool:
         """True when the train rows or targets differ from the original one-hot ones."""
@@ -234,7 +251,7 @@ def stage1_key(tc: TrainConfig, modality: str) -> dict[str, Any]:
     key: dict[str, Any] = {}
     for f in dataclasses.fields(tc):
         how, value = f.metadata, getattr(tc, f.name)
-        if "stage1" not in how or ("later" in how and value == how["later"]):
+        if "stage1" not in how or _at_default(value, how):
             continue
         if how["stage1"] == "model":
             if f.name in sizes:  # ModelConfig leaves a later key out at its own default

@@ -92,6 +92,7 @@ def _train(tc: TrainConfig) -> RunResult:
     check_writable(workdir_path(tc.workdir) / "train", "training writes its run folder there; make it writable "
                                                        "or choose another workdir=")
     loop.seed_everything(tc.seed)
+    tc = tc.for_corpora(inputs.resolve_corpora(tc.train_corpora, tc.workdir))  # the corpora's defaults
     data = _load_inputs(tc)
     run_name, run_dir = _open_run_dir(tc, data.corpora)
     phases = {"inputs_s": time.perf_counter() - t_start}  # where the run's time goes (metrics.json "phases")
@@ -163,7 +164,7 @@ def data_fingerprint_for(cfg: dict[str, Any] | TrainConfig) -> str:
     """The fingerprint of the data a run of ``cfg`` reads now (``metrics.json``'s ``data``), without training
     (missing features are extracted, as training would): a study reuses a finished run only when it matches."""
     tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    return _load_inputs(tc).fingerprint
+    return _load_inputs(tc.for_corpora(inputs.resolve_corpora(tc.train_corpora, tc.workdir))).fingerprint
 
 
 def _data_fingerprint(tc: TrainConfig, data: _Inputs) -> str:
@@ -203,12 +204,14 @@ def default_run_name(tc: "TrainConfig", corpora: list[str] | None = None, resolv
     """``{model}[-sds..][-tug..][-ls..]-s{seed}-{hash}``; ``"all"`` is resolved to the corpus list *before*
     hashing, so ``train_corpora="all"`` and the same corpora named one by one give one run (notebook 06's run is
     reused by notebook 07). Without manifests to resolve against, the value is hashed as given."""
-    identity = tc.identity()
     if corpora is None and resolve:
         try:
             corpora = inputs.resolve_corpora(tc.train_corpora, tc.workdir)
         except FileNotFoundError:
             corpora = None
+    if corpora is not None:  # the corpora's defaults (TrainConfig.for_corpora) are hashed as the run has them
+        tc = tc.for_corpora(corpora)
+    identity = tc.identity()
     if corpora is not None:
         identity["train_corpora"] = list(corpora)
     tags = [f"{short}{getattr(tc, key)}" for key, short in (("sds_ratio", "sds"), ("tug_ratio", "tug"),

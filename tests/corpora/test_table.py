@@ -249,6 +249,35 @@ def test_class_weight_power_scales_loss_weights_and_keeps_default_names(tmp_path
         tr.TrainConfig.from_dict({**common, "class_weight_power": -1})
 
 
+def test_a_meld_run_that_sets_no_class_weighting_trains_with_square_root_weights(tmp_path, monkeypatch):
+    """MELD's default ``class_weight_power`` is 0.5 (``corpora.CLASS_WEIGHT_POWER``): the loss weights are
+    sqrt(balanced), and the run is the one that sets 0.5 (same folder, reused; 0.5 in its metrics.json)."""
+    import json
+
+    import bber_utils.train as tr
+    from bber_utils.features.extract import extract_all
+    from bber_utils.study.registry import run_name_for
+    from bber_utils.train import loop
+    from bber_utils.train.loss import class_weights
+
+    work = tmp_path / "w"
+    prepare_table(_dialogue_table(tmp_path), work, corpus="meld")
+    extract_all(work, text_spec="hashgram", progress=False)
+    seen, real_fit = [], loop.fit
+    monkeypatch.setattr(loop, "fit", lambda *a, **kw: seen.append(np.asarray(kw["weights"])) or real_fit(*a, **kw))
+    common = dict(workdir=str(work), model="text_only", text_encoder="hashgram", epochs=1, unimodal_epochs=1,
+                  hidden_dim=8, num_heads=2, mamba_layers=1, mamba_d_state=4, mamba_d_conv=2, out_features=8,
+                  batch_size=8, device="cpu", progress=False, num_threads=1)
+    default = tr.train(common)
+    labels = pd.read_parquet(work / "manifests" / "meld_train.parquet")["label"]
+    ids = np.array([CLASSES.index(x) for x in labels])
+    balanced = class_weights(ids, sorted(set(ids.tolist())))
+    assert len(seen) == 1 and np.allclose(seen[0], np.sqrt(balanced), atol=1e-6)
+    assert json.loads((default.run_dir / "metrics.json").read_text())["config"]["class_weight_power"] == 0.5
+    assert tr.train({**common, "class_weight_power": 0.5}).run_dir == default.run_dir and len(seen) == 1
+    assert run_name_for(common, work) == default.run_dir.name  # a study finds the run under the name it was given
+
+
 # ------------------------------------------------------------------------------------ hostile tables (issue 25)
 def _dialogues(n_dia=10, n_utt=3, **extra):
     return [{"text": f"t {d} {u}", "label": "joy", "dialogue_id": d, "utterance_id": u, **extra}

@@ -231,3 +231,24 @@ def test_keys_added_later_leave_earlier_run_names_and_recorded_configs_unchanged
     assert tc3.to_dict()["parallel_stage1"] is False and tc3.identity() == tc.identity()
     with pytest.raises(Exception, match="audio_norm"):
         TrainConfig.from_dict({"audio_norm": "speakers"})
+
+
+def test_class_weight_power_defaults_per_corpus_and_leaves_other_corpora_unchanged():
+    """Unset, ``class_weight_power`` is the corpora's: 0.5 for MELD alone (square-root weights, the higher dev WF1
+    on MELD's official splits: benchmarks/real_text.md); 1 (the paper's balanced weights) for the demo corpus,
+    any other corpus and a mix, hashed and cached exactly as runs that set 1 were, so demo results do not move."""
+    from bber_utils.train.config import stage1_key
+
+    unset = TrainConfig.from_dict({})
+    assert unset.class_weight_power is None
+    for corpora, power in ((["meld"], 0.5), (["demo_en", "demo_ru"], 1.0), (["meld", "resd"], 1.0),
+                           (["resd"], 1.0), (["smoke"], 1.0)):
+        tc = unset.for_corpora(corpora)
+        explicit = TrainConfig.from_dict({"class_weight_power": power})
+        assert tc.class_weight_power == power, corpora
+        assert tc.identity() == explicit.identity() and stage1_key(tc, "text") == stage1_key(explicit, "text")
+    assert "class_weight_power" not in unset.for_corpora(["demo_en", "demo_ru"]).identity()
+    # a name computed before the corpora are known (no manifests yet) is the one runs had before this default
+    assert unset.identity() == TrainConfig.from_dict({"class_weight_power": 1.0}).identity()
+    assert stage1_key(unset, "audio") == stage1_key(TrainConfig.from_dict({"class_weight_power": 1.0}), "audio")
+    assert TrainConfig.from_dict({"class_weight_power": 1.0}).for_corpora(["meld"]).class_weight_power == 1.0
