@@ -172,11 +172,12 @@ CHUNK = 16  # time steps per chunk: the (B, CHUNK, ED, N) temporaries stay in ca
 # (a few MB); the benchmark stack recomputes, as nothing of that size should be first-touched on a CPU.
 KEEP_STATES_BYTES = 64 * 2**20
 # Torch threads of the stepped CPU scans (None: torch's own setting). Their loops are thousands of small ops, each
-# an OpenMP parallel region when run on several threads: on a shared machine every region waits for a thread
-# the OS has put off, and the stack ran slower with the scan on 2 threads than on 1 (benchmarks/mamba.md).
+# an OpenMP parallel region when run on several threads: on a loaded machine every region waits for a thread the
+# OS has put off, and there the stack ran 1.5-4.5x slower with the scan on 2 threads than on 1; on the same
+# machine idle, 2 threads were faster (benchmarks/mamba.md). 1 suits a shared machine; the default keeps torch's.
 # Elementwise ops and reductions over non-scalar outputs give the same bits on any number of threads, and so did
 # the scan's batched matrix-vector products (tests/models/test_mamba.py).
-SCAN_THREADS = 1
+SCAN_THREADS: int | None = None
 
 
 def _scan_chunked(u, delta, A, B, C, chunk: int = CHUNK):
