@@ -3,6 +3,7 @@ command as ``python -m bber_utils.cli train --config CONFIG`` (the same ``main``
 pinned CPU environment), without the 3-4 CPU seconds of imports (torch, the torch compiler its optimisers load,
 pandas, the package) that each run of a study paid before.
 
+Only the runs of a study or sweep (inside ``serving``) are forked; ``run_one`` on its own starts a fresh process.
 The server is ``python -m bber_utils.cli _train-server`` (``serve``), started by ``TrainServer`` with its stdin
 and stdout as pipes. For each request line ``{"argv": [...], "log": PATH}`` it forks a child that writes its
 output to ``PATH`` and runs ``main(argv)``, answers ``{"pid": N}``, waits for the child and answers
@@ -16,6 +17,7 @@ reproduce``). A server that dies ends its run with the server's status; the next
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -23,10 +25,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import Callable
 
 from bber_utils.core.paths import REPO_ROOT
+from bber_utils.core.processes import die_with_parent
 
 SERVE = "_train-server"  # the argument of ``python -m bber_utils.cli`` that runs ``serve`` instead of a command
 COMMAND = "bber_utils.cli"
@@ -36,10 +40,31 @@ _LOCAL = threading.local()
 _LOCK = threading.Lock()
 
 
+_STUDIES = [0]  # studies and sweeps running now (``serving``): only their runs are forked
+
+
 def enabled() -> bool:
-    """On Linux (``os.fork``), unless ``BBER_FORK_TRAIN=0`` (then each run is a fresh ``python -m
-    bber_utils.cli train``)."""
-    return sys.platform.startswith("linux") and os.environ.get("BBER_FORK_TRAIN", "1") != "0"
+    """Inside a study or sweep (``serving``), on Linux (``os.fork``), unless ``BBER_FORK_TRAIN=0``; otherwise
+    each run is a fresh ``python -m bber_utils.cli train`` (a ``run_one`` on its own keeps no server, so a long
+    session never trains with code or settings older than its own)."""
+    return (_STUDIES[0] > 0 and sys.platform.startswith("linux")
+            and os.environ.get("BBER_FORK_TRAIN", "1") != "0")
+
+
+@contextlib.contextmanager
+def serving():
+    """The runs of a study or sweep inside this block are forked from training servers, closed at its end (and
+    waited for, so that their CPU time and memory count among this process's children)."""
+    with _LOCK:
+        _STUDIES[0] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _STUDIES[0] -= 1
+            last = _STUDIES[0] == 0
+        if last:
+            stop_servers()
 
 
 def is_plain_train_command(argv: list[str], config) -> bool:
@@ -73,6 +98,7 @@ def _run_child(run_command: Callable[[list[str]], int], argv: list[str], log: st
     """In the forked child: output to ``log``, the default Ctrl-C, then the command; exits with its status."""
     code = 1
     try:
+        die_with_parent()
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -83,8 +109,13 @@ def _run_child(run_command: Callable[[list[str]], int], argv: list[str], log: st
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.default_int_handler)
         code = run_command(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # as Python exits: an int is the status, anything else is printed, status 1
+        code = exc.code if isinstance(exc.code, int) or exc.code is None else 1
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
     except BaseException:  # noqa: BLE001 - as an uncaught exception of `python -m`: the traceback, status 1
         traceback.print_exc()
     finally:
@@ -95,44 +126,60 @@ def _run_child(run_command: Callable[[list[str]], int], argv: list[str], log: st
 
 # ------------------------------------------------------------------------------------------- the study's side
 class TrainServer:
-    """One server process (started here, from this process's environment, in the repository's root)."""
+    """One server process (started here, from this process's environment, in the repository's root). Its answers
+    are read by one thread at a time (``lock``): a study's worker waiting for its run and the main thread stopping
+    it on Ctrl-C read the same pipe."""
 
     def __init__(self, command: list[str] | None = None):
         self.proc = subprocess.Popen(command or [sys.executable, "-m", COMMAND, SERVE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, cwd=str(REPO_ROOT))
+        self.lock = threading.Lock()
+        self.pending = b""  # the start of an answer line not complete yet
+        self.run: ForkedRun | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def start(self, argv: list[str], log) -> "ForkedRun":
-        """Fork ``main(argv)`` with its output appended to ``log``."""
+        """Fork ``main(argv)`` with its output appended to ``log`` (a previous run not waited for is killed and
+        its answer read first)."""
+        if self.run is not None and self.run.poll() is None:
+            self.run.kill()
+            self.run.wait(30)
         self.proc.stdin.write(json.dumps({"argv": argv, "log": str(log)}).encode() + b"\n")
         self.proc.stdin.flush()
-        answer = self.read(None)
+        with self.lock:
+            answer = self.read(60)
         if answer is None or "pid" not in answer:
             raise RuntimeError(f"the training server (pid {self.proc.pid}) stopped before starting a run "
-                               f"(status {self.proc.wait()})")
-        return ForkedRun(self, int(answer["pid"]))
+                               f"(status {self.proc.poll()})")
+        self.run = ForkedRun(self, int(answer["pid"]))
+        return self.run
 
     def read(self, timeout: float | None) -> dict | None:
-        """The next answer line, None at end of file; ``subprocess.TimeoutExpired`` when none comes in time.
-        Read a byte at a time from the pipe itself, so nothing waits in a buffer that ``select`` cannot see."""
-        fd, line = self.proc.stdout.fileno(), b""
-        while not line.endswith(b"\n"):
-            if not line and timeout is not None and not select.select([fd], [], [], timeout)[0]:
+        """The next answer line, None at end of file; ``subprocess.TimeoutExpired`` when none is complete in time
+        (what arrived is kept for the next call). Read a byte at a time from the pipe itself, so nothing waits in
+        a buffer that ``select`` cannot see. The caller holds ``lock``."""
+        fd = self.proc.stdout.fileno()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.pending.endswith(b"\n"):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left is not None and not select.select([fd], [], [], left)[0]:
                 raise subprocess.TimeoutExpired("bber training server", timeout)
             byte = os.read(fd, 1)
             if not byte:
                 return None
-            line += byte
+            self.pending += byte
+        line, self.pending = self.pending, b""
         return json.loads(line)
 
     def close(self) -> None:
         """Close its input (the loop ends) and wait for it; killed after 10 s."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -141,15 +188,25 @@ class TrainServer:
 
 
 class ForkedRun:
-    """One run of a ``TrainServer``, with ``subprocess.Popen``'s waiting and stopping methods."""
+    """One run of a ``TrainServer``, with ``subprocess.Popen``'s waiting and stopping methods (thread-safe)."""
 
     def __init__(self, server: TrainServer, pid: int):
         self.server, self.pid, self.returncode = server, pid, None
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            answer = self.server.read(timeout)
-            self.returncode = int(answer["exit"]) if answer else (self.server.proc.wait() or -signal.SIGKILL)
+        acquired = self.server.lock.acquire(timeout=-1 if timeout is None else timeout)
+        if not acquired:
+            raise subprocess.TimeoutExpired(f"bber train (pid {self.pid})", timeout)
+        try:
+            if self.returncode is None:
+                answer = self.server.read(timeout)
+                if answer is None:  # the server died: so does its run (PR_SET_PDEATHSIG), as a killed process
+                    self._signal(signal.SIGKILL)
+                    self.returncode = -signal.SIGKILL
+                else:
+                    self.returncode = int(answer["exit"])
+        finally:
+            self.server.lock.release()
         return self.returncode
 
     def poll(self) -> int | None:

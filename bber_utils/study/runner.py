@@ -201,10 +201,8 @@ def run_sweep(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     if study_runner == "submitit":
         return run_on_cluster(jobs, workdir, base.get("slurm"), runner, progress)
     runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
-    try:
+    with forked.serving():  # its runs forked from a training server, closed at the end
         return [runner(params, workdir) for params in tqdm(jobs, desc="runs", disable=not progress)]
-    finally:  # its runs' CPU time and memory then count among this process's children
-        forked.stop_servers()
 
 
 def run_on_cluster(jobs: list[dict[str, Any]], workdir: str | os.PathLike, slurm: dict | None,

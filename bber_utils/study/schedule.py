@@ -46,10 +46,8 @@ def run_study(base: dict[str, Any], settings: list[dict[str, Any]], seeds: Itera
     else:
         runner = runner or (lambda p, wd: run_one(p, wd, study_runner=study_runner))
         folders = []  # list.append is atomic: the worker threads share it
-        try:
+        with forked.serving():  # its runs forked from training servers, closed (and waited for) at the end
             _run_scheduled(jobs, lambda p: folders.append(runner(p, workdir)), max(1, int(workers)))
-        finally:  # its runs' CPU time and memory then count among this process's children
-            forked.stop_servers()
     registry = load_registry(workdir)
     if folders and all(f is not None for f in folders):  # this study's runs only, not every run in the folder
         registry = registry[registry["run"].isin({Path(f).name for f in folders})]

@@ -23,6 +23,7 @@ import types
 import warnings
 from typing import Any
 
+from bber_utils.core.processes import die_with_parent
 from bber_utils.train import unimodal
 from bber_utils.train.config import TrainConfig
 from bber_utils.train.distributed import dist_info
@@ -95,6 +96,10 @@ def _start_text_process(tc1: TrainConfig, store, args: dict):
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
         side.start()
+    except Exception as exc:  # noqa: BLE001 - e.g. a store that cannot be pickled: train it here instead
+        warnings.warn(f"stage 1: no second process ({type(exc).__name__}: {exc}); training the text-only encoder "
+                      f"here", stacklevel=3)
+        return None
     finally:
         sys.modules["__main__"] = main
     print("stage 1: the text-only encoder trains in a second process beside the audio-only one", flush=True)
@@ -105,6 +110,7 @@ def _text_stage1(tc1: TrainConfig, store, args: dict) -> None:
     """Entry point of the second process: the same thread count and determinism settings as ``train``."""
     import torch
 
+    die_with_parent()  # a run killed on Ctrl-C takes its stage-1 process with it
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     quiet = TrainConfig.from_dict({**tc1.to_dict(), "progress": False})

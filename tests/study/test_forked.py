@@ -53,11 +53,13 @@ def test_a_forked_run_is_the_run_a_fresh_bber_train_makes(tmp_path, monkeypatch)
                         real_start(self, argv, log))
     runs = {}
     for how in ("fresh", "forked"):
-        monkeypatch.setenv("BBER_FORK_TRAIN", "1" if how == "forked" else "0")
         wd = real_workdir(tmp_path / how)
-        runs[how] = runner.run_one(_params(wd, run_name="r"), wd)
-    forked.stop_servers()
-    assert len(starts) == 1 and starts[0][:2] == ["train", "--config"]
+        if how == "fresh":  # run_one on its own: a fresh `python -m bber_utils.cli train`
+            runs[how] = runner.run_one(_params(wd, run_name="r"), wd)
+        else:
+            with forked.serving():  # as in a study or sweep
+                runs[how] = runner.run_one(_params(wd, run_name="r"), wd)
+    assert len(starts) == 1 and starts[0][:2] == ["train", "--config"] and not forked._SERVERS
     a, b = (json.loads((runs[h] / "metrics.json").read_text()) for h in ("fresh", "forked"))
     assert _strip(a)["metrics"] and _strip(a) == {**_strip(b), "config": {**_strip(b)["config"],
                                                                           "workdir": a["config"]["workdir"]}}
@@ -67,13 +69,9 @@ def test_a_forked_run_is_the_run_a_fresh_bber_train_makes(tmp_path, monkeypatch)
 
 
 def test_a_failing_forked_run_names_the_run_and_quotes_its_log(tmp_path, monkeypatch):
-    monkeypatch.setenv("BBER_FORK_TRAIN", "1")
     wd = real_workdir(tmp_path)
-    try:
-        with pytest.raises(RuntimeError) as err:
-            runner.run_one(_params(wd, run_name="bad", train_corpora=["demo_ru"]), wd)
-    finally:
-        forked.stop_servers()
+    with forked.serving(), pytest.raises(RuntimeError) as err:
+        runner.run_one(_params(wd, run_name="bad", train_corpora=["demo_ru"]), wd)
     msg = str(err.value)
     assert "run bad" in msg and "exited with status 1" in msg and "demo_ru" in msg, msg
 
@@ -101,7 +99,11 @@ def test_a_dead_server_ends_its_run_and_is_replaced(tmp_path, monkeypatch):
     run = first.start(["60", "0", "0"], tmp_path / "a.log")
     first.proc.kill()
     assert run.wait(10) == -signal.SIGKILL
-    os.kill(run.pid, signal.SIGKILL)  # its orphaned child
+    for _ in range(50):  # its run dies with it (PR_SET_PDEATHSIG), not left writing into the run folder
+        if not _alive(run.pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(run.pid)
     second = forked.server_for_this_thread()
     assert second is not first and second.start(["0", "0", "0"], tmp_path / "b.log").wait(30) == 0
     forked.stop_servers()
@@ -109,6 +111,7 @@ def test_a_dead_server_ends_its_run_and_is_replaced(tmp_path, monkeypatch):
 
 def _server(monkeypatch):
     """This thread's server, started with the test command."""
+    forked.stop_servers()
     real = forked.TrainServer.__init__
     monkeypatch.setattr(forked.TrainServer, "__init__", lambda self, command=None: real(self, SERVER))
     return forked.server_for_this_thread()
@@ -122,3 +125,48 @@ def test_the_runs_cpu_time_counts_once_the_servers_are_closed(tmp_path, monkeypa
     forked.stop_servers()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime >= 0.9
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped yet) is gone for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_a_worker_waits_never_hangs(tmp_path):
+    """The study's worker thread waits for its run while the main thread stops it (Ctrl-C): both read the
+    server's answers; each gets the run's status, and neither blocks."""
+    import threading
+
+    server = forked.TrainServer(SERVER)
+    try:
+        for i in range(6):
+            run = server.start(["60", "0", "0"], tmp_path / f"{i}.log")
+            got = []
+            worker = threading.Thread(target=lambda: got.append(runner._wait(run)), daemon=True)
+            worker.start()
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            runner._stop(run)  # terminate, then wait (killed after 10 s): the status comes at once
+            stopped = time.monotonic() - t0
+            worker.join(15)
+            assert not worker.is_alive() and got == [-signal.SIGTERM] and run.wait(1) == -signal.SIGTERM
+            assert stopped < 5, stopped
+    finally:
+        server.close()
+
+
+def test_a_new_run_after_one_never_waited_for_starts_cleanly(tmp_path):
+    server = forked.TrainServer(SERVER)
+    try:
+        first = server.start(["60", "0", "0"], tmp_path / "a.log")
+        second = server.start(["0", "0", "4"], tmp_path / "b.log")  # the first is killed and its answer read
+        assert first.wait(1) == -signal.SIGKILL and second.wait(30) == 4
+    finally:
+        server.close()
