@@ -9,6 +9,7 @@ table of wall and CPU seconds per notebook and in all (``summary.csv`` is writte
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,11 @@ def main(argv=None) -> int:
     ap.add_argument("--after", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    missing = [p for p in (args.before, args.after) if not Path(p).is_file()]
+    if missing:
+        print(f"no such summary file: {missing[0]} (bber reproduce writes <workdir>/notebooks/summary.csv)",
+              file=sys.stderr)
+        return 2
     before, after = pd.read_csv(args.before), pd.read_csv(args.after)
     md = compare(before, after)
     peak = after["peak_rss_mb"].max()

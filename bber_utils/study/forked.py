@@ -12,7 +12,8 @@ the study gives each of its worker threads its own server (``server_for_this_thr
 like ``subprocess.Popen`` (``wait``, ``poll``, ``terminate``, ``kill``, ``pid``), so the runner waits for and
 stops it as it does any child. ``stop_servers`` closes them and waits for them, so that the CPU time and memory
 of their runs count among this process's children (``resource.RUSAGE_CHILDREN``, reported by ``bber
-reproduce``). A server that dies ends its run with the server's status; the next run starts a new server.
+reproduce``). A server that dies takes its run with it (status -9, as a killed process); the next run starts a
+new server.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ COMMAND = "bber_utils.cli"
 _SERVERS: list["TrainServer"] = []
 _LOCAL = threading.local()
 _LOCK = threading.Lock()
-
-
 _STUDIES = [0]  # studies and sweeps running now (``serving``): only their runs are forked
 
 
@@ -105,14 +104,16 @@ def _run_child(run_command: Callable[[list[str]], int], argv: list[str], log: st
         os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # the server's requests are not the run's input
+        os.close(devnull)
         sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.default_int_handler)
         code = run_command(argv)
     except SystemExit as exc:  # as Python exits: an int is the status, anything else is printed, status 1
-        code = exc.code if isinstance(exc.code, int) or exc.code is None else 1
-        if not isinstance(exc.code, int) and exc.code is not None:
-            print(exc.code, file=sys.stderr)
+        code = exc.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:
         traceback.print_exc()
         code = 130

@@ -58,9 +58,7 @@ def train_stage1(tc1: TrainConfig, stores: tuple, splits: dict, soft_table: dict
 
 
 def _train(tc1: TrainConfig, modality: str, store, args: dict):
-    return unimodal.train_unimodal(tc1, modality, store, args["splits"], args["soft_table"], args["weights"],
-                                   args["device"], args["need_oof"], args["dims"], oof_train=args["oof_train"],
-                                   space=args["space"])
+    return unimodal.train_unimodal(tc1, modality, store, **args)
 
 
 def _cores() -> int:

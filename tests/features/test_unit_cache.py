@@ -40,8 +40,9 @@ def _manifest(texts):
 def test_a_later_process_embeds_no_word_again_and_gets_the_same_features(tmp_path, monkeypatch):
     _new_process(monkeypatch)
     calls = _count_passages(monkeypatch)
-    first = ensure_features(_manifest(TEXTS[:2]), "text", E5WordsEncoder(), tmp_path, progress=False)
-    assert list((first.path / "units").glob("units-*.npz"))
+    first = ensure_features(_manifest(TEXTS[:2]), "text", E5WordsEncoder(), tmp_path, progress=False,
+                            batch_size=1)
+    assert len(list((first.path / "units").glob("units-*.npz"))) == 1  # one file per extraction, not per batch
     embedded_first = {w for c in calls for w in c}
     fresh = {u: first[u] for u in first.utt_ids}
 
