@@ -407,7 +407,7 @@ def profile(length: int, threads) -> str:
             f"after a warm-up; the profiler's own overhead is in the total.\n\n```text\n{table.strip()}\n```")
 
 
-INFERENCE_FORMS = ("chunked", "sequential", "mambapy")
+INFERENCE_FORMS = ("fused", "chunked", "sequential", "mambapy")
 MAMBAPY_MAX_BYTES = 300 * 2**20  # mambapy materialises several (B, L, ED, N) tensors: left out above this
 MAX_TOKENS = 32_000  # --inference leaves out B × L above this (minutes per rep on 2 shared cores)
 

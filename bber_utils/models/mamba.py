@@ -33,7 +33,7 @@ import torch.nn.functional as F
 # Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
 # and `bber --help`, stays fast.
 
-SCAN_IMPLS = ("auto", "sequential", "chunked", "mambapy", "cuda", "export")
+SCAN_IMPLS = ("auto", "sequential", "chunked", "fused", "mambapy", "cuda", "export")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -55,7 +55,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
     Returns y: (B, L, ED).
 
     ``impl``: ``"sequential"`` (reference loop over time), ``"chunked"`` (chunked scan with a hand-written
-    backward, :class:`ChunkedScan`), ``"mambapy"`` (mambapy's parallel scan), ``"cuda"`` (mamba-ssm's fused
+    backward, :class:`ChunkedScan`), ``"fused"`` (the same recurrence and backward as one compiled CPU kernel per
+    direction, :class:`FusedScan`), ``"mambapy"`` (mambapy's parallel scan), ``"cuda"`` (mamba-ssm's fused
     kernel, CUDA only), ``"export"`` (torch's ``scan`` operator: one loop whose length is a graph input, which
     ``torch.export`` and ``torch.onnx.export`` turn into an ONNX ``Scan`` of dynamic length; slow in eager mode) or
     ``"auto"`` (``"export"`` while ``torch.export`` traces the model, else the fastest available here, see
@@ -76,6 +77,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
             y = _scan_mambapy(u, delta, A, B, C)
         elif impl == "export":
             y = _scan_export(u, delta, A, B, C)
+        elif impl == "fused":
+            y = _scan_fused(u, delta, A, B, C)
         else:
             y = _scan_chunked(u, delta, A, B, C)
         if D is not None:
@@ -90,25 +93,24 @@ def _upcast(t):
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-# Forward only, the sequential loop beats the chunked scan on CPU (both run on ``SCAN_THREADS``) once the state
-# (B, ED, N) reaches this many elements (1 MiB in float32: batch 32 at ED 512, N 16): a chunk's (B, 16, ED, N)
-# work tensors are then 16 MiB each and every pass over them goes to memory, while the loop's per-step
-# temporaries stay in cache. Below it, and for training at every size we measured, the chunked scan is the
-# fastest (benchmarks/mamba.md, "Forward only").
-SEQUENTIAL_INFERENCE_STATE = 2**18
-
-
 def _auto_impl(u, A) -> str:
     """mamba-ssm's fused kernel on CUDA when installed; mambapy's parallel scan on other GPUs (a few big kernels
-    rather than a loop of small ones; not measured here). On CPU the chunked scan, except forward only (no grad)
-    with a state B·ED·N of at least ``SEQUENTIAL_INFERENCE_STATE`` elements: the sequential loop there
-    (benchmarks/mamba.md). The two agree to float32 rounding, not bit for bit."""
+    rather than a loop of small ones; not measured here). On CPU the fused kernels, the fastest form measured
+    for training and for inference at every size (benchmarks/mamba.md); the chunked scan if numba cannot load.
+    The forms agree to float32 rounding, not bit for bit."""
     if u.is_cuda:
         return "cuda" if mamba_ssm_available() else "mambapy"
-    inference = not (torch.is_grad_enabled() and (u.requires_grad or A.requires_grad))
-    if inference and u.shape[0] * u.shape[2] * A.shape[1] >= SEQUENTIAL_INFERENCE_STATE:
-        return "sequential"
-    return "chunked"
+    return "fused" if fused_available() else "chunked"
+
+
+def fused_available() -> bool:
+    """True when the fused CPU kernels (numba) can be imported; numba is a dependency, so only a broken install
+    says False (and ``auto`` falls back to the chunked scan)."""
+    try:
+        from bber_utils.models import scan_kernels  # noqa: F401
+    except Exception:  # ImportError, or numba / llvmlite that fail to load
+        return False
+    return True
 
 
 def mamba_ssm_available() -> bool:
@@ -336,6 +338,79 @@ def _chunk_recurrence(dA, x, h0, out):
     for t in range(1, len(xs)):
         torch.addcmul(xs[t], dAs[t], outs[t - 1], out=outs[t])
     return out
+
+
+def _scan_fused(u, delta, A, B, C):
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+    return FusedScan.apply(u, delta, A, B, C, grad)
+
+
+class FusedScan(torch.autograd.Function):
+    """The selective scan as compiled CPU kernels (:mod:`bber_utils.models.scan_kernels`): one pass over the
+    sequence forward, one backward, nothing of size (B, L, ED, N) in memory.
+
+    The forward keeps the state at the start of every ``CHUNK`` steps (when a gradient is needed); the backward
+    recomputes each chunk's states and decays from it, then runs the adjoint (the maths of :class:`ChunkedScan`).
+    The kernels' jobs are (batch row, block of channels), run on ``SCAN_THREADS`` threads (torch's by default);
+    the parts each job writes are summed here by torch, so the bits do not depend on the thread count. Float32
+    and float64; decays by the kernels' own float32 exp (within 1.3 ulp), so the values agree with the chunked
+    scan to float32 rounding, not bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, grad):
+        from bber_utils.models import scan_kernels as kernels
+
+        batch, length, ed = u.shape
+        at = A.t().contiguous()  # (N, ED)
+        u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+        du = delta * u
+        starts = u.new_empty(-(-length // CHUNK) if grad else 0, batch, A.shape[1], ed)
+        y = u.new_empty(batch, length, ed)
+        with _kernel_threads(batch, ed) as parallel:
+            forward = kernels.forward_parallel if parallel else kernels.forward_serial
+            forward(*(t.detach().numpy() for t in (delta, du, at, B, C, y, starts)), CHUNK)
+        if grad:
+            ctx.save_for_backward(u, delta, A, B, C, starts)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        from bber_utils.models import scan_kernels as kernels
+
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        batch, length, ed = u.shape
+        n, blocks = A.shape[1], -(-ed // kernels.BLOCK)
+        at, du, gy = A.t().contiguous(), delta * u, gy.contiguous()
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        ga = u.new_empty(batch, n, ed)  # per batch row
+        gb, gc = u.new_empty(blocks, batch, length, n), u.new_empty(blocks, batch, length, n)  # per block
+        with _kernel_threads(batch, ed) as parallel:
+            backward = kernels.backward_parallel if parallel else kernels.backward_serial
+            arrays = [t.detach().numpy() for t in (delta, du, u, at, B, C, gy, starts)]
+            backward(*arrays, CHUNK, *(t.numpy() for t in (gu, gdelta, ga, gb, gc)))
+        return gu, gdelta, ga.sum(0).t(), gb.sum(0), gc.sum(0), None
+
+
+@contextlib.contextmanager
+def _kernel_threads(batch, ed):
+    """Yield whether the fused kernels run in parallel: on ``SCAN_THREADS`` (else torch's) threads, when more
+    than one and the scan has more than one job (batch row × block of channels)."""
+    from bber_utils.models import scan_kernels as kernels
+
+    threads = SCAN_THREADS or torch.get_num_threads()
+    jobs = batch * -(-ed // kernels.BLOCK)
+    if threads <= 1 or jobs <= 1:
+        yield False
+        return
+    import numba
+
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield True
+    finally:
+        numba.set_num_threads(saved)
 
 
 def _scan_cuda(u, delta, A, B, C, D, z):

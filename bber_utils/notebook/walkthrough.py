@@ -322,11 +322,12 @@ def scan_code() -> str:
 
     source = inspect.getsource(mamba._sequential_steps)
     picked = mamba._auto_impl(torch.zeros(1, 1, 1, requires_grad=True), torch.zeros(1, 1))  # training
-    return (f"```python\n{source}```\n\nOn this CPU `selective_scan(..., impl=\"auto\")` runs `{picked}` while "
-            "training, the same recurrence over chunks of time steps (checked against the loop above in "
-            "tests/models/); forward only with a large state (batch x channels x state size of at least "
-            f"{mamba.SEQUENTIAL_INFERENCE_STATE:,}) it runs this loop itself, the faster of the two there "
-            "(benchmarks/mamba.md).")
+    return (f"```python\n{source}```\n\nOn this CPU `selective_scan(..., impl=\"auto\")` runs `{picked}`: "
+            + ("the same recurrence and its backward compiled into one kernel per direction "
+               "(`models/scan_kernels.py`), which keeps the state of a block of channels in a small buffer "
+               "instead of writing (batch x time x channels x state) tensors"
+               if picked == "fused" else "the same recurrence over chunks of time steps")
+            + " (checked against the loop above in tests/models/; timings in benchmarks/mamba.md).")
 
 
 def optimiser_table(model, cfg: dict) -> pd.DataFrame:

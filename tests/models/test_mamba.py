@@ -7,7 +7,7 @@ import torch
 
 from bber_utils.models.mamba import MambaBlock, MambaStack, masked_mean, selective_scan
 
-CPU_IMPLS = ["chunked", "mambapy", "export"]
+CPU_IMPLS = ["fused", "chunked", "mambapy", "export"]
 
 
 def _scan_inputs(batch, length, ed, n, dtype=torch.float64, seed=0, requires_grad=False):
@@ -139,7 +139,7 @@ def test_masked_mean():
         masked_mean(x, mask[:, :2])
 
 
-@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+@pytest.mark.parametrize("impl", ["sequential", "chunked", "fused"])
 def test_stack_is_mamba1_as_in_transformers(impl):
     """Same weights, same outputs as transformers' MambaModel: the published Mamba-1 maths, not the reference's."""
     transformers = pytest.importorskip("transformers")
@@ -201,13 +201,14 @@ def test_chunked_scan_backward_is_the_same_with_kept_or_recomputed_states(monkey
     assert all(torch.equal(a, b) for a, b in zip(kept, recomputed))
 
 
-def test_chunked_scan_is_stable_for_large_steps_in_float32():
+@pytest.mark.parametrize("impl", ["chunked", "fused"])
+def test_scan_is_stable_for_large_steps_in_float32(impl):
     """Δ·|A| up to ~800 per step: the state is wiped every step, and nothing overflows."""
     u, delta, A, B, C, D, z = _scan_inputs(2, 40, 4, 16, dtype=torch.float32)
     delta = delta * 20 + 0.5
     A = A * 10
     ref = selective_scan(u, delta, A, B, C, impl="sequential")
-    got = selective_scan(u, delta, A, B, C, impl="chunked")
+    got = selective_scan(u, delta, A, B, C, impl=impl)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
 
@@ -236,11 +237,11 @@ def test_stack_under_bfloat16_autocast_keeps_the_scan_in_float32():
 
 def _auto_form(monkeypatch, batch, ed, n, threads, grad):
     """The scan form that ``selective_scan(impl="auto")`` runs on CPU for this state size, thread count and grad
-    mode: the sequential and chunked forms are replaced by spies that record their call."""
+    mode: the CPU forms are replaced by spies that record their call."""
     from bber_utils.models import mamba
 
     called = []
-    for form in ("sequential", "chunked"):
+    for form in ("sequential", "chunked", "fused"):
         real = getattr(mamba, f"_scan_{form}")
         monkeypatch.setattr(mamba, f"_scan_{form}", lambda *a, _real=real, _form=form: called.append(_form) or _real(*a))
     u, delta, A, B, C, D, z = _scan_inputs(batch, 3, ed, n, dtype=torch.float32, requires_grad=grad)
@@ -255,28 +256,29 @@ def _auto_form(monkeypatch, batch, ed, n, threads, grad):
     return called[0]
 
 
-def test_auto_scan_picks_the_measured_fastest_form_on_cpu(monkeypatch):
-    """The rule of benchmarks/mamba.md ("Forward only"): forward only with a state B·ED·N of at least
-    ``SEQUENTIAL_INFERENCE_STATE`` elements, the sequential loop, whatever torch's thread count (both forms run
-    on ``SCAN_THREADS``); the chunked scan with gradients or with a smaller state."""
-    from bber_utils.models.mamba import SEQUENTIAL_INFERENCE_STATE
+def test_auto_scan_runs_the_fused_kernels_on_cpu_and_the_chunked_scan_without_numba(monkeypatch):
+    """benchmarks/mamba.md: the fused kernels are the fastest CPU form measured, for training and for inference
+    at every size (the demo's shapes, the benchmark stack's, batch 1 to 32); a broken numba falls back to the
+    chunked scan instead of failing."""
+    from bber_utils.models import mamba
 
-    n = 16
-    big_ed = SEQUENTIAL_INFERENCE_STATE // n  # batch 1: a state of exactly the threshold
-    assert _auto_form(monkeypatch, 1, big_ed, n, threads=1, grad=False) == "sequential"
-    assert _auto_form(monkeypatch, 2, big_ed, n, threads=1, grad=False) == "sequential"
-    assert _auto_form(monkeypatch, 1, big_ed - 1, n, threads=1, grad=False) == "chunked"
-    assert _auto_form(monkeypatch, 1, big_ed, n, threads=2, grad=False) == "sequential"
-    assert _auto_form(monkeypatch, 1, big_ed - 1, n, threads=2, grad=False) == "chunked"
-    assert _auto_form(monkeypatch, 1, big_ed, n, threads=1, grad=True) == "chunked"
-
-
-def test_auto_scan_keeps_the_chunked_form_for_the_demo_training_and_its_evaluation(monkeypatch):
-    """The demo trains (batch 32) and evaluates (eval_batch_size 64, no grad) a Mamba of hidden_dim 32 (ED 64,
-    N 8) on 1 or 2 threads: the chunked scan in every case, so its numbers stay bit for bit what they were."""
     for threads in (1, 2):
-        for batch, grad in ((32, True), (64, False)):
-            assert _auto_form(monkeypatch, batch, 64, 8, threads=threads, grad=grad) == "chunked"
+        for batch, ed, n, grad in ((32, 64, 8, True), (64, 64, 8, False), (1, 512, 16, False), (32, 512, 16, False)):
+            assert _auto_form(monkeypatch, batch, ed, n, threads=threads, grad=grad) == "fused"
+    monkeypatch.setattr(mamba, "fused_available", lambda: False)
+    assert _auto_form(monkeypatch, 2, 64, 8, threads=1, grad=True) == "chunked"
+
+
+def test_fused_scan_without_numba_is_reported_as_unavailable(monkeypatch):
+    """``fused_available`` imports the kernels: a numba that cannot load makes it False, not an error."""
+    import sys
+
+    import bber_utils.models
+    from bber_utils.models import mamba
+
+    monkeypatch.setitem(sys.modules, "bber_utils.models.scan_kernels", None)  # import raises ImportError
+    monkeypatch.delattr(bber_utils.models, "scan_kernels", raising=False)
+    assert mamba.fused_available() is False
 
 
 def test_stepped_scans_run_on_scan_threads_with_the_same_bits(monkeypatch):

@@ -158,7 +158,7 @@ def test_scan_code_and_optimiser_table_come_from_the_code():
     from bber_utils.notebook import walkthrough
 
     md = walkthrough.scan_code()
-    assert "def _sequential_steps" in md and "torch.exp(delta" in md and "runs `chunked` while training" in md
+    assert "def _sequential_steps" in md and "torch.exp(delta" in md and "runs `fused`" in md
     model = _model("biformer").train()
     model.freeze_encoders(True)
     table = walkthrough.optimiser_table(model, {"lr": 0.002, "weight_decay": 0.01, "epochs": 30, "patience": 12})
