@@ -50,7 +50,8 @@ def build_candidates(with_sequential_backward: bool):
         return make
 
     return {
-        "bber chunked (auto)": ours("chunked"),
+        "bber fused (auto)": ours("fused"),
+        "bber chunked": ours("chunked"),
         "bber mambapy": ours("mambapy"),
         "bber sequential": ours("sequential"),
         "transformers default": hf(False),
@@ -223,7 +224,7 @@ def scan_only(lengths, reps):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# --estimate: the matmul-bound estimate of the stack, and where the chunked scan stands against it
+# --estimate: the matmul-bound estimate of the stack, and where the stack with each scan stands against it
 # --inference: forward only (torch.no_grad) of each scan form over lengths and batch sizes, for scan="auto"
 # Both write their section of benchmarks/mamba.md (between its markers) and print it.
 # ----------------------------------------------------------------------------------------------------------
@@ -298,20 +299,23 @@ def _median_times(samples):
 
 def measure_estimate(length: int, reps: int):
     """Interleaved reps of: every matrix product of the Linears (forward set, then backward set), the stack with
-    the chunked scan forward+backward, and forward only. Returns name -> (wall, CPU) medians, and the FLOPs."""
+    the scan ``auto`` picks on CPU (the fused kernels) forward+backward and forward only, and the same with the
+    chunked scan. Returns name -> (wall, CPU) medians, and the FLOPs."""
     import torch
 
     from bber_utils.models.mamba import MambaStack
 
     products = matmul_products(length)
-    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND, scan="chunked")
+    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND)  # scan="auto"
     x = torch.randn(BATCH, length, D_MODEL)
     jobs = {name: (lambda a=a, b=b: torch.mm(a, b)) for name, (a, b) in products.items()}
     jobs["stack fwd+bwd"] = lambda: stack(x).pow(2).mean().backward()
     jobs["stack fwd"] = lambda: _no_grad(stack, x)
+    jobs["stack fwd+bwd, chunked scan"] = _with_scan(stack, "chunked", jobs["stack fwd+bwd"])
+    jobs["stack fwd, chunked scan"] = _with_scan(stack, "chunked", jobs["stack fwd"])
     if torch.get_num_threads() > 1:  # the scan on one thread (mamba.SCAN_THREADS = 1), the rest on torch's
         jobs["stack fwd+bwd, scan on 1 thread"] = _scan_on_one_thread(jobs["stack fwd+bwd"])
-    for job in jobs.values():  # warm-up
+    for job in jobs.values():  # warm-up (and the kernels' compilation, when not cached yet)
         job()
     samples = {name: [] for name in jobs}
     for _ in range(reps):
@@ -321,6 +325,19 @@ def measure_estimate(length: int, reps: int):
     times = {name: _median_times(s) for name, s in samples.items()}
     flops = {name: 2 * a.shape[0] * a.shape[1] * b.shape[1] for name, (a, b) in products.items()}
     return times, flops
+
+
+def _with_scan(stack, scan, job):
+    def run():
+        for layer in stack.layers:
+            layer.scan = scan
+        try:
+            job()
+        finally:
+            for layer in stack.layers:
+                layer.scan = "auto"
+
+    return run
 
 
 def _scan_on_one_thread(job):
@@ -354,6 +371,7 @@ def estimate_rows(lengths, reps, threads):
             times, flops = measure_estimate(length, reps)
             fwd = [n for n in flops if n.endswith("fwd")]
             for mode, factor, names in (("fwd", 1, fwd), ("fwd+bwd", 3, list(flops)),
+                                        ("fwd, chunked scan", 1, fwd), ("fwd+bwd, chunked scan", 3, list(flops)),
                                         ("fwd+bwd, scan on 1 thread", 3, list(flops))):
                 if f"stack {mode}" not in times:
                     continue
@@ -376,8 +394,8 @@ def estimate(lengths, reps, threads) -> str:
         f"--threads {' '.join(map(str, threads))}` on {_machine_line(threads)}; load average "
         f"{load0:.1f} at start, {os.getloadavg()[0]:.1f} at end; medians of {reps} interleaved reps.",
         "",
-        "| threads | L | pass | dense GFLOP | matmul GFLOP/s | estimate wall (s) | chunked wall (s) | × estimate "
-        "| estimate CPU (s) | chunked CPU (s) | × estimate |",
+        "| threads | L | pass | dense GFLOP | matmul GFLOP/s | estimate wall (s) | stack wall (s) | × estimate "
+        "| estimate CPU (s) | stack CPU (s) | × estimate |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t, length, mode, gflop, rate, est_w, wall, r_w, est_c, cpu, r_c in rows:
@@ -387,7 +405,7 @@ def estimate(lengths, reps, threads) -> str:
 
 
 def profile(length: int, threads) -> str:
-    """The --profile section: torch.profiler's ops of one forward+backward of the stack (chunked scan), by self
+    """The --profile section: torch.profiler's ops of one forward+backward of the stack (scan="auto"), by self
     CPU time: where the time goes besides the matrix products (aten::mm)."""
     import torch
     from torch.profiler import ProfilerActivity
@@ -396,7 +414,7 @@ def profile(length: int, threads) -> str:
     from bber_utils.models.mamba import MambaStack
 
     torch.set_num_threads(threads[0])
-    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND, scan="chunked")
+    stack = MambaStack(D_MODEL, N_LAYERS, d_state=D_STATE, d_conv=D_CONV, expand=EXPAND)  # scan="auto"
     x = torch.randn(BATCH, length, D_MODEL)
     stack(x).pow(2).mean().backward()  # warm-up
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -477,7 +495,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], help="candidate names to leave out")
     parser.add_argument("--scan-only", action="store_true", help="time the scan implementations alone")
     parser.add_argument("--estimate", action="store_true",
-                        help="matmul-bound estimate vs the chunked stack; writes its section of benchmarks/mamba.md")
+                        help="matmul-bound estimate vs the stack (fused and chunked scans); writes its section of benchmarks/mamba.md")
     parser.add_argument("--inference", action="store_true",
                         help="forward-only scan forms; writes its section of benchmarks/mamba.md")
     parser.add_argument("--profile", action="store_true",
@@ -540,8 +558,8 @@ def main(argv=None) -> int:
     print("\n| length | pass | implementation | wall median (s) | CPU median (s) | reps | wall vs bber chunked |")
     print("|---|---|---|---|---|---|---|")
     for length, mode, name, wall, cpu, n in rows:
-        ref = next(r[3] for r in rows if r[:2] == (length, mode) and r[2] == "bber chunked (auto)") if any(
-            r[:3] == (length, mode, "bber chunked (auto)") for r in rows) else None
+        ref = next(r[3] for r in rows if r[:2] == (length, mode) and r[2] == "bber fused (auto)") if any(
+            r[:3] == (length, mode, "bber fused (auto)") for r in rows) else None
         ratio = f"{wall / ref:.1f}×" if ref else "–"
         print(f"| {length} | {mode} | {name} | {wall:.3f} | {cpu:.3f} | {n} | {ratio} |")
     return 0

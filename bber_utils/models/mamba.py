@@ -392,6 +392,16 @@ class FusedScan(torch.autograd.Function):
         return gu, gdelta, ga.sum(0).t(), gb.sum(0), gc.sum(0), None
 
 
+def load_fused_kernels() -> None:
+    """Load the fused kernels' serial float32 builds into this process (compiled when not cached yet), by a
+    forward+backward of a tiny scan: a process that forks runs (``study.forked``) does it once for all of them.
+    No-op when numba cannot load."""
+    if not fused_available():
+        return
+    x = torch.zeros(1, 2, 4, requires_grad=True)
+    _scan_fused(x, x.detach() + 0.1, -torch.ones(4, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).sum().backward()
+
+
 @contextlib.contextmanager
 def _kernel_threads(batch, ed):
     """Yield whether the fused kernels run in parallel: on ``SCAN_THREADS`` (else torch's) threads, when more

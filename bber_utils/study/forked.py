@@ -77,6 +77,9 @@ def serve(run_command: Callable[[list[str]], int]) -> int:
     """The server's loop (see the module docstring); ends when its stdin closes."""
     from bber_utils.train import stages  # noqa: F401 - imported once here, inherited by every run
     import torch._dynamo  # noqa: F401 - every optimiser's first use imports it (torch._compile)
+    from bber_utils.models.mamba import load_fused_kernels
+
+    load_fused_kernels()  # the scan's compiled kernels, loaded once here (serial builds: no threads before a fork)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the runs; the server stays
     out = sys.stdout.buffer
