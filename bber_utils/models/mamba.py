@@ -341,6 +341,12 @@ def _chunk_recurrence(dA, x, h0, out):
 
 
 def _scan_fused(u, delta, A, B, C):
+    # The kernels index every input by (b, t, e) or (b, t, i) unchecked: broadcast them to their full shapes here
+    # (as the torch forms broadcast; a wrong size is torch's error), or they would read outside the tensors.
+    u, delta = torch.broadcast_tensors(u, delta)
+    batch, length, ed = u.shape
+    n = A.shape[-1]
+    A, B, C = A.expand(ed, n), B.expand(batch, length, n), C.expand(batch, length, n)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     return FusedScan.apply(u, delta, A, B, C, grad)
 

@@ -311,3 +311,20 @@ def test_stepped_scans_run_on_scan_threads_with_the_same_bits(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(one_thread, two_threads))
+
+
+
+def test_fused_scan_broadcasts_inputs_and_refuses_wrong_shapes_as_the_sequential_loop():
+    """Δ of one channel, or B of one row for the whole batch, broadcast as in the sequential loop (the fused
+    kernels index B[b, t, i] directly: unchecked, they read past the tensor); A, B or C of the wrong size is
+    torch's size error, not a result computed from memory outside the tensors."""
+    u, delta, A, B, C, _, _ = _scan_inputs(3, 20, 16, 4, requires_grad=True)
+    y = selective_scan(u, delta[..., :1], A, B[:1], C, impl="fused")
+    expected = selective_scan(u, delta[..., :1], A, B[:1], C, impl="sequential")
+    torch.testing.assert_close(y, expected)
+    gy = torch.randn(3, 20, 16, dtype=y.dtype)
+    for a, b in zip(torch.autograd.grad(y, [u, delta, A, B, C], gy), torch.autograd.grad(expected, [u, delta, A, B, C], gy)):
+        torch.testing.assert_close(a, b)
+    for bad in ((u, delta, A, B[..., :3], C), (u, delta, A, B, C[:, :15]), (u, delta, A[:12], B, C)):
+        with pytest.raises(RuntimeError, match="size"):
+            selective_scan(*bad, impl="fused")
