@@ -123,3 +123,42 @@ def test_fused_scan_gives_the_same_bits_compiled_for_a_generic_x86_64_and_for_th
     generic = np.load(out)
     for i, a in enumerate(here):
         assert np.array_equal(a.numpy(), generic[f"arr_{i}"]), f"output {i} differs between targets"
+
+
+_CACHED_RUN = textwrap.dedent("""
+    import sys, warnings, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from bber_utils.models import scan_kernels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = np.empty(3, np.float32)
+        scan_kernels.exp32_array(np.zeros(3, np.float32), out)
+    assert out.tolist() == [1.0] * 3
+    print(scan_kernels.exp32_array.stats.cache_hits.total(), *[str(w.message) for w in caught], sep="\\n")
+""")
+
+
+def test_a_corrupt_kernel_cache_is_compiled_again_and_rewritten(tmp_path):
+    """A cache file that numba cannot unpickle (a truncated copy, garbage) is a cache miss with one warning line,
+    not a traceback from inside numba's caching module; the kernel is compiled again and its files rewritten, so
+    the next process loads them. Shown on the smallest kernel; every kernel of the module has the same guard."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", _CACHED_RUN, REPO], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        hits, *warned = done.stdout.strip().splitlines()
+        return int(hits), warned
+
+    assert run() == (0, [])  # compiled and cached
+    files = sorted((tmp_path / "cache").rglob("*exp32_array*.nb[ic]"))
+    assert {f.suffix for f in files} == {".nbi", ".nbc"}
+    for i, f in enumerate(files):
+        f.write_bytes(f.read_bytes()[:20] if i % 2 else b"garbage")
+    hits, warned = run()
+    assert hits == 0 and len(warned) == 1 and "compiled again" in warned[0], warned
+    assert run() == (1, [])  # the rewritten files load
+    for kernel in (scan_kernels.forward_serial, scan_kernels.forward_parallel, scan_kernels.backward_serial,
+                   scan_kernels.backward_parallel, scan_kernels.exp32_array):
+        assert isinstance(kernel._cache, scan_kernels._TolerantCache)
