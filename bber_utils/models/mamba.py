@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import torch
 import torch.nn as nn
@@ -408,25 +409,34 @@ def load_fused_kernels() -> None:
     _scan_fused(x, x.detach() + 0.1, -torch.ones(4, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).sum().backward()
 
 
+# One parallel kernel at a time per process: numba's workqueue threading layer (its fallback where neither OpenMP
+# nor TBB loads) aborts the process when two threads launch parallel kernels at once.
+_PARALLEL_KERNEL = threading.Lock()
+
+
 @contextlib.contextmanager
 def _kernel_threads(batch, ed):
     """Yield whether the fused kernels run in parallel: on ``SCAN_THREADS`` (else torch's) threads, when more
-    than one and the scan has more than one job (batch row × block of channels)."""
+    than one, the scan has more than one job (batch row × block of channels) and no other thread of this process
+    is in a parallel kernel (that one's caller runs the serial build: the same bits)."""
     from bber_utils.models import scan_kernels as kernels
 
     threads = SCAN_THREADS or torch.get_num_threads()
     jobs = batch * -(-ed // kernels.BLOCK)
-    if threads <= 1 or jobs <= 1:
+    if threads <= 1 or jobs <= 1 or not _PARALLEL_KERNEL.acquire(blocking=False):
         yield False
         return
-    import numba
-
-    saved = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        yield True
+        import numba
+
+        saved = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield True
+        finally:
+            numba.set_num_threads(saved)
     finally:
-        numba.set_num_threads(saved)
+        _PARALLEL_KERNEL.release()
 
 
 def _scan_cuda(u, delta, A, B, C, D, z):

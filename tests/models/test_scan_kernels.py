@@ -162,3 +162,33 @@ def test_a_corrupt_kernel_cache_is_compiled_again_and_rewritten(tmp_path):
     for kernel in (scan_kernels.forward_serial, scan_kernels.forward_parallel, scan_kernels.backward_serial,
                    scan_kernels.backward_parallel, scan_kernels.exp32_array):
         assert isinstance(kernel._cache, scan_kernels._TolerantCache)
+
+
+def test_a_scan_called_while_another_thread_runs_the_parallel_kernel_runs_the_serial_one(monkeypatch):
+    """One parallel kernel at a time per process: numba's workqueue threading layer (its fallback where neither
+    OpenMP nor TBB loads) aborts the whole process when two threads launch parallel kernels at once (seen with
+    ``NUMBA_THREADING_LAYER=workqueue`` and three threads training). A scan that starts while another thread is
+    in the parallel kernel runs the serial build instead: the same bits, no abort."""
+    import threading
+
+    ran, inner = [], []
+    real_parallel, real_serial = scan_kernels.forward_parallel, scan_kernels.forward_serial
+    args = [torch.randn(2, 5, 70), torch.rand(2, 5, 70), -torch.rand(70, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 4)]
+
+    def other_thread_scans():
+        inner.append(mamba._scan_fused(*args))
+
+    def parallel(*a):
+        ran.append(("parallel", threading.current_thread().name))
+        if len(ran) == 1:  # the first call: another thread scans while this one is in the parallel kernel
+            thread = threading.Thread(target=other_thread_scans, name="other")
+            thread.start()
+            thread.join()
+        return real_parallel(*a)
+
+    monkeypatch.setattr(scan_kernels, "forward_parallel", parallel)
+    monkeypatch.setattr(scan_kernels, "forward_serial", lambda *a: ran.append(("serial", "other")) or real_serial(*a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    y = mamba._scan_fused(*args)
+    assert ran == [("parallel", "MainThread"), ("serial", "other")]
+    assert torch.equal(inner[0], y)
