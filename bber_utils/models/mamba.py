@@ -30,6 +30,7 @@ import threading
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
 # and `bber --help`, stays fast.
@@ -382,6 +383,7 @@ class FusedScan(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # compiled code: a second derivative is torch's error, not a silent zero
     def backward(ctx, gy):
         from bber_utils.models import scan_kernels as kernels
 

@@ -328,3 +328,13 @@ def test_fused_scan_broadcasts_inputs_and_refuses_wrong_shapes_as_the_sequential
     for bad in ((u, delta, A, B[..., :3], C), (u, delta, A, B, C[:, :15]), (u, delta, A[:12], B, C)):
         with pytest.raises(RuntimeError, match="size"):
             selective_scan(*bad, impl="fused")
+
+
+def test_fused_scan_refuses_a_second_derivative():
+    """The fused backward is compiled code, not torch ops: a gradient taken with ``create_graph`` through it has
+    no graph of its own. Differentiating it again is torch's "differentiate twice" error, not a silent zero."""
+    u, delta, A, B, C, _, _ = _scan_inputs(1, 5, 3, 2, requires_grad=True)
+    y = selective_scan(u, delta, A, B, C, impl="fused")
+    (gu,) = torch.autograd.grad(y.pow(2).sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gu.sum().backward()
