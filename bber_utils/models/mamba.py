@@ -24,6 +24,7 @@ The scan has interchangeable implementations behind one function, :func:`selecti
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -105,14 +106,17 @@ def _auto_impl(u, A) -> str:
     return "fused" if fused_available() else "chunked"
 
 
+@functools.cache
 def fused_available() -> bool:
-    """True when the fused CPU kernels (numba) can be imported; numba is a dependency, so only a broken install
-    says False (and ``auto`` falls back to the chunked scan)."""
+    """True when the fused CPU kernels (numba) can be imported and numba compiles (``NUMBA_DISABLE_JIT=1`` would
+    run them as Python loops, ~70× slower than the chunked scan); numba is a dependency, so only a broken
+    install says False (and ``auto`` falls back to the chunked scan). Answered once per process: a failed import
+    is not run again on every scan."""
     try:
-        from bber_utils.models import scan_kernels  # noqa: F401
+        from bber_utils.models import scan_kernels
     except Exception:  # ImportError, or numba / llvmlite that fail to load
         return False
-    return True
+    return not scan_kernels.numba.config.DISABLE_JIT
 
 
 def mamba_ssm_available() -> bool:
