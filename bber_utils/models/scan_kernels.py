@@ -65,7 +65,7 @@ _LO, _HI = np.float32(-87.0), np.float32(88.0)  # below: 0 (the true value is < 
 
 
 def _exp32(x):
-    """exp of a float32 within 1.3 ulp (tests/models/test_scan_kernels.py): x = k ln2 + r, exp = 2^k p(r)."""
+    """exp of a float32 within 1.37 ulp (tests/models/test_scan_kernels.py): x = k ln2 + r, exp = 2^k p(r)."""
     xc = min(max(x, _LO), _HI)
     k = np.floor(xc * _LOG2E + np.float32(0.5))
     r = xc - k * _LN2_HI - k * _LN2_LO

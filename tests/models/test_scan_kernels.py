@@ -34,16 +34,20 @@ def _ulps(got: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(-87.0, 88.0, width=32), min_size=1, max_size=64))
-def test_exp32_is_within_1_3_ulp_of_exp(values):
+def test_exp32_is_within_1_37_ulp_of_exp(values):
     x = np.asarray(values, dtype=np.float32)
-    assert _ulps(_exp32(x), x).max() <= 1.3
+    assert _ulps(_exp32(x), x).max() <= 1.37
 
 
 def test_exp32_over_the_decays_range_and_at_its_edges():
-    """Every decay exp(Δ A) of a scan is exp of a value <= 0: a dense sweep of [-87, 0] stays within 1.3 ulp;
-    below -87 it is 0 (the exact value is under 1.7e-38), above 88 inf, NaN stays NaN."""
+    """Every decay exp(Δ A) of a scan is exp of a value <= 0: a dense sweep of [-87, 0] stays within 1.37 ulp;
+    below -87 it is 0 (the exact value is under 1.7e-38), above 88 inf, NaN stays NaN. The two worst errors of
+    an exhaustive run over every float32 in [-87, 88] (36 s, too long for the suite) are 1.356 ulp at
+    -16.2885 and 1.362 ulp at 5.20073: the bound holds there (1.3, the bound claimed before, did not)."""
     x = np.linspace(-87.0, 0.0, 200_001, dtype=np.float32)
-    assert _ulps(_exp32(x), x).max() <= 1.3
+    assert _ulps(_exp32(x), x).max() <= 1.37
+    worst = np.array([0xC1824ED9, 0x40A66C69], dtype=np.uint32).view(np.float32)
+    assert (_ulps(_exp32(worst), worst) > 1.35).all() and _ulps(_exp32(worst), worst).max() <= 1.37
     assert _exp32([0.0, -0.0]).tolist() == [1.0, 1.0]
     assert _exp32([-87.5, -1e4, -np.inf]).tolist() == [0.0, 0.0, 0.0]
     assert _exp32([88.5, 1e4, np.inf]).tolist() == [np.inf] * 3
