@@ -24,11 +24,14 @@ The scan has interchangeable implementations behind one function, :func:`selecti
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import threading
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Heavy libraries (mamba_ssm, mambapy) are imported inside the functions that use them, so that importing this module,
 # and `bber --help`, stays fast.
@@ -103,14 +106,17 @@ def _auto_impl(u, A) -> str:
     return "fused" if fused_available() else "chunked"
 
 
+@functools.cache
 def fused_available() -> bool:
-    """True when the fused CPU kernels (numba) can be imported; numba is a dependency, so only a broken install
-    says False (and ``auto`` falls back to the chunked scan)."""
+    """True when the fused CPU kernels (numba) can be imported and numba compiles (``NUMBA_DISABLE_JIT=1`` would
+    run them as Python loops, ~70× slower than the chunked scan); numba is a dependency, so only a broken
+    install says False (and ``auto`` falls back to the chunked scan). Answered once per process: a failed import
+    is not run again on every scan."""
     try:
-        from bber_utils.models import scan_kernels  # noqa: F401
+        from bber_utils.models import scan_kernels
     except Exception:  # ImportError, or numba / llvmlite that fail to load
         return False
-    return True
+    return not scan_kernels.numba.config.DISABLE_JIT
 
 
 def mamba_ssm_available() -> bool:
@@ -341,6 +347,12 @@ def _chunk_recurrence(dA, x, h0, out):
 
 
 def _scan_fused(u, delta, A, B, C):
+    # The kernels index every input by (b, t, e) or (b, t, i) unchecked: broadcast them to their full shapes here
+    # (as the torch forms broadcast; a wrong size is torch's error), or they would read outside the tensors.
+    u, delta = torch.broadcast_tensors(u, delta)
+    batch, length, ed = u.shape
+    n = A.shape[-1]
+    A, B, C = A.expand(ed, n), B.expand(batch, length, n), C.expand(batch, length, n)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     return FusedScan.apply(u, delta, A, B, C, grad)
 
@@ -353,7 +365,7 @@ class FusedScan(torch.autograd.Function):
     recomputes each chunk's states and decays from it, then runs the adjoint (the maths of :class:`ChunkedScan`).
     The kernels' jobs are (batch row, block of channels), run on ``SCAN_THREADS`` threads (torch's by default);
     the parts each job writes are summed here by torch, so the bits do not depend on the thread count. Float32
-    and float64; decays by the kernels' own float32 exp (within 1.3 ulp), so the values agree with the chunked
+    and float64; decays by the kernels' own float32 exp (within 1.37 ulp), so the values agree with the chunked
     scan to float32 rounding, not bit for bit.
     """
 
@@ -375,6 +387,7 @@ class FusedScan(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # compiled code: a second derivative is torch's error, not a silent zero
     def backward(ctx, gy):
         from bber_utils.models import scan_kernels as kernels
 
@@ -402,25 +415,34 @@ def load_fused_kernels() -> None:
     _scan_fused(x, x.detach() + 0.1, -torch.ones(4, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).sum().backward()
 
 
+# One parallel kernel at a time per process: numba's workqueue threading layer (its fallback where neither OpenMP
+# nor TBB loads) aborts the process when two threads launch parallel kernels at once.
+_PARALLEL_KERNEL = threading.Lock()
+
+
 @contextlib.contextmanager
 def _kernel_threads(batch, ed):
     """Yield whether the fused kernels run in parallel: on ``SCAN_THREADS`` (else torch's) threads, when more
-    than one and the scan has more than one job (batch row × block of channels)."""
+    than one, the scan has more than one job (batch row × block of channels) and no other thread of this process
+    is in a parallel kernel (that one's caller runs the serial build: the same bits)."""
     from bber_utils.models import scan_kernels as kernels
 
     threads = SCAN_THREADS or torch.get_num_threads()
     jobs = batch * -(-ed // kernels.BLOCK)
-    if threads <= 1 or jobs <= 1:
+    if threads <= 1 or jobs <= 1 or not _PARALLEL_KERNEL.acquire(blocking=False):
         yield False
         return
-    import numba
-
-    saved = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        yield True
+        import numba
+
+        saved = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield True
+        finally:
+            numba.set_num_threads(saved)
     finally:
-        numba.set_num_threads(saved)
+        _PARALLEL_KERNEL.release()
 
 
 def _scan_cuda(u, delta, A, B, C, D, z):

@@ -19,13 +19,16 @@ size does not depend on the thread count: the same bits on one thread or many.
 
 The first use compiles the kernels (a few seconds) and caches them beside this file (or in numba's user cache
 when the package folder is read-only; ``NUMBA_CACHE_DIR`` overrides); later processes load them in well under a
-second.
+second. A cache file numba cannot read (truncated, garbage) is a miss with one warning: the kernel is compiled
+again and its files rewritten (:class:`_TolerantCache`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types as types_module
+import warnings
 
 import numba
 import numpy as np
@@ -62,7 +65,7 @@ _LO, _HI = np.float32(-87.0), np.float32(88.0)  # below: 0 (the true value is < 
 
 
 def _exp32(x):
-    """exp of a float32 within 1.3 ulp (tests/models/test_scan_kernels.py): x = k ln2 + r, exp = 2^k p(r)."""
+    """exp of a float32 within 1.37 ulp (tests/models/test_scan_kernels.py): x = k ln2 + r, exp = 2^k p(r)."""
     xc = min(max(x, _LO), _HI)
     k = np.floor(xc * _LOG2E + np.float32(0.5))
     r = xc - k * _LN2_HI - k * _LN2_LO
@@ -260,3 +263,38 @@ forward_serial = numba.njit(**_JIT)(_named(_forward, "_serial"))
 backward_serial = numba.njit(**_JIT)(_named(_backward, "_serial"))
 forward_parallel = numba.njit(parallel=True, **_JIT)(_named(_forward, "_parallel"))
 backward_parallel = numba.njit(parallel=True, **_JIT)(_named(_backward, "_parallel"))
+
+
+class _TolerantCache:
+    """numba's disk cache of one kernel, where a file that cannot be read is a miss (with one warning line) instead
+    of an exception from inside numba, and one that cannot be written leaves the kernel compiled but not cached.
+
+    numba unpickles the index and data files with no guard: a truncated or foreign file raised from its caching
+    module at the first call of the kernel. After a failed load the index is emptied (``flush``), so that the
+    compile that follows writes the kernel's files afresh."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def load_overload(self, sig, target_context):
+        try:
+            return self._cache.load_overload(sig, target_context)
+        except Exception as exc:  # unpickling errors of every kind, a data file of another kernel, ...
+            name = getattr(getattr(self._cache, "_py_func", None), "__name__", "a kernel")
+            warnings.warn(f"numba's cache of {name} in {self._cache.cache_path} could not be read "
+                          f"({type(exc).__name__}: {exc}); compiled again", RuntimeWarning, stacklevel=2)
+            with contextlib.suppress(Exception):  # a read-only cache: compiled in every process
+                self._cache.flush()
+            return None
+
+    def save_overload(self, sig, data):
+        with contextlib.suppress(Exception):  # compiled all the same; a later process compiles it again
+            self._cache.save_overload(sig, data)
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+
+for _kernel in (forward_serial, backward_serial, forward_parallel, backward_parallel, exp32_array):
+    if hasattr(_kernel, "_cache") and hasattr(_kernel._cache, "load_overload"):  # numba's private attribute
+        _kernel._cache = _TolerantCache(_kernel._cache)

@@ -34,16 +34,20 @@ def _ulps(got: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(-87.0, 88.0, width=32), min_size=1, max_size=64))
-def test_exp32_is_within_1_3_ulp_of_exp(values):
+def test_exp32_is_within_1_37_ulp_of_exp(values):
     x = np.asarray(values, dtype=np.float32)
-    assert _ulps(_exp32(x), x).max() <= 1.3
+    assert _ulps(_exp32(x), x).max() <= 1.37
 
 
 def test_exp32_over_the_decays_range_and_at_its_edges():
-    """Every decay exp(Δ A) of a scan is exp of a value <= 0: a dense sweep of [-87, 0] stays within 1.3 ulp;
-    below -87 it is 0 (the exact value is under 1.7e-38), above 88 inf, NaN stays NaN."""
+    """Every decay exp(Δ A) of a scan is exp of a value <= 0: a dense sweep of [-87, 0] stays within 1.37 ulp;
+    below -87 it is 0 (the exact value is under 1.7e-38), above 88 inf, NaN stays NaN. The two worst errors of
+    an exhaustive run over every float32 in [-87, 88] (36 s, too long for the suite) are 1.356 ulp at
+    -16.2885 and 1.362 ulp at 5.20073: the bound holds there (1.3, the bound claimed before, did not)."""
     x = np.linspace(-87.0, 0.0, 200_001, dtype=np.float32)
-    assert _ulps(_exp32(x), x).max() <= 1.3
+    assert _ulps(_exp32(x), x).max() <= 1.37
+    worst = np.array([0xC1824ED9, 0x40A66C69], dtype=np.uint32).view(np.float32)
+    assert (_ulps(_exp32(worst), worst) > 1.35).all() and _ulps(_exp32(worst), worst).max() <= 1.37
     assert _exp32([0.0, -0.0]).tolist() == [1.0, 1.0]
     assert _exp32([-87.5, -1e4, -np.inf]).tolist() == [0.0, 0.0, 0.0]
     assert _exp32([88.5, 1e4, np.inf]).tolist() == [np.inf] * 3
@@ -123,3 +127,72 @@ def test_fused_scan_gives_the_same_bits_compiled_for_a_generic_x86_64_and_for_th
     generic = np.load(out)
     for i, a in enumerate(here):
         assert np.array_equal(a.numpy(), generic[f"arr_{i}"]), f"output {i} differs between targets"
+
+
+_CACHED_RUN = textwrap.dedent("""
+    import sys, warnings, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from bber_utils.models import scan_kernels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = np.empty(3, np.float32)
+        scan_kernels.exp32_array(np.zeros(3, np.float32), out)
+    assert out.tolist() == [1.0] * 3
+    print(scan_kernels.exp32_array.stats.cache_hits.total(), *[str(w.message) for w in caught], sep="\\n")
+""")
+
+
+def test_a_corrupt_kernel_cache_is_compiled_again_and_rewritten(tmp_path):
+    """A cache file that numba cannot unpickle (a truncated copy, garbage) is a cache miss with one warning line,
+    not a traceback from inside numba's caching module; the kernel is compiled again and its files rewritten, so
+    the next process loads them. Shown on the smallest kernel; every kernel of the module has the same guard."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", _CACHED_RUN, REPO], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        hits, *warned = done.stdout.strip().splitlines()
+        return int(hits), warned
+
+    assert run() == (0, [])  # compiled and cached
+    files = sorted((tmp_path / "cache").rglob("*exp32_array*.nb[ic]"))
+    assert {f.suffix for f in files} == {".nbi", ".nbc"}
+    for i, f in enumerate(files):
+        f.write_bytes(f.read_bytes()[:20] if i % 2 else b"garbage")
+    hits, warned = run()
+    assert hits == 0 and len(warned) == 1 and "compiled again" in warned[0], warned
+    assert run() == (1, [])  # the rewritten files load
+    for kernel in (scan_kernels.forward_serial, scan_kernels.forward_parallel, scan_kernels.backward_serial,
+                   scan_kernels.backward_parallel, scan_kernels.exp32_array):
+        assert isinstance(kernel._cache, scan_kernels._TolerantCache)
+
+
+def test_a_scan_called_while_another_thread_runs_the_parallel_kernel_runs_the_serial_one(monkeypatch):
+    """One parallel kernel at a time per process: numba's workqueue threading layer (its fallback where neither
+    OpenMP nor TBB loads) aborts the whole process when two threads launch parallel kernels at once (seen with
+    ``NUMBA_THREADING_LAYER=workqueue`` and three threads training). A scan that starts while another thread is
+    in the parallel kernel runs the serial build instead: the same bits, no abort."""
+    import threading
+
+    ran, inner = [], []
+    real_parallel, real_serial = scan_kernels.forward_parallel, scan_kernels.forward_serial
+    args = [torch.randn(2, 5, 70), torch.rand(2, 5, 70), -torch.rand(70, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 4)]
+
+    def other_thread_scans():
+        inner.append(mamba._scan_fused(*args))
+
+    def parallel(*a):
+        ran.append(("parallel", threading.current_thread().name))
+        if len(ran) == 1:  # the first call: another thread scans while this one is in the parallel kernel
+            thread = threading.Thread(target=other_thread_scans, name="other")
+            thread.start()
+            thread.join()
+        return real_parallel(*a)
+
+    monkeypatch.setattr(scan_kernels, "forward_parallel", parallel)
+    monkeypatch.setattr(scan_kernels, "forward_serial", lambda *a: ran.append(("serial", "other")) or real_serial(*a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    y = mamba._scan_fused(*args)
+    assert ran == [("parallel", "MainThread"), ("serial", "other")]
+    assert torch.equal(inner[0], y)
