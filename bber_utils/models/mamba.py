@@ -68,7 +68,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, impl: str = "auto"):
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown scan impl {impl!r}; choose one of {SCAN_IMPLS}")
     if impl == "auto":
-        impl = "export" if torch.compiler.is_exporting() else _auto_impl(u, A)
+        impl = "export" if torch.compiler.is_exporting() else _auto_impl(u)
     if impl == "cuda":
         return _scan_cuda(u, delta, A, B, C, D, z)  # D and z are fused into the kernel
     out_dtype = u.dtype
@@ -96,7 +96,7 @@ def _upcast(t):
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _auto_impl(u, A) -> str:
+def _auto_impl(u) -> str:
     """mamba-ssm's fused kernel on CUDA when installed; mambapy's parallel scan on other GPUs (a few big kernels
     rather than a loop of small ones; not measured here). On CPU the fused kernels, the fastest form measured
     for training and for inference at every size (benchmarks/mamba.md); the chunked scan if numba cannot load.
@@ -179,7 +179,8 @@ CHUNK = 16  # time steps per chunk: the (B, CHUNK, ED, N) temporaries stay in ca
 # while these three (B, L, ED, N) tensors take at most this many bytes: every training shape of the profiles
 # (a few MB); the benchmark stack recomputes, as nothing of that size should be first-touched on a CPU.
 KEEP_STATES_BYTES = 64 * 2**20
-# Torch threads of the stepped CPU scans (None: torch's own setting). Their loops are thousands of small ops, each
+# Threads of the CPU scans (None: torch's own setting): numba's for the fused kernels (the same bits on any count),
+# torch's for the stepped scans. The stepped scans' loops are thousands of small ops, each
 # an OpenMP parallel region when run on several threads: on a loaded machine every region waits for a thread the
 # OS has put off, and there the stack ran 1.5-4.5x slower with the scan on 2 threads than on 1; on the same
 # machine idle, 2 threads were faster (benchmarks/mamba.md). 1 suits a shared machine; the default keeps torch's.
@@ -432,9 +433,8 @@ def _kernel_threads(batch, ed):
     if threads <= 1 or jobs <= 1 or not _PARALLEL_KERNEL.acquire(blocking=False):
         yield False
         return
+    numba = kernels.numba
     try:
-        import numba
-
         saved = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:

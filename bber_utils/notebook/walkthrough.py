@@ -321,7 +321,7 @@ def scan_code() -> str:
     from bber_utils.models import mamba
 
     source = inspect.getsource(mamba._sequential_steps)
-    picked = mamba._auto_impl(torch.zeros(1, 1, 1, requires_grad=True), torch.zeros(1, 1))  # training
+    picked = mamba._auto_impl(torch.zeros(1, 1, 1))
     return (f"```python\n{source}```\n\nOn this CPU `selective_scan(..., impl=\"auto\")` runs `{picked}`: "
             + ("the same recurrence and its backward compiled into one kernel per direction "
                "(`models/scan_kernels.py`), which keeps the state of a block of channels in a small buffer "
