@@ -81,7 +81,8 @@ def read_bundle(path: str | Path) -> dict:
     r.unpack("I")  # version
     config = dict(zip(HEADER_INTS, r.unpack("7i")))
     config["eps"], qk = r.unpack("fi")
-    if qk != QK or min(config.values()) <= 0 or config["hidden"] % max(1, config["heads"]) or config["hidden"] % QK:
+    if (qk != QK or min(config.values()) <= 0 or config["hidden"] % max(1, config["heads"]) or config["hidden"] % QK
+            or not 0 < config["eps"] < 1):
         raise ConfigError(f"{path}: unexpected model sizes {config} (block size {qk})")
     n_pieces, bos, eos, pad, unk = r.unpack("5i")
     (blob_len,) = r.unpack("Q")
@@ -93,6 +94,8 @@ def read_bundle(path: str | Path) -> dict:
     if offsets[0] != 0 or offsets[-1] != blob_len or np.any(np.diff(offsets.astype(np.int64)) < 0):
         raise ConfigError(f"{path}: corrupt vocabulary offsets")
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8", "replace") for i in range(n_pieces)]
+    if not any(pieces) or not np.isfinite(scores).all():
+        raise ConfigError(f"{path}: corrupt vocabulary (no pieces, or a score that is not a number)")
     n_norm, norm_bytes = r.unpack("iI")
     norm = _Reader(r.take(norm_bytes), path)
     normalise = {}
@@ -212,8 +215,9 @@ def load_e5_float(variant: str = "original", path: str | Path | None = None, dro
     from transformers import BertModel
 
     bundle = read_bundle(path or bundled_path(variant))
+    state = bert_state_dict(bundle)  # checks every size against the file before the model allocates them
     model = BertModel(bert_config(bundle, dropout), add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict(bert_state_dict(bundle), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # pragma: no cover - the names above cover BertModel without its pooler
         raise ConfigError(f"{bundle['path']}: weights do not fit BertModel (missing {missing}, extra {unexpected})")
     return model.eval(), E5Tokenizer(bundle["tokenizer"])

@@ -42,10 +42,10 @@ def test_float_model_gives_the_engines_sentence_vectors():
     assert min(cosines) > 0.999, cosines
 
 
-@settings(max_examples=60, deadline=None)
 ALPHABET = list("abcxyz ABC  .,!?'-Привет ЁёęłśżＡ１　½ﬁ\u00a0\u2003")
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.sampled_from(ALPHABET), max_size=40))
 def test_tokenizer_matches_the_engine_on_any_text(text):
     """Token counts equal the engine's (normalisation map, collapsed spaces, metaspace, Viterbi)."""
@@ -117,3 +117,58 @@ def test_a_tensor_entry_of_the_wrong_size_is_refused():
     bundle["tensors"]["emb.pos"] = (dtype, n, len(bundle["buffer"]) - 8)
     with pytest.raises(ConfigError, match="expected 512 x 384 inside the file"):
         bert_state_dict(bundle)
+
+
+def _forged(tmp_path, edits) -> "Path":
+    """The bundled file with ``edits`` ``[(byte offset, struct format, value)]`` written over its header."""
+    import struct
+
+    data = bytearray(bundled_path().read_bytes())
+    for offset, fmt, value in edits:
+        struct.pack_into("<" + fmt, data, offset, value)
+    path = tmp_path / "forged.bin"
+    path.write_bytes(bytes(data))
+    return path
+
+
+N_PIECES = 44  # byte offset of the vocabulary's piece count; the scores start at 72 + 4 (n + 1)
+
+
+@pytest.mark.parametrize("edits", [
+    [(24, "i", 2**31 - 1)],  # vocabulary size
+    [(12, "i", 10**6)],  # layers
+    [(28, "i", 2**31 - 1)],  # positions
+    [(36, "f", float("nan"))],  # LayerNorm eps
+    [(72 + 4 * 250003, "f", float("nan"))],  # the first piece's score
+])
+def test_forged_sizes_are_refused_before_the_model_is_built(tmp_path, monkeypatch, edits):
+    """A forged size must not reach ``BertModel`` (terabytes for a 2**31 vocabulary, a million layers), nor a
+    NaN into LayerNorm or the Viterbi scores: one ConfigError naming the file."""
+    import struct
+
+    import transformers
+
+    (n_pieces,) = struct.unpack_from("<i", bundled_path().read_bytes()[:64], N_PIECES)
+    assert n_pieces == 250002  # the offsets above assume the bundled vocabulary
+
+    def built(config, **kwargs):
+        pytest.fail(f"BertModel built from a forged header (vocab {config.vocab_size}, "
+                    f"{config.num_hidden_layers} layers)")
+
+    monkeypatch.setattr(transformers, "BertModel", built)
+    with pytest.raises(ConfigError, match="forged.bin"):
+        load_e5_float(path=_forged(tmp_path, edits))
+
+
+def test_a_vocabulary_of_empty_pieces_is_refused(tmp_path):
+    """Four pieces of zero bytes (valid offsets, ids in range): one ConfigError, not ``max()`` of nothing."""
+    import struct
+
+    data = bundled_path().read_bytes()
+    n_pieces, _, _, _, _, blob_len = struct.unpack_from("<5iQ", data, N_PIECES)
+    rest = 72 + 4 * (n_pieces + 1) + 4 * n_pieces + blob_len  # the normalisation map and the tensors
+    empty = struct.pack("<5iQ", 4, 0, 2, 1, 3, 0) + bytes(4 * 5) + struct.pack("<4f", 0, 0, 0, 0)
+    path = tmp_path / "empty.bin"
+    path.write_bytes(data[:N_PIECES] + empty + data[rest:])
+    with pytest.raises(ConfigError, match="empty.bin: corrupt vocabulary"):
+        load_e5_float(path=path)
