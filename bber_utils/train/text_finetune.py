@@ -49,6 +49,9 @@ from bber_utils.corpora.manifest import load_manifest
 from bber_utils.train.metrics import METRIC_NAMES, masked_argmax, score
 
 
+MAX_POSITIONS = 512  # e5-small's position embeddings: an input of more tokens cannot be encoded
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     seed: int = 1
@@ -77,15 +80,22 @@ class FinetuneConfig:
                 raise unknown("fine-tuning key", key, fields)
             kind = {"int": int, "float": float, "bool": bool, "str": str}[fields[key].type]
             accepted = (int, float) if kind is float else kind
+            if kind is float and isinstance(value, str):  # YAML reads 1e-5 (no dot) as text
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
             if not isinstance(value, accepted) or (kind in (int, float) and isinstance(value, bool)):
                 raise ConfigError(f"{key}={value!r}: expected {kind.__name__}")
+            if kind is float and not math.isfinite(value):
+                raise ConfigError(f"{key}={value!r}: expected a finite number")
             out[key] = kind(value)
         cfg = cls(**out)
-        limits = [("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 1), ("lr", cfg.lr > 0),
+        limits = [("seed", 0 <= cfg.seed < 2**32), ("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 1),
+                  ("lr", cfg.lr > 0), ("max_tokens", 3 <= cfg.max_tokens <= MAX_POSITIONS),
                   ("head_lr_scale", cfg.head_lr_scale > 0), ("warmup_ratio", 0 <= cfg.warmup_ratio < 1),
                   ("weight_decay", cfg.weight_decay >= 0), ("dropout", 0 <= cfg.dropout < 1),
-                  ("class_weight_power", cfg.class_weight_power >= 0), ("context", cfg.context >= 0),
-                  ("max_tokens", cfg.max_tokens >= 3)]
+                  ("class_weight_power", cfg.class_weight_power >= 0), ("context", cfg.context >= 0)]
         for key, fine in limits:
             if not fine:
                 raise ConfigError(f"{key}={getattr(cfg, key)!r} is out of range")

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bber_utils.core.errors import ConfigError
 from bber_utils.core.labels import CLASSES
 from bber_utils.train.text_finetune import FinetuneConfig, _batches, finetune_text, model_inputs
 
@@ -147,6 +148,10 @@ def test_cli_finetunes_scores_the_label_set_and_reads_a_finished_run_back(tmp_pa
     (["context=true"], ["context=True: expected int"]),
     (["select=acc"], ["unknown select metric 'acc'"]),
     (["epochs"], ["'epochs' is not key=value"]),
+    (["lr=.inf"], ["lr=inf: expected a finite number"]),
+    (["class_weight_power=.inf"], ["class_weight_power=inf: expected a finite number"]),
+    (["seed=-1"], ["seed=-1 is out of range"]),
+    (["max_tokens=1000"], ["max_tokens=1000 is out of range"]),  # e5-small has 512 positions
 ])
 def test_cli_bad_settings_are_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, needles):
     from bber_utils.cli import main
@@ -185,3 +190,10 @@ def test_classes_outside_the_label_set_are_never_predicted(monkeypatch):
     predicted = np.array(res["test"]["confusion"]).sum(0)
     assert predicted[CLASSES.index("fear")] == 0 and predicted[CLASSES.index("anger")] == 8
     assert res["test"]["classes"] == ["neutral", "anger"]
+
+
+def test_numbers_in_exponent_notation_are_read_as_floats():
+    """YAML reads ``1e-5`` (no dot) as text; the usual way to write a learning rate must not be refused."""
+    assert FinetuneConfig.checked(lr="2e-5", weight_decay="0").lr == 2e-5
+    with pytest.raises(ConfigError, match="lr='fast': expected float"):
+        FinetuneConfig.checked(lr="fast")
