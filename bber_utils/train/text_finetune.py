@@ -198,6 +198,8 @@ def finetune_text(splits: dict[str, pd.DataFrame], cfg: FinetuneConfig = Finetun
     """
     import torch
 
+    if not len(splits["train"]):
+        raise ConfigError("finetune_text: the train split has no rows")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = TextClassifier(cfg)
@@ -239,6 +241,21 @@ def finetune_text(splits: dict[str, pd.DataFrame], cfg: FinetuneConfig = Finetun
             "tokens": float(np.mean(lengths))}
 
 
+def _within_label_set(splits: dict[str, pd.DataFrame], classes: tuple[str, ...], corpus: str,
+                      log: Callable[[str], None]) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """``(splits, {split: n})``: the rows of a class outside the corpus's label set are left out and counted (as
+    the trainer does: ``train.inputs.check_label_sets``), one log line for each split that had some."""
+    out, outside = {}, {}
+    for split, df in splits.items():
+        bad = ~df["label"].isin(classes)
+        out[split] = df.loc[~bad].reset_index(drop=True)
+        if bad.any():
+            outside[split] = int(bad.sum())
+            log(f"{corpus} {split} split: skipped {outside[split]} row(s) whose class is outside the label set "
+                f"{list(classes)} (e.g. {df['utt_id'][bad].iloc[0]!r}: {df['label'][bad].iloc[0]!r})")
+    return out, outside
+
+
 def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: FinetuneConfig = FinetuneConfig(),
                      log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Fine-tune on a work folder's corpus (``manifests/{corpus}_{train,dev,test}.parquet``, its label set) and
@@ -260,6 +277,10 @@ def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: Finetu
             raise FileNotFoundError(f"{path}: no {split} manifest; prepare the corpus with a {split} split")
         splits[split] = load_manifest(path)
     classes = corpus_classes(workdir, corpus)
+    splits, outside = _within_label_set(splits, classes, corpus, log)
+    if not len(splits["train"]):
+        raise ConfigError(f"{dirs.manifest(corpus, 'train')}: no train rows of the label set {list(classes)}; "
+                          f"prepare the corpus with a train split")
     unseen = sorted(set(splits["test"]["label"]) - set(splits["train"]["label"]))
     if unseen:
         log(f"{corpus}: the test split has {int(splits['test']['label'].isin(unseen).sum())} rows of classes the "
@@ -273,7 +294,8 @@ def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: Finetu
         log(f"already fine-tuned with these settings: {done}")
         return json.loads(done.read_text(encoding="utf-8")), folder
     result = finetune_text(splits, cfg, log, classes)
-    result.update(corpus=corpus, classes=list(classes), unseen_classes=unseen, stamp=stamp)
+    result.update(corpus=corpus, classes=list(classes), unseen_classes=unseen, outside_label_set=outside,
+                  stamp=stamp)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done, json.dumps(result, indent=1))
     return result, folder

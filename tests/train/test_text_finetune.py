@@ -197,3 +197,53 @@ def test_numbers_in_exponent_notation_are_read_as_floats():
     assert FinetuneConfig.checked(lr="2e-5", weight_decay="0").lr == 2e-5
     with pytest.raises(ConfigError, match="lr='fast': expected float"):
         FinetuneConfig.checked(lr="fast")
+
+
+def _relabel(wd, split, rows, label):
+    from bber_utils.corpora.manifest import load_manifest, save_manifest
+
+    path = wd / "manifests" / f"mine_{split}.parquet"
+    df = load_manifest(path)
+    df.loc[df.index[rows], "label"] = label
+    save_manifest(df, path)
+
+
+def test_rows_outside_the_label_set_are_left_out_and_counted(tmp_path, capsys, monkeypatch):
+    """A hand-edited manifest with 'fear' in an anger/neutral/happy corpus: those rows are neither trained on nor
+    scored (the trainer skips them too), and the log says how many."""
+    import bber_utils.train.text_finetune as tf
+    from bber_utils.cli import main
+
+    wd = _prepared(tmp_path)
+    _relabel(wd, "train", slice(0, 5), "fear")
+    _relabel(wd, "test", slice(0, 3), "fear")
+    seen = {}
+
+    def spy(splits, cfg, log, classes):
+        seen.update(splits)
+        return {"best_epoch": 1, "test": {m: 0.5 for m in ("wf1", "uar", "war", "mf1")}}
+
+    monkeypatch.setattr(tf, "finetune_text", spy)
+    assert main(["finetune-text", "--workdir", str(wd), "epochs=1"]) == 0
+    assert (len(seen["train"]), len(seen["dev"]), len(seen["test"])) == (19, 8, 5)
+    assert "fear" not in set(pd.concat(seen.values())["label"])
+    out = capsys.readouterr().out
+    assert "mine train split: skipped 5 row(s) whose class is outside the label set" in out
+    assert "mine test split: skipped 3 row(s)" in out
+    [metrics] = (wd / "finetune").glob("mine-*/metrics.json")
+    assert '"outside_label_set": {\n  "train": 5,\n  "test": 3\n }' in metrics.read_text()
+
+
+def test_an_empty_train_split_is_one_line_exit_2(tmp_path, capsys):
+    from bber_utils.cli import main
+    from bber_utils.corpora.manifest import load_manifest, save_manifest
+
+    wd = _prepared(tmp_path)
+    path = wd / "manifests" / "mine_train.parquet"
+    save_manifest(load_manifest(path).iloc[:0], path)
+    assert main(["finetune-text", "--workdir", str(wd), "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mine_train.parquet: no train rows of the label set" in err, err
+    with pytest.raises(ConfigError, match="the train split has no rows"):
+        finetune_text({"train": _split("train").iloc[:0], "dev": _split("dev"), "test": _split("test")},
+                      FinetuneConfig(), log=lambda m: None)
