@@ -256,6 +256,25 @@ def _within_label_set(splits: dict[str, pd.DataFrame], classes: tuple[str, ...],
     return out, outside
 
 
+def _finished(done: Path, stamp: dict, log: Callable[[str], None]) -> dict | None:
+    """The result in ``done`` if it is a finished run of ``stamp``; None (train again, with a log line saying why)
+    for a file that cannot be read or belongs to other settings."""
+    if not done.exists():
+        return None
+    try:
+        result = json.loads(done.read_text(encoding="utf-8"))
+        fits = isinstance(result, dict) and result.get("stamp") == stamp and "test" in result
+    except (OSError, ValueError) as exc:
+        fits, why = False, " ".join(str(exc).split())
+    else:
+        why = "its settings or manifests differ"
+    if not fits:
+        log(f"{done}: not a finished run of these settings ({why}); training again")
+        return None
+    log(f"already fine-tuned with these settings: {done}")
+    return result
+
+
 def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: FinetuneConfig = FinetuneConfig(),
                      log: Callable[[str], None] = print) -> tuple[dict, Path]:
     """Fine-tune on a work folder's corpus (``manifests/{corpus}_{train,dev,test}.parquet``, its label set) and
@@ -290,9 +309,9 @@ def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: Finetu
     key = hashlib.blake2b(json.dumps(stamp, sort_keys=True).encode(), digest_size=6).hexdigest()
     folder = dirs.root / "finetune" / f"{corpus}-{key}"
     done = folder / "metrics.json"
-    if done.exists():
-        log(f"already fine-tuned with these settings: {done}")
-        return json.loads(done.read_text(encoding="utf-8")), folder
+    finished = _finished(done, stamp, log)
+    if finished is not None:
+        return finished, folder
     result = finetune_text(splits, cfg, log, classes)
     result.update(corpus=corpus, classes=list(classes), unseen_classes=unseen, outside_label_set=outside,
                   stamp=stamp)

@@ -247,3 +247,25 @@ def test_an_empty_train_split_is_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(ConfigError, match="the train split has no rows"):
         finetune_text({"train": _split("train").iloc[:0], "dev": _split("dev"), "test": _split("test")},
                       FinetuneConfig(), log=lambda m: None)
+
+
+@pytest.mark.parametrize("damage", ['{"test": ', "[]", '{"test": {}, "stamp": {"config": {}}}'])
+def test_an_unreadable_or_foreign_metrics_file_is_trained_again(tmp_path, capsys, monkeypatch, damage):
+    import bber_utils.train.text_finetune as tf
+    from bber_utils.cli import main
+
+    wd = _prepared(tmp_path)
+    runs = []
+
+    def spy(splits, cfg, log, classes):
+        runs.append(1)
+        return {"best_epoch": 1, "test": {m: 0.5 for m in ("wf1", "uar", "war", "mf1")}}
+
+    monkeypatch.setattr(tf, "finetune_text", spy)
+    argv = ["finetune-text", "--workdir", str(wd), "epochs=1"]
+    assert main(argv) == 0 and main(argv) == 0 and len(runs) == 1  # the second run reads the first back
+    [metrics] = (wd / "finetune").glob("mine-*/metrics.json")
+    metrics.write_text(damage)
+    assert main(argv) == 0 and len(runs) == 2
+    assert "not a finished run of these settings" in capsys.readouterr().out
+    assert main(argv) == 0 and len(runs) == 2
