@@ -71,7 +71,7 @@ def test_reports_the_test_scores_of_the_best_dev_epoch(tiny_run, monkeypatch):
     # dev is best at epoch 1, test at epoch 2: the epoch reported must be dev's, with its test scores
     fake = iter([{"wf1": 0.9, "name": "dev 1"}, {"wf1": 0.1, "name": "test 1"},
                  {"wf1": 0.2, "name": "dev 2"}, {"wf1": 0.8, "name": "test 2"}])
-    monkeypatch.setattr(tf, "score", lambda y, pred: next(fake))
+    monkeypatch.setattr(tf, "score", lambda y, pred, classes=None: next(fake))
     splits = {"train": _split("train", 1), "dev": _split("dev", 1), "test": _split("test", 1)}
     out = finetune_text(splits, FinetuneConfig(epochs=2, batch_size=4), log=lambda m: None)
     assert out["best_epoch"] == 1 and out["dev"]["name"] == "dev 1" and out["test"]["name"] == "test 1"
