@@ -264,13 +264,14 @@ def finetune_run(workdir: Path, splits: dict, run: dict, seed: int) -> dict:
     split; its score on the file's dev. The per-epoch history goes to ``{workdir}/finetune/``."""
     import json
 
+    from bber_utils.core.fileio import atomic_write_text
     from bber_utils.train.text_finetune import FinetuneConfig, finetune_text
 
     t = time.perf_counter()
     res = finetune_text(splits, FinetuneConfig(seed=seed, **run["overrides"]), log=lambda m: print(m, flush=True))
     out = workdir / "finetune" / f"{run['variant'].replace(' ', '_')}_seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1), encoding="utf-8")
+    atomic_write_text(out, json.dumps(res, indent=1))
     s = res["test"]
     return dict(step=FINETUNE_STEP, encoder=run["encoder"], size=run["size"], variant=run["variant"], seed=seed,
                 **{m: round(100 * s[m], 2) for m in ("wf1", "uar", "war", "mf1")},

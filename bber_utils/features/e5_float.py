@@ -106,7 +106,7 @@ def read_bundle(path: str | Path) -> dict:
     for _ in range(r.unpack("i")[0]):
         (name_len,) = r.unpack("H")
         name = r.take(name_len).decode("ascii", "replace")
-        dtype, n, offset, _ = (*r.unpack("B"), *r.unpack("I"), *r.unpack("QQ"))
+        dtype, n, offset, _ = r.unpack("BIQQ")  # "<": packed, no alignment
         tensors[name] = (dtype, n, offset)
     tokenizer = dict(pieces=pieces, scores=scores, normalise=normalise, bos=bos, eos=eos, pad=pad, unk=unk)
     return dict(config=config, tokenizer=tokenizer, tensors=tensors, buffer=buf, path=path)

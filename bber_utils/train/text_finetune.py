@@ -112,11 +112,12 @@ def model_inputs(df: pd.DataFrame, cfg: FinetuneConfig) -> list[str]:
     texts = df["text"].fillna("").astype(str).tolist()
     if cfg.context <= 0:
         return [cfg.prefix + t for t in texts]
-    row = {u: i for i, u in enumerate(df["utt_id"].astype(str))}
+    utt_ids = df["utt_id"].astype(str).tolist()
+    row = {u: i for i, u in enumerate(utt_ids)}
     speakers = df["speaker"].fillna("").astype(str).tolist() if "speaker" in df.columns else [""] * len(df)
     previous = context_map(df, cfg.context)
     out = []
-    for i, u in enumerate(df["utt_id"].astype(str)):
+    for i, u in enumerate(utt_ids):
         parts = [cfg.prefix + texts[i]]
         for j in (row[p] for p in reversed(previous.get(u, []))):
             same = bool(speakers[i]) and speakers[j] == speakers[i]
@@ -217,6 +218,7 @@ def finetune_text(splits: dict[str, pd.DataFrame], cfg: FinetuneConfig = Finetun
     warm = max(1, int(cfg.warmup_ratio * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    allowed = [CLASSES.index(c) for c in classes]
     lengths, history, start = [len(t) for t in ids["train"]], [], time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train(True)
@@ -230,7 +232,6 @@ def finetune_text(splits: dict[str, pd.DataFrame], cfg: FinetuneConfig = Finetun
             opt.zero_grad(set_to_none=True)
             total += loss.item()
         row = {"epoch": epoch, "loss": total / len(batches), "seconds": time.perf_counter() - start}
-        allowed = [CLASSES.index(c) for c in classes]
         for split in ("dev", "test"):
             row[split] = score(labels[split], masked_argmax(model.predict(ids[split]), allowed), allowed)
         history.append(row)
